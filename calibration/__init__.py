@@ -1,0 +1,1 @@
+"""roadseg calibration: representative data, TFLite conversion, int8 accuracy gate, sidecar."""

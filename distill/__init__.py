@@ -1,0 +1,1 @@
+"""roadseg distillation: student architectures, distillation losses and loop."""

@@ -1,0 +1,57 @@
+"""The one preprocessing contract between training and the vehicle.
+
+A frame enters every model as uint8 RGB at the model's input size. The resize
+policy is ``stretch``: the whole frame is resized to (height, width) with
+bilinear interpolation, without cropping or padding, so what the camera sees is
+what the model sees. Normalization happens inside the model.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+RESIZE_POLICY = "stretch"
+INTERPOLATION = cv2.INTER_LINEAR
+
+
+def preprocess(frame: np.ndarray, size: tuple[int, int], channel_order: str = "rgb",
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Resize ``frame`` (uint8 [H,W,3] in ``channel_order``) to ``size`` =
+    (height, width) and return it as RGB uint8. ``out`` is reused when given."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an [H,W,3] frame, got shape {frame.shape}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 frame, got {frame.dtype}")
+    h, w = size
+    # resize first, colour-convert the smaller image
+    if frame.shape[:2] == (h, w):
+        small = frame
+    else:
+        small = cv2.resize(frame, (w, h), interpolation=INTERPOLATION)
+    if channel_order == "rgb":
+        if out is None:
+            return np.ascontiguousarray(small) if small is not frame else small.copy()
+        np.copyto(out, small)
+        return out
+    if channel_order == "bgr":
+        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out)
+    raise ValueError(f"unknown channel order {channel_order!r}; valid: rgb, bgr")
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label/class mask to (height, width)."""
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``HEIGHTxWIDTH`` (e.g. ``256x512``)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 256x512") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return h, w

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run roadseg's test suite on a fresh machine with only Python 3.10+ and git:
+# creates .venv if absent, installs .[train,runtime,dev], installs the MQTT
+# broker the tests use (mosquitto) where it can, then runs pytest.
+# Extra arguments go to pytest (e.g. ./scripts/test.sh -m slow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+echo "==> installing roadseg[train,runtime,dev] into .venv"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[train,runtime,dev]"
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    echo "==> installing mosquitto (MQTT broker for the tests)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    if command -v apt-get >/dev/null 2>&1; then
+        ($SUDO apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 \
+          || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1; }) \
+          || echo "    could not install mosquitto; broker tests fall back to amqtt (MQTT 5 tests skip)"
+    else
+        echo "    no apt-get; broker tests fall back to amqtt (MQTT 5 tests skip)"
+    fi
+fi
+
+echo "==> running tests"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+exec .venv/bin/python -m pytest "$@"

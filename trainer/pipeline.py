@@ -1,0 +1,154 @@
+"""tf.data input pipeline: decode, resize, augment, shuffle, cache, prefetch.
+
+Images stay uint8 RGB end to end (models normalize inside). Labels are
+category masks (uint8 0..7) with ``IGNORE_INDEX`` where a pixel must not count
+(padding added by scale-and-crop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from edge_runtime.labels import IGNORE_INDEX
+from edge_runtime.preprocessing import preprocess, resize_mask
+from trainer.datasets import Sample, load_sample
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation. The seed project measured about +10 mIoU points
+    from scale, crop, flip and photometric jitter."""
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+    enabled: bool = True
+
+
+def _load_fn(samples: list[Sample], fmt: str):
+    paths = [(s.image, s.label) for s in samples]
+
+    def load(i):
+        img, lab = load_sample(Sample("", *paths[int(i)]), fmt)
+        return img, lab
+
+    return load
+
+
+def _decode(ds: tf.data.Dataset, samples: list[Sample], fmt: str) -> tf.data.Dataset:
+    load = _load_fn(samples, fmt)
+
+    def fn(i):
+        img, lab = tf.numpy_function(load, [i], [tf.uint8, tf.uint8], stateful=False)
+        img.set_shape([None, None, 3])
+        lab.set_shape([None, None])
+        return img, lab
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def augment(img: tf.Tensor, lab: tf.Tensor, crop: tuple[int, int], base_height: int,
+            cfg: AugmentConfig, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random scale (relative to the scale at which a frame is ``base_height``
+    tall), pad with ignore, random crop to ``crop``, flip, photometric jitter.
+    ``seed`` is a stateless seed pair: the same seed gives the same view, which
+    lets the teacher cache replay views exactly."""
+    ch, cw = crop
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+    shape = tf.shape(img)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    base = tf.cast(base_height, tf.float32) / h
+    if cfg.enabled:
+        logs = tf.random.stateless_uniform([], seeds[0], np.log(cfg.min_scale), np.log(cfg.max_scale))
+        scale = base * tf.exp(logs)
+    else:
+        scale = base
+    nh = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), 1)
+    nw = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), 1)
+    imgf = tf.image.resize(tf.cast(img, tf.float32), [nh, nw], method="bilinear")
+    labr = tf.image.resize(lab[..., None], [nh, nw], method="nearest")[..., 0]
+    # pad to at least the crop; padded label pixels are ignored
+    ph, pw = tf.maximum(ch - nh, 0), tf.maximum(cw - nw, 0)
+    imgf = tf.pad(imgf, [[0, ph], [0, pw], [0, 0]])
+    labr = tf.pad(tf.cast(labr, tf.int32) - IGNORE_INDEX, [[0, ph], [0, pw]]) + IGNORE_INDEX
+    H, W = nh + ph, nw + pw
+    y0 = tf.random.stateless_uniform([], seeds[1], 0, H - ch + 1, dtype=tf.int32)
+    x0 = tf.random.stateless_uniform([], seeds[2], 0, W - cw + 1, dtype=tf.int32)
+    imgf = imgf[y0:y0 + ch, x0:x0 + cw]
+    labr = labr[y0:y0 + ch, x0:x0 + cw]
+    if cfg.enabled and cfg.flip:
+        flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        imgf = tf.cond(flip, lambda: imgf[:, ::-1], lambda: imgf)
+        labr = tf.cond(flip, lambda: labr[:, ::-1], lambda: labr)
+    if cfg.enabled:
+        x = imgf / 255.0
+        x = tf.image.stateless_random_brightness(x, cfg.brightness, seeds[4])
+        x = tf.image.stateless_random_contrast(x, 1 - cfg.contrast, 1 + cfg.contrast, seeds[5])
+        x = tf.image.stateless_random_saturation(x, 1 - cfg.saturation, 1 + cfg.saturation, seeds[6])
+        x = tf.image.stateless_random_hue(x, cfg.hue, seeds[7])
+        imgf = x * 255.0
+    img_out = tf.cast(tf.clip_by_value(tf.round(imgf), 0, 255), tf.uint8)
+    img_out.set_shape([ch, cw, 3])
+    lab_out = tf.cast(labr, tf.uint8)
+    lab_out.set_shape([ch, cw])
+    return img_out, lab_out
+
+
+def make_dataset(samples: list[Sample], fmt: str, size: tuple[int, int], batch: int,
+                 training: bool, crop: tuple[int, int] | None = None, seed: int = 0,
+                 augment_cfg: AugmentConfig = AugmentConfig(), cache: bool = True,
+                 repeat: bool | None = None, with_seed: bool = False) -> tf.data.Dataset:
+    """Batches of ``(uint8 images [N,h,w,3], uint8 labels [N,h,w])``.
+
+    ``size`` is the full-frame (evaluation) size; ``crop`` the training crop
+    (defaults to ``size``; square for SegFormer). Validation frames are
+    resized by the runtime's preprocessing contract, labels by nearest.
+    With ``with_seed`` training elements carry their augmentation seed as a
+    third component (``[N, 2]`` int64) for the teacher cache.
+    """
+    crop = crop or size
+    idx = tf.data.Dataset.range(len(samples))
+    if not training:
+        load = _load_fn(samples, fmt)
+
+        def load_val(i):
+            img, lab = load(i)
+            return preprocess(img, size), resize_mask(lab, size)
+
+        def fn(i):
+            img, lab = tf.numpy_function(load_val, [i], [tf.uint8, tf.uint8], stateful=False)
+            img.set_shape([size[0], size[1], 3])
+            lab.set_shape([size[0], size[1]])
+            return img, lab
+
+        ds = idx.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+        if cache:
+            ds = ds.cache()
+        if repeat:
+            ds = ds.repeat()
+        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+    ds = _decode(idx, samples, fmt)
+    if cache:
+        ds = ds.cache()
+    if repeat is None or repeat:
+        ds = ds.repeat()
+    ds = ds.shuffle(min(len(samples), 1024), seed=seed, reshuffle_each_iteration=True)
+    # one stateless seed per element, from a seeded counter: reproducible views
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def aug(pair, s):
+        img, lab = pair
+        img, lab = augment(img, lab, crop, size[0], augment_cfg, s)
+        if with_seed:
+            return img, lab, s
+        return img, lab
+
+    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
