@@ -1,0 +1,148 @@
+"""Full-frame prediction and the SavedModel export every later stage loads.
+
+The export's ``serving_default`` signature takes uint8 RGB ``[N,H,W,3]`` at
+the run's frame size and returns ``{"probabilities": float32 [N,H,W,8]}``
+(softmax). Square-only models (SegFormer) cover the frame by sliding a square
+window with overlap and averaging logits. ``roadseg.json`` beside the
+SavedModel records the size and taxonomy, so consumers never guess.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from edge_runtime.labels import CATEGORIES, NUM_CLASSES
+from edge_runtime.preprocessing import RESIZE_POLICY
+
+EXPORT_META = "roadseg.json"
+
+
+def window_offsets(length: int, window: int, overlap: float = 1 / 3) -> list[int]:
+    """Start offsets of windows of ``window`` covering ``length`` with at
+    least ``overlap`` between neighbours; first at 0, last flush with the end."""
+    if window >= length:
+        return [0]
+    stride = max(1, int(window * (1 - overlap)))
+    n = math.ceil((length - window) / stride) + 1
+    return [round(i * (length - window) / (n - 1)) for i in range(n)]
+
+
+def make_predict_fn(model, model_size: tuple[int, int], frame_size: tuple[int, int],
+                    square_only: bool = False):
+    """``fn(uint8 [N,H,W,3]) -> float32 logits [N,H,W,C]`` at ``frame_size``."""
+    mh, mw = model_size
+    fh, fw = frame_size
+
+    def call(x):
+        return tf.cast(model(x, training=False), tf.float32)
+
+    if (mh, mw) == (fh, fw):
+        return call
+    if square_only:
+        s = mh
+
+        def sliding(images):
+            x = images
+            if fh != s:  # scale the frame so its height is the window
+                nw = max(s, round(fw * s / fh))
+                x = tf.cast(tf.image.resize(images, [s, nw], method="bilinear") + 0.5, tf.uint8)
+            else:
+                nw = fw
+            ys, xs = window_offsets(s, s), window_offsets(nw, s)
+            acc = None
+            cnt = np.zeros((1, s, nw, 1), np.float32)
+            for y0 in ys:
+                for x0 in xs:
+                    lg = call(x[:, y0:y0 + s, x0:x0 + s])
+                    pad = [[0, 0], [y0, s - y0 - s], [x0, nw - x0 - s], [0, 0]]
+                    lg = tf.pad(lg, pad)
+                    acc = lg if acc is None else acc + lg
+                    cnt[:, y0:y0 + s, x0:x0 + s] += 1
+            out = acc / tf.constant(cnt)
+            if (s, nw) != (fh, fw):
+                out = tf.image.resize(out, [fh, fw], method="bilinear")
+            return out
+
+        return sliding
+
+    def resized(images):
+        x = tf.cast(tf.image.resize(images, [mh, mw], method="bilinear") + 0.5, tf.uint8)
+        return tf.image.resize(call(x), [fh, fw], method="bilinear")
+
+    return resized
+
+
+class _Serving(tf.Module):
+    def __init__(self, model, predict, frame_size):
+        super().__init__()
+        self.model = model
+        self._predict = predict
+        h, w = frame_size
+        self.serve = tf.function(
+            self._serve, input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name="images")])
+
+    def _serve(self, images):
+        return {"probabilities": tf.nn.softmax(self._predict(images), axis=-1)}
+
+
+def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path,
+                      extra_meta: dict | None = None) -> Path:
+    """Write the SavedModel to ``out_dir`` atomically (temporary folder, then rename)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    predict = make_predict_fn(segmodel.model, segmodel.input_size, frame_size, segmodel.square_only)
+    module = _Serving(segmodel.model, predict, frame_size)
+    if segmodel.framework == "keras3":
+        # Keras 3 variables are tracked through an ExportArchive-style holder
+        module.variables_ = [v.value if hasattr(v, "value") else v for v in segmodel.model.variables]
+    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    meta = {
+        "format": "roadseg.export/1",
+        "arch": segmodel.arch,
+        "framework": segmodel.framework,
+        "input": {"height": frame_size[0], "width": frame_size[1], "dtype": "uint8",
+                  "channel_order": "rgb", "resize_policy": RESIZE_POLICY},
+        "model_input_size": list(segmodel.input_size),
+        "output": "probabilities",
+        "classes": list(CATEGORIES),
+        **(extra_meta or {}),
+    }
+    (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+class ExportedModel:
+    """A loaded export: ``probs = m(images_uint8)`` and ``m.size``."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if (path / "export").is_dir():
+            path = path / "export"
+        if not (path / "saved_model.pb").is_file():
+            raise FileNotFoundError(f"no SavedModel export at {path} (expected saved_model.pb)")
+        meta_file = path / EXPORT_META
+        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.path = path
+        self._loaded = tf.saved_model.load(str(path))
+        self._fn = self._loaded.signatures["serving_default"]
+        spec = self._fn.structured_input_signature[1]
+        (name, ts), = spec.items()
+        self._input_name = name
+        self.size = (int(ts.shape[1]), int(ts.shape[2]))
+        self.num_classes = NUM_CLASSES
+
+    def __call__(self, images) -> tf.Tensor:
+        return self._fn(**{self._input_name: tf.convert_to_tensor(images, tf.uint8)})["probabilities"]
+
+    def predict_numpy(self, images: np.ndarray, batch: int = 8) -> np.ndarray:
+        outs = [self(images[i:i + batch]).numpy() for i in range(0, len(images), batch)]
+        return np.concatenate(outs)

@@ -1,0 +1,272 @@
+"""The training loop shared by teachers (``roadseg-train``) and students
+(``roadseg-distill``): a custom TensorFlow loop that drives both Keras 3 and
+tf-keras models, under ``tf.distribute``.
+
+Per epoch: ``steps_per_epoch`` optimizer steps on augmented batches, then
+val mIoU; the last state is checkpointed every epoch (weights, optimizer slots,
+epoch, best score) so ``--resume`` loses at most the epoch in progress; the
+best-by-val-mIoU weights are kept separately.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from edge_runtime.metrics import ConfusionMatrix
+
+log = logging.getLogger("roadseg.train")
+
+
+def get_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when ``TF_CONFIG`` is set, MirroredStrategy
+    on several GPUs, the default strategy otherwise."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def set_mixed_precision(mode: str, framework: str) -> str:
+    """``auto`` turns on mixed bfloat16 on a GPU (no loss scaling needed)."""
+    on = mode == "on" or (mode == "auto" and tf.config.list_physical_devices("GPU"))
+    policy = "mixed_bfloat16" if on else "float32"
+    if framework == "keras3":
+        import keras
+        keras.mixed_precision.set_global_policy(policy)
+    else:
+        import tf_keras
+        tf_keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, schedule: str, min_ratio: float = 0.01) -> float:
+    """Linear warm-up, then cosine or poly(0.9) decay to ``min_ratio * base``."""
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        f = 0.5 * (1 + math.cos(math.pi * t))
+    elif schedule == "poly":
+        f = (1 - t) ** 0.9
+    elif schedule == "constant":
+        f = 1.0
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: cosine, poly, constant")
+    return base * (min_ratio + (1 - min_ratio) * f)
+
+
+def make_optimizer(framework: str, lr: float, weight_decay: float):
+    if framework == "keras3":
+        import keras
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay, clipnorm=None)
+    import tf_keras
+    return tf_keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+
+
+def _opt_variables(opt) -> list:
+    v = opt.variables
+    return list(v() if callable(v) else v)
+
+
+def _value(v):
+    return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+
+
+def _build_optimizer(opt, variables) -> None:
+    opt.build(variables)
+
+
+def _set_lr(opt, lr: float) -> None:
+    opt.learning_rate.assign(lr)
+
+
+class Checkpointer:
+    """Weights + optimizer slots + loop state in one ``.npz``, written to a
+    temporary name then renamed, so a crash never leaves a half checkpoint."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / "checkpoints"
+        self.last = self.dir / "last.npz"
+
+    def save(self, model, opt, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        arrays = {f"w{i}": _value(v) for i, v in enumerate(model.weights)}
+        arrays.update({f"o{i}": _value(v) for i, v in enumerate(_opt_variables(opt))})
+        tmp = self.dir / "last.tmp.npz"
+        np.savez(tmp, __state__=np.array(json.dumps(state)), **arrays)
+        tmp.replace(self.last)
+
+    def load(self, model, opt) -> dict:
+        if not self.last.is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.last}")
+        data = np.load(self.last, allow_pickle=False)
+        state = json.loads(str(data["__state__"]))
+        weights = model.weights
+        for i, v in enumerate(weights):
+            v.assign(data[f"w{i}"])
+        ov = _opt_variables(opt)
+        n = sum(1 for k in data.files if k.startswith("o"))
+        if n != len(ov):
+            raise ValueError(f"checkpoint has {n} optimizer variables, the optimizer {len(ov)}")
+        for i, v in enumerate(ov):
+            v.assign(data[f"o{i}"])
+        return state
+
+
+def save_weights(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp" + "".join(path.suffixes))
+    model.save_weights(str(tmp))
+    tmp.replace(path)
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    steps_per_epoch: int
+    lr: float
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    seed: int = 0
+
+
+class StopRequested(Exception):
+    pass
+
+
+def evaluate(predict: Callable, batches: Iterable) -> ConfusionMatrix:
+    """Confusion matrix of ``argmax(predict(images))`` against labels."""
+    cm = ConfusionMatrix()
+    for images, labels in batches:
+        logits = predict(images)
+        pred = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
+        lab = labels.numpy()
+        if pred.shape != lab.shape:
+            import cv2
+            pred = np.stack([cv2.resize(p.astype(np.uint8), lab.shape[2:0:-1], interpolation=cv2.INTER_NEAREST)
+                             for p in pred])
+        cm.update(pred, lab)
+    return cm
+
+
+def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
+             train_batches: Callable[[int], tf.data.Dataset], step_loss: Callable,
+             val_batches: Callable[[], Iterable], predict: Callable,
+             resume: bool, strategy: tf.distribute.Strategy | None = None,
+             weights_name: str = "best.weights.h5") -> dict:
+    """Train ``model``; returns the final state dict. ``train_batches(epoch)``
+    is a dataset of tuples whose first two items are (images, labels);
+    ``step_loss(model, batch, training)`` returns the scalar loss."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        opt = make_optimizer(framework, cfg.lr, cfg.weight_decay)
+        _build_optimizer(opt, model.trainable_variables)
+    tvars = model.trainable_variables
+    ckpt = Checkpointer(run_dir)
+    state = {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": -1}
+    history_file = run_dir / "history.csv"
+    if resume:
+        state = ckpt.load(model, opt)
+        log.info("resumed from %s at epoch %d (best val mIoU-8 %.4f)", ckpt.last, state["epoch"], state["best_miou"])
+    elif history_file.exists():
+        history_file.unlink()
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+
+    def _step(batch):
+        with tf.GradientTape() as tape:
+            loss = step_loss(model, batch, True)
+            scaled = loss / strategy.num_replicas_in_sync
+        grads = tape.gradient(scaled, tvars)
+        opt.apply_gradients(zip(grads, tvars))
+        return loss
+
+    @tf.function
+    def train_step(batch):
+        per_replica = strategy.run(_step, args=(batch,))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):  # finish the step, keep the last checkpoint
+        stop["flag"] = True
+        log.warning("signal %d: stopping after this step; resume with --resume", signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            t0 = time.time()
+            losses = []
+            ds = train_batches(epoch)
+            if strategy.num_replicas_in_sync > 1:
+                ds = strategy.experimental_distribute_dataset(ds)
+            data = iter(ds)
+            for i in range(cfg.steps_per_epoch):
+                if stop["flag"]:
+                    raise StopRequested()
+                _set_lr(opt, lr_at(state["step"], total_steps, cfg.lr, cfg.warmup_steps, cfg.schedule))
+                batch = next(data)
+                losses.append(float(train_step(batch)))
+                state["step"] += 1
+                if (i + 1) % max(1, cfg.steps_per_epoch // 4) == 0 or i + 1 == cfg.steps_per_epoch:
+                    log.info("epoch %d/%d step %d/%d loss %.4f", epoch + 1, cfg.epochs, i + 1,
+                             cfg.steps_per_epoch, float(np.mean(losses[-20:])))
+            train_time = time.time() - t0
+            metrics = evaluate(predict, val_batches()).compute()
+            row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou8": metrics.miou8,
+                   "val_miou7": metrics.miou7, "val_pixel_accuracy": metrics.pixel_accuracy,
+                   "lr": float(lr_at(state["step"] - 1, total_steps, cfg.lr, cfg.warmup_steps, cfg.schedule)),
+                   "time_s": round(time.time() - t0, 2), "train_time_s": round(train_time, 2)}
+            new_file = not history_file.exists()
+            with history_file.open("a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                if new_file:
+                    w.writeheader()
+                w.writerow(row)
+            score = metrics.miou8 if not np.isnan(metrics.miou8) else 0.0
+            if score > state["best_miou"]:
+                state["best_miou"], state["best_epoch"] = float(score), epoch + 1
+                save_weights(model, run_dir / weights_name)
+            state["epoch"] = epoch + 1
+            ckpt.save(model, opt, state)
+            log.info("epoch %d/%d loss %.4f val mIoU-8 %.4f mIoU-7 %.4f (%.1fs)%s", epoch + 1, cfg.epochs,
+                     row["loss"], metrics.miou8, metrics.miou7, row["time_s"],
+                     " best" if state["best_epoch"] == epoch + 1 else "")
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return state
+
+
+def plot_curves(history_file: Path, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = list(csv.DictReader(history_file.open()))
+    if not rows:
+        return
+    ep = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [float(r["loss"]) for r in rows], marker="o")
+    ax[0].set(title="training loss", xlabel="epoch")
+    ax[1].plot(ep, [float(r["val_miou8"]) for r in rows], marker="o", label="mIoU-8")
+    ax[1].plot(ep, [float(r["val_miou7"]) for r in rows], marker="s", label="mIoU-7 (void ignored)")
+    ax[1].set(title="validation mIoU", xlabel="epoch", ylim=(0, 1))
+    ax[1].legend()
+    fig.tight_layout()
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out)
