@@ -39,7 +39,10 @@ def make_predict_fn(model, model_size: tuple[int, int], frame_size: tuple[int, i
     fh, fw = frame_size
 
     def call(x):
-        return tf.cast(model(x, training=False), tf.float32)
+        y = tf.cast(model(x, training=False), tf.float32)
+        if y.shape[1] != x.shape[1] or y.shape[2] != x.shape[2]:  # students: logits at 1/8
+            y = tf.image.resize(y, tf.shape(x)[1:3], method="bilinear")
+        return y
 
     if (mh, mw) == (fh, fw):
         return call
@@ -78,16 +81,23 @@ def make_predict_fn(model, model_size: tuple[int, int], frame_size: tuple[int, i
 
 
 class _Serving(tf.Module):
-    def __init__(self, model, predict, frame_size):
+    def __init__(self, model, predict, frame_size, logits_signature: bool):
         super().__init__()
         self.model = model
         self._predict = predict
         h, w = frame_size
         self.serve = tf.function(
             self._serve, input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name="images")])
+        if logits_signature:
+            # any size: calibration converts the raw logits (at the model's stride) at the device's size
+            self.logits = tf.function(
+                self._logits, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
 
     def _serve(self, images):
         return {"probabilities": tf.nn.softmax(self._predict(images), axis=-1)}
+
+    def _logits(self, images):
+        return {"logits": tf.cast(self.model(images, training=False), tf.float32)}
 
 
 def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path,
@@ -97,11 +107,15 @@ def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     predict = make_predict_fn(segmodel.model, segmodel.input_size, frame_size, segmodel.square_only)
-    module = _Serving(segmodel.model, predict, frame_size)
+    logits_sig = bool(getattr(segmodel, "size_agnostic", False))
+    module = _Serving(segmodel.model, predict, frame_size, logits_sig)
     if segmodel.framework == "keras3":
         # Keras 3 variables are tracked through an ExportArchive-style holder
         module.variables_ = [v.value if hasattr(v, "value") else v for v in segmodel.model.variables]
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    signatures = {"serving_default": module.serve}
+    if logits_sig:
+        signatures["logits"] = module.logits
+    tf.saved_model.save(module, str(tmp), signatures=signatures)
     meta = {
         "format": "roadseg.export/1",
         "arch": segmodel.arch,
@@ -110,6 +124,8 @@ def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path
                   "channel_order": "rgb", "resize_policy": RESIZE_POLICY},
         "model_input_size": list(segmodel.input_size),
         "output": "probabilities",
+        "signatures": sorted(signatures),
+        "output_stride": int(getattr(segmodel, "output_stride", 1)),
         "classes": list(CATEGORIES),
         **(extra_meta or {}),
     }

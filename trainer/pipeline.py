@@ -152,3 +152,37 @@ def make_dataset(samples: list[Sample], fmt: str, size: tuple[int, int], batch: 
 
     ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+class DecodedSplit:
+    """A split decoded once and cached in memory, from which every epoch's
+    augmented views are drawn: ``views(view, ...)`` yields batches of
+    ``(images, labels, indices)`` where element ``i`` of view ``k`` is always
+    the same augmentation (stateless seed ``[seed * 1000 + k, i]``), whatever
+    the shuffle order. Distillation's teacher cache relies on this."""
+
+    def __init__(self, samples: list[Sample], fmt: str, cache: bool = True):
+        self.samples = samples
+        self.fmt = fmt
+        idx = tf.data.Dataset.range(len(samples))
+        ds = tf.data.Dataset.zip((idx, _decode(idx, samples, fmt)))
+        self.base = ds.cache() if cache else ds
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def views(self, view: int, size: tuple[int, int], crop: tuple[int, int], batch: int, seed: int = 0,
+              shuffle: bool = True, augment_cfg: AugmentConfig = AugmentConfig(),
+              drop_remainder: bool = True) -> tf.data.Dataset:
+        ds = self.base
+        if shuffle:
+            ds = ds.shuffle(len(self.samples), seed=seed * 1000 + view, reshuffle_each_iteration=False)
+
+        def aug(i, pair):
+            img, lab = pair
+            s = tf.stack([tf.constant(seed * 1000 + view, tf.int64), i])
+            img, lab = augment(img, lab, crop, size[0], augment_cfg, s)
+            return img, lab, i
+
+        ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

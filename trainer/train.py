@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     from trainer.loop import LoopConfig, get_strategy, plot_curves, run_loop, set_mixed_precision
     from trainer.losses import class_weights_from_counts, make_loss
     from trainer.models import ARCHITECTURES, build_model
-    from trainer.pipeline import AugmentConfig, make_dataset
+    from trainer.pipeline import AugmentConfig, DecodedSplit, make_dataset
 
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {cfg.arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
@@ -133,9 +133,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     loss_fn = make_loss(cfg.loss, weights)
     aug = AugmentConfig(enabled=cfg.augment)
 
+    split = DecodedSplit(train_samples, fmt)
+
     def train_batches(epoch):
-        return make_dataset(train_samples, fmt, cfg.size, cfg.batch * strategy.num_replicas_in_sync,
-                            training=True, crop=crop, seed=cfg.seed * 100_003 + epoch, augment_cfg=aug)
+        # one augmented view of the split per epoch, repeated if steps outrun it
+        return split.views(epoch, cfg.size, crop, cfg.batch * strategy.num_replicas_in_sync,
+                           seed=cfg.seed, augment_cfg=aug).repeat()
 
     val_ds = make_dataset(val_samples, fmt, cfg.size, cfg.batch, training=False)
     predict = tf.function(make_predict_fn(seg.model, seg.input_size, cfg.size, seg.square_only))

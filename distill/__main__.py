@@ -1,0 +1,5 @@
+import sys
+
+from distill.distill import main
+
+sys.exit(main())

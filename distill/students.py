@@ -1,0 +1,191 @@
+"""Student architectures (Keras 3), looked up by name in a plain dict.
+
+All students take uint8 RGB of any size divisible by 32 (normalization
+inside), return logits ``[N, H/8, W/8, 8]``, use only ops that quantize well
+to TFLite int8 (no LayerNorm, GELU or attention), and are set up to train from
+scratch: BatchNormalization momentum is lowered from keras.applications'
+0.999, whose moving statistics otherwise stay wrong after a few thousand steps.
+
+* ``lraspp-mobilenetv3-small`` / ``-large``: LR-ASPP (Howard et al.,
+  "Searching for MobileNetV3", 2019) on keras.applications backbones; the
+  reference point of published real-time work.
+* ``roadseg-fast``: designed here for int8 on CPUs: dense 3x3 convolutions
+  with narrow channels, residual stages at 1/8, 1/16 and 1/32, ReLU only, no
+  squeeze-excite or depthwise convolutions (which int8 kernels on AVX-512 VNNI
+  and ARM dot-product cores run comparatively slowly), a global-context branch
+  and a small FPN fused at 1/8 with nearest (exactly quantizable) upsampling.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+from edge_runtime.labels import NUM_CLASSES
+
+OUTPUT_STRIDE = 8
+
+
+@dataclass
+class Student:
+    model: keras.Model
+    name: str
+    output_stride: int = OUTPUT_STRIDE
+    framework: str = "keras3"
+
+
+class ResizeLike(layers.Layer):
+    """Resize ``x`` to the spatial size of ``ref``; works with unknown
+    (size-agnostic) shapes, which UpSampling2D's bilinear mode does not."""
+
+    def __init__(self, method: str = "bilinear", **kwargs):
+        super().__init__(**kwargs)
+        self.method = method
+
+    def call(self, x, ref):
+        import tensorflow as tf
+        return tf.image.resize(x, tf.shape(ref)[1:3], method=self.method)
+
+    def compute_output_shape(self, x_shape, ref_shape):
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return super().get_config() | {"method": self.method}
+
+
+def _set_bn_momentum(model: keras.Model, momentum: float) -> None:
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _conv_bn_relu(x, filters, kernel=3, stride=1, name=None):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                      name=None if name is None else name + "_conv")(x)
+    x = layers.BatchNormalization(name=None if name is None else name + "_bn")(x)
+    return layers.ReLU(name=None if name is None else name + "_relu")(x)
+
+
+def _res_block(x, filters):
+    y = _conv_bn_relu(x, filters)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    return layers.ReLU()(layers.Add()([x, y]))
+
+
+def _feature_at(backbone: keras.Model, stride: int, input_size: int = 64) -> keras.KerasTensor:
+    """The deepest layer output of a backbone at a given stride."""
+    target = input_size // stride
+    best = None
+    for layer in backbone.layers:
+        out = layer.output
+        shp = getattr(out, "shape", None)
+        if shp is not None and len(shp) == 4 and shp[1] == target:
+            best = out
+    if best is None:
+        raise ValueError(f"no feature at stride {stride} in {backbone.name}")
+    return best
+
+
+def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float = 0.9,
+                 head_channels: int = 128, weights: str | None = None) -> Student:
+    """LR-ASPP: 1/32 features -> (1x1 conv) x (sigmoid of pooled 1x1 conv),
+    upsampled to 1/8 and summed with a 1x1 classifier on 1/8 features."""
+    cls = {"small": keras.applications.MobileNetV3Small,
+           "large": keras.applications.MobileNetV3Large}[variant]
+    # probe the strides on a fixed size, then build the real, size-agnostic model
+    probe = cls(input_shape=(64, 64, 3), include_top=False, weights=None, alpha=width,
+                include_preprocessing=True)
+    # layer names are auto-numbered per build; positions are stable
+    pos = {s: next(i for i, l in enumerate(probe.layers) if l.output is _feature_at(probe, s)) for s in (8, 32)}
+    backbone = cls(input_shape=(None, None, 3), include_top=False, weights=weights, alpha=width,
+                   include_preprocessing=True)
+    feats = keras.Model(backbone.input, [backbone.layers[pos[8]].output, backbone.layers[pos[32]].output])
+    inp = keras.Input((None, None, 3), dtype="uint8", name="image")
+    x = ops.cast(inp, "float32")  # MobileNetV3's own Rescaling maps 0..255 to -1..1
+    low, high = feats(x)
+    a = _conv_bn_relu(high, head_channels, 1)
+    g = layers.GlobalAveragePooling2D(keepdims=True)(high)
+    g = layers.Conv2D(head_channels, 1, activation="sigmoid")(g)
+    a = layers.Multiply()([a, g])
+    a = ResizeLike("bilinear")(a, low)
+    logits = layers.Add(name="logits")([layers.Conv2D(NUM_CLASSES, 1)(a), layers.Conv2D(NUM_CLASSES, 1)(low)])
+    model = keras.Model(inp, logits, name=f"lraspp_mobilenetv3_{variant}")
+    _set_bn_momentum(model, bn_momentum)
+    return Student(model, f"lraspp-mobilenetv3-{variant}")
+
+
+def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tuple[int, int, int] = (2, 2, 2),
+                       fpn_channels: int = 64) -> Student:
+    def c(n):
+        return max(8, int(round(n * width / 8)) * 8)
+
+    inp = keras.Input((None, None, 3), dtype="uint8", name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(ops.cast(inp, "float32"))
+    x = _conv_bn_relu(x, c(16), stride=2, name="stem")          # 1/2
+    x = _conv_bn_relu(x, c(32), stride=2, name="down4")         # 1/4
+    feats = []
+    for i, (ch, n) in enumerate(zip((48, 64, 96), blocks)):     # 1/8, 1/16, 1/32
+        x = _conv_bn_relu(x, c(ch), stride=2, name=f"down{8 << i}")
+        for _ in range(n):
+            x = _res_block(x, c(ch))
+        feats.append(x)
+    f8, f16, f32 = feats
+    d = c(fpn_channels)
+    # global context, broadcast-added at 1/32
+    g = layers.GlobalAveragePooling2D(keepdims=True)(f32)
+    g = _conv_bn_relu(g, d, 1)
+    p32 = layers.Add()([_conv_bn_relu(f32, d, 1), g])
+    p16 = layers.Add()([_conv_bn_relu(f16, d, 1), ResizeLike("nearest")(p32, f16)])
+    p8 = layers.Add()([_conv_bn_relu(f8, d, 1), ResizeLike("nearest")(p16, f8)])
+    p8 = _conv_bn_relu(p8, d, 3)
+    logits = layers.Conv2D(NUM_CLASSES, 1, name="logits")(p8)
+    model = keras.Model(inp, logits, name="roadseg_fast")
+    _set_bn_momentum(model, bn_momentum)
+    return Student(model, "roadseg-fast")
+
+
+STUDENTS: dict[str, Callable[..., Student]] = {
+    "lraspp-mobilenetv3-small": lambda **kw: build_lraspp("small", **kw),
+    "lraspp-mobilenetv3-large": lambda **kw: build_lraspp("large", **kw),
+    "roadseg-fast": build_roadseg_fast,
+}
+
+
+def build_student(name: str, **kwargs) -> Student:
+    try:
+        builder = STUDENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown student {name!r}; valid: {', '.join(sorted(STUDENTS))}") from None
+    return builder(**kwargs)
+
+
+def count_macs(model: keras.Model, size: tuple[int, int]) -> int:
+    """Multiply-accumulates of one frame at ``size`` in convolution layers
+    (which dominate), from the shapes seen in one eager forward pass."""
+    import numpy as np
+    convs = [l for l in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(l, (layers.Conv2D, layers.DepthwiseConv2D))]
+    seen: list[tuple] = []
+    originals = {}
+    for layer in convs:
+        originals[layer] = layer.call
+
+        def wrapped(inputs, *a, _layer=layer, _orig=layer.call, **k):
+            y = _orig(inputs, *a, **k)
+            seen.append((_layer, tuple(inputs.shape), tuple(y.shape)))
+            return y
+        layer.call = wrapped
+    try:
+        model(np.zeros((1, *size, 3), np.uint8), training=False)
+    finally:
+        for layer, orig in originals.items():
+            layer.call = orig
+    total = 0
+    for layer, ishape, oshape in seen:
+        kh, kw = layer.kernel_size
+        per_out = kh * kw * (1 if isinstance(layer, layers.DepthwiseConv2D) else ishape[3] // getattr(layer, "groups", 1))
+        total += oshape[1] * oshape[2] * oshape[3] * per_out
+    return int(total)
