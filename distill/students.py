@@ -1,7 +1,8 @@
 """Student architectures (Keras 3), looked up by name in a plain dict.
 
-All students take uint8 RGB of any size divisible by 32 (normalization
-inside), return logits ``[N, H/8, W/8, 8]``, use only ops that quantize well
+All students take RGB 0..255 of any size divisible by 32 (uint8, or float32
+holding the same values, which lets the int8 converter see the raw pixel range
+and give the TFLite model a plain uint8 input; normalization is inside), return logits ``[N, H/8, W/8, 8]``, use only ops that quantize well
 to TFLite int8 (no LayerNorm, GELU or attention), and are set up to train from
 scratch: BatchNormalization momentum is lowered from keras.applications'
 0.999, whose moving statistics otherwise stay wrong after a few thousand steps.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 from edge_runtime.labels import NUM_CLASSES
 
@@ -103,9 +104,8 @@ def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float 
     backbone = cls(input_shape=(None, None, 3), include_top=False, weights=weights, alpha=width,
                    include_preprocessing=True)
     feats = keras.Model(backbone.input, [backbone.layers[pos[8]].output, backbone.layers[pos[32]].output])
-    inp = keras.Input((None, None, 3), dtype="uint8", name="image")
-    x = ops.cast(inp, "float32")  # MobileNetV3's own Rescaling maps 0..255 to -1..1
-    low, high = feats(x)
+    inp = keras.Input((None, None, 3), dtype="float32", name="image")
+    low, high = feats(inp)  # MobileNetV3's own Rescaling maps 0..255 to -1..1
     a = _conv_bn_relu(high, head_channels, 1)
     g = layers.GlobalAveragePooling2D(keepdims=True)(high)
     g = layers.Conv2D(head_channels, 1, activation="sigmoid")(g)
@@ -122,8 +122,8 @@ def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tup
     def c(n):
         return max(8, int(round(n * width / 8)) * 8)
 
-    inp = keras.Input((None, None, 3), dtype="uint8", name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0)(ops.cast(inp, "float32"))
+    inp = keras.Input((None, None, 3), dtype="float32", name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
     x = _conv_bn_relu(x, c(16), stride=2, name="stem")          # 1/2
     x = _conv_bn_relu(x, c(32), stride=2, name="down4")         # 1/4
     feats = []

@@ -89,9 +89,10 @@ class _Serving(tf.Module):
         self.serve = tf.function(
             self._serve, input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name="images")])
         if logits_signature:
-            # any size: calibration converts the raw logits (at the model's stride) at the device's size
+            # any size, float32 RGB 0..255: calibration converts the raw logits (at the
+            # model's stride) at the device's size, with no uint8->float cast in the graph
             self.logits = tf.function(
-                self._logits, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+                self._logits, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
 
     def _serve(self, images):
         return {"probabilities": tf.nn.softmax(self._predict(images), axis=-1)}

@@ -1,0 +1,218 @@
+"""``roadseg-calibrate``: a run's export -> ``dist/NAME.tflite`` + ``dist/NAME.json``.
+
+    roadseg-calibrate --model runs/NAME --data PATH --out dist/NAME.tflite \
+        [--size HxW] [--precision int8|fp16|fp32|dynamic] [--samples 200] \
+        [--selection diverse|random] [--output logits|class_map] [--max-drop 1.0] [--force]
+
+The accuracy gate evaluates the float SavedModel and the converted model
+(through ``edge_runtime``'s interpreter, as on the vehicle) on the val split,
+prints mIoU of both, the drop, per-class IoU drops and the pixel agreement,
+and refuses to write the model when the mIoU-8 drop exceeds ``--max-drop``
+points, unless ``--force``. Nothing is written until the gate passes; the
+.tflite and its sidecar are then written together atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trainer  # noqa: F401
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("roadseg.calibration")
+
+
+class GateError(RuntimeError):
+    """The converted model lost more accuracy than allowed."""
+
+
+def git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                           cwd=Path(__file__).resolve().parent)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def float_segmenter(export_dir: Path, size: tuple[int, int]):
+    """The float model at ``size``: class map at input resolution, scored the
+    same way as the TFLite path (bilinear upsampling of logits, argmax)."""
+    import tensorflow as tf
+
+    from edge_runtime.preprocessing import preprocess
+    loaded = tf.saved_model.load(str(export_dir))
+    if "logits" in loaded.signatures:
+        sig = loaded.signatures["logits"]
+        h, w = size
+
+        def segment(image):
+            x = preprocess(image, size).astype(np.float32)[None]
+            lg = sig(images=tf.constant(x))["logits"].numpy()[0]
+            if lg.shape[:2] != (h, w):
+                lg = cv2.resize(lg, (w, h), interpolation=cv2.INTER_LINEAR)
+            return np.argmax(lg, -1).astype(np.uint8)
+        return segment
+    from trainer.evaluate import savedmodel_segmenter
+    return savedmodel_segmenter(export_dir, size)[0]
+
+
+def accuracy_gate(float_seg, quant_seg, samples, fmt: str) -> dict:
+    """Evaluate both on ``samples``; mIoU (both conventions), drop in points,
+    per-class IoU drop and pixel agreement between the two predictions."""
+    from edge_runtime.labels import CATEGORIES
+    from edge_runtime.metrics import ConfusionMatrix
+    from trainer.datasets import load_sample
+    cm_f, cm_q = ConfusionMatrix(), ConfusionMatrix()
+    agree = total = 0
+    for i, s in enumerate(samples):
+        img, lab = load_sample(s, fmt)
+        pf, pq = float_seg(img), quant_seg(img)
+        agree += int((pf == pq).sum())
+        total += pf.size
+        for cm, p in ((cm_f, pf), (cm_q, pq)):
+            if p.shape != lab.shape:
+                p = cv2.resize(p, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_NEAREST)
+            cm.update(p, lab)
+        if (i + 1) % 25 == 0:
+            log.info("accuracy gate: %d/%d val images", i + 1, len(samples))
+    mf, mq = cm_f.compute(), cm_q.compute()
+    per_class = {c: (None if np.isnan(a) or np.isnan(b) else round(100 * (a - b), 3))
+                 for c, a, b in zip(CATEGORIES, mf.iou, mq.iou)}
+    return {"split": "val", "images": len(samples),
+            "float": {"miou7": round(mf.miou7, 6), "miou8": round(mf.miou8, 6)},
+            "quantized": {"miou7": round(mq.miou7, 6), "miou8": round(mq.miou8, 6)},
+            "drop_points": round(100 * (mf.miou8 - mq.miou8), 3),
+            "drop_points_miou7": round(100 * (mf.miou7 - mq.miou7), 3),
+            "per_class_iou_drop_points": per_class,
+            "pixel_agreement": round(agree / max(total, 1), 6),
+            "quantized_metrics": mq.as_dict()}
+
+
+def format_gate(g: dict, precision: str) -> str:
+    lines = [f"accuracy gate on {g['images']} val images ({precision} vs float):",
+             f"  mIoU-8  float {g['float']['miou8']:.4f}  {precision} {g['quantized']['miou8']:.4f}  "
+             f"drop {g['drop_points']:+.2f} points",
+             f"  mIoU-7  float {g['float']['miou7']:.4f}  {precision} {g['quantized']['miou7']:.4f}  "
+             f"drop {g['drop_points_miou7']:+.2f} points",
+             f"  pixel agreement {100 * g['pixel_agreement']:.2f}%",
+             "  per-class IoU drop (points): " + ", ".join(
+                 f"{c} {'-' if v is None else f'{v:+.2f}'}" for c, v in g["per_class_iou_drop_points"].items())]
+    return "\n".join(lines)
+
+
+def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str = "int8",
+              samples: int = 200, selection: str = "diverse", output: str = "logits", max_drop: float = 1.0,
+              force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None) -> dict:
+    from calibration import representative_data as rd
+    from calibration.convert import convert, tensor_report
+    from edge_runtime.labels import CATEGORIES
+    from edge_runtime.preprocessing import RESIZE_POLICY
+    from edge_runtime.segmenter import TFLiteSegmenter
+    from edge_runtime.sidecar import classes_block, write_pair
+    from trainer.datasets import list_samples
+    from trainer.export import EXPORT_META
+
+    run = Path(model)
+    export = run / "export" if (run / "export").is_dir() else run
+    if not (export / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"--model {model}: no SavedModel export (expected {export / 'saved_model.pb'})")
+    out = Path(out)
+    if out.suffix != ".tflite":
+        raise ValueError(f"--out {out} must end in .tflite")
+    meta = json.loads((export / EXPORT_META).read_text()) if (export / EXPORT_META).is_file() else {}
+    frame = (meta["input"]["height"], meta["input"]["width"]) if meta else None
+    size = tuple(size or frame or ())
+    if len(size) != 2:
+        raise ValueError("--size is required: the export does not record its frame size")
+    fmt, train = list_samples(data, "train", fmt)
+    _, val = list_samples(data, "val", fmt)
+
+    t0 = time.time()
+    picked, summary = ([], None)
+    rep = None
+    if precision == "int8":
+        picked, summary = rd.select(train, fmt, samples, selection, seed)
+        log.info("calibration set: %d %s frames from train (files digest %s)", len(picked), selection,
+                 summary["files_sha256"][:12])
+        rep = lambda: rd.frames(picked, fmt, size)  # noqa: E731
+    log.info("converting %s to %s at %dx%d (%s output)", export, precision, size[0], size[1], output)
+    tflite, kind = convert(export, size, precision, rep, output)
+    report = tensor_report(tflite)
+    log.info("converted in %.1fs: %d bytes, ops %s", time.time() - t0, len(tflite), ", ".join(report["ops"]))
+
+    with tempfile.TemporaryDirectory(prefix="roadseg-cal-") as td:
+        tmp_model = Path(td) / out.name
+        tmp_model.write_bytes(tflite)
+        q = TFLiteSegmenter(tmp_model, threads=threads)
+        gate = accuracy_gate(float_segmenter(export, size), q.segment_classes, val, fmt)
+        out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
+                    "zero_point": int(q.output_zero), "height": q.output_size[0], "width": q.output_size[1],
+                    "stride": size[0] // q.output_size[0]}
+        in_info = {"height": size[0], "width": size[1], "dtype": str(q.input_dtype), "channel_order": "rgb",
+                   "resize_policy": RESIZE_POLICY, "scale": float(q.input_scale), "zero_point": int(q.input_zero)}
+    print(format_gate(gate, precision), flush=True)
+    if gate["drop_points"] > max_drop:
+        msg = (f"mIoU-8 drop {gate['drop_points']:.2f} points exceeds --max-drop {max_drop}; "
+               "no model written (look for per-tensor weights, hard-swish, bilinear resizes or a poor "
+               "calibration set; --force writes it anyway)")
+        if not force:
+            raise GateError(msg)
+        log.warning("%s; writing anyway (--force)", msg)
+    sidecar = {
+        "name": out.stem, "classes": classes_block(), "input": in_info, "output": out_info,
+        "precision": precision, "calibration": summary, "accuracy": gate, "conversion": report,
+        "source_run": str(run), "source_arch": meta.get("arch"), "git_commit": git_commit(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "categories": list(CATEGORIES),
+    }
+    tfl, side = write_pair(tflite, sidecar, out)
+    log.info("wrote %s (%.2f MB) and %s", tfl, len(tflite) / 1e6, side)
+    return sidecar
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge_runtime.preprocessing import parse_size
+    p = argparse.ArgumentParser(prog="roadseg-calibrate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="run directory (with export/) or SavedModel folder")
+    p.add_argument("--data", required=True, help="dataset root: train for calibration, val for the gate")
+    p.add_argument("--out", required=True, help="dist/NAME.tflite (the sidecar goes beside it)")
+    p.add_argument("--format", default="auto", choices=["auto", "cityscapes", "camvid"])
+    p.add_argument("--size", type=parse_size, help="device input size (default: the run's frame size)")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32", "dynamic"])
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--selection", default="diverse", choices=["diverse", "random"])
+    p.add_argument("--output", default="logits", choices=["logits", "class_map"],
+                   help="int8 logits at the model's stride (default, fastest end to end) or an argmax class map")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest mIoU-8 drop in points")
+    p.add_argument("--force", action="store_true", help="write the model even when the gate fails")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from trainer.datasets import DatasetError
+    try:
+        calibrate(args.model, args.data, args.out, args.size, args.precision, args.samples, args.selection,
+                  args.output, args.max_drop, args.force, args.format, args.seed, args.threads)
+    except GateError as e:
+        print(f"roadseg-calibrate: gate failed: {e}", file=sys.stderr)
+        return 3
+    except (DatasetError, ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        print(f"roadseg-calibrate: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""TFLite conversion of a run's SavedModel export.
+
+Students' exports carry a size-agnostic ``logits`` signature (float32 RGB
+0..255 in, logits at the model's output stride out), converted here at the
+device's size; other exports are converted through ``serving_default`` at
+their fixed size (probabilities out)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger("roadseg.calibration")
+PRECISIONS = ("int8", "fp16", "fp32", "dynamic")
+OUTPUTS = ("logits", "class_map")
+
+
+def _signature_fn(export_dir: Path, size: tuple[int, int], output: str):
+    loaded = tf.saved_model.load(str(export_dir))
+    h, w = size
+    if "logits" in loaded.signatures:
+        sig = loaded.signatures["logits"]
+
+        @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name="image")])
+        def fn(image):
+            logits = sig(images=image)["logits"]
+            if output == "class_map":
+                return {"classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+            return {"logits": logits}
+        kind = "logits"
+    else:
+        sig = loaded.signatures["serving_default"]
+        (name, spec), = sig.structured_input_signature[1].items()
+        if tuple(spec.shape[1:3]) != (h, w):
+            raise ValueError(f"{export_dir} has a fixed input of {spec.shape[1]}x{spec.shape[2]} and no "
+                             f"size-agnostic 'logits' signature; convert it at that size, not {h}x{w}")
+
+        @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name="image")])
+        def fn(image):
+            probs = sig(**{name: tf.cast(tf.round(image), tf.uint8)})["probabilities"]
+            if output == "class_map":
+                return {"classes": tf.argmax(probs, axis=-1, output_type=tf.int32)}
+            return {"probabilities": probs}
+        kind = "probabilities"
+    return loaded, fn, ("class_map" if output == "class_map" else kind)
+
+
+def convert(export_dir: str | Path, size: tuple[int, int], precision: str = "int8",
+            representative=None, output: str = "logits") -> tuple[bytes, str]:
+    """Return ``(tflite bytes, output kind)``. int8: weights per channel and
+    activations int8, uint8 input, int8 output, TFLITE_BUILTINS_INT8 only."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
+    export_dir = Path(export_dir)
+    loaded, fn, kind = _signature_fn(export_dir, size, output)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], loaded)
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        if representative is None:
+            raise ValueError("int8 conversion needs a representative dataset")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([x] for x in representative())
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        if kind != "class_map":
+            conv.inference_output_type = tf.int8
+    return conv.convert(), kind
+
+
+def tensor_report(tflite: bytes) -> dict:
+    """Dtypes of the model's tensors and ops, to show what runs in int8."""
+    from edge_runtime.interpreter import interpreter_api
+    Interpreter, *_ = interpreter_api()
+    it = Interpreter(model_content=tflite)
+    it.allocate_tensors()
+    dtypes: dict[str, int] = {}
+    for t in it.get_tensor_details():
+        k = np.dtype(t["dtype"]).name
+        dtypes[k] = dtypes.get(k, 0) + 1
+    ops = sorted({d["op_name"] for d in it._get_ops_details()})
+    return {"tensor_dtypes": dtypes, "ops": ops,
+            "input": {"dtype": np.dtype(it.get_input_details()[0]["dtype"]).name,
+                      "quantization": list(it.get_input_details()[0]["quantization"])},
+            "output": {"dtype": np.dtype(it.get_output_details()[0]["dtype"]).name,
+                       "shape": it.get_output_details()[0]["shape"].tolist(),
+                       "quantization": list(it.get_output_details()[0]["quantization"])}}
