@@ -8,7 +8,7 @@ The accuracy gate evaluates the float SavedModel and the converted model
 (through ``edge_runtime``'s interpreter, as on the vehicle) on the val split,
 prints mIoU of both, the drop, per-class IoU drops and the pixel agreement,
 and refuses to write the model when the mIoU-8 drop exceeds ``--max-drop``
-points, unless ``--force``. Nothing is written until the gate passes; the
+points or the agreement falls below ``--min-agreement``, unless ``--force``. Nothing is written until the gate passes; the
 .tflite and its sidecar are then written together atomically.
 """
 from __future__ import annotations
@@ -113,7 +113,8 @@ def format_gate(g: dict, precision: str) -> str:
 
 def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str = "int8",
               samples: int = 200, selection: str = "diverse", output: str = "logits", max_drop: float = 1.0,
-              force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None) -> dict:
+              force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None,
+              min_agreement: float = 0.95) -> dict:
     from calibration import representative_data as rd
     from calibration.convert import convert, tensor_report
     from edge_runtime.labels import CATEGORIES
@@ -162,10 +163,16 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         in_info = {"height": size[0], "width": size[1], "dtype": str(q.input_dtype), "channel_order": "rgb",
                    "resize_policy": RESIZE_POLICY, "scale": float(q.input_scale), "zero_point": int(q.input_zero)}
     print(format_gate(gate, precision), flush=True)
+    problems = []
     if gate["drop_points"] > max_drop:
-        msg = (f"mIoU-8 drop {gate['drop_points']:.2f} points exceeds --max-drop {max_drop}; "
-               "no model written (look for per-tensor weights, hard-swish, bilinear resizes or a poor "
-               "calibration set; --force writes it anyway)")
+        problems.append(f"mIoU-8 drop {gate['drop_points']:.2f} points exceeds --max-drop {max_drop}")
+    if gate["pixel_agreement"] < min_agreement:
+        # a weak model's mIoU can move either way by chance; disagreement with float cannot hide
+        problems.append(f"pixel agreement with the float model {100 * gate['pixel_agreement']:.1f}% is below "
+                        f"--min-agreement {100 * min_agreement:.1f}%")
+    if problems:
+        msg = ("; ".join(problems) + "; no model written (look for per-tensor weights, hard-swish, bilinear "
+               "resizes or a poor calibration set; --force writes it anyway)")
         if not force:
             raise GateError(msg)
         log.warning("%s; writing anyway (--force)", msg)
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="logits", choices=["logits", "class_map"],
                    help="int8 logits at the model's stride (default, fastest end to end) or an argmax class map")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest mIoU-8 drop in points")
+    p.add_argument("--min-agreement", type=float, default=0.95,
+                   help="smallest fraction of pixels where the converted and float models agree")
     p.add_argument("--force", action="store_true", help="write the model even when the gate fails")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.datasets import DatasetError
     try:
         calibrate(args.model, args.data, args.out, args.size, args.precision, args.samples, args.selection,
-                  args.output, args.max_drop, args.force, args.format, args.seed, args.threads)
+                  args.output, args.max_drop, args.force, args.format, args.seed, args.threads,
+                  args.min_agreement)
     except GateError as e:
         print(f"roadseg-calibrate: gate failed: {e}", file=sys.stderr)
         return 3

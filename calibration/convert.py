@@ -85,8 +85,12 @@ def tensor_report(tflite: bytes) -> dict:
     for t in it.get_tensor_details():
         k = np.dtype(t["dtype"]).name
         dtypes[k] = dtypes.get(k, 0) + 1
-    ops = sorted({d["op_name"] for d in it._get_ops_details()})
-    return {"tensor_dtypes": dtypes, "ops": ops,
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    op_list = it._get_ops_details()
+    ops = sorted({d["op_name"] for d in op_list})
+    float_ops = sorted({d["op_name"] for d in op_list if d["op_name"] != "DELEGATE" and any(
+        np.dtype(details[i]["dtype"]) == np.float32 for i in d["outputs"] if i in details)})
+    return {"tensor_dtypes": dtypes, "ops": ops, "float_ops": float_ops,
             "input": {"dtype": np.dtype(it.get_input_details()[0]["dtype"]).name,
                       "quantization": list(it.get_input_details()[0]["quantization"])},
             "output": {"dtype": np.dtype(it.get_output_details()[0]["dtype"]).name,

@@ -194,6 +194,7 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
         raise ValueError("--teacher-cache has no use with --no-kd")
     if cfg.size[0] % 32 or cfg.size[1] % 32:
         raise ValueError(f"student sizes must be divisible by 32, got {cfg.size[0]}x{cfg.size[1]}")
+    teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
     out = Path(cfg.out)
     prepare_run_dir(out, resume)
     fmt, train_samples = list_samples(cfg.data, "train", cfg.format)
@@ -201,7 +202,6 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
     if len(train_samples) < cfg.batch:
         raise ValueError(f"{len(train_samples)} training images is fewer than one batch of {cfg.batch}")
     steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)
-    teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
     if not resume:
         (out / "config.json").write_text(json.dumps(cfg.to_json() | {"steps_per_epoch": steps, "format": fmt,
                                                                      "kind": "student"}, indent=2))

@@ -23,3 +23,25 @@ def synth_cityscapes(tmp_path_factory) -> Path:
 def synth_camvid(tmp_path_factory) -> Path:
     from edge_runtime.synthetic import write_dataset
     return write_dataset(tmp_path_factory.mktemp("cv"), "camvid", {"train": 6, "val": 3}, 64, 128, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_run(synth_cityscapes, tmp_path_factory):
+    """A roadseg-fast student trained briefly on labels (enough to predict
+    more than one class), shared by the distillation, calibration and runtime
+    tests."""
+    import trainer  # noqa: F401
+    from distill.distill import DistillConfig, distill
+    out = tmp_path_factory.mktemp("runs") / "tiny-student"
+    distill(DistillConfig(student="roadseg-fast", data=str(synth_cityscapes), out=str(out), size=(64, 128),
+                          epochs=4, steps_per_epoch=6, batch=2, no_kd=True, width=0.5, lr=3e-3))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tiny_student_run, synth_cityscapes, tmp_path_factory):
+    """An int8 .tflite + sidecar of the tiny student, written by the real calibration."""
+    from calibration.calibrate import calibrate
+    out = tmp_path_factory.mktemp("dist") / "tiny.tflite"
+    calibrate(str(tiny_student_run), str(synth_cityscapes), str(out), samples=4, max_drop=100.0, min_agreement=0.0)
+    return out

@@ -100,6 +100,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     _, val_samples = list_samples(cfg.data, "val", fmt)
     is_segformer = cfg.arch.startswith("segformer")
     crop = cfg.crop or ((cfg.size[0], cfg.size[0]) if is_segformer else cfg.size)
+    if len(train_samples) < cfg.batch:
+        raise ValueError(f"{len(train_samples)} training images is fewer than one batch of {cfg.batch}")
     steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)
     if not resume:
         cfg_json = cfg.to_json() | {"crop": list(crop), "steps_per_epoch": steps, "format": fmt}
