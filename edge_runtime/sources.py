@@ -1,0 +1,394 @@
+"""Frame sources behind one interface, chosen by a ``--source`` string.
+
+=========================  ==================================================
+``picamera2[:N]``          Raspberry Pi camera N (picamera2, imported only here)
+``csi[:N]``                Jetson CSI camera through GStreamer nvarguscamerasrc
+``v4l2:/dev/videoN``, ``N``  USB camera through OpenCV (V4L2)
+``rtsp://...``             network stream through OpenCV/FFmpeg
+``synthetic[:HxW[@FPS]]``  generated street scenes at a frame rate (demo, bench,
+                           tests: the faked camera)
+a video file               played at its own frame rate (``realtime``) or as
+                           fast as read (``realtime=False``), ``loop`` restarts
+a folder of images         likewise, at ``folder_fps``
+=========================  ==================================================
+
+Live sources (and files played in real time, which behave like a camera) are
+read by a background thread that keeps only the newest frame: frames the
+consumer did not take are dropped and counted. A camera that disappears is
+reopened with exponential backoff and reported, never fatal.
+
+``read()`` returns ``(frame, channel_order)`` with ``frame`` uint8 [H,W,3],
+or ``None`` when no frame came (then ``ended`` tells a finished file from a
+camera that is away).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("roadseg.sources")
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened (at start: fatal, with a clear message)."""
+
+
+class Camera(Protocol):
+    """What a device driver provides: the threaded reader does the rest."""
+    channel_order: str
+    nominal_fps: float | None
+
+    def open(self) -> None: ...
+    def grab(self) -> np.ndarray | None: ...  # None: lost (will be reopened) or ended
+    def release(self) -> None: ...
+
+
+# --- drivers -----------------------------------------------------------------
+
+class OpenCVCamera:
+    """USB (V4L2), RTSP and Jetson CSI (GStreamer) cameras through OpenCV."""
+
+    def __init__(self, target, size: tuple[int, int] | None = None, gstreamer: bool = False, name: str = ""):
+        self.target, self.size, self.gstreamer = target, size, gstreamer
+        self.name = name or str(target)
+        self.channel_order = "bgr"
+        self.nominal_fps = None
+        self.cap = None
+
+    def open(self) -> None:
+        api = cv2.CAP_GSTREAMER if self.gstreamer else cv2.CAP_ANY
+        cap = cv2.VideoCapture(self.target, api)
+        if not cap.isOpened():
+            raise SourceError(f"cannot open camera {self.name}")
+        if self.size and not self.gstreamer:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[0])
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[1])
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.nominal_fps = fps if fps and fps > 0 else None
+        self.cap = cap
+
+    def grab(self):
+        ok, frame = self.cap.read() if self.cap is not None else (False, None)
+        return frame if ok else None
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+def jetson_csi_pipeline(sensor_id: int, size: tuple[int, int], fps: int = 30) -> str:
+    """nvarguscamerasrc -> NVMM -> BGRx at the model's size -> BGR appsink."""
+    h, w = size
+    return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM),framerate={fps}/1 ! "
+            f"nvvidconv ! video/x-raw,width={w},height={h},format=BGRx ! videoconvert ! "
+            "video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+class Picamera2Camera:
+    """Raspberry Pi camera via picamera2. The ISP scales to the size asked
+    for; ``RGB888`` arrays are BGR in memory, so frames are tagged ``bgr``."""
+
+    def __init__(self, index: int = 0, size: tuple[int, int] = (480, 640), fps: float | None = None):
+        self.index, self.size, self.fps = index, size, fps
+        self.channel_order = "bgr"
+        self.nominal_fps = fps
+        self.cam = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError as e:
+            raise SourceError("picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install "
+                              "python3-picamera2' and create the venv with --system-site-packages") from e
+        try:
+            cam = Picamera2(self.index)
+            h, w = self.size
+            controls = {"FrameRate": self.fps} if self.fps else {}
+            cam.configure(cam.create_video_configuration(main={"size": (w, h), "format": "RGB888"},
+                                                         controls=controls, buffer_count=2))
+            cam.start()
+        except Exception as e:  # libcamera raises various types
+            raise SourceError(f"cannot open Raspberry Pi camera {self.index}: {e}") from e
+        self.cam = cam
+
+    def grab(self):
+        try:
+            return self.cam.capture_array("main")
+        except Exception:
+            return None
+
+    def release(self) -> None:
+        if self.cam is not None:
+            try:
+                self.cam.stop()
+                self.cam.close()
+            finally:
+                self.cam = None
+
+
+class SyntheticCamera:
+    """Generated street scenes at ``fps``: the camera faked behind the same
+    interface, for tests, the demo and benchmarks. ``fail_after`` frames it
+    'disappears' (grab returns None) for ``outage`` seconds."""
+
+    def __init__(self, size: tuple[int, int] = (256, 512), fps: float = 30.0, scenes: int = 16,
+                 fail_after: int | None = None, outage: float = 1.0):
+        from edge_runtime.synthetic import synthetic_scene
+        self.channel_order = "rgb"
+        self.nominal_fps = fps
+        self._frames = [synthetic_scene(i, *size)[0] for i in range(scenes)]
+        self._i = 0
+        self._next = 0.0
+        self.fail_after, self.outage = fail_after, outage
+        self._down_until = 0.0
+        self.opens = 0
+
+    def open(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise SourceError("synthetic camera is unplugged")
+        self.opens += 1
+        self._next = time.monotonic()
+
+    def grab(self):
+        if self.fail_after is not None and self._i == self.fail_after:
+            self.fail_after = None
+            self._down_until = time.monotonic() + self.outage
+            return None
+        if self.nominal_fps:
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._next = max(self._next + 1 / self.nominal_fps, time.monotonic() - 1 / self.nominal_fps)
+        frame = self._frames[self._i % len(self._frames)]
+        self._i += 1
+        return frame
+
+    def release(self) -> None:
+        pass
+
+
+class FileCamera:
+    """A video file or image folder. ``realtime`` paces reads to the file's
+    frame rate (a camera stand-in); ``loop`` restarts at the end."""
+
+    def __init__(self, path: Path, realtime: bool = True, loop: bool = False, folder_fps: float = 10.0):
+        self.path, self.realtime, self.loop = path, realtime, loop
+        self.channel_order = "bgr"
+        self.is_folder = path.is_dir()
+        self.nominal_fps = folder_fps if self.is_folder else None
+        self._files: list[Path] = []
+        self._i = 0
+        self.cap = None
+        self._next = 0.0
+
+    def open(self) -> None:
+        if self.is_folder:
+            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if not self._files:
+                raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {self.path}")
+        else:
+            cap = cv2.VideoCapture(str(self.path))
+            ok, _ = cap.read() if cap.isOpened() else (False, None)
+            if not ok:
+                raise SourceError(f"cannot read video {self.path} (missing codec or not a video?)")
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.nominal_fps = fps if fps and fps > 0 else 25.0
+            self.cap = cap
+        self._i = 0
+        self._next = time.monotonic()
+
+    def _read_one(self):
+        if self.is_folder:
+            if self._i >= len(self._files):
+                if not self.loop:
+                    return None
+                self._i = 0
+            frame = cv2.imread(str(self._files[self._i]), cv2.IMREAD_COLOR)
+            self._i += 1
+            return frame
+        ok, frame = self.cap.read()
+        if not ok and self.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
+        return frame if ok else None
+
+    def grab(self):
+        if self.realtime and self.nominal_fps:
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._next = max(self._next + 1 / self.nominal_fps, time.monotonic() - 1 / self.nominal_fps)
+        return self._read_one()
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+# --- the one interface -------------------------------------------------------
+
+class FrameSource:
+    """Synchronous reading (files with ``realtime=False``): every frame, in order."""
+
+    live = False
+
+    def __init__(self, camera: Camera, name: str, finite: bool):
+        self.camera, self.name, self.finite = camera, name, finite
+        self.frames_read = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self._ended = False
+
+    @property
+    def channel_order(self) -> str:
+        return self.camera.channel_order
+
+    def start(self) -> "FrameSource":
+        self.camera.open()
+        return self
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def read(self, timeout: float = 5.0):
+        frame = self.camera.grab()
+        if frame is None:
+            self._ended = True
+            return None
+        self.frames_read += 1
+        return frame, self.camera.channel_order
+
+    def stop(self) -> None:
+        self.camera.release()
+
+    def stats(self) -> dict:
+        return {"source": self.name, "frames_read": self.frames_read, "dropped": self.dropped,
+                "reconnects": self.reconnects}
+
+
+class LatestFrameSource(FrameSource):
+    """A background thread grabs continuously and keeps only the newest
+    frame; ``read()`` returns a frame not returned before (waiting for one).
+    Frames overwritten before being read are counted as dropped. A lost
+    camera is reopened with exponential backoff (``finite`` sources end)."""
+
+    live = True
+
+    def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 30.0):
+        super().__init__(camera, name, finite)
+        self.max_backoff = max_backoff
+        self._cond = threading.Condition()
+        self._frame = None
+        self._fresh = False
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "LatestFrameSource":
+        self.camera.open()  # the first open fails loudly
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            frame = self.camera.grab()
+            if frame is None:
+                if self.finite:
+                    with self._cond:
+                        self._ended = True
+                        self._cond.notify_all()
+                    return
+                log.warning("camera %s lost; reopening", self.name)
+                self.camera.release()
+                while not self._stop.is_set():
+                    try:
+                        self.camera.open()
+                        self.reconnects += 1
+                        log.warning("camera %s reopened (reconnect %d)", self.name, self.reconnects)
+                        backoff = 0.5
+                        break
+                    except Exception as e:  # keep trying; a vehicle's camera comes back
+                        log.warning("camera %s still unavailable (%s); retrying in %.1fs", self.name, e, backoff)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, self.max_backoff)
+                continue
+            with self._cond:
+                if self._fresh:
+                    self.dropped += 1
+                self._frame = frame
+                self._fresh = True
+                self._cond.notify_all()
+
+    def read(self, timeout: float = 5.0):
+        with self._cond:
+            self._cond.wait_for(lambda: self._fresh or self._ended or self._stop.is_set(), timeout)
+            if not self._fresh:
+                return None  # ended, stopped, or no frame within timeout (camera away): see .ended
+            self._fresh = False
+            self.frames_read += 1
+            return self._frame, self.camera.channel_order
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.camera.release()
+
+
+def open_source(spec: str, size: tuple[int, int] = (256, 512), realtime: bool = True, loop: bool = False,
+                folder_fps: float = 10.0) -> FrameSource:
+    """Build and start the source for ``spec`` (see the module docstring).
+    ``size`` is what cameras are asked to deliver (the model's input size)."""
+    s = str(spec)
+    if s.startswith("picamera2"):
+        idx = int(s.split(":", 1)[1]) if ":" in s else 0
+        return LatestFrameSource(Picamera2Camera(idx, size), s).start()
+    if s.startswith("csi"):
+        idx = int(s.split(":", 1)[1]) if ":" in s else 0
+        return LatestFrameSource(OpenCVCamera(jetson_csi_pipeline(idx, size), gstreamer=True, name=s), s).start()
+    if s.startswith("v4l2:"):
+        return LatestFrameSource(OpenCVCamera(s.split(":", 1)[1], size), s).start()
+    if s.isdigit():
+        return LatestFrameSource(OpenCVCamera(int(s), size), s).start()
+    if s.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return LatestFrameSource(OpenCVCamera(s, name=s.split("@")[-1]), s).start()
+    if s.startswith("synthetic"):
+        rest = s.split(":", 1)[1] if ":" in s else ""
+        fps = 30.0
+        if "@" in rest:
+            rest, f = rest.split("@", 1)
+            fps = float(f)
+        ssize = size
+        if rest:
+            from edge_runtime.preprocessing import parse_size
+            ssize = parse_size(rest)
+        cam = SyntheticCamera(ssize, fps if realtime else 0.0)
+        return (LatestFrameSource(cam, s) if realtime else FrameSource(cam, s, finite=False)).start()
+    path = Path(s)
+    if not path.exists():
+        raise SourceError(f"source {s!r} is neither a camera spec (picamera2, csi, v4l2:/dev/videoN, N, "
+                          "rtsp://..., synthetic) nor an existing file or folder")
+    if path.is_file() and path.suffix.lower() not in VIDEO_EXTS:
+        raise SourceError(f"source {s}: not a video file ({', '.join(VIDEO_EXTS)})")
+    cam = FileCamera(path, realtime=realtime, loop=loop, folder_fps=folder_fps)
+    if realtime:
+        return LatestFrameSource(cam, s, finite=not loop).start()
+    return FrameSource(cam, s, finite=not loop).start()
