@@ -77,34 +77,35 @@ class TFLiteSegmenter:
         self._rgb = np.empty((*self.input_size, 3), np.uint8)
         self._classes = np.empty(self.output_size, np.uint8)
         self._idx = np.empty(self.output_size, np.intp)
+        self._direct = self.input_dtype == np.uint8 and (not self.input_scale or
+                                                         (self.input_scale == 1.0 and self.input_zero == 0))
         self._src_shape: tuple | None = None
         self.timing = Timing()
 
     # -- the recipe --------------------------------------------------------
     def _preprocess(self, frame: np.ndarray, frame_order: str) -> np.ndarray:
-        """Resize (stretch policy) then convert colour, into a reused buffer."""
+        """Resize (stretch policy) then convert colour. For a raw-pixel uint8
+        input (scale 1, zero point 0, as calibration makes it) both write
+        straight into the interpreter's input tensor: no intermediate copies."""
         h, w = self.input_size
+        dst = self.interpreter.tensor(self._in["index"])()[0] if self._direct else self._rgb
         if frame.shape[:2] != (h, w):
-            small = cv2.resize(frame, (w, h), interpolation=INTERPOLATION)
+            cv2.resize(frame, (w, h), dst=dst, interpolation=INTERPOLATION)
         else:
-            small = frame
-        if frame_order == self.channel_order:
-            np.copyto(self._rgb, small)
-        else:
-            cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=self._rgb)
-        return self._rgb
+            np.copyto(dst, frame)
+        if frame_order != self.channel_order:
+            cv2.cvtColor(dst, cv2.COLOR_BGR2RGB, dst=dst)
+        return dst
 
     def _set_input(self, rgb: np.ndarray) -> None:
-        if self.input_dtype == np.uint8 and not self.input_scale:
-            np.copyto(self._in_buf[0], rgb)
-        elif self.input_dtype == np.uint8 or self.input_dtype == np.int8:
-            if self.input_scale:  # quantized: q = x / scale + zero_point
-                q = np.round(rgb.astype(np.float32) / self.input_scale + self.input_zero)
-                info = np.iinfo(self.input_dtype)
-                self._in_buf[0] = np.clip(q, info.min, info.max)
-            else:
-                self._in_buf[0] = rgb
-        else:  # float models take 0..255 RGB; normalization is inside the model
+        if self._direct:
+            return  # already in the input tensor
+        if self.input_dtype in (np.uint8, np.int8) and self.input_scale:
+            # quantized input: q = x / scale + zero_point
+            q = np.round(rgb.astype(np.float32) / self.input_scale + self.input_zero)
+            info = np.iinfo(self.input_dtype)
+            self._in_buf[0] = np.clip(q, info.min, info.max)
+        else:  # uint8 without quantization, or float models taking 0..255 RGB
             self._in_buf[0] = rgb
         self.interpreter.set_tensor(self._in["index"], self._in_buf)
 
@@ -123,8 +124,7 @@ class TFLiteSegmenter:
         """Class map (uint8, output resolution) of one frame. The returned
         array is reused by the next call: copy it to keep it."""
         t0 = time.perf_counter()
-        rgb = self._preprocess(frame, frame_order)
-        self._set_input(rgb)
+        self._set_input(self._preprocess(frame, frame_order))  # no view of the tensor outlives this line
         t1 = time.perf_counter()
         self.interpreter.invoke()
         t2 = time.perf_counter()

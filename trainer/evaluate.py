@@ -17,20 +17,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from edge_runtime.labels import CATEGORIES, PALETTE, colorize
-from edge_runtime.metrics import ConfusionMatrix
+from edge_runtime.evaluation import Segmenter, evaluate_segmenter  # noqa: F401
 from edge_runtime.preprocessing import preprocess
 
 log = logging.getLogger("roadseg.eval")
-
-#: ``segment(image RGB uint8 [H,W,3]) -> class map uint8 [h,w]`` at any h, w
-Segmenter = Callable[[np.ndarray], np.ndarray]
-
 
 def savedmodel_segmenter(path: str | Path, size: tuple[int, int] | None = None) -> tuple[Segmenter, dict]:
     import trainer  # noqa: F401
@@ -45,30 +40,6 @@ def savedmodel_segmenter(path: str | Path, size: tuple[int, int] | None = None) 
         return np.argmax(m(x).numpy()[0], axis=-1).astype(np.uint8)
 
     return segment, {"kind": "savedmodel", "path": str(m.path), "size": list(m.size), **m.meta}
-
-
-def evaluate_segmenter(segment: Segmenter, samples, fmt: str, keep: int = 4,
-                       progress_every: int = 25) -> tuple[ConfusionMatrix, dict, list]:
-    from trainer.datasets import load_sample
-    cm = ConfusionMatrix()
-    kept = []
-    t_total = 0.0
-    for i, s in enumerate(samples):
-        img, lab = load_sample(s, fmt)
-        t0 = time.perf_counter()
-        pred = segment(img)
-        t_total += time.perf_counter() - t0
-        if pred.shape != lab.shape:
-            pred = cv2.resize(pred, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_NEAREST)
-        cm.update(pred, lab)
-        if len(kept) < keep:
-            kept.append((s.name, img, lab, pred))
-        if progress_every and (i + 1) % progress_every == 0:
-            log.info("evaluated %d/%d images", i + 1, len(samples))
-    n = len(samples)
-    timing = {"images": n, "ms_per_image": round(1000 * t_total / max(n, 1), 2),
-              "images_per_s": round(n / t_total, 2) if t_total else None}
-    return cm, timing, kept
 
 
 def evaluate_export(export_dir: str | Path, samples, fmt: str) -> dict:
