@@ -59,6 +59,8 @@ class RunSettings:
     display: bool = False
     ha_discovery: bool = False
     stop_timeout: float = 5.0
+    http: str | None = None
+    api_token_file: str | None = None
 
 
 class ConfigError(ValueError):
@@ -203,6 +205,8 @@ class Runner:
         self.inference: list[float] = []
         self.started = time.monotonic()
         self.exit_reason = ""
+        self.live = None
+        self.http_server = None
 
     def model_info(self) -> dict:
         d = self.seg.describe()
@@ -225,9 +229,26 @@ class Runner:
                 protocol=proto, qos=self.s.mqtt_qos, max_queued=self.s.max_queued, tls_ca=self.s.tls_ca,
                 tls_cert=self.s.tls_cert, tls_key=self.s.tls_key, username=user, password=pw))
         self.publisher.start({"model": self.model_info(), "source": self.source.name, "target_fps": self.s.fps})
+        if self.s.http:
+            self._start_http()
         if self.s.ha_discovery and hasattr(self.publisher, "topic"):
             from edge_runtime.publisher import home_assistant_discovery
             home_assistant_discovery(self.publisher, self.model_info()["name"])
+
+    def _start_http(self) -> None:
+        """The device API beside the loop; uploads get their own interpreter so
+        they never race the live loop's."""
+        try:
+            from edge_runtime.api import LiveState, create_app, load_token, parse_http, serve_in_thread
+        except ImportError as e:
+            raise RuntimeError(f"--http needs the api extra (pip install '.[api]'): {e}") from e
+        from edge_runtime.segmenter import TFLiteSegmenter
+        host, port = parse_http(self.s.http)
+        self.live = LiveState()
+        self.live.stats_fn = lambda: self._stats_payload(time.monotonic() - self.started)
+        upload_seg = TFLiteSegmenter(self.s.model, threads=1, delegate=self.s.delegate)
+        app = create_app(upload_seg, self.live, load_token(self.s.api_token_file))
+        self.http_server = serve_in_thread(app, host, port)
 
     def request_stop(self, *_):
         self.stop_requested = True
@@ -296,6 +317,8 @@ class Runner:
                 if now - window_start >= 1.0:
                     achieved = window_frames / (now - window_start)
                     window_frames, window_start = 0, now
+                if self.live is not None:
+                    self.live.update(frame, order, classes, achieved)
                 if self.s.preview or self.s.display:
                     writer = self._show(writer, frame, order, classes, achieved)
                 if self.s.publish_interval == 0 or now - last_pub >= self.s.publish_interval:
@@ -331,6 +354,8 @@ class Runner:
                 writer.release()
             if self.broker is not None:
                 self.broker.stop()
+            if self.http_server is not None:
+                self.http_server.should_exit = True
         log.info("stopped (%s): %d frames in %.1fs = %.2f FPS achieved (target %g), %d camera frames dropped, "
                  "%d ticks skipped", self.exit_reason, self.frames, elapsed, self.frames / max(elapsed, 1e-9),
                  self.s.fps, summary["dropped_frames"], self.skipped_ticks)
@@ -405,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preview", help="write the colour overlay with legend and FPS to a video file")
     g.add_argument("--display", action="store_const", const=True, help="show the overlay in a window")
     a("--ha-discovery", action="store_const", const=True, help="publish Home Assistant discovery configs")
+    a("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
+    a("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
     a("--config", help="TOML file of settings")
     a("-v", "--verbose", action="store_true")
     return p

@@ -1,0 +1,93 @@
+"""The device API with FastAPI's test client."""
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from edge_runtime.api import LiveState, create_app  # noqa: E402
+from edge_runtime.synthetic import synthetic_scene  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def seg(tiny_tflite):
+    from edge_runtime.segmenter import TFLiteSegmenter
+    return TFLiteSegmenter(tiny_tflite, threads=1)
+
+
+def _png(h=96, w=192):
+    img = cv2.cvtColor(synthetic_scene(3, h, w)[0], cv2.COLOR_RGB2BGR)
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def test_segment_json_and_png(seg):
+    c = TestClient(create_app(seg))
+    r = c.post("/v1/segment", files={"file": ("f.png", _png(), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sum(body["coverage"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert body["width"] == 192 and body["model"]["sha256"]
+    r = c.post("/v1/segment?format=png", files={"file": ("f.png", _png(), "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (96, 192, 3)
+    r = c.post("/v1/segment?format=png&view=mask", files={"file": ("f.png", _png(), "image/png")})
+    assert r.status_code == 200
+    jpg = cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(_png(), np.uint8), cv2.IMREAD_COLOR))[1].tobytes()
+    assert c.post("/v1/segment", files={"file": ("f.jpg", jpg, "image/jpeg")}).status_code == 200
+    assert c.get("/openapi.json").json()["info"]["title"] == "roadseg device API"
+
+
+def test_bad_type_bad_image_oversized(seg):
+    c = TestClient(create_app(seg, max_upload=50_000))
+    r = c.post("/v1/segment", files={"file": ("f.txt", b"hello", "text/plain")})
+    assert r.status_code == 415 and "image/jpeg" in r.json()["detail"]
+    r = c.post("/v1/segment", files={"file": ("f.png", b"not really a png", "image/png")})
+    assert r.status_code == 422 and "not a decodable" in r.json()["detail"]
+    big = _png(400, 800)
+    assert len(big) > 50_000
+    r = c.post("/v1/segment", files={"file": ("f.png", big, "image/png")})
+    assert r.status_code == 413
+
+
+def test_token_required_except_health(seg):
+    c = TestClient(create_app(seg, token="s3cret"))
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/v1/stats").status_code == 401
+    assert c.get("/openapi.json").status_code == 401
+    assert c.get("/v1/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = c.get("/v1/stats", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and r.json()["model"]["input_size"] == [64, 128]
+
+
+def test_mjpeg_frames_arrive(seg):
+    live = LiveState()
+    stop = threading.Event()
+
+    def feed():
+        img = synthetic_scene(1, 64, 128)[0]
+        while not stop.is_set():
+            live.update(img, "rgb", seg.segment(img, "rgb"), 12.5)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        c = TestClient(create_app(seg, live))
+        with c.stream("GET", "/v1/stream.mjpg") as r:
+            assert r.status_code == 200 and "multipart/x-mixed-replace" in r.headers["content-type"]
+            buf = b""
+            for chunk in r.iter_bytes():
+                buf += chunk
+                if buf.count(b"\xff\xd9") >= 2:  # two complete JPEGs
+                    break
+        start = buf.index(b"\xff\xd8")
+        frame = cv2.imdecode(np.frombuffer(buf[start:buf.index(b"\xff\xd9") + 2], np.uint8), cv2.IMREAD_COLOR)
+        assert frame.shape == (64, 128, 3)
+    finally:
+        stop.set()
+    assert TestClient(create_app(seg)).get("/v1/stream.mjpg").status_code == 503
