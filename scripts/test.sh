@@ -28,6 +28,14 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     fi
 fi
 
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (the dashboard's real-browser test)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+        || echo "    could not install chromium; the browser test will skip"
+fi
+
 echo "==> running tests"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,65 @@
+"""One real-browser check: headless Chromium loads the dashboard, which shows
+a vehicle that a real publisher announced on a real broker."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (scripts/test.sh installs Debian's chromium)")
+def test_browser_shows_vehicle_row(broker, tmp_path):
+    pytest.importorskip("streamlit")
+    from edge_runtime.publisher import MqttPublisher, MqttSettings, free_port
+    pub = MqttPublisher(MqttSettings(port=broker.port, device_id="bus9", protocol="3.1.1"))
+    pub.start({"model": {"name": "student-int8"}})
+    port = free_port()
+    env = dict(os.environ, ROADSEG_DASH_MQTT_HOST="127.0.0.1", ROADSEG_DASH_MQTT_PORT=str(broker.port))
+    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "edge_runtime/dashboard/app.py"),
+                            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                            "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        pub.publish("coverage", {"schema": "roadseg.coverage/1", "device_id": "bus9", "seq": 1,
+                                 "ts": "2026-11-25T10:00:00.000Z", "frames": 10, "fps": 10.0,
+                                 "coverage": {"void": 0.1, "flat": 0.5, "construction": 0.1, "object": 0.05,
+                                              "nature": 0.05, "sky": 0.1, "human": 0.05, "vehicle": 0.05},
+                                 "zones": {z: {"drivable": 0.5, "obstacle": 0.1}
+                                           for z in ("road_ahead", "left", "centre", "right")},
+                                 "latency_ms": {"inference": 5, "total": 6}, "model": {"name": "m", "sha256": "x"}})
+        flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000",
+                 "--virtual-time-budget=20000"]
+        url = f"http://127.0.0.1:{port}/"
+        shot = tmp_path / "dashboard.png"
+        dom = ""
+        for _ in range(3):  # the first load also starts the dashboard's MQTT subscriber
+            dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+            if "bus9" in dom:
+                break
+            time.sleep(2)
+        subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=90)
+        assert "bus9" in dom and "online" in dom
+        assert shot.is_file() and shot.stat().st_size > 10_000
+        out = os.environ.get("ROADSEG_SCREENSHOT_DIR")
+        if out:
+            shutil.copy(shot, Path(out) / "dashboard.png")
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+        pub.stop(1)
