@@ -125,6 +125,12 @@ def main(data: str) -> None:
     if not bench_json.is_file():
         run([str(BIN / "roadseg-bench"), *sum((["--model", m] for m in bench_models), []), "--threads", "1,2",
              "--frames", str(BENCH_FRAMES), "--warmup", "10", "--json", str(bench_json)], logs / "bench.log")
+    # frames delivered at the model's size, as picamera2 and the Jetson CSI pipeline ask the ISP for
+    isp_json = RUNS / "bench-isp.json"
+    if not isp_json.is_file():
+        run([str(BIN / "roadseg-bench"), *sum((["--model", m] for m in bench_models if "-int8-" in m), []),
+             "--threads", "2", "--frames", str(BENCH_FRAMES), "--warmup", "10", "--frame-size", BENCH_SIZE,
+             "--json", str(isp_json)], logs / "bench-isp.log")
     prec_json = RUNS / "bench-precisions.json"
     if not prec_json.is_file():
         models = [str(DIST / f"{best}-{p}-{SIZE}.tflite") for p in ("fp32", "fp16", "dynamic", "int8")]
