@@ -99,6 +99,23 @@ def main(data: str) -> None:
         run([str(BIN / "roadseg-distill"), "--student", student, "--data", data, "--size", SIZE,
              "--epochs", str(STUDENT_EPOCHS), "--batch", "8", "--lr", "2e-3", "--seed", "0", "--out", str(out),
              *kd_args, *resume_flag(out)], logs / f"{out.name}.log")
+    # online vs cached teachers: the same 12 student steps, timed (history.csv's train_time_s)
+    modes_json = RUNS / "kd-modes.json"
+    if not modes_json.is_file():
+        modes = {}
+        for mode in ("online", "cached"):
+            out = RUNS / "kd-modes" / mode
+            extra = ["--teacher-cache", str(RUNS / "teacher-cache"), "--cache-views", str(CACHE_VIEWS)] \
+                if mode == "cached" else []
+            run([str(BIN / "roadseg-distill"), "--student", "roadseg-fast", "--data", data, "--size", SIZE,
+                 "--epochs", "1", "--steps-per-epoch", "12", "--batch", "8", "--seed", "0", "--out", str(out),
+                 *sum((["--teacher", str(RUNS / t)] for t in teachers), []), *extra], logs / f"kd-mode-{mode}.log")
+            import csv
+            row = list(csv.DictReader((out / "history.csv").open()))[-1]
+            modes[mode] = {"steps": 12, "train_seconds": float(row["train_time_s"])}
+        cache_meta = json.loads((RUNS / "teacher-cache" / "meta.json").read_text())
+        modes["cache_build_seconds"] = cache_meta.get("seconds")
+        modes_json.write_text(json.dumps(modes, indent=2))
     # calibration at the training size (accuracy) and the bench size (speed)
     best = max((student_name(s, kd) for s, kd in STUDENTS if kd),
                key=lambda n: json.loads((RUNS / n / "metrics.json").read_text())["metrics"]["miou8"])
