@@ -115,6 +115,7 @@ def main(data: str) -> None:
             modes[mode] = {"steps": 12, "train_seconds": float(row["train_time_s"])}
         cache_meta = json.loads((RUNS / "teacher-cache" / "meta.json").read_text())
         modes["cache_build_seconds"] = cache_meta.get("seconds")
+        modes["cache_views_of_images"] = cache_meta["key"]["images"] * cache_meta["key"]["views"]
         modes_json.write_text(json.dumps(modes, indent=2))
     # calibration at the training size (accuracy) and the bench size (speed)
     best = max((student_name(s, kd) for s, kd in STUDENTS if kd),

@@ -129,7 +129,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
         on, ca = k["online"]["train_seconds"] / 12, k["cached"]["train_seconds"] / 12
         w(f"Online vs cached teachers, measured on 12 student steps of roadseg-fast (batch 8, {size}): "
           f"online {on:.2f} s/step, cached {ca:.2f} s/step ({on / ca:.1f}x). Building the cache took "
-          f"{k['cache_build_seconds']:.0f} s once for {1468 if 'camvid' in str(data) else 'all'} views; it "
+          f"{k['cache_build_seconds']:.0f} s once for {k['cache_views_of_images']} augmented views; it "
           "pays for itself after about "
           f"{k['cache_build_seconds'] / max(on - ca, 1e-6):.0f} student steps, and every KD student reuses it "
           "(the reproduction trains two). The reproduction therefore uses the cache.")
