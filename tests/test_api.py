@@ -91,3 +91,34 @@ def test_mjpeg_frames_arrive(seg):
     finally:
         stop.set()
     assert TestClient(create_app(seg)).get("/v1/stream.mjpg").status_code == 503
+
+
+def test_run_with_http_serves_live_stats_and_stream(tiny_tflite, broker):
+    import httpx
+
+    from edge_runtime.publisher import free_port
+    from edge_runtime.run import Runner, load_settings
+    port = free_port()
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@20", "fps": 10, "device_id": "web1",
+                       "mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "mqtt_protocol": "3.1.1",
+                       "http": f"127.0.0.1:{port}", "duration": 6.0}, None, env={})
+    runner = Runner(s)
+    t = threading.Thread(target=runner.run)
+    t.start()
+    try:
+        deadline = time.time() + 20
+        body = None
+        while time.time() < deadline:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/v1/stats", timeout=2).json()
+                if body.get("live", {}).get("frames"):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert body and body["live"]["device_id"] == "web1" and body["live"]["frames"] > 0
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/v1/stream.mjpg", timeout=5) as r:
+            first = next(r.iter_bytes())
+            assert r.headers["content-type"].startswith("multipart/x-mixed-replace") and b"--frame" in first
+    finally:
+        t.join(timeout=30)
