@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile

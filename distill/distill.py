@@ -308,41 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         from distill.students import STUDENTS
         print("\n".join(sorted(STUDENTS)))
         return 0
-    try:
-        cfg = _config(args)
-        if not Path(cfg.data).is_dir():
-            raise FileNotFoundError(f"--data {cfg.data}: folder not found")
-        distill(cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        print("roadseg-distill: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    except Exception as e:
-        from trainer.loop import StopRequested
-        if isinstance(e, StopRequested):
-            print("roadseg-distill: stopped; continue with --resume", file=sys.stderr)
-            return 130
-        if isinstance(e, (ValueError, FileNotFoundError, PermissionError, RuntimeError)):
-            print(f"roadseg-distill: error: {e}", file=sys.stderr)
-            return 2
-        raise
-    return 0
-
-
-def _config(args) -> DistillConfig:
-    from trainer.train import load_config_file
-    base: dict = {}
-    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
-        base = {k: v for k, v in json.loads((Path(args.out) / "config.json").read_text()).items()
-                if k not in ("kind",)}
-    if args.config:
-        base.update(load_config_file(args.config))
-    for k, v in vars(args).items():
-        if v is not None and k not in ("config", "resume", "list"):
-            base[k] = v
-    for req in ("student", "data", "out"):
-        if not base.get(req):
-            raise ValueError(f"--{req} is required")
-    return DistillConfig.from_json(base)
+    from trainer.train import config_from_args, run_cli
+    return run_cli("roadseg-distill", distill, lambda a: config_from_args(
+        a, DistillConfig, required=("student", "data", "out"), drop=("kind",)), args)
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
       "models also shifts on ARM, so compare them there with `roadseg-bench` before choosing.")
     w("- Latencies are per frame at batch 1 on an otherwise idle machine; CPU frequency scaling and thermal "
       "throttling on a vehicle will lower sustained FPS.")
-    w(f"- One seed per configuration: differences of a point or two between students are within run-to-run "
+    w("- One seed per configuration: differences of a point or two between students are within run-to-run "
       "variation that this page does not measure.")
     w(f"- Budget: this invocation of the script took {minutes} min; stages done in earlier invocations "
       "were skipped (see the logs in `runs/camvid/logs/`).")

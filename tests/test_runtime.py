@@ -1,7 +1,6 @@
 """The vehicle runtime against a real broker: schema, retained status, Last
 Will, broker outage, pacing, sources, and bad inputs."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from conftest import Subscriber
 from edge_runtime.coverage import ZONES, CoverageAggregator, frame_coverage
 from edge_runtime.labels import CATEGORIES
-from edge_runtime.run import ConfigError, RunSettings, Runner, load_settings, main as run_main
+from edge_runtime.run import ConfigError, Runner, load_settings, main as run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

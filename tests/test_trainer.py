@@ -1,6 +1,5 @@
 """Teachers: training, resume, export contract, eval, CLI errors (tiny sizes)."""
 import json
-import os
 
 import numpy as np
 import pytest

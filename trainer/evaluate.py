@@ -15,10 +15,8 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge_runtime.labels import CATEGORIES, PALETTE, colorize

@@ -86,8 +86,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     import tensorflow as tf
 
     from trainer.datasets import list_samples
-    from trainer.export import export_savedmodel, make_predict_fn
-    from trainer.loop import LoopConfig, get_strategy, plot_curves, run_loop, set_mixed_precision
+    from trainer.export import make_predict_fn
+    from trainer.loop import LoopConfig, get_strategy, run_loop, set_mixed_precision
     from trainer.losses import class_weights_from_counts, make_loss
     from trainer.models import ARCHITECTURES, build_model
     from trainer.pipeline import AugmentConfig, DecodedSplit, make_dataset
@@ -228,19 +228,38 @@ def load_config_file(path: str) -> dict:
         raise ValueError(f"malformed config file {p}: {e}") from e
 
 
-def config_from_args(args, cls=TrainConfig) -> TrainConfig:
+def config_from_args(args, cls=TrainConfig, required=("arch", "data", "out"), drop=()):
+    """Settings: a resumed run's config.json < ``--config`` file < command line."""
     base: dict = {}
     if args.resume and args.out and (Path(args.out) / "config.json").is_file():
-        base = json.loads((Path(args.out) / "config.json").read_text())
+        base = {k: v for k, v in json.loads((Path(args.out) / "config.json").read_text()).items() if k not in drop}
     if args.config:
         base.update(load_config_file(args.config))
     for k, v in vars(args).items():
         if v is not None and k not in ("config", "resume", "list"):
             base[k.replace("-", "_")] = v
-    for req in ("arch", "data", "out"):
+    for req in required:
         if not base.get(req):
             raise ValueError(f"--{req} is required")
     return cls.from_json(base)
+
+
+def run_cli(prog: str, job, cfg_fn, args) -> int:
+    """Run ``job(cfg, resume=...)`` with the CLI's error contract: a clear
+    message and exit 2 for bad input, 130 for an interrupted run (resumable)."""
+    from trainer.loop import StopRequested
+    try:
+        cfg = cfg_fn(args)
+        if not Path(cfg.data).is_dir():
+            raise FileNotFoundError(f"--data {cfg.data}: folder not found")
+        job(cfg, resume=args.resume)
+    except (KeyboardInterrupt, StopRequested):
+        print(f"{prog}: stopped; the last finished epoch is checkpointed, continue with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,25 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.models import ARCHITECTURES
         print("\n".join(sorted(ARCHITECTURES)))
         return 0
-    try:
-        cfg = config_from_args(args)
-        if not Path(cfg.data).is_dir():
-            raise FileNotFoundError(f"--data {cfg.data}: folder not found")
-        train(cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        print("roadseg-train: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    except Exception as e:
-        from trainer.loop import StopRequested
-        if isinstance(e, StopRequested):
-            print("roadseg-train: stopped; the last finished epoch is checkpointed, continue with --resume",
-                  file=sys.stderr)
-            return 130
-        if isinstance(e, (ValueError, FileNotFoundError, PermissionError, RuntimeError)):
-            print(f"roadseg-train: error: {e}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    return run_cli("roadseg-train", train, config_from_args, args)
 
 
 if __name__ == "__main__":
