@@ -84,18 +84,31 @@ def main(data, runs, dist, best, size, bench_size, minutes):
       "Training curves: `runs/camvid/<teacher>/curves.png`.")
     w("")
     # --- students
+    wide = runs / "roadseg-fast-w2-teacher"
+    if (wide / "metrics.json").is_file():
+        r = jload(wide / "metrics.json")
+        mm = r["metrics"]
+        if mm["miou8"] > best_teacher[1]:
+            best_teacher = (wide.name, mm["miou8"])
+        w(f"A third teacher, added after the first two turned out weaker than the students: roadseg-fast at "
+          f"width 2 ({r['params'] / 1e6:.2f} M params), trained on labels with the students' schedule: val "
+          f"mIoU-7 {f3(mm['miou7'])}, mIoU-8 {f3(mm['miou8'])} (`roadseg-distill --student roadseg-fast --width 2 "
+          "--no-kd --epochs 30`).")
+        w("")
     w("## Students: distillation vs labels only")
     w("")
     w("Same student, same schedule, same augmented views; the KD runs add the pixel-wise KL term "
-      "(T = 2, weight 1) against the two teachers' probabilities, averaged per class by each teacher's val IoU, "
-      "replayed from the teacher cache (4 augmented views of every training image, float16 at 1/8 resolution).")
+      "(T = 2, weight 1) against the teachers' probabilities (FPN + SegFormer averaged per class by each "
+      "teacher's val IoU, or the wide roadseg-fast alone), replayed from a teacher cache (4 augmented views of "
+      "every training image, float16 at 1/8 resolution).")
     w("")
     w(f"| student | KD | params | MACs @ {bench_size} | val mIoU-7 | val mIoU-8 | KD gain (mIoU-8 points) |")
     w("|---|---|---|---|---|---|---|")
     student_rows = {}
     for s in ("roadseg-fast", "lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large"):
-        for kd in (True, False):
-            d = runs / f"{s}-{'kd' if kd else 'nokd'}"
+        for kd in ("-kd-wide", "-kd", "-nokd"):
+            d = runs / f"{s}{kd}"
+            kd = kd != "-nokd"
             if not (d / "metrics.json").is_file():
                 continue
             r = jload(d / "metrics.json")
@@ -105,7 +118,9 @@ def main(data, runs, dist, best, size, bench_size, minutes):
             if kd and (runs / f"{s}-nokd" / "metrics.json").is_file():
                 base = jload(runs / f"{s}-nokd" / "metrics.json")["metrics"]["miou8"]
                 gain = f"{100 * (r['metrics']['miou8'] - base):+.1f}"
-            w(f"| {s} | {'yes' if kd else 'no'} | {r['params'] / 1e6:.2f} M | "
+            label = "yes (wide roadseg-fast teacher)" if d.name.endswith("-kd-wide") else \
+                ("yes (FPN + SegFormer)" if kd else "no")
+            w(f"| {s} | {label} | {r['params'] / 1e6:.2f} M | "
               f"{meta.get('macs_256x512', 0) / 1e9:.2f} G | {f3(r['metrics']['miou7'])} | "
               f"{f3(r['metrics']['miou8'])} | {gain} |")
     w("")
@@ -241,7 +256,7 @@ def _goals(w, runs, dist, bench, best, best_teacher, size, bench_size):
     q = side["accuracy"]["quantized"]["miou8"]
     drop = side["accuracy"]["drop_points"]
     t_name, t_miou = best_teacher
-    base = best.replace("-kd", "-nokd")
+    base = f"{jload(runs / best / 'config.json')['student']}-nokd"
     gain = 100 * (jload(runs / best / "metrics.json")["metrics"]["miou8"] - jload(runs / base / "metrics.json")["metrics"]["miou8"])
     e2e = {(Path(r["path"]).stem, r["threads"]): r["e2e_fps"] for r in bench["results"]}
     ours = e2e.get((f"{best}-int8-{bench_size}", 2))
