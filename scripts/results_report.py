@@ -168,12 +168,13 @@ def main(data, runs, dist, best, size, bench_size, minutes):
     w("")
     w("int8 accuracy gate for every student (val, through the LiteRT interpreter):")
     w("")
-    w("| model | float mIoU-8 | int8 mIoU-8 | drop (points) | pixel agreement |")
-    w("|---|---|---|---|---|")
+    failed = set(jload(runs / "gate-failures.json")) if (runs / "gate-failures.json").is_file() else set()
+    w("| model | float mIoU-8 | int8 mIoU-8 | drop (points) | pixel agreement | gate (1.0 point, 95%) |")
+    w("|---|---|---|---|---|---|")
     for f in sorted(dist.glob(f"*-int8-{size}.tflite")):
         a = jload(f.with_suffix(".json"))["accuracy"]
         w(f"| {f.stem} | {f3(a['float']['miou8'])} | {f3(a['quantized']['miou8'])} | {a['drop_points']:+.2f} | "
-          f"{100 * a['pixel_agreement']:.2f}% |")
+          f"{100 * a['pixel_agreement']:.2f}% | {'**refused** (written with --force)' if f.stem in failed else 'passed'} |")
     w("")
     # --- bench
     from edge_runtime.bench import format_markdown
