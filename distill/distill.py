@@ -65,13 +65,8 @@ class DistillConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "DistillConfig":
-        d = dict(d)
-        if d.get("size") is not None:
-            d["size"] = tuple(d["size"])
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        return cls(**d)
+        from trainer.train import config_from_dict
+        return config_from_dict(cls, d)
 
 
 @dataclass

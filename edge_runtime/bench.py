@@ -50,16 +50,6 @@ def machine_info() -> dict:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def _rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 class FrameFeed:
     """Frames for the end-to-end loop: decoded from a video file on every
     read (decode cost included), or synthetic camera frames (BGR, like OpenCV
@@ -94,7 +84,8 @@ class Bench:
         self.e2e_s = 0.0
         self.e2e_frames = 0
         self.cpu_s = 0.0
-        self.rss_mb = _rss_mb()
+        from edge_runtime.run import memory_mb
+        self.rss_mb = memory_mb()["rss_mb"]
 
     def label(self) -> str:
         return f"{self.path.stem}@{self.threads}t"

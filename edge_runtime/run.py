@@ -207,11 +207,14 @@ class Runner:
         self.exit_reason = ""
         self.live = None
         self.http_server = None
+        self._model_info: dict | None = None
 
     def model_info(self) -> dict:
-        d = self.seg.describe()
-        return {"name": d["name"], "sha256": d["sha256"], "precision": d["precision"],
-                "input_size": d["input_size"]}
+        if self._model_info is None:  # fixed for the run; payloads reuse it
+            d = self.seg.describe()
+            self._model_info = {"name": d["name"], "sha256": d["sha256"], "precision": d["precision"],
+                                "input_size": d["input_size"]}
+        return self._model_info
 
     def _open(self) -> None:
         from edge_runtime.publisher import EmbeddedBroker, MqttPublisher, MqttSettings, credentials_from_env
@@ -365,11 +368,11 @@ class Runner:
         s = agg.summary()
         self.seq += 1
         elapsed = time.monotonic() - self.started
+        info = self.model_info()
         payload = {"schema": "roadseg.coverage/1", "device_id": self.s.device_id, "seq": self.seq, "ts": _now(),
                    "frames": s["frames"], "coverage": s["coverage"], "zones": s["zones"],
                    "fps": round(s["frames"] / interval, 2) if interval else round(self.frames / max(elapsed, 1e-9), 2),
-                   "latency_ms": s["latency_ms"], "model": {"name": self.model_info()["name"],
-                                                            "sha256": self.model_info()["sha256"]}}
+                   "latency_ms": s["latency_ms"], "model": {"name": info["name"], "sha256": info["sha256"]}}
         self.publisher.publish("coverage", payload)
         agg.reset()
 

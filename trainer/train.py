@@ -54,15 +54,20 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        for k in ("size", "crop"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
+
+
+def config_from_dict(cls, d: dict):
+    """Build a config dataclass from JSON/TOML values: sizes back to tuples,
+    unknown keys refused."""
+    d = dict(d)
+    for k in ("size", "crop"):
+        if d.get(k) is not None:
+            d[k] = tuple(d[k])
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown config keys: {sorted(unknown)}")
+    return cls(**d)
 
 
 def prepare_run_dir(out: Path, resume: bool) -> None:
