@@ -1,4 +1,4 @@
-"""``roadseg-calibrate``: a run's export -> ``dist/NAME.tflite`` + ``dist/NAME.json``.
+"""roadseg-calibrate: a run's export -> ``dist/NAME.tflite`` + ``dist/NAME.json``.
 
     roadseg-calibrate --model runs/NAME --data PATH --out dist/NAME.tflite \
         [--size HxW] [--precision int8|fp16|fp32|dynamic] [--samples 200] \
@@ -25,13 +25,14 @@ from pathlib import Path
 
 import trainer  # noqa: F401
 
-import cv2
 import numpy as np
+
+from edge_runtime import cli
 
 log = logging.getLogger("roadseg.calibration")
 
 
-class GateError(RuntimeError):
+class GateError(cli.Refused):
     """The converted model lost more accuracy than allowed."""
 
 
@@ -44,48 +45,13 @@ def git_commit() -> str | None:
         return None
 
 
-def float_segmenter(export_dir: Path, size: tuple[int, int]):
-    """The float model at ``size``: class map at input resolution, scored the
-    same way as the TFLite path (bilinear upsampling of logits, argmax)."""
-    import tensorflow as tf
-
-    from edge_runtime.preprocessing import preprocess
-    loaded = tf.saved_model.load(str(export_dir))
-    if "logits" in loaded.signatures:
-        sig = loaded.signatures["logits"]
-        h, w = size
-
-        def segment(image):
-            x = preprocess(image, size).astype(np.float32)[None]
-            lg = sig(images=tf.constant(x))["logits"].numpy()[0]
-            if lg.shape[:2] != (h, w):
-                lg = cv2.resize(lg, (w, h), interpolation=cv2.INTER_LINEAR)
-            return np.argmax(lg, -1).astype(np.uint8)
-        return segment
-    from trainer.evaluate import savedmodel_segmenter
-    return savedmodel_segmenter(export_dir, size)[0]
-
-
 def accuracy_gate(float_seg, quant_seg, samples, fmt: str) -> dict:
     """Evaluate both on ``samples``; mIoU (both conventions), drop in points,
     per-class IoU drop and pixel agreement between the two predictions."""
+    from edge_runtime.evaluation import evaluate_segmenters
     from edge_runtime.labels import CATEGORIES
-    from edge_runtime.metrics import ConfusionMatrix
-    from trainer.datasets import load_sample
-    cm_f, cm_q = ConfusionMatrix(), ConfusionMatrix()
-    agree = total = 0
-    for i, s in enumerate(samples):
-        img, lab = load_sample(s, fmt)
-        pf, pq = float_seg(img), quant_seg(img)
-        agree += int((pf == pq).sum())
-        total += pf.size
-        for cm, p in ((cm_f, pf), (cm_q, pq)):
-            if p.shape != lab.shape:
-                p = cv2.resize(p, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_NEAREST)
-            cm.update(p, lab)
-        if (i + 1) % 25 == 0:
-            log.info("accuracy gate: %d/%d val images", i + 1, len(samples))
-    mf, mq = cm_f.compute(), cm_q.compute()
+    ev = evaluate_segmenters({"float": float_seg, "quantized": quant_seg}, samples, fmt, keep=0)
+    mf, mq = ev.confusion["float"].compute(), ev.confusion["quantized"].compute()
     per_class = {c: (None if np.isnan(a) or np.isnan(b) else round(100 * (a - b), 3))
                  for c, a, b in zip(CATEGORIES, mf.iou, mq.iou)}
     return {"split": "val", "images": len(samples),
@@ -94,7 +60,7 @@ def accuracy_gate(float_seg, quant_seg, samples, fmt: str) -> dict:
             "drop_points": round(100 * (mf.miou8 - mq.miou8), 3),
             "drop_points_miou7": round(100 * (mf.miou7 - mq.miou7), 3),
             "per_class_iou_drop_points": per_class,
-            "pixel_agreement": round(agree / max(total, 1), 6),
+            "pixel_agreement": round(ev.agreement or 0.0, 6),
             "quantized_metrics": mq.as_dict()}
 
 
@@ -118,23 +84,21 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
     from calibration.convert import convert, tensor_report
     from edge_runtime.labels import CATEGORIES
     from edge_runtime.preprocessing import RESIZE_POLICY
-    from edge_runtime.segmenter import TFLiteSegmenter
-    from edge_runtime.sidecar import classes_block, write_pair
+    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.sidecar import classes_block, write_pair
     from trainer.datasets import list_samples
-    from trainer.export import EXPORT_META
+    from trainer.export import ExportedModel
 
     run = Path(model)
-    export = run / "export" if (run / "export").is_dir() else run
-    if not (export / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"--model {model}: no SavedModel export (expected {export / 'saved_model.pb'})")
     out = Path(out)
     if out.suffix != ".tflite":
         raise ValueError(f"--out {out} must end in .tflite")
-    meta = json.loads((export / EXPORT_META).read_text()) if (export / EXPORT_META).is_file() else {}
-    frame = (meta["input"]["height"], meta["input"]["width"]) if meta else None
-    size = tuple(size or frame or ())
-    if len(size) != 2:
-        raise ValueError("--size is required: the export does not record its frame size")
+    try:
+        exported = ExportedModel(run)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--model {model}: {e}") from None
+    meta = exported.meta
+    size = tuple(size or exported.size)
     fmt, train = list_samples(data, "train", fmt)
     _, val = list_samples(data, "val", fmt)
 
@@ -146,8 +110,8 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         log.info("calibration set: %d %s frames from train (files digest %s)", len(picked), selection,
                  summary["files_sha256"][:12])
         rep = lambda: rd.frames(picked, fmt, size)  # noqa: E731
-    log.info("converting %s to %s at %dx%d (%s output)", export, precision, size[0], size[1], output)
-    tflite, kind = convert(export, size, precision, rep, output)
+    log.info("converting %s to %s at %dx%d (%s output)", exported.path, precision, size[0], size[1], output)
+    tflite, kind = convert(exported, size, precision, rep, output)
     report = tensor_report(tflite)
     log.info("converted in %.1fs: %d bytes, ops %s", time.time() - t0, len(tflite), ", ".join(report["ops"]))
 
@@ -155,7 +119,7 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         tmp_model = Path(td) / out.name
         tmp_model.write_bytes(tflite)
         q = TFLiteSegmenter(tmp_model, threads=threads)
-        gate = accuracy_gate(float_segmenter(export, size), q.segment_classes, val, fmt)
+        gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt)
         out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
                     "zero_point": int(q.output_zero), "height": q.output_size[0], "width": q.output_size[1],
                     "stride": size[0] // q.output_size[0]}
@@ -170,7 +134,7 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         problems.append(f"pixel agreement with the float model {100 * gate['pixel_agreement']:.1f}% is below "
                         f"--min-agreement {100 * min_agreement:.1f}%")
     if problems:
-        msg = ("; ".join(problems) + "; no model written (look for per-tensor weights, hard-swish, bilinear "
+        msg = ("gate failed: " + "; ".join(problems) + "; no model written (look for per-tensor weights, hard-swish, bilinear "
                "resizes or a poor calibration set; --force writes it anyway)")
         if not force:
             raise GateError(msg)
@@ -189,8 +153,7 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
 
 def main(argv: list[str] | None = None) -> int:
     from edge_runtime.preprocessing import parse_size
-    p = argparse.ArgumentParser(prog="roadseg-calibrate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("roadseg-calibrate", __doc__)
     p.add_argument("--model", required=True, help="run directory (with export/) or SavedModel folder")
     p.add_argument("--data", required=True, help="dataset root: train for calibration, val for the gate")
     p.add_argument("--out", required=True, help="dist/NAME.tflite (the sidecar goes beside it)")
@@ -206,21 +169,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="smallest fraction of pixels where the converted and float models agree")
     p.add_argument("--force", action="store_true", help="write the model even when the gate fails")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="interpreter threads for the gate")
+    p.add_argument("--json", action="store_true", help="print the sidecar as one JSON object")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from trainer.datasets import DatasetError
-    try:
-        calibrate(args.model, args.data, args.out, args.size, args.precision, args.samples, args.selection,
-                  args.output, args.max_drop, args.force, args.format, args.seed, args.threads,
-                  args.min_agreement)
-    except GateError as e:
-        print(f"roadseg-calibrate: gate failed: {e}", file=sys.stderr)
-        return 3
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        print(f"roadseg-calibrate: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body():
+        sidecar = calibrate(args.model, args.data, args.out, args.size, args.precision, args.samples,
+                            args.selection, args.output, args.max_drop, args.force, args.format, args.seed,
+                            args.threads, args.min_agreement)
+        if args.json:
+            print(json.dumps(sidecar))
+
+    return cli.run("roadseg-calibrate", body)
 
 
 if __name__ == "__main__":

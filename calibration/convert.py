@@ -17,11 +17,10 @@ PRECISIONS = ("int8", "fp16", "fp32", "dynamic")
 OUTPUTS = ("logits", "class_map")
 
 
-def _signature_fn(export_dir: Path, size: tuple[int, int], output: str):
-    loaded = tf.saved_model.load(str(export_dir))
+def _signature_fn(exported, size: tuple[int, int], output: str):
     h, w = size
-    if "logits" in loaded.signatures:
-        sig = loaded.signatures["logits"]
+    if exported.logits is not None:
+        sig = exported.logits
 
         @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name="image")])
         def fn(image):
@@ -31,33 +30,32 @@ def _signature_fn(export_dir: Path, size: tuple[int, int], output: str):
             return {"logits": logits}
         kind = "logits"
     else:
-        sig = loaded.signatures["serving_default"]
-        (name, spec), = sig.structured_input_signature[1].items()
-        if tuple(spec.shape[1:3]) != (h, w):
-            raise ValueError(f"{export_dir} has a fixed input of {spec.shape[1]}x{spec.shape[2]} and no "
+        if exported.size != (h, w):
+            raise ValueError(f"{exported.path} has a fixed input of {exported.size[0]}x{exported.size[1]} and no "
                              f"size-agnostic 'logits' signature; convert it at that size, not {h}x{w}")
 
         @tf.function(input_signature=[tf.TensorSpec([1, h, w, 3], tf.float32, name="image")])
         def fn(image):
-            probs = sig(**{name: tf.cast(tf.round(image), tf.uint8)})["probabilities"]
+            probs = exported(tf.cast(tf.round(image), tf.uint8))
             if output == "class_map":
                 return {"classes": tf.argmax(probs, axis=-1, output_type=tf.int32)}
             return {"probabilities": probs}
         kind = "probabilities"
-    return loaded, fn, ("class_map" if output == "class_map" else kind)
+    return fn, ("class_map" if output == "class_map" else kind)
 
 
-def convert(export_dir: str | Path, size: tuple[int, int], precision: str = "int8",
+def convert(export, size: tuple[int, int], precision: str = "int8",
             representative=None, output: str = "logits") -> tuple[bytes, str]:
-    """Return ``(tflite bytes, output kind)``. int8: weights per channel and
+    """``export``: an :class:`ExportedModel` or its folder. Return ``(tflite bytes, output kind)``. int8: weights per channel and
     activations int8, uint8 input, int8 output, TFLITE_BUILTINS_INT8 only."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if output not in OUTPUTS:
         raise ValueError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
-    export_dir = Path(export_dir)
-    loaded, fn, kind = _signature_fn(export_dir, size, output)
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], loaded)
+    from trainer.export import ExportedModel
+    exported = export if isinstance(export, ExportedModel) else ExportedModel(export)
+    fn, kind = _signature_fn(exported, size, output)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], exported.loaded)
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -77,7 +75,7 @@ def convert(export_dir: str | Path, size: tuple[int, int], precision: str = "int
 
 def tensor_report(tflite: bytes) -> dict:
     """Dtypes of the model's tensors and ops, to show what runs in int8."""
-    from edge_runtime.interpreter import interpreter_api
+    from edge_runtime.model.interpreter import interpreter_api
     Interpreter, *_ = interpreter_api()
     it = Interpreter(model_content=tflite)
     it.allocate_tensors()

@@ -1,4 +1,4 @@
-"""``roadseg-distill``: train a compact student on labels and on frozen
+"""roadseg-distill: train a compact student on labels and on frozen
 teachers' soft predictions.
 
     roadseg-distill --teacher runs/A [--teacher runs/B ...] --student roadseg-fast \
@@ -16,8 +16,6 @@ student on labels only with the same schedule: the baseline.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
 import json
 import logging
@@ -27,26 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
+from edge_runtime import atomic
+from trainer.runs import RunConfig, fit_and_finish, main as run_main, start_run
 
 log = logging.getLogger("roadseg.distill")
 
 
-@dataclass
-class DistillConfig:
+@dataclass(kw_only=True)
+class DistillConfig(RunConfig):
     student: str
-    data: str
-    out: str
     teacher: list[str] = field(default_factory=list)
-    size: tuple[int, int] = (192, 256)
-    format: str = "auto"
     epochs: int = 30
-    steps_per_epoch: int | None = None
-    batch: int = 8
     lr: float = 2e-3
-    weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    loss: str = "ce+dice"
     temperature: float = 2.0
     alpha: float = 1.0
     cwd: float = 0.0
@@ -57,28 +48,6 @@ class DistillConfig:
     no_kd: bool = False
     width: float = 1.0
     bn_momentum: float = 0.9
-    augment: bool = True
-    seed: int = 0
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> "DistillConfig":
-        from trainer.train import config_from_dict
-        return config_from_dict(cls, d)
-
-
-@dataclass
-class StudentModel:
-    """What the training loop and export need to know about a student."""
-    model: object
-    arch: str
-    input_size: tuple[int, int]
-    output_stride: int
-    framework: str = "keras3"
-    square_only: bool = False
-    size_agnostic: bool = True
 
 
 class Teachers:
@@ -92,21 +61,16 @@ class Teachers:
         from trainer.export import ExportedModel
         self.tf = tf
         self.runs = [Path(r) for r in runs]
-        self.models = []
-        for r in self.runs:
-            try:
-                self.models.append(ExportedModel(r))
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f"--teacher {r}: {e}") from None
+        self.models = [ExportedModel(check_teacher(r)) for r in self.runs]
         self.class_weights = None
+        if weighting not in ("iou", "mean"):
+            raise ValueError(f"unknown --teacher-weighting {weighting!r}; valid: iou, mean")
         if weighting == "iou" and len(self.models) > 1:
             ious = []
             for r in self.runs:
                 m = json.loads((r / "metrics.json").read_text())["metrics"]["iou"] if (r / "metrics.json").is_file() else {}
                 ious.append([m.get(c) for c in CATEGORIES])
             self.class_weights = teacher_class_weights(ious)
-        elif weighting not in ("iou", "mean"):
-            raise ValueError(f"unknown --teacher-weighting {weighting!r}; valid: iou, mean")
 
     def describe(self) -> list[dict]:
         return [{"run": str(r), "arch": m.meta.get("arch"), "size": list(m.size)} for r, m in zip(self.runs, self.models)]
@@ -131,8 +95,7 @@ def _cache_key(cfg: DistillConfig, teachers: Teachers, samples, out_size, crop) 
     return {"teachers": teachers.describe(), "teacher_weighting": cfg.teacher_weighting,
             "files": files, "images": len(samples), "size": list(cfg.size), "crop": list(crop),
             "out_size": list(out_size), "views": cfg.cache_views, "seed": cfg.seed, "augment": cfg.augment,
-            "teacher_mtimes": [(r / "export" / "saved_model.pb").stat().st_mtime if (r / "export").is_dir()
-                               else (r / "saved_model.pb").stat().st_mtime for r in teachers.runs]}
+            "teacher_mtimes": [(m.path / "saved_model.pb").stat().st_mtime for m in teachers.models]}
 
 
 def build_teacher_cache(cache_dir: Path, split, teachers: Teachers, cfg: DistillConfig, crop, out_size,
@@ -164,22 +127,28 @@ def build_teacher_cache(cache_dir: Path, split, teachers: Teachers, cfg: Distill
     arr.flush()
     del arr
     tmp.replace(data_file)
-    meta_file.write_text(json.dumps({"key": key, "seconds": round(time.time() - t0, 1)}, indent=2))
+    atomic.write_text(meta_file, json.dumps({"key": key, "seconds": round(time.time() - t0, 1)}, indent=2))
     return np.load(data_file, mmap_mode="r")
 
 
+def check_teacher(run: str | Path) -> Path:
+    from trainer.export import ExportedModel
+    try:
+        return ExportedModel.resolve(run)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--teacher {run}: {e}") from None
+
+
 def distill(cfg: DistillConfig, resume: bool = False) -> Path:
+    import dataclasses
+
     import numpy as np
     import tensorflow as tf
 
     from distill.losses import channel_kd, pixel_kd, valid_mask_at
-    from distill.students import STUDENTS, build_student
-    from trainer.datasets import list_samples
-    from trainer.export import make_predict_fn
-    from trainer.loop import LoopConfig, get_strategy, run_loop
+    from distill.students import STUDENTS, build_student, count_macs
     from trainer.losses import make_loss
-    from trainer.pipeline import AugmentConfig, DecodedSplit, make_dataset
-    from trainer.train import finish_run, prepare_run_dir
+    from trainer.pipeline import AugmentConfig, DecodedSplit
 
     if cfg.student not in STUDENTS:
         raise ValueError(f"unknown student {cfg.student!r}; valid: {', '.join(sorted(STUDENTS))}")
@@ -189,31 +158,18 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
         raise ValueError("--teacher-cache has no use with --no-kd")
     if cfg.size[0] % 32 or cfg.size[1] % 32:
         raise ValueError(f"student sizes must be divisible by 32, got {cfg.size[0]}x{cfg.size[1]}")
+    for t in ([] if cfg.no_kd else cfg.teacher):
+        check_teacher(t)
+    run = start_run(cfg, resume, extra_config={"kind": "student"})
     teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
-    out = Path(cfg.out)
-    prepare_run_dir(out, resume)
-    fmt, train_samples = list_samples(cfg.data, "train", cfg.format)
-    _, val_samples = list_samples(cfg.data, "val", fmt)
-    if len(train_samples) < cfg.batch:
-        raise ValueError(f"{len(train_samples)} training images is fewer than one batch of {cfg.batch}")
-    steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)
-    if not resume:
-        (out / "config.json").write_text(json.dumps(cfg.to_json() | {"steps_per_epoch": steps, "format": fmt,
-                                                                     "kind": "student"}, indent=2))
-    np.random.seed(cfg.seed)
-    tf.random.set_seed(cfg.seed)
-    import keras
-    keras.utils.set_random_seed(cfg.seed)
-
-    strategy = get_strategy()
-    with strategy.scope():
+    with run.strategy.scope():
         st = build_student(cfg.student, width=cfg.width, bn_momentum=cfg.bn_momentum)
+    seg = dataclasses.replace(st, input_size=cfg.size)
     crop = cfg.size
-    stride = st.output_stride
+    stride = seg.output_stride
     out_size = (crop[0] // stride, crop[1] // stride)
-    student = StudentModel(st.model, st.name, cfg.size, stride)
     aug = AugmentConfig(enabled=cfg.augment)
-    split = DecodedSplit(train_samples, fmt)
+    split = DecodedSplit(run.train_samples, run.fmt)
     gt_loss = make_loss(cfg.loss)
 
     cache = None
@@ -248,64 +204,33 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
             loss += cfg.cwd * channel_kd(logits, t, cfg.cwd_temperature)
         return loss
 
-    val_ds = make_dataset(val_samples, fmt, cfg.size, cfg.batch, training=False)
-    predict = tf.function(make_predict_fn(st.model, cfg.size, cfg.size))
-    log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs", st.name, st.model.count_params(),
+    log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs", seg.arch, seg.model.count_params(),
              cfg.data, "labels only (--no-kd)" if teachers is None else
              f"KD from {len(teachers.models)} teacher(s), T={cfg.temperature}, alpha={cfg.alpha}, cwd={cfg.cwd}, "
-             f"{'cached' if cache is not None else 'online'} teachers", steps, cfg.epochs)
-    loop_cfg = LoopConfig(epochs=cfg.epochs, steps_per_epoch=steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          warmup_steps=int(cfg.warmup_epochs * steps), schedule=cfg.schedule, seed=cfg.seed)
-    t0 = time.time()
-    state = run_loop(model=st.model, framework="keras3", run_dir=out, cfg=loop_cfg, train_batches=train_batches,
-                     step_loss=step_loss, val_batches=lambda: val_ds, predict=predict, resume=resume,
-                     strategy=strategy)
-    from distill.students import count_macs
-    finish_run(student, out, cfg.size, val_samples, fmt, state, train_seconds=time.time() - t0,
-               extra_meta={"kind": "student", "output_stride": stride,
-                           "macs_256x512": count_macs(st.model, (256, 512)),
-                           "teachers": teachers.describe() if teachers else []})
-    return out
+             f"{'cached' if cache is not None else 'online'} teachers", run.steps, cfg.epochs)
+    return fit_and_finish(run, seg, train_batches=train_batches, step_loss=step_loss, extra_meta={
+        "kind": "student", "output_stride": stride, "macs_256x512": count_macs(seg.model, (256, 512)),
+        "teachers": teachers.describe() if teachers else []})
+
+
+def add_arguments(p) -> None:
+    a = p.add_argument
+    a("--teacher", action="append", help="teacher run directory (repeatable)")
+    a("--student", help="student name (see --list)")
+    a("--temperature", type=float)
+    a("--alpha", type=float, help="weight of the pixel-wise KD term")
+    a("--cwd", type=float, help="weight of channel-wise distillation (0 = off)")
+    a("--teacher-weighting", choices=["iou", "mean"])
+    a("--teacher-cache", help="folder for cached teacher predictions")
+    a("--cache-views", type=int)
+    a("--no-kd", action="store_true", default=None)
+    a("--width", type=float)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.preprocessing import parse_size
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = argparse.ArgumentParser(prog="roadseg-distill", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", action="append", help="teacher run directory (repeatable)")
-    p.add_argument("--student", help="student name (see --list)")
-    p.add_argument("--list", action="store_true")
-    p.add_argument("--data")
-    p.add_argument("--out")
-    p.add_argument("--format", choices=["auto", "cityscapes", "camvid"])
-    p.add_argument("--size", type=parse_size)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--loss", choices=["ce+dice", "ce", "dice", "tversky", "ce+tversky"])
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--alpha", type=float, help="weight of the pixel-wise KD term")
-    p.add_argument("--cwd", type=float, help="weight of channel-wise distillation (0 = off)")
-    p.add_argument("--teacher-weighting", choices=["iou", "mean"])
-    p.add_argument("--teacher-cache", help="folder for cached teacher predictions")
-    p.add_argument("--cache-views", type=int)
-    p.add_argument("--no-kd", action="store_true", default=None)
-    p.add_argument("--width", type=float)
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--config")
-    args = p.parse_args(argv)
-    if args.list:
-        from distill.students import STUDENTS
-        print("\n".join(sorted(STUDENTS)))
-        return 0
-    from trainer.train import config_from_args, run_cli
-    return run_cli("roadseg-distill", distill, lambda a: config_from_args(
-        a, DistillConfig, required=("student", "data", "out"), drop=("kind",)), args)
+    from distill.students import STUDENTS
+    return run_main("roadseg-distill", __doc__, add_arguments, distill, DistillConfig, ("student", "data", "out"),
+                    lambda: list(STUDENTS), argv)
 
 
 if __name__ == "__main__":

@@ -18,23 +18,22 @@ scratch: BatchNormalization momentum is lowered from keras.applications'
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
+
+import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
 
 import keras
 from keras import layers
 
 from edge_runtime.labels import NUM_CLASSES
+from trainer.models import SegModel
 
 OUTPUT_STRIDE = 8
 
 
-@dataclass
-class Student:
-    model: keras.Model
-    name: str
-    output_stride: int = OUTPUT_STRIDE
-    framework: str = "keras3"
+def _student(model: keras.Model, name: str) -> SegModel:
+    """Students take any size divisible by 32 and return logits at 1/8."""
+    return SegModel(model, "keras3", name, None, output_stride=OUTPUT_STRIDE, size_agnostic=True)
 
 
 class ResizeLike(layers.Layer):
@@ -91,7 +90,7 @@ def _feature_at(backbone: keras.Model, stride: int, input_size: int = 64) -> ker
 
 
 def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float = 0.9,
-                 head_channels: int = 128, weights: str | None = None) -> Student:
+                 head_channels: int = 128, weights: str | None = None) -> SegModel:
     """LR-ASPP: 1/32 features -> (1x1 conv) x (sigmoid of pooled 1x1 conv),
     upsampled to 1/8 and summed with a 1x1 classifier on 1/8 features."""
     cls = {"small": keras.applications.MobileNetV3Small,
@@ -114,11 +113,11 @@ def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float 
     logits = layers.Add(name="logits")([layers.Conv2D(NUM_CLASSES, 1)(a), layers.Conv2D(NUM_CLASSES, 1)(low)])
     model = keras.Model(inp, logits, name=f"lraspp_mobilenetv3_{variant}")
     _set_bn_momentum(model, bn_momentum)
-    return Student(model, f"lraspp-mobilenetv3-{variant}")
+    return _student(model, f"lraspp-mobilenetv3-{variant}")
 
 
 def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tuple[int, int, int] = (2, 2, 2),
-                       fpn_channels: int = 64) -> Student:
+                       fpn_channels: int = 64) -> SegModel:
     def c(n):
         return max(8, int(round(n * width / 8)) * 8)
 
@@ -144,17 +143,17 @@ def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tup
     logits = layers.Conv2D(NUM_CLASSES, 1, name="logits")(p8)
     model = keras.Model(inp, logits, name="roadseg_fast")
     _set_bn_momentum(model, bn_momentum)
-    return Student(model, "roadseg-fast")
+    return _student(model, "roadseg-fast")
 
 
-STUDENTS: dict[str, Callable[..., Student]] = {
+STUDENTS: dict[str, Callable[..., SegModel]] = {
     "lraspp-mobilenetv3-small": lambda **kw: build_lraspp("small", **kw),
     "lraspp-mobilenetv3-large": lambda **kw: build_lraspp("large", **kw),
     "roadseg-fast": build_roadseg_fast,
 }
 
 
-def build_student(name: str, **kwargs) -> Student:
+def build_student(name: str, **kwargs) -> SegModel:
     try:
         builder = STUDENTS[name]
     except KeyError:

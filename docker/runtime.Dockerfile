@@ -15,12 +15,13 @@ COPY edge_runtime ./edge_runtime
 COPY trainer ./trainer
 COPY distill ./distill
 COPY calibration ./calibration
+COPY fleet ./fleet
 # the local project: its dependency ranges live in pyproject.toml
 # hadolint ignore=DL3013
 RUN pip install ".[runtime,api]" \
     && useradd --create-home --uid 10001 --groups video roadseg
 USER 10001
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import edge_runtime.interpreter as i; i.interpreter_api()"]
+HEALTHCHECK --interval=30s --timeout=5s CMD ["python", "-c", "import edge_runtime.model.interpreter as i; i.interpreter_api()"]
 ENTRYPOINT ["roadseg-run"]
 CMD ["--help"]

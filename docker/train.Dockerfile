@@ -12,6 +12,7 @@ COPY edge_runtime ./edge_runtime
 COPY trainer ./trainer
 COPY distill ./distill
 COPY calibration ./calibration
+COPY fleet ./fleet
 # the local project: its dependency ranges live in pyproject.toml
 # hadolint ignore=DL3013
 RUN pip install ".[train]" \

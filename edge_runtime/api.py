@@ -7,11 +7,10 @@ overlay as MJPEG, read stats.
 Routes: ``POST /v1/segment`` (``?format=json|png``, ``&view=overlay|mask``),
 ``GET /v1/stream.mjpg``, ``GET /v1/stats``, ``GET /healthz`` and FastAPI's
 ``/openapi.json`` and ``/docs``. Binds to loopback unless told otherwise. With a
-token (``ROADSEG_API_TOKEN`` or ``--token-file``) every route but ``/healthz``
+token (``ROADSEG_API_TOKEN`` or ``--api-token-file``) every route but ``/healthz``
 needs ``Authorization: Bearer <token>``.
 """
 
-import argparse
 import hmac
 import logging
 import os
@@ -65,8 +64,9 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
     from fastapi import FastAPI, File, Query, Request, UploadFile
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+    from edge_runtime import messages
     from edge_runtime.coverage import CoverageAggregator
-    from edge_runtime.run import draw_overlay
+    from edge_runtime.overlay import draw_overlay
 
     app = FastAPI(title="roadseg device API", version="1",
                   description="Segment images with the vehicle's model and watch the live overlay.")
@@ -119,12 +119,8 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
             return Response(png.tobytes(), media_type="image/png")
         agg = CoverageAggregator()
         agg.add(classes, timing.invoke_ms, total)
-        s = agg.summary()
-        d = segmenter.describe()
-        return {"schema": "roadseg.segment/1", "width": img.shape[1], "height": img.shape[0],
-                "coverage": s["coverage"], "zones": s["zones"],
-                "latency_ms": {"inference": round(timing.invoke_ms, 3), "total": round(total, 3)},
-                "model": {"name": d["name"], "sha256": d["sha256"]}}
+        return messages.segment(img.shape[1], img.shape[0], agg.summary(), timing.invoke_ms, total,
+                                segmenter.describe())
 
     @app.get("/v1/stream.mjpg")
     def stream():
@@ -174,32 +170,31 @@ def serve_in_thread(app, host: str, port: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="roadseg-serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from edge_runtime import cli
+    p = cli.parser("roadseg-serve", __doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT (default loopback only)")
     p.add_argument("--threads", type=int)
     p.add_argument("--max-upload-mb", type=float, default=10.0)
-    p.add_argument("--token-file", help="file holding the bearer token (or ROADSEG_API_TOKEN)")
+    p.add_argument("--api-token-file", help="file holding the bearer token (or ROADSEG_API_TOKEN)")
+    cli.deprecated(p, "--token-file", "--api-token-file", "api_token_file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge_runtime.interpreter import ModelError
-    from edge_runtime.segmenter import TFLiteSegmenter
-    from edge_runtime.sidecar import SidecarError
-    try:
+
+    def body():
+        from edge_runtime.model.segmenter import TFLiteSegmenter
         host, port = parse_http(args.http)
         seg = TFLiteSegmenter(args.model, threads=args.threads)
-        app = create_app(seg, token=load_token(args.token_file), max_upload=int(args.max_upload_mb * 1024 * 1024))
-        import uvicorn
-    except (ModelError, SidecarError, ValueError) as e:
-        print(f"roadseg-serve: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        print(f"roadseg-serve: error: {e}; install the api extra: pip install '.[api]'", file=sys.stderr)
-        return 2
-    log.info("serving %s on http://%s:%d", args.model, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info")
-    return 0
+        app = create_app(seg, token=load_token(args.api_token_file),
+                         max_upload=int(args.max_upload_mb * 1024 * 1024))
+        try:
+            import uvicorn
+        except ImportError as e:
+            raise ImportError(f"{e}; install the api extra: pip install '.[api]'") from None
+        log.info("serving %s on http://%s:%d", args.model, host, port)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+
+    return cli.run("roadseg-serve", body)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""``roadseg-bench``: how fast is it here? Invoke latency and end-to-end FPS
+"""roadseg-bench: how fast is it here? Invoke latency and end-to-end FPS
 of the real pipeline, side by side, TensorFlow-free.
 
-    roadseg-bench --model A.tflite [--model B.tflite ...] [--threads 1,2,4] [--frames 300] \
+    roadseg-bench --model A.tflite [--model B.tflite ...] [--threads 1 --threads 2 ...] [--frames 300] \
         [--warmup 20] [--source synthetic|FILE] [--frame-size 480x640] [--data PATH] \
-        [--json out.json] [--markdown out.md] [--plot out.png]
+        [--json] [--out report.json] [--markdown out.md] [--plot out.png]
 
 For each model and thread count: invoke latency p50/p90/p99/mean and
 invoke-only FPS; end-to-end FPS of the pipeline the vehicle runs (source
@@ -14,7 +14,6 @@ interleaved in rounds (A B A B ...) so machine drift hits all alike.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -27,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import atomic
+from edge_runtime.atomic import save_figure
+
 log = logging.getLogger("roadseg.bench")
 
 
 def machine_info() -> dict:
-    from edge_runtime.interpreter import interpreter_api
+    from edge_runtime.model.interpreter import interpreter_api
     cpu = platform.processor() or ""
     flags = ""
     try:
@@ -63,7 +65,7 @@ class FrameFeed:
             self.frames = [cv2.cvtColor(synthetic_scene(i, *frame_size)[0], cv2.COLOR_RGB2BGR) for i in range(8)]
             self.i = 0
         else:
-            from edge_runtime.sources import open_source
+            from edge_runtime.io.sources import open_source
             self.src = open_source(source, realtime=False, loop=True)
 
     def read(self):
@@ -76,7 +78,7 @@ class FrameFeed:
 
 class Bench:
     def __init__(self, path: str, threads: int):
-        from edge_runtime.segmenter import TFLiteSegmenter
+        from edge_runtime.model.segmenter import TFLiteSegmenter
         self.path = Path(path)
         self.threads = threads
         self.seg = TFLiteSegmenter(path, threads=threads)
@@ -84,8 +86,10 @@ class Bench:
         self.e2e_s = 0.0
         self.e2e_frames = 0
         self.cpu_s = 0.0
-        from edge_runtime.run import memory_mb
+        from edge_runtime.device import memory_mb
         self.rss_mb = memory_mb()["rss_mb"]
+        d = self.seg.describe()
+        self.model = {"name": d["name"], "sha256": d["sha256"]}
 
     def label(self) -> str:
         return f"{self.path.stem}@{self.threads}t"
@@ -97,8 +101,10 @@ def _run_invoke(b: Bench, n: int) -> None:
 
 
 def _run_e2e(b: Bench, feed: FrameFeed, n: int) -> None:
+    """The vehicle's loop with a summary on every frame, serialized for a null publisher."""
+    from edge_runtime import messages
     from edge_runtime.coverage import CoverageAggregator
-    from edge_runtime.publisher import NullPublisher
+    from edge_runtime.io.publisher import NullPublisher
     agg, pub = CoverageAggregator(), NullPublisher()
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -106,8 +112,7 @@ def _run_e2e(b: Bench, feed: FrameFeed, n: int) -> None:
         frame, order = feed.read()
         classes = b.seg.segment(frame, order)
         agg.add(classes, b.seg.timing.invoke_ms, b.seg.timing.total_ms)
-        s = agg.summary()
-        pub.publish("coverage", {"schema": "roadseg.coverage/1", **s})
+        pub.publish("coverage", messages.coverage("bench", b.e2e_frames, agg.summary(), 0.0, b.model))
         agg.reset()
     b.e2e_s += time.perf_counter() - t0
     b.cpu_s += time.process_time() - c0
@@ -223,26 +228,35 @@ def plot_pareto(report: dict, out: str) -> None:
     ax.set(xlabel="end-to-end FPS (higher is better)", ylabel="val mIoU-8", title="speed vs accuracy")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = Path(out).with_name(Path(out).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out, dpi=110)
 
 
-def _write(path: str, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(p)
+def parse_threads(values: list[str] | None, prog: str = "roadseg-bench") -> list[int]:
+    """``--threads N`` (repeatable); the old comma list ``1,2,4`` still works, with a warning."""
+    if not values:
+        return [os.cpu_count() or 1]
+    out = []
+    for v in values:
+        if "," in v:
+            print(f"{prog}: warning: --threads {v} (a comma list) is deprecated; repeat --threads instead",
+                  file=sys.stderr)
+        for t in v.split(","):
+            try:
+                n = int(t)
+            except ValueError:
+                raise ValueError(f"--threads {t!r} is not a whole number") from None
+            if n <= 0:
+                raise ValueError(f"--threads {n} must be at least 1")
+            out.append(n)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_runtime import cli
     from edge_runtime.preprocessing import parse_size
-    p = argparse.ArgumentParser(prog="roadseg-bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", required=True)
-    p.add_argument("--threads", default=None, help="comma-separated, e.g. 1,2,4 (default: all cores)")
+    p = cli.parser("roadseg-bench", __doc__)
+    p.add_argument("--model", action="append", required=True, help="a .tflite (repeat to compare)")
+    p.add_argument("--threads", action="append", help="interpreter threads (repeat to sweep; default: all cores)")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--rounds", type=int, default=5)
@@ -250,32 +264,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame-size", type=parse_size, default=(480, 640), help="synthetic camera frame size")
     p.add_argument("--data", help="labelled dataset for an accuracy column")
     p.add_argument("--split", default="val")
-    p.add_argument("--json")
-    p.add_argument("--markdown")
-    p.add_argument("--plot")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="",
+                   help="print the report as one JSON object on stdout (instead of the table)")
+    p.add_argument("--out", help="write the JSON report to this file")
+    p.add_argument("--markdown", help="write the table as Markdown to this file")
+    p.add_argument("--plot", help="write the speed-vs-accuracy plot (PNG) to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from edge_runtime.datasets import DatasetError
-    from edge_runtime.interpreter import ModelError
-    from edge_runtime.sidecar import SidecarError
-    from edge_runtime.sources import SourceError
-    try:
-        threads = [int(t) for t in args.threads.split(",")] if args.threads else [os.cpu_count() or 1]
-        if any(t <= 0 for t in threads) or args.frames <= 0:
-            raise ValueError("--threads and --frames must be positive")
+
+    def body():
+        if args.json not in (None, "-"):  # the old meaning: a file path
+            print("roadseg-bench: warning: --json PATH is deprecated; use --out PATH (--json now prints to stdout)",
+                  file=sys.stderr)
+            args.out, args.json = args.json, None
+        threads = parse_threads(args.threads)
+        if args.frames <= 0:
+            raise ValueError("--frames must be positive")
         report = benchmark(args.model, threads, args.frames, args.warmup, max(1, min(args.rounds, args.frames)),
                            args.source, args.frame_size, args.data, args.split)
-        print(format_table(report))
-        if args.json:
-            _write(args.json, json.dumps(report, indent=2))
+        print(json.dumps(report) if args.json else format_table(report))
+        if args.out:
+            atomic.write_text(args.out, json.dumps(report, indent=2))
         if args.markdown:
-            _write(args.markdown, format_markdown(report) + "\n")
+            atomic.write_text(args.markdown, format_markdown(report) + "\n")
         if args.plot:
             plot_pareto(report, args.plot)
-    except (ModelError, SidecarError, SourceError, DatasetError, ValueError, ImportError) as e:
-        print(f"roadseg-bench: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return cli.run("roadseg-bench", body)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,6 @@ class ConfusionMatrix:
     def merge(self, other: "ConfusionMatrix") -> None:
         self.matrix += other.matrix
 
-    def reset(self) -> None:
-        self.matrix[:] = 0
-
     def compute(self) -> "SegmentationMetrics":
         return SegmentationMetrics.from_confusion(self.matrix)
 

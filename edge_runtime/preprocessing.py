@@ -17,25 +17,31 @@ INTERPOLATION = cv2.INTER_LINEAR
 def preprocess(frame: np.ndarray, size: tuple[int, int], channel_order: str = "rgb",
                out: np.ndarray | None = None) -> np.ndarray:
     """Resize ``frame`` (uint8 [H,W,3] in ``channel_order``) to ``size`` =
-    (height, width) and return it as RGB uint8. ``out`` is reused when given."""
+    (height, width) and return it as RGB uint8.
+
+    ``out`` (uint8 [height, width, 3], C-contiguous), when given, receives the
+    result and is returned: the device passes its interpreter's input tensor,
+    so the frame is resized straight into it and colour-converted in place,
+    with no intermediate copy. Training, evaluation and the vehicle all call
+    this one function."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected an [H,W,3] frame, got shape {frame.shape}")
     if frame.dtype != np.uint8:
         raise ValueError(f"expected a uint8 frame, got {frame.dtype}")
+    if channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"unknown channel order {channel_order!r}; valid: rgb, bgr")
     h, w = size
-    # resize first, colour-convert the smaller image
+    if out is None:
+        out = np.empty((h, w, 3), np.uint8)
+    elif out.shape != (h, w, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 [{h},{w},3] array, got {out.dtype} {out.shape}")
     if frame.shape[:2] == (h, w):
-        small = frame
+        np.copyto(out, frame)
     else:
-        small = cv2.resize(frame, (w, h), interpolation=INTERPOLATION)
-    if channel_order == "rgb":
-        if out is None:
-            return np.ascontiguousarray(small) if small is not frame else small.copy()
-        np.copyto(out, small)
-        return out
-    if channel_order == "bgr":
-        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out)
-    raise ValueError(f"unknown channel order {channel_order!r}; valid: rgb, bgr")
+        cv2.resize(frame, (w, h), dst=out, interpolation=INTERPOLATION)
+    if channel_order == "bgr":  # resize first, colour-convert the smaller image, in place
+        cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+    return out
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

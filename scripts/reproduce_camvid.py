@@ -162,19 +162,19 @@ def main(data: str) -> None:
     bench_models = sorted(str(p) for p in DIST.glob(f"*-{BENCH_SIZE}.tflite"))
     bench_json = RUNS / "bench.json"
     if not bench_json.is_file():
-        run([str(BIN / "roadseg-bench"), *sum((["--model", m] for m in bench_models), []), "--threads", "1,2",
-             "--frames", str(BENCH_FRAMES), "--warmup", "10", "--json", str(bench_json)], logs / "bench.log")
+        run([str(BIN / "roadseg-bench"), *sum((["--model", m] for m in bench_models), []), "--threads", "1", "--threads", "2",
+             "--frames", str(BENCH_FRAMES), "--warmup", "10", "--out", str(bench_json)], logs / "bench.log")
     # frames delivered at the model's size, as picamera2 and the Jetson CSI pipeline ask the ISP for
     isp_json = RUNS / "bench-isp.json"
     if not isp_json.is_file():
         run([str(BIN / "roadseg-bench"), *sum((["--model", m] for m in bench_models if "-int8-" in m), []),
              "--threads", "2", "--frames", str(BENCH_FRAMES), "--warmup", "10", "--frame-size", BENCH_SIZE,
-             "--json", str(isp_json)], logs / "bench-isp.log")
+             "--out", str(isp_json)], logs / "bench-isp.log")
     prec_json = RUNS / "bench-precisions.json"
     if not prec_json.is_file():
         models = [str(DIST / f"{best}-{p}-{SIZE}.tflite") for p in ("fp32", "fp16", "dynamic", "int8")]
         run([str(BIN / "roadseg-bench"), *sum((["--model", m] for m in models), []), "--threads", "2",
-             "--frames", str(BENCH_FRAMES), "--warmup", "10", "--json", str(prec_json)], logs / "bench-precisions.log")
+             "--frames", str(BENCH_FRAMES), "--warmup", "10", "--out", str(prec_json)], logs / "bench-precisions.log")
     log("writing docs/RESULTS.md")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "results_report.py"), data, str(RUNS), str(DIST),
                     best, SIZE, BENCH_SIZE, f"{(time.time() - t_start) / 60:.0f}"], check=True, cwd=ROOT)

@@ -12,6 +12,9 @@ import trainer  # noqa: F401
 
 import numpy as np
 
+from edge_runtime import atomic
+from edge_runtime.atomic import save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
@@ -192,7 +195,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
     w("")
     w(format_markdown(bench))
     w("")
-    w("Command: `roadseg-bench --model dist/camvid/<each>-" + bench_size + ".tflite ... --threads 1,2 "
+    w("Command: `roadseg-bench --model dist/camvid/<each>-" + bench_size + ".tflite ... --threads 1 --threads 2 "
       f"--frames {bench['settings']['frames']}`. The {bench_size} files are the same trained students converted "
       "at the larger size (they are fully convolutional); their accuracy above is at the training size. "
       "`overhead` is 1 - e2e FPS / invoke FPS: what the pipeline around the interpreter costs (synthetic "
@@ -281,7 +284,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
       f"{'within' if total + 17 <= 150 else f'about {total + 17 - 150:.0f} min over'}; the sum counts the "
       "slowdown of stages that ran side by side, and FPN_EPOCHS, SEGFORMER_EPOCHS and STUDENT_EPOCHS trim it. "
       "The script is resumable: an interrupted run continues where it stopped.")
-    (DOCS / "RESULTS.md").write_text("\n".join(L) + "\n")
+    atomic.write_text(DOCS / "RESULTS.md", "\n".join(L) + "\n")
     print(f"wrote {DOCS / 'RESULTS.md'}")
 
 
@@ -326,8 +329,7 @@ def _pareto(bench, acc, size, out):
     ax.set(xlabel="end-to-end FPS, int8, 2 threads (higher is better)", ylabel=f"val mIoU-8 (int8 at {size})",
            title="speed vs accuracy")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def _grid(data, teacher_run, student_tflite, out, n=4):
@@ -338,7 +340,7 @@ def _grid(data, teacher_run, student_tflite, out, n=4):
 
     from edge_runtime.datasets import list_samples, load_sample
     from edge_runtime.labels import PALETTE, colorize
-    from edge_runtime.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import TFLiteSegmenter
     from trainer.evaluate import savedmodel_segmenter
     import cv2
     fmt, samples = list_samples(data, "val")
@@ -358,8 +360,7 @@ def _grid(data, teacher_run, student_tflite, out, n=4):
     fig.legend(handles=[Patch(color=PALETTE[i] / 255, label=c) for i, c in enumerate(CATS)], loc="lower center",
                ncol=8, fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save_figure(fig, out, dpi=90)
 
 
 if __name__ == "__main__":

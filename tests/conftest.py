@@ -54,7 +54,7 @@ class Broker:
 
     def __init__(self, workdir):
         import shutil
-        from edge_runtime.publisher import free_port
+        from edge_runtime.io.publisher import free_port
         self.exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         self.kind = "mosquitto" if self.exe else "amqtt"
         self.port = free_port()
@@ -71,7 +71,7 @@ class Broker:
         import subprocess
         import time
         if self.kind == "amqtt":
-            from edge_runtime.publisher import EmbeddedBroker
+            from edge_runtime.io.publisher import EmbeddedBroker
             self.embedded = EmbeddedBroker("127.0.0.1", self.port).start()
             return self
         conf = self.workdir / "mosquitto.conf"

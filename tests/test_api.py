@@ -15,7 +15,7 @@ from edge_runtime.synthetic import synthetic_scene  # noqa: E402
 
 @pytest.fixture(scope="module")
 def seg(tiny_tflite):
-    from edge_runtime.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import TFLiteSegmenter
     return TFLiteSegmenter(tiny_tflite, threads=1)
 
 
@@ -96,7 +96,7 @@ def test_mjpeg_frames_arrive(seg):
 def test_run_with_http_serves_live_stats_and_stream(tiny_tflite, broker):
     import httpx
 
-    from edge_runtime.publisher import free_port
+    from edge_runtime.io.publisher import free_port
     from edge_runtime.run import Runner, load_settings
     port = free_port()
     s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@20", "fps": 10, "device_id": "web1",

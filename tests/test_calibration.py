@@ -23,7 +23,7 @@ def test_int8_model_has_uint8_input_and_int8_internals(tiny_tflite):
 
 
 def test_sidecar_valid_and_sha256(tiny_tflite):
-    from edge_runtime.sidecar import SidecarError, read_sidecar, sha256_file, validate
+    from edge_runtime.model.sidecar import SidecarError, read_sidecar, sha256_file, validate
     meta = read_sidecar(tiny_tflite)
     assert meta["sha256"] == sha256_file(tiny_tflite)
     assert meta["input"]["height"] == 64 and meta["input"]["width"] == 128
@@ -92,8 +92,8 @@ def test_diverse_selection_reproducible(synth_cityscapes):
 
 
 def test_corrupt_and_truncated_tflite(tiny_tflite, tmp_path):
-    from edge_runtime.interpreter import ModelError
-    from edge_runtime.segmenter import TFLiteSegmenter
+    from edge_runtime.model.interpreter import ModelError
+    from edge_runtime.model.segmenter import TFLiteSegmenter
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"this is not a model at all")
     with pytest.raises(ModelError, match="not a TFLite model"):

@@ -7,12 +7,12 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-APP = Path(__file__).resolve().parents[1] / "edge_runtime" / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "fleet" / "dashboard" / "app.py"
 
 
 def test_dashboard_shows_vehicle(broker, monkeypatch):
     from edge_runtime.coverage import CoverageAggregator
-    from edge_runtime.publisher import MqttPublisher, MqttSettings
+    from edge_runtime.io.publisher import MqttPublisher, MqttSettings
     import numpy as np
     monkeypatch.setenv("ROADSEG_DASH_MQTT_HOST", "127.0.0.1")
     monkeypatch.setenv("ROADSEG_DASH_MQTT_PORT", str(broker.port))

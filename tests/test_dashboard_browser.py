@@ -17,12 +17,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (scripts/test.sh installs Debian's chromium)")
 def test_browser_shows_vehicle_row(broker, tmp_path):
     pytest.importorskip("streamlit")
-    from edge_runtime.publisher import MqttPublisher, MqttSettings, free_port
+    from edge_runtime.io.publisher import MqttPublisher, MqttSettings, free_port
     pub = MqttPublisher(MqttSettings(port=broker.port, device_id="bus9", protocol="3.1.1"))
     pub.start({"model": {"name": "student-int8"}})
     port = free_port()
     env = dict(os.environ, ROADSEG_DASH_MQTT_HOST="127.0.0.1", ROADSEG_DASH_MQTT_PORT=str(broker.port))
-    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "edge_runtime/dashboard/app.py"),
+    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "fleet/dashboard/app.py"),
                             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                             "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

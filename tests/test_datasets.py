@@ -85,17 +85,17 @@ def test_preview_png(synth_cityscapes, tmp_path):
 
 
 def test_pipeline_train_and_val(synth_cityscapes):
-    from trainer.pipeline import make_dataset
+    from trainer.pipeline import DecodedSplit, make_dataset
     _, samples = list_samples(synth_cityscapes, "train")
-    ds = make_dataset(samples, "cityscapes", (48, 96), batch=2, training=True, crop=(48, 48), seed=3)
-    x, y = next(iter(ds))
+    split = DecodedSplit(samples, "cityscapes")
+    x, y, _ = next(iter(split.views(0, (48, 96), (48, 48), batch=2, seed=3)))
     assert x.shape == (2, 48, 48, 3) and x.dtype.name == "uint8"
     assert y.shape == (2, 48, 48)
     vals = set(np.unique(y.numpy()).tolist())
     assert vals <= set(range(8)) | {255}
     # seeded: the same seed gives the same augmented batch
-    x2, _ = next(iter(make_dataset(samples, "cityscapes", (48, 96), 2, True, (48, 48), seed=3)))
+    x2, _, _ = next(iter(DecodedSplit(samples, "cityscapes").views(0, (48, 96), (48, 48), 2, seed=3)))
     assert np.array_equal(x.numpy(), x2.numpy())
     _, vsamples = list_samples(synth_cityscapes, "val")
-    vx, vy = next(iter(make_dataset(vsamples, "cityscapes", (48, 96), batch=3, training=False)))
+    vx, vy = next(iter(make_dataset(vsamples, "cityscapes", (48, 96), batch=3)))
     assert vx.shape == (3, 48, 96, 3) and vy.numpy().max() <= 7

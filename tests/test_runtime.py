@@ -56,7 +56,7 @@ def test_coverage_fractions_and_zones():
 
 
 def test_segmenter_reads_interpreter_and_sidecar(tiny_tflite):
-    from edge_runtime.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import TFLiteSegmenter
     from edge_runtime.synthetic import synthetic_scene
     seg = TFLiteSegmenter(tiny_tflite, threads=1)
     assert seg.input_size == (64, 128) and seg.output_size == (8, 16) and seg.output_kind == "logits"
@@ -69,7 +69,7 @@ def test_segmenter_reads_interpreter_and_sidecar(tiny_tflite):
 
 
 def test_sources(tmp_path):
-    from edge_runtime.sources import LatestFrameSource, SourceError, SyntheticCamera, open_source
+    from edge_runtime.io.sources import LatestFrameSource, SourceError, SyntheticCamera, open_source
     from edge_runtime.synthetic import synthetic_scene
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -220,8 +220,8 @@ def test_broker_outage_loses_nothing_within_queue(tiny_tflite, broker):
 
 
 def test_bounded_queue_drops_oldest_and_counts():
-    from edge_runtime.publisher import MqttPublisher, MqttSettings
-    from edge_runtime.publisher import free_port
+    from edge_runtime.io.publisher import MqttPublisher, MqttSettings
+    from edge_runtime.io.publisher import free_port
     pub = MqttPublisher(MqttSettings(port=free_port(), max_queued=3, device_id="q"))
     pub.start()
     try:
@@ -248,7 +248,7 @@ class SlowSegmenter:
 
 
 def test_pacing_skips_frames_when_model_is_slower(tiny_tflite, broker):
-    from edge_runtime.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import TFLiteSegmenter
     settings = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@60", "fps": 50,
                               "device_id": "car5", "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
                               "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "duration": 3.0}, None, env={})
@@ -291,7 +291,7 @@ def test_model_input_not_an_image(tmp_path):
 
 def test_source_cannot_be_opened(tiny_tflite, broker):
     r = _run_cli(*_args(tiny_tflite, broker, "--source", "v4l2:/dev/video99", "--max-frames", "1"))
-    assert r.returncode == 2 and "cannot open camera" in r.stderr
+    assert r.returncode == 4 and "cannot open camera" in r.stderr  # a runtime failure, not bad usage
 
 
 def test_malformed_config(tmp_path):
@@ -302,7 +302,7 @@ def test_malformed_config(tmp_path):
 
 
 def test_unreachable_broker_keeps_running_and_says_so(tiny_tflite):
-    from edge_runtime.publisher import free_port
+    from edge_runtime.io.publisher import free_port
     port = free_port()
     r = _run_cli("--model", str(tiny_tflite), "--source", "synthetic:64x128@30", "--fps", "10",
                  "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--duration", "3",

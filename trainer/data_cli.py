@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -14,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import cli
+from edge_runtime.atomic import save_figure
 from edge_runtime.labels import CATEGORIES, NUM_CLASSES
 from edge_runtime.preprocessing import parse_size
-from trainer.datasets import DatasetError, list_samples, load_sample
+from trainer.datasets import list_samples, load_sample
 
 log = logging.getLogger("roadseg.data")
 
@@ -58,21 +59,14 @@ def write_preview(root: str | Path, split: str, out: str | Path, fmt: str = "aut
     handles = [Patch(color=PALETTE[i] / 255, label=f"{i} {c}") for i, c in enumerate(CATEGORIES)]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="roadseg-data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("roadseg-data", __doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    st = sub.add_parser("stats", help="per-category pixel counts over a split")
-    pv = sub.add_parser("preview", help="PNG grid of images with colour-coded masks")
+    st = sub.add_parser("stats", help="per-category pixel counts over a split", allow_abbrev=False)
+    pv = sub.add_parser("preview", help="PNG grid of images with colour-coded masks", allow_abbrev=False)
     for sp in (st, pv):
         sp.add_argument("--data", required=True, help="dataset root")
         sp.add_argument("--split", default="train")
@@ -80,16 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true", help="print exactly one JSON object")
     pv.add_argument("--out", required=True)
     pv.add_argument("--count", type=int, default=8)
-    sy = sub.add_parser("synth", help="write synthetic street scenes in a dataset layout")
+    sy = sub.add_parser("synth", help="write synthetic street scenes in a dataset layout", allow_abbrev=False)
     sy.add_argument("--out", required=True)
     sy.add_argument("--layout", default="cityscapes", choices=["cityscapes", "camvid"])
     sy.add_argument("--train", type=int, default=48)
     sy.add_argument("--val", type=int, default=12)
-    sy.add_argument("--size", default="256x512")
+    sy.add_argument("--size", type=parse_size, default=(256, 512), help="HEIGHTxWIDTH")
     sy.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
+
+    def body():
         if args.cmd == "stats":
             stats = category_stats(args.data, args.split, args.format, progress=not args.json)
             if args.json:
@@ -105,13 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             log.info("wrote %s", out)
         else:
             from edge_runtime.synthetic import write_dataset
-            h, w = parse_size(args.size)
+            h, w = args.size
             write_dataset(args.out, args.layout, {"train": args.train, "val": args.val}, h, w, args.seed)
             log.info("wrote synthetic %s dataset to %s", args.layout, args.out)
-    except (DatasetError, ValueError) as e:
-        print(f"roadseg-data: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return cli.run("roadseg-data", body)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``roadseg-eval``: accuracy of a run's export or a .tflite on a labelled split.
+"""roadseg-eval: accuracy of a run's export or a .tflite on a labelled split.
 
     roadseg-eval --model runs/NAME --data PATH --split val [--size HxW] [--json]
     roadseg-eval --model dist/NAME.tflite --data PATH --split val [--threads N]
@@ -11,7 +11,6 @@ interpreter and needs only the runtime extra: TensorFlow is not imported.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import atomic
+from edge_runtime.atomic import save_figure
 from edge_runtime.labels import CATEGORIES, PALETTE, colorize
 from edge_runtime.evaluation import Segmenter, evaluate_segmenter  # noqa: F401
-from edge_runtime.preprocessing import preprocess
 
 log = logging.getLogger("roadseg.eval")
 
@@ -29,15 +29,7 @@ def savedmodel_segmenter(path: str | Path, size: tuple[int, int] | None = None) 
     import trainer  # noqa: F401
     from trainer.export import ExportedModel
     m = ExportedModel(path)
-    if size is not None and tuple(size) != m.size:
-        raise ValueError(f"--size {size[0]}x{size[1]} differs from the export's fixed input "
-                         f"{m.size[0]}x{m.size[1]}; re-export or omit --size")
-
-    def segment(image):
-        x = preprocess(image, m.size)[None]
-        return np.argmax(m(x).numpy()[0], axis=-1).astype(np.uint8)
-
-    return segment, {"kind": "savedmodel", "path": str(m.path), "size": list(m.size), **m.meta}
+    return m.segmenter(size), m.info()
 
 
 def evaluate_export(export_dir: str | Path, samples, fmt: str) -> dict:
@@ -64,7 +56,7 @@ def plot_confusion(cm: np.ndarray, out: Path) -> None:
                     color="white" if norm[i, j] < 0.5 else "black")
     fig.colorbar(im)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_samples(kept: list, out: Path) -> None:
@@ -87,24 +79,13 @@ def plot_samples(kept: list, out: Path) -> None:
     handles = [Patch(color=PALETTE[i] / 255, label=c) for i, c in enumerate(CATEGORIES)]
     fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    _save(fig, out)
-
-
-def _save(fig, out: Path) -> None:
-    import matplotlib.pyplot as plt
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out)
 
 
 def write_report(report: dict, out_dir: Path, name: str = "metrics.json") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = report.pop("_samples", [])
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    path = atomic.write_text(out_dir / name, json.dumps(report, indent=2))
     try:
         plot_confusion(np.array(report["confusion"]), out_dir / "confusion.png")
         plot_samples(kept, out_dir / "samples.png")
@@ -128,10 +109,10 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_runtime import cli
     from edge_runtime.preprocessing import parse_size
-    from trainer.datasets import DatasetError, list_samples
-    p = argparse.ArgumentParser(prog="roadseg-eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from trainer.datasets import list_samples
+    p = cli.parser("roadseg-eval", __doc__)
     p.add_argument("--model", required=True, help="run directory, export/ folder or .tflite")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="val")
@@ -143,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     model = Path(args.model)
-    try:
+
+    def body():
         if not model.exists():
             raise FileNotFoundError(f"--model {model}: not found")
         fmt, samples = list_samples(args.data, args.split, args.format)
         if model.suffix == ".tflite":
-            from edge_runtime.segmenter import TFLiteSegmenter
+            from edge_runtime.model.segmenter import TFLiteSegmenter
             seg = TFLiteSegmenter(model, threads=args.threads)
             if args.size and tuple(args.size) != seg.input_size:
                 raise ValueError(f"--size {args.size} differs from the model's input {seg.input_size}")
@@ -163,15 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                   "metrics": cm.compute().as_dict(), "timing": timing,
                   "confusion": cm.matrix.tolist(), "_samples": kept}
         path = write_report(report, out_dir)
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
-        print(f"roadseg-eval: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(format_report(report))
-        print(f"wrote {path}")
-    return 0
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(format_report(report))
+            print(f"wrote {path}")
+
+    return cli.run("roadseg-eval", body)
 
 
 if __name__ == "__main__":

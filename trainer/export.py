@@ -108,7 +108,7 @@ def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     predict = make_predict_fn(segmodel.model, segmodel.input_size, frame_size, segmodel.square_only)
-    logits_sig = bool(getattr(segmodel, "size_agnostic", False))
+    logits_sig = segmodel.size_agnostic
     module = _Serving(segmodel.model, predict, frame_size, logits_sig)
     if segmodel.framework == "keras3":
         # Keras 3 variables are tracked through an ExportArchive-style holder
@@ -126,7 +126,7 @@ def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path
         "model_input_size": list(segmodel.input_size),
         "output": "probabilities",
         "signatures": sorted(signatures),
-        "output_stride": int(getattr(segmodel, "output_stride", 1)),
+        "output_stride": segmodel.output_stride,
         "classes": list(CATEGORIES),
         **(extra_meta or {}),
     }
@@ -138,28 +138,72 @@ def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path
 
 
 class ExportedModel:
-    """A loaded export: ``probs = m(images_uint8)`` and ``m.size``."""
+    """The one reader of the export contract (``roadseg.export/1``).
+
+    ``m(images_uint8)`` -> probabilities at the frame size ``m.size``;
+    ``m.logits`` is the size-agnostic logits signature (students) or None;
+    ``m.segmenter(size)`` a class-map function for evaluation and the gate;
+    ``m.meta`` the ``roadseg.json`` written beside the SavedModel."""
 
     def __init__(self, path: str | Path):
+        self.path = self.resolve(path)
+        meta_file = self.path / EXPORT_META
+        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.loaded = tf.saved_model.load(str(self.path))
+        self.serving = self.loaded.signatures["serving_default"]
+        (name, spec), = self.serving.structured_input_signature[1].items()
+        self._input_name = name
+        self.size = (int(spec.shape[1]), int(spec.shape[2]))
+        self.logits = self.loaded.signatures.get("logits")
+        self.num_classes = NUM_CLASSES
+
+    @staticmethod
+    def resolve(path: str | Path) -> Path:
+        """A run directory or its ``export/`` folder -> the SavedModel folder."""
         path = Path(path)
         if (path / "export").is_dir():
             path = path / "export"
         if not (path / "saved_model.pb").is_file():
             raise FileNotFoundError(f"no SavedModel export at {path} (expected saved_model.pb)")
-        meta_file = path / EXPORT_META
-        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        self.path = path
-        self._loaded = tf.saved_model.load(str(path))
-        self._fn = self._loaded.signatures["serving_default"]
-        spec = self._fn.structured_input_signature[1]
-        (name, ts), = spec.items()
-        self._input_name = name
-        self.size = (int(ts.shape[1]), int(ts.shape[2]))
-        self.num_classes = NUM_CLASSES
+        return path
 
     def __call__(self, images) -> tf.Tensor:
-        return self._fn(**{self._input_name: tf.convert_to_tensor(images, tf.uint8)})["probabilities"]
+        images = tf.convert_to_tensor(images, tf.uint8)
+        if images.shape.rank != 4 or tuple(images.shape[1:]) != (*self.size, 3):
+            raise ValueError(f"{self.path} takes uint8 RGB frames [N,{self.size[0]},{self.size[1]},3], "
+                             f"got {list(images.shape)}; resize with edge_runtime.preprocessing.preprocess")
+        return self.serving(**{self._input_name: images})["probabilities"]
 
-    def predict_numpy(self, images: np.ndarray, batch: int = 8) -> np.ndarray:
-        outs = [self(images[i:i + batch]).numpy() for i in range(0, len(images), batch)]
-        return np.concatenate(outs)
+    def info(self) -> dict:
+        return {"kind": "savedmodel", "path": str(self.path), "size": list(self.size), **self.meta}
+
+    def segmenter(self, size: tuple[int, int] | None = None, like_device: bool = False):
+        """``segment(RGB uint8 [H,W,3]) -> class map uint8`` at ``size``
+        (default: the export's frame size), frames resized by the runtime's
+        preprocessing contract.
+
+        ``like_device`` scores the size-agnostic logits the way the device
+        does (logits at the model's stride, bilinear upsampling, argmax): the
+        float reference of the int8 gate. Otherwise the serving signature's
+        probabilities are used, which need ``size`` to be the frame size."""
+        from edge_runtime.preprocessing import preprocess
+        size = tuple(size or self.size)
+        if like_device and self.logits is not None:
+            sig, (h, w) = self.logits, size
+
+            def segment(image):
+                import cv2
+                x = preprocess(image, size).astype(np.float32)[None]
+                lg = sig(images=tf.constant(x))["logits"].numpy()[0]
+                if lg.shape[:2] != (h, w):
+                    lg = cv2.resize(lg, (w, h), interpolation=cv2.INTER_LINEAR)
+                return np.argmax(lg, -1).astype(np.uint8)
+            return segment
+        if size != self.size:
+            raise ValueError(f"--size {size[0]}x{size[1]} differs from the export's fixed input "
+                             f"{self.size[0]}x{self.size[1]}; re-export or omit --size")
+
+        def segment(image):
+            x = preprocess(image, self.size)[None]
+            return np.argmax(self(x).numpy()[0], axis=-1).astype(np.uint8)
+        return segment

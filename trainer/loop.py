@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from edge_runtime.atomic import atomic_path, save_figure
 from edge_runtime.metrics import ConfusionMatrix
 
 log = logging.getLogger("roadseg.train")
@@ -97,22 +98,22 @@ class Checkpointer:
     """Weights + optimizer slots + loop state in one ``.npz``, written to a
     temporary name then renamed, so a crash never leaves a half checkpoint."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, load_dir: Path | None = None):
         self.dir = run_dir / "checkpoints"
         self.last = self.dir / "last.npz"
+        self.load_from = (load_dir or run_dir) / "checkpoints" / "last.npz"
 
     def save(self, model, opt, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         arrays = {f"w{i}": _value(v) for i, v in enumerate(model.weights)}
         arrays.update({f"o{i}": _value(v) for i, v in enumerate(_opt_variables(opt))})
-        tmp = self.dir / "last.tmp.npz"
-        np.savez(tmp, __state__=np.array(json.dumps(state)), **arrays)
-        tmp.replace(self.last)
+        with atomic_path(self.last) as tmp:
+            np.savez(tmp, __state__=np.array(json.dumps(state)), **arrays)
 
     def load(self, model, opt) -> dict:
-        if not self.last.is_file():
-            raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.last}")
-        data = np.load(self.last, allow_pickle=False)
+        if not self.load_from.is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.load_from}")
+        data = np.load(self.load_from, allow_pickle=False)
         state = json.loads(str(data["__state__"]))
         weights = model.weights
         for i, v in enumerate(weights):
@@ -127,9 +128,8 @@ class Checkpointer:
 
 
 def save_weights(model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp" + "".join(path.suffixes))
-    model.save_weights(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        model.save_weights(str(tmp))
 
 
 @dataclass
@@ -166,7 +166,7 @@ def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
              train_batches: Callable[[int], tf.data.Dataset], step_loss: Callable,
              val_batches: Callable[[], Iterable], predict: Callable,
              resume: bool, strategy: tf.distribute.Strategy | None = None,
-             weights_name: str = "best.weights.h5") -> dict:
+             weights_name: str = "best.weights.h5", resume_dir: Path | None = None) -> dict:
     """Train ``model``; returns the final state dict. ``train_batches(epoch)``
     is a dataset of tuples whose first two items are (images, labels);
     ``step_loss(model, batch, training)`` returns the scalar loss."""
@@ -175,12 +175,12 @@ def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
         opt = make_optimizer(framework, cfg.lr, cfg.weight_decay)
         _build_optimizer(opt, model.trainable_variables)
     tvars = model.trainable_variables
-    ckpt = Checkpointer(run_dir)
+    ckpt = Checkpointer(run_dir, resume_dir)
     state = {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": -1}
     history_file = run_dir / "history.csv"
     if resume:
         state = ckpt.load(model, opt)
-        log.info("resumed from %s at epoch %d (best val mIoU-8 %.4f)", ckpt.last, state["epoch"], state["best_miou"])
+        log.info("resumed from %s at epoch %d (best val mIoU-8 %.4f)", ckpt.load_from, state["epoch"], state["best_miou"])
     elif history_file.exists():
         history_file.unlink()
     total_steps = cfg.epochs * cfg.steps_per_epoch
@@ -266,7 +266,4 @@ def plot_curves(history_file: Path, out: Path) -> None:
     ax[1].set(title="validation mIoU", xlabel="epoch", ylim=(0, 1))
     ax[1].legend()
     fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out)

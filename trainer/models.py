@@ -14,7 +14,7 @@ input resolution, plus what training and export need to know about it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import trainer  # noqa: F401  (sets the legacy-Keras environment first)
@@ -29,12 +29,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class SegModel:
+    """A model and what training, export and distillation need to know about
+    it; teachers and students alike."""
     model: Any
-    framework: str            # "keras3" or "tf_keras"
+    framework: str                          # "keras3" or "tf_keras"
     arch: str
-    input_size: tuple[int, int]
-    square_only: bool = False
-    extra: dict = field(default_factory=dict)
+    input_size: tuple[int, int] | None      # None: any size (students)
+    square_only: bool = False               # SegFormer: square windows only
+    output_stride: int = 1                  # logits at 1/stride of the input
+    size_agnostic: bool = False             # export a size-agnostic "logits" signature
 
 
 # --- SegFormer (keras-hub, Keras 3) ----------------------------------------

@@ -1,4 +1,5 @@
-"""tf.data input pipeline: decode, resize, augment, shuffle, cache, prefetch.
+"""tf.data input pipeline: decode once, cache, augment (seeded, stateless),
+shuffle, batch, prefetch; validation batches at the frame size.
 
 Images stay uint8 RGB end to end (models normalize inside). Labels are
 category masks (uint8 0..7) with ``IGNORE_INDEX`` where a pixel must not count
@@ -100,58 +101,26 @@ def augment(img: tf.Tensor, lab: tf.Tensor, crop: tuple[int, int], base_height: 
 
 
 def make_dataset(samples: list[Sample], fmt: str, size: tuple[int, int], batch: int,
-                 training: bool, crop: tuple[int, int] | None = None, seed: int = 0,
-                 augment_cfg: AugmentConfig = AugmentConfig(), cache: bool = True,
-                 repeat: bool | None = None, with_seed: bool = False) -> tf.data.Dataset:
-    """Batches of ``(uint8 images [N,h,w,3], uint8 labels [N,h,w])``.
+                 cache: bool = True) -> tf.data.Dataset:
+    """Validation batches of ``(uint8 images [N,h,w,3], uint8 labels [N,h,w])``
+    at the frame ``size``: frames resized by the runtime's preprocessing
+    contract, labels by nearest. Training views come from :class:`DecodedSplit`."""
+    load = _load_fn(samples, fmt)
 
-    ``size`` is the full-frame (evaluation) size; ``crop`` the training crop
-    (defaults to ``size``; square for SegFormer). Validation frames are
-    resized by the runtime's preprocessing contract, labels by nearest.
-    With ``with_seed`` training elements carry their augmentation seed as a
-    third component (``[N, 2]`` int64) for the teacher cache.
-    """
-    crop = crop or size
-    idx = tf.data.Dataset.range(len(samples))
-    if not training:
-        load = _load_fn(samples, fmt)
+    def load_val(i):
+        img, lab = load(i)
+        return preprocess(img, size), resize_mask(lab, size)
 
-        def load_val(i):
-            img, lab = load(i)
-            return preprocess(img, size), resize_mask(lab, size)
-
-        def fn(i):
-            img, lab = tf.numpy_function(load_val, [i], [tf.uint8, tf.uint8], stateful=False)
-            img.set_shape([size[0], size[1], 3])
-            lab.set_shape([size[0], size[1]])
-            return img, lab
-
-        ds = idx.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-        if cache:
-            ds = ds.cache()
-        if repeat:
-            ds = ds.repeat()
-        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
-
-    ds = _decode(idx, samples, fmt)
-    if cache:
-        ds = ds.cache()
-    if repeat is None or repeat:
-        ds = ds.repeat()
-    ds = ds.shuffle(min(len(samples), 1024), seed=seed, reshuffle_each_iteration=True)
-    # one stateless seed per element, from a seeded counter: reproducible views
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds))
-
-    def aug(pair, s):
-        img, lab = pair
-        img, lab = augment(img, lab, crop, size[0], augment_cfg, s)
-        if with_seed:
-            return img, lab, s
+    def fn(i):
+        img, lab = tf.numpy_function(load_val, [i], [tf.uint8, tf.uint8], stateful=False)
+        img.set_shape([size[0], size[1], 3])
+        lab.set_shape([size[0], size[1]])
         return img, lab
 
-    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(len(samples)).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 class DecodedSplit:

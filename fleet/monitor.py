@@ -1,10 +1,9 @@
-"""``roadseg-monitor``: subscribe to vehicles' topics and print their summaries.
+"""roadseg-monitor: subscribe to vehicles' topics and print their summaries.
 
-    roadseg-monitor [--host 127.0.0.1] [--port 1883] [--topic 'roadseg/+/#'] [--duration S] [--count N]
+    roadseg-monitor [--mqtt-host 127.0.0.1] [--mqtt-port 1883] [--topic 'roadseg/+/#'] [--duration S] [--count N]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -28,10 +27,13 @@ def describe(topic: str, p: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import paho.mqtt.client as mqtt
-    p = argparse.ArgumentParser(prog="roadseg-monitor", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=1883)
+
+    from edge_runtime import cli
+    p = cli.parser("roadseg-monitor", __doc__)
+    p.add_argument("--mqtt-host", default="127.0.0.1", help="broker host")
+    p.add_argument("--mqtt-port", type=int, default=1883)
+    cli.deprecated(p, "--host", "--mqtt-host", "mqtt_host")
+    cli.deprecated(p, "--port", "--mqtt-port", "mqtt_port", type=int)
     p.add_argument("--topic", default="roadseg/+/#")
     p.add_argument("--duration", type=float, help="seconds to listen")
     p.add_argument("--count", type=int, help="stop after this many coverage summaries")
@@ -59,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.connect_timeout
     while True:  # the broker may still be starting
         try:
-            c.connect(args.host, args.port, keepalive=15)
+            c.connect(args.mqtt_host, args.mqtt_port, keepalive=15)
             break
         except OSError as e:
             if time.monotonic() > deadline:
-                print(f"roadseg-monitor: error: cannot reach {args.host}:{args.port}: {e}", file=sys.stderr)
-                return 2
+                print(f"roadseg-monitor: error: cannot reach {args.mqtt_host}:{args.mqtt_port}: {e}", file=sys.stderr)
+                return cli.EXIT_RUNTIME
             time.sleep(0.3)
     c.loop_start()
     try:

@@ -75,7 +75,3 @@ class Fleet:
         with self.lock:
             v = self.vehicles.get(device)
             return list(v["coverage"]) if v else []
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()

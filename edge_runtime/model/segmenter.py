@@ -1,10 +1,13 @@
 """The inference recipe on the device:
-``_preprocess -> _set_input -> invoke() -> _postprocess``.
+``preprocess -> _set_input -> invoke() -> _postprocess``.
 
+Frames go through :func:`edge_runtime.preprocessing.preprocess`, the same
+function training and evaluation use; for a raw-pixel uint8 input (as
+calibration makes it) it writes straight into the interpreter's input tensor.
 Input dtype, size, scale and zero point come from the interpreter (and the
-sidecar when present), never assumed. Buffers are allocated once per frame
-shape. The class map is computed at the model's output resolution; upsampling
-to full frame happens only when asked (evaluation, preview).
+sidecar when present), never assumed. Buffers are allocated once. The class
+map is computed at the model's output resolution; upsampling to full frame
+happens only when asked (evaluation, preview).
 """
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.interpreter import ModelError, interpreter_api, make_interpreter
+from edge_runtime.model.interpreter import ModelError, interpreter_api, make_interpreter
 from edge_runtime.labels import NUM_CLASSES
-from edge_runtime.preprocessing import INTERPOLATION
-from edge_runtime.sidecar import read_sidecar
+from edge_runtime.preprocessing import preprocess
+from edge_runtime.model.sidecar import read_sidecar
 
 log = logging.getLogger("roadseg.segmenter")
 
@@ -79,23 +82,15 @@ class TFLiteSegmenter:
         self._idx = np.empty(self.output_size, np.intp)
         self._direct = self.input_dtype == np.uint8 and (not self.input_scale or
                                                          (self.input_scale == 1.0 and self.input_zero == 0))
-        self._src_shape: tuple | None = None
         self.timing = Timing()
 
     # -- the recipe --------------------------------------------------------
     def _preprocess(self, frame: np.ndarray, frame_order: str) -> np.ndarray:
-        """Resize (stretch policy) then convert colour. For a raw-pixel uint8
-        input (scale 1, zero point 0, as calibration makes it) both write
-        straight into the interpreter's input tensor: no intermediate copies."""
-        h, w = self.input_size
+        """The shared preprocessing, into the input tensor when it takes raw pixels."""
         dst = self.interpreter.tensor(self._in["index"])()[0] if self._direct else self._rgb
-        if frame.shape[:2] != (h, w):
-            cv2.resize(frame, (w, h), dst=dst, interpolation=INTERPOLATION)
-        else:
-            np.copyto(dst, frame)
-        if frame_order != self.channel_order:
-            cv2.cvtColor(dst, cv2.COLOR_BGR2RGB, dst=dst)
-        return dst
+        # a model taking BGR (never made by calibration) sees the frame with its channels swapped
+        order = frame_order if self.channel_order == "rgb" else {"rgb": "bgr", "bgr": "rgb"}[frame_order]
+        return preprocess(frame, self.input_size, order, out=dst)
 
     def _set_input(self, rgb: np.ndarray) -> None:
         if self._direct:

@@ -243,8 +243,6 @@ class FileCamera:
 class FrameSource:
     """Synchronous reading (files with ``realtime=False``): every frame, in order."""
 
-    live = False
-
     def __init__(self, camera: Camera, name: str, finite: bool):
         self.camera, self.name, self.finite = camera, name, finite
         self.frames_read = 0
@@ -285,8 +283,6 @@ class LatestFrameSource(FrameSource):
     frame; ``read()`` returns a frame not returned before (waiting for one).
     Frames overwritten before being read are counted as dropped. A lost
     camera is reopened with exponential backoff (``finite`` sources end)."""
-
-    live = True
 
     def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 30.0):
         super().__init__(camera, name, finite)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import json
 import logging
 import os
@@ -27,11 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime import messages
+
 log = logging.getLogger("roadseg.mqtt")
-
-
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -159,7 +156,7 @@ class MqttPublisher:
         return f"{self.s.prefix}/{kind}"
 
     def _status_payload(self, state: str, **extra) -> dict:
-        return {"state": state, "ts": now_rfc3339(), "device_id": self.s.device_id, **self._status, **extra}
+        return messages.status(state, self.s.device_id, **self._status, **extra)
 
     # -- publishing ----------------------------------------------------------
     def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
@@ -230,17 +227,9 @@ class MqttPublisher:
 def home_assistant_discovery(pub: MqttPublisher, model_name: str) -> None:
     """Retained Home Assistant MQTT discovery configs: one sensor per category."""
     from edge_runtime.labels import CATEGORIES
-    dev = pub.s.device_id
     for c in CATEGORIES:
-        uid = f"roadseg_{dev}_{c}"
-        cfg = {
-            "name": f"{c} coverage", "unique_id": uid, "state_topic": pub.topic("coverage"),
-            "value_template": f"{{{{ (value_json.coverage.{c} * 100) | round(1) }}}}",
-            "unit_of_measurement": "%", "state_class": "measurement",
-            "availability_topic": pub.topic("status"), "availability_template": "{{ value_json.state }}",
-            "payload_available": "online", "payload_not_available": "offline",
-            "device": {"identifiers": [f"roadseg_{dev}"], "name": f"roadseg {dev}", "model": model_name},
-        }
+        uid, cfg = messages.ha_sensor_config(pub.s.device_id, c, pub.topic("coverage"), pub.topic("status"),
+                                             model_name)
         pub.publish(f"homeassistant/sensor/{uid}/config", cfg, retain=True)
 
 

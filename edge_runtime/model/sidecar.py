@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from edge_runtime.atomic import atomic_path
 from edge_runtime.labels import CATEGORIES, PALETTE
 from edge_runtime.preprocessing import RESIZE_POLICY
 
@@ -81,19 +81,10 @@ def write_pair(tflite_bytes: bytes, meta: dict, tflite: str | Path) -> tuple[Pat
     On failure neither temporary survives."""
     tflite = Path(tflite)
     side = sidecar_path(tflite)
-    tflite.parent.mkdir(parents=True, exist_ok=True)
-    tmp_model = tflite.with_name(f".{tflite.name}.{os.getpid()}.tmp")
-    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    try:
+    meta = dict(meta, sha256=hashlib.sha256(tflite_bytes).hexdigest(), schema=SCHEMA)
+    validate(meta)
+    # the sidecar is renamed last: a .tflite whose sidecar is stale fails the sha256 check
+    with atomic_path(side) as tmp_side, atomic_path(tflite) as tmp_model:
         tmp_model.write_bytes(tflite_bytes)
-        meta = dict(meta, sha256=hashlib.sha256(tflite_bytes).hexdigest(), schema=SCHEMA)
-        validate(meta)
         tmp_side.write_text(json.dumps(meta, indent=2))
-        # the sidecar goes last: a .tflite whose sidecar is stale fails the sha256 check
-        tmp_model.replace(tflite)
-        tmp_side.replace(side)
-    finally:
-        for t in (tmp_model, tmp_side):
-            if t.exists():
-                t.unlink()
     return tflite, side

@@ -1,6 +1,6 @@
 """roadseg fleet dashboard (Streamlit).
 
-    ROADSEG_DASH_MQTT_HOST=broker.local streamlit run edge_runtime/dashboard/app.py
+    ROADSEG_DASH_MQTT_HOST=broker.local streamlit run fleet/dashboard/app.py
 
 Pages: the fleet (each vehicle's online state, FPS, coverage over time, the
 live view where its device API is reachable) and one-image segmentation
@@ -12,7 +12,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from edge_runtime.dashboard.fleet import Fleet
+from fleet.dashboard.state import Fleet
 from edge_runtime.labels import CATEGORIES, PALETTE
 
 st.set_page_config(page_title="roadseg fleet", layout="wide")

@@ -1,0 +1,106 @@
+"""The one convention every ``roadseg-*`` command follows.
+
+* Flags: the same name for the same idea everywhere (``--model``, ``--data``,
+  ``--out``, ``--size HxW``, ``--threads N``, ``--mqtt-host``/``--mqtt-port``,
+  ``--http HOST:PORT``, ``--api-token-file``); abbreviations are refused
+  (``allow_abbrev=False``), so a mistyped secret flag is never taken for another.
+* ``--json`` prints the command's result as one JSON object on stdout (logs go
+  to stderr); files are written with flags that name them.
+* ``--version`` on every command.
+* Exit codes (:data:`EXIT_CODES`): 0 success, 2 bad usage or input (the
+  message names it), 3 a quality gate refused the result, 4 a runtime failure
+  (camera, broker, model or service that failed while running), 130 interrupted.
+* Errors are one line, ``PROG: error: what went wrong``, never a traceback.
+* Old flag names keep working for one release with a warning on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Callable
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_RUNTIME = 4
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {EXIT_OK: "success", EXIT_USAGE: "bad usage or input", EXIT_REFUSED: "refused by a quality gate",
+              EXIT_RUNTIME: "runtime failure (camera, broker, model, service)", EXIT_INTERRUPTED: "interrupted"}
+
+
+class Refused(RuntimeError):
+    """A quality gate refused the result (exit 3)."""
+
+
+class RuntimeFailure(RuntimeError):
+    """Something failed while running, not because of how it was called (exit 4)."""
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as v
+        return v("roadseg")
+    except Exception:  # running from a source tree that is not installed
+        from edge_runtime import __version__
+        return __version__
+
+
+def plain(doc: str | None) -> str:
+    """A module docstring as terminal help: reST ``literals`` and :role:`x` unwrapped."""
+    doc = doc or ""
+    doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc)
+    return doc.replace("``", "")
+
+
+def parser(prog: str, doc: str | None, **kwargs) -> argparse.ArgumentParser:
+    """An ArgumentParser following the convention (no abbreviations, ``--version``)."""
+    p = argparse.ArgumentParser(prog=prog, description=plain(doc), allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+                                **kwargs)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    return p
+
+
+class _Deprecated(argparse.Action):
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated and will be removed in the next release; "
+              f"use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs) -> None:
+    """Accept ``old`` as a hidden, warned alias of ``new`` (stored in ``dest``)."""
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+#: errors that mean "the command was given something it cannot use"
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, ImportError,
+                                                  IsADirectoryError, NotADirectoryError)
+
+
+def run(prog: str, body: Callable[[], int | None], *, interrupted_hint: str = "") -> int:
+    """Run ``body`` under the convention: its return value (default 0) is the
+    exit code; known exceptions become one line on stderr and their code."""
+    try:
+        return body() or EXIT_OK
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{'; ' + interrupted_hint if interrupted_hint else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Refused as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except RuntimeFailure as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except USAGE_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, OSError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME

@@ -1,0 +1,47 @@
+"""The health of the machine the runtime runs on, and its service manager:
+CPU temperature, resident memory, and systemd's notify/watchdog protocol."""
+from __future__ import annotations
+
+import os
+import resource
+import socket
+from pathlib import Path
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify, WatchdogSec=) how we are doing; no-op elsewhere."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+    except OSError:
+        pass
+
+
+# --- device health --------------------------------------------------------------
+
+def cpu_temperature() -> float | None:
+    """Celsius from the thermal zones Pi and Jetson kernels expose."""
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
+        try:
+            return round(int(zone.read_text().strip()) / 1000.0, 1)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def memory_mb() -> dict:
+    rss = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_mb": round(rss, 1) if rss else None, "peak_rss_mb": round(peak, 1)}

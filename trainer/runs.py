@@ -1,0 +1,287 @@
+"""The run plumbing that ``roadseg-train`` and ``roadseg-distill`` share.
+
+A training job is: settings (:class:`RunConfig`, extended by each command) ->
+:func:`start_run` (run directory, splits, strategy, seeds, ``config.json``) ->
+the job builds its model in ``run.strategy.scope()`` and says how a batch is
+drawn and scored -> :func:`fit_and_finish` (the training loop, best weights,
+``export/``, ``metrics.json`` and plots).
+
+Several machines: with ``TF_CONFIG`` set, every worker runs the same command;
+:class:`tf.distribute.MultiWorkerMirroredStrategy` keeps them in step. Only
+the chief writes the run directory; the other workers write their copies
+(which the collective ops need them to write) into a scratch folder that is
+removed at the end, so nothing clobbers the chief's files.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
+from edge_runtime import atomic, cli
+
+log = logging.getLogger("roadseg.train")
+
+LOSSES = ["ce+dice", "ce", "dice", "tversky", "ce+tversky"]
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Settings every training job has; ``roadseg-train`` and
+    ``roadseg-distill`` add their own fields (and defaults) by subclassing."""
+    data: str
+    out: str
+    size: tuple[int, int] = (192, 256)
+    format: str = "auto"
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    batch: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    schedule: str = "cosine"
+    loss: str = "ce+dice"
+    augment: bool = True
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict):
+        """From JSON/TOML values: sizes back to tuples, unknown keys refused."""
+        d = dict(d)
+        for k in ("size", "crop"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# --- command line -------------------------------------------------------------------
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of :class:`RunConfig`, the same in every training command.
+    Defaults are None so that a ``--config`` file or a resumed run's settings
+    are only overridden by what is given."""
+    from edge_runtime.preprocessing import parse_size
+    a = p.add_argument
+    a("--list", action="store_true", help="list the architectures and exit")
+    a("--data", help="dataset root (Cityscapes or CamVid layout)")
+    a("--out", help="run directory, e.g. runs/NAME")
+    a("--format", choices=["auto", "cityscapes", "camvid"])
+    a("--size", type=parse_size, help="frame size HEIGHTxWIDTH")
+    a("--epochs", type=int)
+    a("--steps-per-epoch", type=int)
+    a("--batch", type=int)
+    a("--lr", type=float)
+    a("--weight-decay", type=float)
+    a("--schedule", choices=["cosine", "poly", "constant"])
+    a("--loss", choices=LOSSES)
+    a("--no-augment", dest="augment", action="store_false", default=None)
+    a("--seed", type=int)
+    a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    a("--config", help="JSON or TOML file of the same settings (command line wins)")
+
+
+def load_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except Exception as e:
+        raise ValueError(f"malformed config file {p}: {e}") from e
+
+
+def config_from_args(args, cls: type[RunConfig], required: tuple[str, ...]) -> RunConfig:
+    """Settings: a resumed run's config.json < ``--config`` file < command line."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    base: dict = {}
+    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
+        saved = json.loads((Path(args.out) / "config.json").read_text())
+        base = {k: v for k, v in saved.items() if k in known}
+    if args.config:
+        base.update(load_config_file(args.config))
+    for k, v in vars(args).items():
+        if v is not None and k not in ("config", "resume", "list"):
+            base[k] = v
+    for req in required:
+        if not base.get(req):
+            raise ValueError(f"--{req.replace('_', '-')} is required")
+    return cls.from_json(base)
+
+
+def main(prog: str, doc: str, add_arguments: Callable, job: Callable, cls: type[RunConfig],
+         required: tuple[str, ...], names: Callable[[], list[str]], argv=None) -> int:
+    """The whole CLI of a training command: parse, ``--list``, settings, run."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    p = cli.parser(prog, doc)
+    add_run_arguments(p)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    if args.list:
+        print("\n".join(sorted(names())))
+        return 0
+    from trainer.loop import StopRequested
+
+    def body():
+        cfg = config_from_args(args, cls, required)
+        try:
+            job(cfg, resume=args.resume)
+        except StopRequested:
+            raise KeyboardInterrupt from None
+
+    return cli.run(prog, body, interrupted_hint="the last finished epoch is checkpointed, continue with --resume")
+
+
+# --- the run ------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    out: Path              # where this process writes (the run directory on the chief)
+    run_dir: Path          # the run directory
+    fmt: str
+    train_samples: list
+    val_samples: list
+    steps: int
+    strategy: object
+    resume: bool
+    is_chief: bool
+    started: float = 0.0
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+def is_chief() -> bool:
+    """The chief of a ``TF_CONFIG`` cluster (or the only process)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task") or {}
+    kind, index = task.get("type", "chief"), int(task.get("index", 0))
+    has_chief = "chief" in (tf_config.get("cluster") or {})
+    return kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
+
+
+def prepare_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "checkpoints" / "last.npz").is_file():
+            raise FileNotFoundError(f"--resume: {out} has no checkpoint to resume from "
+                                    f"(expected {out / 'checkpoints' / 'last.npz'})")
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to --out {out}: {e.strerror or e}") from e
+
+
+def start_run(cfg: RunConfig, resume: bool = False, extra_config: dict | None = None) -> Run:
+    """Check the data, create the strategy (before any other TensorFlow work,
+    as multi-worker training requires), prepare the run directory, write
+    ``config.json`` (chief) and seed everything."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.datasets import list_samples
+    from trainer.loop import get_strategy
+
+    if not Path(cfg.data).is_dir():
+        raise FileNotFoundError(f"--data {cfg.data}: folder not found")
+    chief = is_chief()
+    run_dir = Path(cfg.out)
+    if chief:
+        prepare_run_dir(run_dir, resume)
+    fmt, train_samples = list_samples(cfg.data, "train", cfg.format)
+    _, val_samples = list_samples(cfg.data, "val", fmt)
+    if len(train_samples) < cfg.batch:
+        raise ValueError(f"{len(train_samples)} training images is fewer than one batch of {cfg.batch}")
+    steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)
+    strategy = get_strategy()
+    if chief:
+        out = run_dir
+    else:  # a worker's copies go to scratch, never over the chief's files
+        out = Path(tempfile.mkdtemp(prefix="roadseg-worker-"))
+    if chief and not resume:
+        config = cfg.to_json() | {"steps_per_epoch": steps, "format": fmt} | (extra_config or {})
+        atomic.write_text(run_dir / "config.json", json.dumps(config, indent=2))
+    np.random.seed(cfg.seed)
+    tf.random.set_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.seed)
+    return Run(cfg=cfg, out=out, run_dir=run_dir, fmt=fmt, train_samples=train_samples, val_samples=val_samples,
+               steps=steps, strategy=strategy, resume=resume, is_chief=chief, started=time.time())
+
+
+def fit_and_finish(run: Run, seg, *, train_batches: Callable, step_loss: Callable,
+                   extra_meta: dict | None = None) -> Path:
+    """Train ``seg`` (a :class:`trainer.models.SegModel`), then best weights ->
+    ``export/`` -> ``metrics.json``, ``curves.png``, ``confusion.png``,
+    ``samples.png``. Returns the run directory."""
+    import tensorflow as tf
+
+    from trainer.export import make_predict_fn
+    from trainer.loop import LoopConfig, run_loop
+    from trainer.pipeline import make_dataset
+
+    cfg = run.cfg
+    val_ds = make_dataset(run.val_samples, run.fmt, cfg.size, cfg.batch)
+    predict = tf.function(make_predict_fn(seg.model, seg.input_size, cfg.size, seg.square_only))
+    loop_cfg = LoopConfig(epochs=cfg.epochs, steps_per_epoch=run.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          warmup_steps=int(cfg.warmup_epochs * run.steps), schedule=cfg.schedule, seed=cfg.seed)
+    t0 = time.time()
+    try:
+        state = run_loop(model=seg.model, framework=seg.framework, run_dir=run.out, cfg=loop_cfg,
+                         train_batches=train_batches, step_loss=step_loss, val_batches=lambda: val_ds,
+                         predict=predict, resume=run.resume, strategy=run.strategy,
+                         resume_dir=run.run_dir)
+        log.info("training done in %.0fs; best val mIoU-8 %.4f at epoch %d",
+                 time.time() - t0, state["best_miou"], state["best_epoch"])
+        _finish(seg, run, state, time.time() - t0, extra_meta)
+    finally:
+        if not run.is_chief:
+            shutil.rmtree(run.out, ignore_errors=True)
+    return run.run_dir
+
+
+def _finish(seg, run: Run, state: dict, train_seconds: float, extra_meta: dict | None) -> None:
+    import numpy as np
+
+    from trainer.evaluate import evaluate_export, write_report
+    from trainer.export import export_savedmodel
+    from trainer.loop import plot_curves
+
+    out = run.out
+    best = out / "best.weights.h5"
+    if best.is_file():
+        seg.model.load_weights(str(best))
+    params = int(sum(int(np.prod(v.shape)) for v in seg.model.weights))
+    export_savedmodel(seg, run.cfg.size, out / "export", extra_meta={
+        "best_epoch": state["best_epoch"], "params": params, **(extra_meta or {})})
+    plot_curves(out / "history.csv", out / "curves.png")
+    report = evaluate_export(out / "export", run.val_samples, run.fmt)
+    report.update({"best_epoch": state["best_epoch"], "params": params,
+                   "train_seconds": round(train_seconds, 1), "arch": seg.arch})
+    write_report(report, out)
+    if run.is_chief:
+        log.info("val mIoU-7 %.4f mIoU-8 %.4f; run directory %s",
+                 report["metrics"]["miou7"], report["metrics"]["miou8"], out)
