@@ -204,10 +204,10 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
             loss += cfg.cwd * channel_kd(logits, t, cfg.cwd_temperature)
         return loss
 
-    log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs", seg.arch, seg.model.count_params(),
-             cfg.data, "labels only (--no-kd)" if teachers is None else
+    log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs, %d replica(s)", seg.arch,
+             seg.model.count_params(), cfg.data, "labels only (--no-kd)" if teachers is None else
              f"KD from {len(teachers.models)} teacher(s), T={cfg.temperature}, alpha={cfg.alpha}, cwd={cfg.cwd}, "
-             f"{'cached' if cache is not None else 'online'} teachers", run.steps, cfg.epochs)
+             f"{'cached' if cache is not None else 'online'} teachers", run.steps, cfg.epochs, run.replicas)
     return fit_and_finish(run, seg, train_batches=train_batches, step_loss=step_loss, extra_meta={
         "kind": "student", "output_stride": stride, "macs_256x512": count_macs(seg.model, (256, 512)),
         "teachers": teachers.describe() if teachers else []})

@@ -7,8 +7,9 @@ of the real pipeline, side by side, TensorFlow-free.
 
 For each model and thread count: invoke latency p50/p90/p99/mean and
 invoke-only FPS; end-to-end FPS of the pipeline the vehicle runs (source
-decode, preprocess, invoke, postprocess, coverage, a summary serialized for a
-null publisher on every frame); CPU utilisation; resident memory; and the
+decode, preprocess, invoke, postprocess, coverage, and a summary serialized for
+a null publisher every ``--publish-interval`` seconds as roadseg-run does; 0
+makes one per frame, the worst case); CPU utilisation; resident memory; and the
 pipeline overhead ``1 - e2e FPS / invoke FPS``. Models are measured
 interleaved in rounds (A B A B ...) so machine drift hits all alike.
 """
@@ -90,6 +91,9 @@ class Bench:
         self.rss_mb = memory_mb()["rss_mb"]
         d = self.seg.describe()
         self.model = {"name": d["name"], "sha256": d["sha256"]}
+        from edge_runtime.coverage import CoverageAggregator
+        self.agg = CoverageAggregator()
+        self.last_summary = 0.0
 
     def label(self) -> str:
         return f"{self.path.stem}@{self.threads}t"
@@ -100,20 +104,23 @@ def _run_invoke(b: Bench, n: int) -> None:
         b.invoke_ms.append(b.seg.invoke_only())
 
 
-def _run_e2e(b: Bench, feed: FrameFeed, n: int) -> None:
-    """The vehicle's loop with a summary on every frame, serialized for a null publisher."""
+def _run_e2e(b: Bench, feed: FrameFeed, n: int, publish_interval: float = 1.0) -> None:
+    """The vehicle's loop: a summary serialized for a null publisher every
+    ``publish_interval`` seconds (0: every frame)."""
     from edge_runtime import messages
-    from edge_runtime.coverage import CoverageAggregator
     from edge_runtime.io.publisher import NullPublisher
-    agg, pub = CoverageAggregator(), NullPublisher()
+    agg, pub = b.agg, NullPublisher()
     c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(n):
         frame, order = feed.read()
         classes = b.seg.segment(frame, order)
         agg.add(classes, b.seg.timing.invoke_ms, b.seg.timing.total_ms)
-        pub.publish("coverage", messages.coverage("bench", b.e2e_frames, agg.summary(), 0.0, b.model))
-        agg.reset()
+        now = time.perf_counter()
+        if now - b.last_summary >= publish_interval:
+            pub.publish("coverage", messages.coverage("bench", b.e2e_frames, agg.summary(), 0.0, b.model))
+            agg.reset()
+            b.last_summary = now
     b.e2e_s += time.perf_counter() - t0
     b.cpu_s += time.process_time() - c0
     b.e2e_frames += n
@@ -121,18 +128,18 @@ def _run_e2e(b: Bench, feed: FrameFeed, n: int) -> None:
 
 def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: int = 20, rounds: int = 5,
               source: str = "synthetic", frame_size: tuple[int, int] = (480, 640), data: str | None = None,
-              split: str = "val") -> dict:
+              split: str = "val", publish_interval: float = 1.0) -> dict:
     feed = FrameFeed(source, frame_size)
     benches = [Bench(m, t) for m in models for t in threads]
     for b in benches:  # warm-up: first invokes allocate and pack weights
-        _run_e2e(b, feed, warmup)
+        _run_e2e(b, feed, warmup, publish_interval)
         b.e2e_s = b.cpu_s = 0.0
         b.e2e_frames = 0
     per_round = max(1, frames // rounds)
     for r in range(rounds):
         for b in benches:  # interleaved: drift hits every model alike
             _run_invoke(b, per_round)
-            _run_e2e(b, feed, per_round)
+            _run_e2e(b, feed, per_round, publish_interval)
         log.info("round %d/%d done", r + 1, rounds)
     accuracy: dict[str, dict] = {}
     if data:
@@ -166,6 +173,7 @@ def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: 
         })
     return {"schema": "roadseg.bench/1", "machine": machine_info(),
             "settings": {"frames": frames, "warmup": warmup, "rounds": rounds, "source": source,
+                         "publish_interval": publish_interval,
                          "frame_size": list(frame_size), "data": data, "split": split if data else None},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "results": results}
@@ -203,7 +211,8 @@ def format_markdown(report: dict) -> str:
     out.append(f"Machine: {m['cpu']}, {m['cores']} cores, AVX-512 VNNI {'yes' if m['avx512_vnni'] else 'no'}, "
                f"{m['os']}, {m['interpreter']}; {m['date']}. {s['frames']} frames per model after {s['warmup']} "
                f"warm-up, interleaved in {s['rounds']} rounds; e2e from {s['source']} frames of "
-               f"{s['frame_size'][0]}x{s['frame_size'][1]}.")
+               f"{s['frame_size'][0]}x{s['frame_size'][1]}, a summary every "
+               f"{s.get('publish_interval', 0):g} s{' (every frame)' if not s.get('publish_interval') else ''}.")
     return "\n".join(out)
 
 
@@ -262,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--source", default="synthetic", help="synthetic or a video file / image folder")
     p.add_argument("--frame-size", type=parse_size, default=(480, 640), help="synthetic camera frame size")
+    p.add_argument("--publish-interval", type=float, default=1.0,
+                   help="seconds per coverage summary, as roadseg-run (0 = every frame, the worst case); default 1")
     p.add_argument("--data", help="labelled dataset for an accuracy column")
     p.add_argument("--split", default="val")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="",
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.frames <= 0:
             raise ValueError("--frames must be positive")
         report = benchmark(args.model, threads, args.frames, args.warmup, max(1, min(args.rounds, args.frames)),
-                           args.source, args.frame_size, args.data, args.split)
+                           args.source, args.frame_size, args.data, args.split, args.publish_interval)
         print(json.dumps(report) if args.json else format_table(report))
         if args.out:
             atomic.write_text(args.out, json.dumps(report, indent=2))

@@ -23,27 +23,43 @@ OBSTACLES = [CATEGORIES.index(c) for c in ("human", "vehicle", "object")]
 ZONES = ("road_ahead", "left", "centre", "right")
 
 
-def _zone_slices(h: int, w: int) -> dict[str, tuple[slice, slice]]:
-    t = w // 3
-    return {
-        "road_ahead": (slice(h - max(1, round(h * 0.4)), h), slice(t, w - t)),
-        "left": (slice(0, h), slice(0, t)),
-        "centre": (slice(0, h), slice(t, w - t)),
-        "right": (slice(0, h), slice(w - t, w)),
-    }
+# Zones are unions of four disjoint regions: left third, centre third above the
+# road-ahead box, the road-ahead box (bottom 40 % of the centre third), right third.
+_ZONE_REGIONS = np.array([[0, 0, 1, 0],    # road_ahead
+                          [1, 0, 0, 0],    # left
+                          [0, 1, 1, 0],    # centre
+                          [0, 0, 0, 1]])   # right
+_region_cache: dict[tuple[int, int], np.ndarray] = {}
+_BINS = NUM_CLASSES + 1  # the last bin takes values outside the taxonomy, which count for nothing
+
+
+def _region_offsets(h: int, w: int) -> np.ndarray:
+    """``region * (NUM_CLASSES + 1)`` per pixel (uint8 [h,w]), cached per shape."""
+    got = _region_cache.get((h, w))
+    if got is None:
+        t = w // 3
+        r = np.zeros((h, w), np.uint8)
+        r[:, t:w - t] = 1
+        r[h - max(1, round(h * 0.4)):, t:w - t] = 2
+        r[:, w - t:] = 3
+        got = _region_cache[(h, w)] = r * _BINS
+        if len(_region_cache) > 8:  # bounded: frame shapes are few
+            _region_cache.pop(next(iter(_region_cache)))
+    return got
 
 
 def frame_coverage(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(fractions [8], zones [4, 2])`` where zones hold (drivable,
-    obstacle) fractions for :data:`ZONES` in order."""
-    counts = np.bincount(classes.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-    frac = counts / max(classes.size, 1)
+    obstacle) fractions for :data:`ZONES` in order. One pass over the map."""
     h, w = classes.shape
-    zones = np.empty((len(ZONES), 2))
-    for i, (ys, xs) in enumerate(_zone_slices(h, w).values()):
-        zc = np.bincount(classes[ys, xs].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-        n = max(zc.sum(), 1)
-        zones[i] = (zc[FLAT] / n, zc[OBSTACLES].sum() / n)
+    offsets = _region_offsets(h, w)
+    idx = np.minimum(classes, NUM_CLASSES)  # uint8: at most 3 * 9 + 8 after the offset
+    idx += offsets
+    counts = np.bincount(idx.ravel(), minlength=4 * _BINS).reshape(4, _BINS)[:, :NUM_CLASSES]
+    frac = counts.sum(0) / max(classes.size, 1)
+    zc = _ZONE_REGIONS @ counts                                  # [zone, class]
+    n = np.maximum(zc.sum(1), 1)
+    zones = np.stack([zc[:, FLAT] / n, zc[:, OBSTACLES].sum(1) / n], axis=1)
     return frac, zones
 
 

@@ -37,6 +37,23 @@ def _check_coverage_schema(p):
 
 # --- pieces ---------------------------------------------------------------------------
 
+def test_coverage_one_pass_matches_zone_slices():
+    """frame_coverage counts all zones in one bincount; check it against slicing each zone."""
+    rng = np.random.default_rng(0)
+    for h, w in ((8, 16), (32, 64), (7, 11), (1, 3)):
+        m = rng.integers(0, 8, (h, w)).astype(np.uint8)
+        t = w // 3
+        boxes = {"road_ahead": m[h - max(1, round(h * 0.4)):, t:w - t], "left": m[:, :t],
+                 "centre": m[:, t:w - t], "right": m[:, w - t:]}
+        frac, zones = frame_coverage(m)
+        np.testing.assert_allclose(frac, np.bincount(m.ravel(), minlength=8) / m.size)
+        for z, got in zip(ZONES, zones):
+            box = boxes[z]
+            n = max(box.size, 1)
+            assert got[0] == pytest.approx((box == 1).sum() / n)
+            assert got[1] == pytest.approx(np.isin(box, [3, 6, 7]).sum() / n)
+
+
 def test_coverage_fractions_and_zones():
     m = np.zeros((10, 9), np.uint8)
     m[6:, 3:6] = 1           # road ahead: drivable
