@@ -118,7 +118,7 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
     with tempfile.TemporaryDirectory(prefix="roadseg-cal-") as td:
         tmp_model = Path(td) / out.name
         tmp_model.write_bytes(tflite)
-        q = TFLiteSegmenter(tmp_model, threads=threads)
+        q = TFLiteSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
         gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt)
         out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
                     "zero_point": int(q.output_zero), "height": q.output_size[0], "width": q.output_size[1],

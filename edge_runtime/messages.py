@@ -7,7 +7,7 @@ these, and nothing else assembles them:
 * :func:`coverage` ``coverage`` topic, schema ``roadseg.coverage/1``
 * :func:`stats`    ``stats`` topic, schema ``roadseg.stats/1``
 * :func:`segment`  ``POST /v1/segment`` JSON answer, schema ``roadseg.segment/1``
-* :func:`ha_sensor_config` Home Assistant MQTT discovery, one per category
+* :func:`ha_sensor_config`, :func:`ha_state` Home Assistant discovery and the sensors' state
 
 Times are RFC 3339 UTC with milliseconds (:func:`now`).
 """
@@ -45,11 +45,12 @@ def coverage(device_id: str, seq: int, summary: dict, fps: float, model: dict) -
 
 
 def stats(device_id: str, *, achieved_fps: float, target_fps: float, frames: int, dropped_frames: int,
-          skipped_ticks: int, camera_reconnects: int, latency_ms: dict, cpu_temp_c: float | None,
+          skipped_ticks: int, camera_reconnects: int, camera_state: str, latency_ms: dict, cpu_temp_c: float | None,
           memory: dict, uptime_s: float, mqtt: dict, model: dict) -> dict:
     return {"schema": STATS_SCHEMA, "device_id": device_id, "ts": now(),
             "fps": {"achieved": round(achieved_fps, 2), "target": target_fps},
             "frames": frames, "dropped_frames": dropped_frames, "skipped_ticks": skipped_ticks,
+            "camera": {"state": camera_state, "reconnects": camera_reconnects},
             "camera_reconnects": camera_reconnects, "latency_ms": latency_ms, "cpu_temp_c": cpu_temp_c,
             "memory": memory, "uptime_s": round(uptime_s, 1), "mqtt": mqtt, "model": model}
 
@@ -61,15 +62,20 @@ def segment(width: int, height: int, summary: dict, inference_ms: float, total_m
             "model": model_ref(model)}
 
 
-def ha_sensor_config(device_id: str, category: str, coverage_topic: str, status_topic: str,
+def ha_state(summary: dict) -> dict:
+    """The Home Assistant sensors' state: coverage in percent, rounded to 0.1."""
+    return {"coverage": {c: round(100 * v, 1) for c, v in summary["coverage"].items()}, "ts": now()}
+
+
+def ha_sensor_config(device_id: str, category: str, state_topic: str, status_topic: str,
                      model_name: str) -> tuple[str, dict]:
     """``(unique id, discovery config)`` of the coverage sensor of one category."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}")
     uid = f"roadseg_{device_id}_{category}"
     return uid, {
-        "name": f"{category} coverage", "unique_id": uid, "state_topic": coverage_topic,
-        "value_template": f"{{{{ (value_json.coverage.{category} * 100) | round(1) }}}}",
+        "name": f"{category} coverage", "unique_id": uid, "state_topic": state_topic,
+        "value_template": f"{{{{ value_json.coverage.{category} }}}}",
         "unit_of_measurement": "%", "state_class": "measurement",
         "availability_topic": status_topic, "availability_template": "{{ value_json.state }}",
         "payload_available": "online", "payload_not_available": "offline",

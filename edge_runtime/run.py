@@ -17,6 +17,7 @@ import collections
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 
@@ -88,6 +89,10 @@ class Runner:
         self.live = None
         self.http_server = None
         self.writer = None
+        self.ha = None
+        self.api_url = None
+        self.camera_lost = False
+        self._last_ping = 0.0
         self.pacer = Pacer(settings.fps)
         self.achieved = 0.0
         self._window = (0, self.started)
@@ -106,8 +111,11 @@ class Runner:
         from edge_runtime.io.sources import open_source
         if self.publisher is None:  # credentials first: nothing is started when they are missing
             user, pw = credentials_from_env(self.s.mqtt_password_file)
-        if self.source is None:
-            self.source = open_source(self.s.source, self.seg.input_size, realtime=self.s.realtime, loop=self.s.loop)
+        if self.s.http:  # the port first: a busy port must not leave a camera open
+            self._start_http()
+        if self.source is None:  # a camera that is not there yet is waited for (--camera-wait), not fatal
+            self.source = open_source(self.s.source, self.seg.input_size, realtime=self.s.realtime, loop=self.s.loop,
+                                      wait=self.s.camera_wait == 0)
         if self.publisher is None:
             host, port, proto = self.s.mqtt_host, self.s.mqtt_port, self.s.mqtt_protocol
             if not host:
@@ -117,12 +125,13 @@ class Runner:
                 host=host, port=port, device_id=self.s.device_id, topic_prefix=self.s.topic_prefix,
                 protocol=proto, qos=self.s.mqtt_qos, max_queued=self.s.max_queued, tls_ca=self.s.tls_ca,
                 tls_cert=self.s.tls_cert, tls_key=self.s.tls_key, username=user, password=pw))
-        self.publisher.start({"model": self.model_info(), "source": self.source.name, "target_fps": self.s.fps})
+        if self.s.ha_discovery and hasattr(self.publisher, "on_connected"):
+            from edge_runtime.io.publisher import HomeAssistant
+            self.ha = HomeAssistant(self.publisher, self.model_info()["name"], self.s.ha_interval)
+        status = {"model": self.model_info(), "source": self.source.name, "target_fps": self.s.fps}
         if self.s.http:
-            self._start_http()
-        if self.s.ha_discovery and hasattr(self.publisher, "topic"):
-            from edge_runtime.io.publisher import home_assistant_discovery
-            home_assistant_discovery(self.publisher, self.model_info()["name"])
+            status["api"] = self.api_url
+        self.publisher.start(status)
 
     def _start_http(self) -> None:
         """The device API beside the loop; uploads get their own interpreter so
@@ -136,8 +145,10 @@ class Runner:
         self.live = LiveState()
         self.live.stats_fn = self.stats_payload
         upload_seg = TFLiteSegmenter(self.s.model, threads=1, delegate=self.s.delegate)
-        app = create_app(upload_seg, self.live, load_token(self.s.api_token_file))
+        app = create_app(upload_seg, self.live, load_token(self.s.api_token_file), max_pixels=self.s.max_pixels,
+                         max_inflight=self.s.max_inflight)
         self.http_server = serve_in_thread(app, host, port)
+        self.api_url = f"http://{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
 
     def request_stop(self, *_):
         self.stop_requested = True
@@ -173,6 +184,7 @@ class Runner:
             while not self._finished(t0):
                 self.pacer.wait()
                 got = self._capture()
+                self._watch(time.monotonic(), t0, got is not None)
                 if got is None:
                     continue
                 frame, order = got
@@ -183,10 +195,8 @@ class Runner:
                     self._publish_coverage(agg, since if self.s.publish_interval else None)
                 if stats.due(now) is not None:
                     self.publisher.publish("stats", self.stats_payload())
-                    sd_notify("WATCHDOG=1")
                 if logs.due(now) is not None:
                     self._log_progress(now - t0)
-                    sd_notify("WATCHDOG=1")
         finally:
             summary = self._close(agg)
         elapsed = time.monotonic() - t0
@@ -203,6 +213,30 @@ class Runner:
         elif self.s.max_frames is not None and self.frames >= self.s.max_frames:
             self.exit_reason = "max-frames"
         return bool(self.exit_reason)
+
+    def _watch(self, now: float, t0: float, got_frame: bool) -> None:
+        """Liveness, with or without frames: the systemd watchdog is pinged
+        while the loop runs (a camera away is not a hung process), and a
+        camera away for more than a second is announced as ``camera_lost``
+        (retained status) until frames come back."""
+        if now - self._last_ping >= 1.0:
+            sd_notify("WATCHDOG=1")
+            self._last_ping = now
+        state = getattr(self.source, "state", "live")
+        if got_frame or state == "live":
+            if self.camera_lost and got_frame:
+                self.camera_lost = False
+                log.info("camera %s is back: status online", self.source.name)
+                self.publisher.set_state("online")
+            return
+        if state == "opening" and now - t0 > self.s.camera_wait:
+            raise cli.RuntimeFailure(f"cannot open camera {self.source.name} within --camera-wait "
+                                     f"{self.s.camera_wait:g} s: {self.source.last_error or 'no frame'}")
+        since = self.source.lost_since or t0
+        if not self.camera_lost and state in ("opening", "lost") and now - since >= 1.0:
+            self.camera_lost = True
+            log.warning("camera %s lost: status camera_lost, retrying", self.source.name)
+            self.publisher.set_state("camera_lost", error=self.source.last_error or "no frame")
 
     def _capture(self):
         got = self.source.read(timeout=1.0)
@@ -231,6 +265,8 @@ class Runner:
         self.seq += 1
         fps = s["frames"] / interval if interval else self.frames / max(time.monotonic() - self.started, 1e-9)
         self.publisher.publish("coverage", messages.coverage(self.s.device_id, self.seq, s, fps, self.model_info()))
+        if self.ha is not None:
+            self.ha.update(s, time.monotonic())
         agg.reset()
 
     def stats_payload(self) -> dict:
@@ -242,6 +278,7 @@ class Runner:
             self.s.device_id, achieved_fps=self.frames / max(uptime, 1e-9), target_fps=self.s.fps,
             frames=self.frames, dropped_frames=src["dropped"], skipped_ticks=self.pacer.skipped,
             camera_reconnects=src["reconnects"],
+            camera_state="lost" if self.camera_lost else getattr(self.source, "state", "live"),
             latency_ms={q: round(float(np.percentile(lat, int(q[1:]))), 2) for q in ("p50", "p90", "p99")},
             cpu_temp_c=cpu_temperature(), memory=memory_mb(), uptime_s=uptime,
             mqtt=dict(pub.counts, connected=pub.connected) if pub is not None else {}, model=self.model_info())
@@ -310,8 +347,13 @@ def build_parser():
     g.add_argument("--preview", help="write the colour overlay with legend and FPS to a video file")
     g.add_argument("--display", action="store_const", const=True, help="show the overlay in a window")
     a("--ha-discovery", action="store_const", const=True, help="publish Home Assistant discovery configs")
+    a("--camera-wait", type=float, help="seconds to keep trying a camera that is not there at start, reporting "
+                                        "camera_lost meanwhile (0 = fail at once); default 10")
+    a("--ha-interval", type=float, help="seconds between Home Assistant sensor updates; default 60")
     a("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
     a("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
+    a("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")
+    a("--max-inflight", type=int, help="uploads the API segments at once (more get 503); default 2")
     a("--config", help="TOML file of settings")
     a("--json", action="store_true", help="print the final stats as one JSON object")
     a("-v", "--verbose", action="store_true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -40,6 +41,10 @@ class RunSettings:
     stop_timeout: float = 5.0
     http: str | None = None
     api_token_file: str | None = None
+    max_pixels: int = 12_000_000
+    max_inflight: int = 2
+    camera_wait: float = 10.0
+    ha_interval: float = 60.0
 
 
 class ConfigError(ValueError):
@@ -112,9 +117,18 @@ def check_settings(s: RunSettings) -> None:
     finite("log_interval", s.log_interval, 0, inclusive=False)
     finite("stop_timeout", s.stop_timeout, 0)
     finite("duration", s.duration, 0, inclusive=False)
-    for name in ("max_queued", "threads", "max_frames"):
+    finite("camera_wait", s.camera_wait, 0)
+    finite("ha_interval", s.ha_interval, 0, inclusive=False)
+    for name in ("max_queued", "threads", "max_frames", "max_pixels", "max_inflight"):
         v = getattr(s, name)
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} {v} must be at least 1")
     if s.mqtt_port is not None and not 0 < s.mqtt_port < 65536:
         raise ConfigError(f"--mqtt-port {s.mqtt_port} is not a TCP port")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", s.device_id or ""):
+        raise ConfigError(f"--device-id {s.device_id!r}: use 1 to 64 letters, digits, _ or - (it names MQTT "
+                          "topics and Home Assistant entities)")
+    for name in ("tls_ca", "tls_cert", "tls_key", "mqtt_password_file", "api_token_file"):
+        path = getattr(s, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"--{name.replace('_', '-')}: no such file {path}")

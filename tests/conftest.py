@@ -52,8 +52,9 @@ def tiny_tflite(tiny_student_run, synth_cityscapes, tmp_path_factory):
 class Broker:
     """A broker process the tests can stop and restart on the same port."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, persistence: bool = True):
         import shutil
+        self.persistence = persistence
         from edge_runtime.io.publisher import free_port
         self.exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         self.kind = "mosquitto" if self.exe else "amqtt"
@@ -75,7 +76,8 @@ class Broker:
             self.embedded = EmbeddedBroker("127.0.0.1", self.port).start()
             return self
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        f"persistence {'true' if self.persistence else 'false'}\n"
                         f"persistence_location {self.workdir}/\nautosave_interval 1\n")
         self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)

@@ -58,7 +58,10 @@ def test_token_required_except_health(seg):
     c = TestClient(create_app(seg, token="s3cret"))
     assert c.get("/healthz").status_code == 200
     assert c.get("/v1/stats").status_code == 401
-    assert c.get("/openapi.json").status_code == 401
+    # /docs must open in a browser: the schema is public and declares how to authenticate
+    schema = c.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert c.get("/docs").status_code == 200
     assert c.get("/v1/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
     r = c.get("/v1/stats", headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200 and r.json()["model"]["input_size"] == [64, 128]

@@ -20,6 +20,7 @@ import collections
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -75,6 +76,9 @@ class NullPublisher:
     def start(self, status: dict | None = None) -> None:
         pass
 
+    def set_state(self, state: str, **extra) -> None:
+        pass
+
     def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
         json.dumps(payload)  # the serialization cost is part of the pipeline
         self.counts["sent"] += 1
@@ -88,18 +92,35 @@ class NullPublisher:
 
 
 class MqttPublisher:
+    """Publishes through paho with its own bounded queue. ``counts``:
+    ``queued`` waiting now, ``queued_total`` ever queued, ``sent``
+    (acknowledged at QoS >= 1), ``dropped`` (oldest, when the queue was full)."""
+
+    #: seconds between reconnection attempts at most: summaries resume soon after the broker returns
+    RECONNECT_MAX_DELAY = 2
+
     def __init__(self, settings: MqttSettings):
+        if settings.max_queued < 1:
+            raise ValueError(f"max_queued must be at least 1, got {settings.max_queued}")
         self.s = settings
-        self.counts = {"queued": 0, "sent": 0, "dropped": 0}
         self._queue: collections.deque = collections.deque()
+        self._counts = {"queued_total": 0, "sent": 0, "dropped": 0}
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._inflight: set[int] = set()
         self._status: dict = {}
+        self._state = "online"
         self._client = None
         self._stopping = False
         self._warned_at = 0.0
+        self._dropped_logged = 0
+        self._drop_warned_at = 0.0
+        self.on_connected = []  # callables run (on paho's thread) after every (re)connection
         self.connect_failures = 0
+
+    @property
+    def counts(self) -> dict:
+        return {"queued": len(self._queue), **self._counts}
 
     # -- lifecycle -----------------------------------------------------------
     def start(self, status: dict | None = None) -> None:
@@ -116,7 +137,7 @@ class MqttPublisher:
             c.tls_set(ca_certs=self.s.tls_ca, certfile=self.s.tls_cert, keyfile=self.s.tls_key)
         if self.s.username:
             c.username_pw_set(self.s.username, self.s.password)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.reconnect_delay_set(min_delay=1, max_delay=self.RECONNECT_MAX_DELAY)
         c.max_queued_messages_set(0)  # our own bounded queue holds messages while offline
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -137,6 +158,7 @@ class MqttPublisher:
         if self._client is None:
             return
         deadline = time.monotonic() + timeout
+        self._state = "offline"
         self.publish("status", self._status_payload("offline", reason="stopped"), retain=True)
         while time.monotonic() < deadline and (self._queue or self._inflight) and self._connected.is_set():
             time.sleep(0.05)
@@ -158,6 +180,13 @@ class MqttPublisher:
     def _status_payload(self, state: str, **extra) -> dict:
         return messages.status(state, self.s.device_id, **self._status, **extra)
 
+    def set_state(self, state: str, **extra) -> None:
+        """Publish a new retained ``status`` (e.g. ``camera_lost``, then
+        ``online`` again); it is also what a reconnection re-announces."""
+        self._state = state
+        self._state_extra = extra
+        self.publish("status", self._status_payload(state, **extra), retain=True)
+
     # -- publishing ----------------------------------------------------------
     def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
         item = (self.topic(kind) if "/" not in kind else kind, json.dumps(payload), retain)
@@ -167,11 +196,21 @@ class MqttPublisher:
                 return
             if len(self._queue) >= self.s.max_queued:
                 self._queue.popleft()
-                self.counts["dropped"] += 1
+                self._counts["dropped"] += 1
             self._queue.append(item)
-            self.counts["queued"] += 1
+            self._counts["queued_total"] += 1
+        self._log_drops()
         if self._connected.is_set():
             self._flush()
+
+    def _log_drops(self) -> None:
+        """Every drop is counted; logged at most every 10 s so a long outage cannot flood the log."""
+        dropped = self._counts["dropped"]
+        now = time.monotonic()
+        if dropped > self._dropped_logged and (now - self._drop_warned_at >= 10 or not self._dropped_logged):
+            log.warning("MQTT queue full (%d messages, --max-queued): dropped %d oldest since the last warning, "
+                        "%d in all", self.s.max_queued, dropped - self._dropped_logged, dropped)
+            self._dropped_logged, self._drop_warned_at = dropped, now
 
     def _send(self, item) -> bool:
         topic, body, retain = item
@@ -181,7 +220,7 @@ class MqttPublisher:
         if self.s.qos > 0:
             self._inflight.add(info.mid)
         else:
-            self.counts["sent"] += 1
+            self._counts["sent"] += 1
         return True
 
     def _flush(self) -> None:
@@ -198,9 +237,13 @@ class MqttPublisher:
             return
         self._connected.set()
         log.info("MQTT connected to %s:%d", self.s.host, self.s.port)
-        client.publish(self.topic("status"), json.dumps(self._status_payload("online")), qos=1, retain=True)
+        extra = getattr(self, "_state_extra", {}) if self._state != "online" else {}
+        client.publish(self.topic("status"), json.dumps(self._status_payload(self._state, **extra)), qos=1,
+                       retain=True)
         if self._queue:
             log.info("MQTT: delivering %d queued messages", len(self._queue))
+        for fn in self.on_connected:
+            fn()
         threading.Thread(target=self._flush, daemon=True).start()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
@@ -221,16 +264,53 @@ class MqttPublisher:
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         if mid in self._inflight:
             self._inflight.discard(mid)
-            self.counts["sent"] += 1
+            self._counts["sent"] += 1
 
 
-def home_assistant_discovery(pub: MqttPublisher, model_name: str) -> None:
-    """Retained Home Assistant MQTT discovery configs: one sensor per category."""
-    from edge_runtime.labels import CATEGORIES
-    for c in CATEGORIES:
-        uid, cfg = messages.ha_sensor_config(pub.s.device_id, c, pub.topic("coverage"), pub.topic("status"),
-                                             model_name)
-        pub.publish(f"homeassistant/sensor/{uid}/config", cfg, retain=True)
+class HomeAssistant:
+    """Home Assistant MQTT discovery: one coverage sensor per category.
+
+    The retained configs are sent on every (re)connection and whenever Home
+    Assistant announces itself on ``homeassistant/status`` (its birth
+    message), so a broker restarted without persistence or a restarted Home
+    Assistant gets them again. The sensors read ``<prefix>/ha``, published every
+    ``interval`` seconds with values rounded to 0.1 %, so the recorder stores
+    a state a minute, not one a second per sensor."""
+
+    BIRTH_TOPIC = "homeassistant/status"
+
+    def __init__(self, pub: MqttPublisher, model_name: str, interval: float = 60.0):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", pub.s.device_id):
+            raise ValueError(f"device id {pub.s.device_id!r}: Home Assistant needs letters, digits, _ and - only")
+        self.pub, self.model_name, self.interval = pub, model_name, interval
+        self.discoveries = 0
+        self._last = -float("inf")
+        pub.on_connected.append(self._on_connected)
+
+    def _on_connected(self) -> None:
+        client = self.pub._client
+        client.message_callback_add(self.BIRTH_TOPIC, self._on_birth)
+        client.subscribe(self.BIRTH_TOPIC, qos=1)
+        self.send_discovery()
+
+    def _on_birth(self, client, userdata, msg) -> None:
+        if msg.payload.decode(errors="replace").strip() == "online":
+            log.info("Home Assistant came online: sending discovery again")
+            self.send_discovery()
+
+    def send_discovery(self) -> None:
+        from edge_runtime.labels import CATEGORIES
+        for c in CATEGORIES:
+            uid, cfg = messages.ha_sensor_config(self.pub.s.device_id, c, self.pub.topic("ha"),
+                                                 self.pub.topic("status"), self.model_name)
+            self.pub.publish(f"homeassistant/sensor/{uid}/config", cfg, retain=True)
+        self.discoveries += 1
+
+    def update(self, summary: dict, now: float) -> None:
+        """Publish the sensors' state when ``interval`` has passed."""
+        if now - self._last >= self.interval:
+            self._last = now
+            self.pub.publish("ha", messages.ha_state(summary))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -24,6 +24,7 @@ camera that is away).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 log = logging.getLogger("roadseg.sources")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+NETWORK_TIMEOUT_MS = 5000  # RTSP/HTTP streams: open and read timeouts
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
 
@@ -65,8 +67,15 @@ class OpenCVCamera:
         self.cap = None
 
     def open(self) -> None:
-        api = cv2.CAP_GSTREAMER if self.gstreamer else cv2.CAP_ANY
-        cap = cv2.VideoCapture(self.target, api)
+        if self.gstreamer:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
+        elif isinstance(self.target, str) and "://" in self.target:
+            # a network stream must not hang the reader: bounded open and read
+            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
+        else:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_ANY)
         if not cap.isOpened():
             raise SourceError(f"cannot open camera {self.name}")
         if self.size and not self.gstreamer:
@@ -111,6 +120,11 @@ class Picamera2Camera:
         except ImportError as e:
             raise SourceError("picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install "
                               "python3-picamera2' and create the venv with --system-site-packages") from e
+        except Exception as e:  # e.g. "numpy.dtype size changed": a pip NumPy shadows the one apt built it for
+            raise SourceError(f"picamera2 is installed but cannot be imported ({type(e).__name__}: {e}); "
+                              "the venv's NumPy or OpenCV differ from the ones Raspberry Pi OS built picamera2 "
+                              "against: pip uninstall numpy opencv-python-headless in the venv so the system's "
+                              "python3-numpy and python3-opencv are used (scripts/install_pi.sh does this)") from e
         try:
             cam = Picamera2(self.index)
             h, w = self.size
@@ -282,9 +296,12 @@ class LatestFrameSource(FrameSource):
     """A background thread grabs continuously and keeps only the newest
     frame; ``read()`` returns a frame not returned before (waiting for one).
     Frames overwritten before being read are counted as dropped. A lost
-    camera is reopened with exponential backoff (``finite`` sources end)."""
+    camera is reopened with exponential backoff (``finite`` sources end).
 
-    def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 30.0):
+    ``state`` is ``opening`` (never opened yet), ``live``, ``lost`` (away,
+    being reopened) or ``ended``; ``last_error`` says why it is not live."""
+
+    def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 5.0):
         super().__init__(camera, name, finite)
         self.max_backoff = max_backoff
         self._cond = threading.Condition()
@@ -293,36 +310,61 @@ class LatestFrameSource(FrameSource):
         self._ended = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.state = "opening"
+        self.last_error = ""
+        self.lost_since: float | None = None
 
-    def start(self) -> "LatestFrameSource":
-        self.camera.open()  # the first open fails loudly
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+    def start(self, wait: bool = True) -> "LatestFrameSource":
+        """``wait``: open now and fail loudly; otherwise the reader thread
+        keeps trying (``state`` says how it goes)."""
+        if wait:
+            self.camera.open()
+            self.state = "live"
+        self._thread = threading.Thread(target=self._run, name="source", daemon=True)
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def _reopen(self) -> bool:
         backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self.camera.open()
+            except Exception as e:  # keep trying; a vehicle's camera comes back
+                msg = str(e) or type(e).__name__
+                if msg != self.last_error:
+                    log.warning("camera %s unavailable (%s); retrying every %.1f s at most", self.name, msg,
+                                self.max_backoff)
+                self.last_error = msg
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if self.state == "lost":
+                self.reconnects += 1
+                log.warning("camera %s back after %.1f s (reconnect %d)", self.name,
+                            time.monotonic() - (self.lost_since or time.monotonic()), self.reconnects)
+            self.state, self.last_error, self.lost_since = "live", "", None
+            return True
+        return False
+
+    def _run(self) -> None:
+        if self.state == "opening" and not self._reopen():
+            return
         while not self._stop.is_set():
             frame = self.camera.grab()
             if frame is None:
                 if self.finite:
                     with self._cond:
                         self._ended = True
+                        self.state = "ended"
                         self._cond.notify_all()
                     return
+                if self._stop.is_set():
+                    return
+                self.state, self.lost_since, self.last_error = "lost", time.monotonic(), "no frame"
                 log.warning("camera %s lost; reopening", self.name)
                 self.camera.release()
-                while not self._stop.is_set():
-                    try:
-                        self.camera.open()
-                        self.reconnects += 1
-                        log.warning("camera %s reopened (reconnect %d)", self.name, self.reconnects)
-                        backoff = 0.5
-                        break
-                    except Exception as e:  # keep trying; a vehicle's camera comes back
-                        log.warning("camera %s still unavailable (%s); retrying in %.1fs", self.name, e, backoff)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, self.max_backoff)
+                if not self._reopen():
+                    return
                 continue
             with self._cond:
                 if self._fresh:
@@ -349,23 +391,36 @@ class LatestFrameSource(FrameSource):
         self.camera.release()
 
 
+def redact(spec: str) -> str:
+    """A source spec fit for logs and payloads: no ``user:password@`` in URLs."""
+    return re.sub(r"(?<=://)[^/@\s]*@", "***@", str(spec))
+
+
 def open_source(spec: str, size: tuple[int, int] = (256, 512), realtime: bool = True, loop: bool = False,
-                folder_fps: float = 10.0) -> FrameSource:
+                folder_fps: float = 10.0, wait: bool = True) -> FrameSource:
     """Build and start the source for ``spec`` (see the module docstring).
-    ``size`` is what cameras are asked to deliver (the model's input size)."""
+    ``size`` is what cameras are asked to deliver (the model's input size).
+    ``wait=False``: a camera that cannot be opened yet is retried in the
+    background instead of failing here (``roadseg-run --camera-wait``)."""
     s = str(spec)
+    name = redact(s)
+
+    def live(camera):
+        return LatestFrameSource(camera, name).start(wait=wait)
     if s.startswith("picamera2"):
         idx = int(s.split(":", 1)[1]) if ":" in s else 0
-        return LatestFrameSource(Picamera2Camera(idx, size), s).start()
+        return live(Picamera2Camera(idx, size))
     if s.startswith("csi"):
         idx = int(s.split(":", 1)[1]) if ":" in s else 0
-        return LatestFrameSource(OpenCVCamera(jetson_csi_pipeline(idx, size), gstreamer=True, name=s), s).start()
+        return live(OpenCVCamera(jetson_csi_pipeline(idx, size), gstreamer=True, name=name))
     if s.startswith("v4l2:"):
-        return LatestFrameSource(OpenCVCamera(s.split(":", 1)[1], size), s).start()
+        return live(OpenCVCamera(s.split(":", 1)[1], size))
     if s.isdigit():
-        return LatestFrameSource(OpenCVCamera(int(s), size), s).start()
+        return live(OpenCVCamera(int(s), size))
+    if s.startswith("/dev/"):  # a device node is a camera that can be unplugged, never a file that ends
+        return live(OpenCVCamera(s, size))
     if s.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        return LatestFrameSource(OpenCVCamera(s, name=s.split("@")[-1]), s).start()
+        return live(OpenCVCamera(s, name=name))
     if s.startswith("synthetic"):
         rest = s.split(":", 1)[1] if ":" in s else ""
         fps = 30.0

@@ -47,6 +47,8 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
     """An allocated interpreter for ``path``. ``threads`` defaults to the
     number of cores; XNNPACK is the default CPU delegate of both backends;
     ``delegate`` is the path of an external delegate (e.g. ``libedgetpu.so.1``)."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"--threads {threads!r} must be a whole number of at least 1")
     path = check_tflite_file(path)
     Interpreter, load_delegate, backend, version = interpreter_api()
     threads = threads or os.cpu_count() or 1

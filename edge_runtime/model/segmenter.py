@@ -40,11 +40,15 @@ class Timing:
 
 class TFLiteSegmenter:
     def __init__(self, model_path: str | Path, threads: int | None = None, delegate: str | None = None,
-                 verify_sidecar: bool = True):
+                 verify_sidecar: bool = True, warn_without_sidecar: bool = True):
         self.path = Path(model_path)
         self.interpreter = make_interpreter(self.path, threads, delegate)
         self.threads = threads
         self.sidecar = read_sidecar(self.path, verify=verify_sidecar)
+        if self.sidecar is None and warn_without_sidecar:
+            log.warning("%s has no sidecar %s: running on assumptions (RGB input, stretch resize, the output kind "
+                        "read from the tensor shape, this runtime's 8 categories, no sha256 check); "
+                        "roadseg-calibrate writes the pair", self.path, self.path.with_suffix(".json").name)
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1:
