@@ -92,6 +92,8 @@ class Runner:
         self.ha = None
         self.api_url = None
         self.camera_lost = False
+        self.snapshot_wanted = False
+        self.snapshots = 0
         self._last_ping = 0.0
         self.pacer = Pacer(settings.fps)
         self.achieved = 0.0
@@ -128,6 +130,8 @@ class Runner:
         if self.s.ha_discovery and hasattr(self.publisher, "on_connected"):
             from edge_runtime.io.publisher import HomeAssistant
             self.ha = HomeAssistant(self.publisher, self.model_info()["name"], self.s.ha_interval)
+        if hasattr(self.publisher, "topic"):  # a snapshot on request, whatever the interval
+            self.publisher.subscribe(self.publisher.topic("snapshot/request"), self._snapshot_requested)
         status = {"model": self.model_info(), "source": self.source.name, "target_fps": self.s.fps}
         if self.s.http:
             status["api"] = self.api_url
@@ -178,6 +182,7 @@ class Runner:
         t0 = self.pacer.next_tick = time.monotonic()
         publish, stats, logs = (Every(self.s.publish_interval, t0), Every(self.s.stats_interval, t0),
                                 Every(self.s.log_interval, t0))
+        snapshot = Every(self.s.snapshot_interval, t0 - self.s.snapshot_interval) if self.s.snapshot_interval else None
         try:
             self._open()
             sd_notify("READY=1")
@@ -193,6 +198,8 @@ class Runner:
                 now = time.monotonic()
                 if (since := publish.due(now)) is not None:
                     self._publish_coverage(agg, since if self.s.publish_interval else None)
+                if self.snapshot_wanted or (snapshot is not None and snapshot.due(now) is not None):
+                    self._publish_snapshot(frame, order, classes)
                 if stats.due(now) is not None:
                     self.publisher.publish("stats", self.stats_payload())
                 if logs.due(now) is not None:
@@ -268,6 +275,20 @@ class Runner:
         if self.ha is not None:
             self.ha.update(s, time.monotonic())
         agg.reset()
+
+    def _snapshot_requested(self, payload: bytes) -> None:
+        self.snapshot_wanted = True  # the loop sends it with the next frame
+
+    def _publish_snapshot(self, frame, order, classes) -> None:
+        """A small retained JPEG of the overlay: what the vehicle sees, through the broker alone."""
+        import cv2
+
+        from edge_runtime.overlay import snapshot_jpeg
+        self.snapshot_wanted = False
+        rgb = frame if order == "rgb" else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        jpg = snapshot_jpeg(rgb, classes, self.achieved, max_bytes=self.s.snapshot_max_kb * 1024)
+        self.publisher.publish("snapshot", jpg, retain=True, queue=False)
+        self.snapshots += 1
 
     def stats_payload(self) -> dict:
         lat = np.array(self.latencies or [0.0])
@@ -350,6 +371,9 @@ def build_parser():
     a("--camera-wait", type=float, help="seconds to keep trying a camera that is not there at start, reporting "
                                         "camera_lost meanwhile (0 = fail at once); default 10")
     a("--ha-interval", type=float, help="seconds between Home Assistant sensor updates; default 60")
+    a("--snapshot-interval", type=float, help="seconds between retained JPEG snapshots of the overlay on "
+                                              "<prefix>/snapshot (0 = only on request, the default: metered links)")
+    a("--snapshot-max-kb", type=int, help="largest snapshot in KiB (quality and size are lowered to fit); default 48")
     a("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
     a("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
     a("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")

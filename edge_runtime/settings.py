@@ -45,6 +45,8 @@ class RunSettings:
     max_inflight: int = 2
     camera_wait: float = 10.0
     ha_interval: float = 60.0
+    snapshot_interval: float = 0.0
+    snapshot_max_kb: int = 48
 
 
 class ConfigError(ValueError):
@@ -119,7 +121,8 @@ def check_settings(s: RunSettings) -> None:
     finite("duration", s.duration, 0, inclusive=False)
     finite("camera_wait", s.camera_wait, 0)
     finite("ha_interval", s.ha_interval, 0, inclusive=False)
-    for name in ("max_queued", "threads", "max_frames", "max_pixels", "max_inflight"):
+    finite("snapshot_interval", s.snapshot_interval, 0)
+    for name in ("max_queued", "threads", "max_frames", "max_pixels", "max_inflight", "snapshot_max_kb"):
         v = getattr(s, name)
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} {v} must be at least 1")

@@ -29,7 +29,7 @@ sudo chown "$(id -u):$(id -g)" "$PREFIX" "$PREFIX/models"
 "$PREFIX/venv/bin/pip" install -q --upgrade pip
 if ! "$PREFIX/venv/bin/pip" install -q ".[runtime]"; then
     echo "ai-edge-litert has no wheel here: falling back to tflite-runtime"
-    "$PREFIX/venv/bin/pip" install -q numpy opencv-python-headless "paho-mqtt>=2" amqtt psutil tflite-runtime
+    "$PREFIX/venv/bin/pip" install -q numpy opencv-python-headless "paho-mqtt>=2" amqtt tflite-runtime
     "$PREFIX/venv/bin/pip" install -q --no-deps .
 fi
 cp "$MODEL" "${MODEL%.tflite}.json" "$PREFIX/models/"
@@ -39,6 +39,8 @@ model = "$PREFIX/models/$NAME"
 source = "$SOURCE"
 fps = $FPS
 device_id = "$DEVICE_ID"
+# a camera that is not there at boot is waited for (status camera_lost) before the service gives up (exit 4)
+camera_wait = 600
 ${MQTT_HOST:+mqtt_host = \"$MQTT_HOST\"}
 EOT
 sudo tee /etc/systemd/system/roadseg.service >/dev/null <<EOT

@@ -284,6 +284,9 @@ def main(data, runs, dist, best, size, bench_size, minutes):
       f"{'within' if total + 17 <= 150 else f'about {total + 17 - 150:.0f} min over'}; the sum counts the "
       "slowdown of stages that ran side by side, and FPN_EPOCHS, SEGFORMER_EPOCHS and STUDENT_EPOCHS trim it. "
       "The script is resumable: an interrupted run continues where it stopped.")
+    # measurements the reproduction does not make (benchmarks run by hand), each with its command and date
+    for extra in sorted((DOCS / "measurements").glob("*.md")):
+        L += ["", extra.read_text().rstrip()]
     atomic.write_text(DOCS / "RESULTS.md", "\n".join(L) + "\n")
     print(f"wrote {DOCS / 'RESULTS.md'}")
 

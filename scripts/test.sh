@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run roadseg's test suite on a fresh machine with only Python 3.10+ and git:
-# creates .venv if absent, installs .[train,runtime,dev], installs the MQTT
-# broker the tests use (mosquitto) where it can, then runs pytest.
+# creates .venv if absent, installs .[train,runtime,dev], installs with apt where
+# it can what the tests run for real (the mosquitto broker and clients, Chromium,
+# prometheus-mqtt-exporter), then runs pytest.
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,22 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     else
         echo "    no apt-get; broker tests fall back to amqtt (MQTT 5 tests skip)"
     fi
+fi
+
+if ! command -v mosquitto_sub >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing mosquitto-clients (the snapshot test subscribes with mosquitto_sub)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    $SUDO apt-get install -y -q mosquitto-clients >/dev/null 2>&1 \
+        || echo "    could not install mosquitto-clients; the mosquitto_sub snapshot test will skip"
+fi
+
+if ! command -v prometheus-mqtt-exporter >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing prometheus-mqtt-exporter (the fleet-history test's real consumer)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    $SUDO apt-get install -y -q prometheus-mqtt-exporter >/dev/null 2>&1 \
+        || echo "    could not install prometheus-mqtt-exporter; the fleet-history test will skip"
 fi
 
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
 """One real-browser check: headless Chromium loads the dashboard, which shows
-a vehicle that a real publisher announced on a real broker."""
+two vehicles that real publishers announced on a real broker: one healthy
+with its own device API and stats, one that lost its camera (an alert)."""
 import os
 import shutil
 import subprocess
@@ -19,12 +20,16 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
     pytest.importorskip("streamlit")
     from edge_runtime.io.publisher import MqttPublisher, MqttSettings, free_port
     pub = MqttPublisher(MqttSettings(port=broker.port, device_id="bus9", protocol="3.1.1"))
-    pub.start({"model": {"name": "student-int8"}})
+    pub.start({"model": {"name": "student-int8"}, "api": "http://10.0.0.9:8080"})
+    van = MqttPublisher(MqttSettings(port=broker.port, device_id="van3", protocol="3.1.1"))
+    van.start({"model": {"name": "student-int8"}})
+    van.set_state("camera_lost", error="no such device")
     port = free_port()
     env = dict(os.environ, ROADSEG_DASH_MQTT_HOST="127.0.0.1", ROADSEG_DASH_MQTT_PORT=str(broker.port))
     app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "fleet/dashboard/app.py"),
                             "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                            "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT,
+                            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"],
+                           env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -41,6 +46,13 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
                                  "zones": {z: {"drivable": 0.5, "obstacle": 0.1}
                                            for z in ("road_ahead", "left", "centre", "right")},
                                  "latency_ms": {"inference": 5, "total": 6}, "model": {"name": "m", "sha256": "x"}})
+        from edge_runtime import messages
+        pub.publish("stats", messages.stats(
+            "bus9", achieved_fps=14.2, target_fps=15, frames=900, dropped_frames=12, skipped_ticks=3,
+            camera_reconnects=0, camera_state="live", latency_ms={"p50": 20.1, "p90": 25.0, "p99": 31.4},
+            cpu_temp_c=71.5, memory={"rss_mb": 140.2}, uptime_s=61.0,
+            mqtt={"queued": 0, "queued_total": 10, "sent": 10, "dropped": 0, "connected": True},
+            model={"name": "student-int8", "sha256": "abc"}))
         flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000",
@@ -51,11 +63,15 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
         deadline = time.time() + 150  # a loaded CI machine starts Streamlit and Chromium slowly
         while time.time() < deadline:  # the first load also starts the dashboard's MQTT subscriber
             dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-            if "bus9" in dom:
+            if "bus9" in dom and "van3" in dom and "71.5" in dom:
                 break
             time.sleep(2)
         subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=90)
         assert "bus9" in dom and "online" in dom, dom[-2000:]
+        assert "van3" in dom and "van3 lost its camera: no such device" in dom  # the alert, with its cause
+        assert "http://10.0.0.9:8080/v1/stream.mjpg" in dom  # bus9's own live view, from its status
+        assert "71.5" in dom and "CPU °C" in dom  # a stats figure
+        assert "<title>roadseg fleet</title>" in dom and "Deploy" not in dom
         assert shot.is_file() and shot.stat().st_size > 10_000
         out = os.environ.get("ROADSEG_SCREENSHOT_DIR")
         if out:
@@ -64,3 +80,4 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
         app.terminate()
         app.wait(timeout=10)
         pub.stop(1)
+        van.stop(1)

@@ -206,25 +206,6 @@ def test_http_port_in_use_fails_with_exit_4(tiny_tflite, broker):
 
 # --- 6: camera outages ------------------------------------------------------------------------
 
-class UnpluggableCamera(SyntheticCamera):
-    """The synthetic camera behind the real interface, with a plug."""
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.plugged = threading.Event()
-        self.plugged.set()
-
-    def open(self):
-        if not self.plugged.is_set():
-            raise OSError("no such device")
-        super().open()
-
-    def grab(self):
-        if not self.plugged.is_set():
-            return None
-        return super().grab()
-
-
 class Watchdog:
     """A NOTIFY_SOCKET as systemd provides it: counts WATCHDOG=1 pings."""
 
@@ -252,8 +233,8 @@ def _states(sub):
 def test_camera_lost_is_a_state_with_watchdog_pings_and_recovery(tiny_tflite, broker, tmp_path, monkeypatch):
     wd = Watchdog(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-    cam = UnpluggableCamera((64, 128), 30.0)
-    cam.plugged.clear()  # not there at start: the first open retries too
+    cam = SyntheticCamera((64, 128), 30.0)
+    cam.unplug()  # not there at start: the first open retries too
     source = LatestFrameSource(cam, "usb-cam").start(wait=False)
     sub = Subscriber(broker.port, "roadseg/t1/#", client_id="cam-sub")
     runner = Runner(_settings(tiny_tflite, broker, duration=40.0, camera_wait=30.0), source=source)
@@ -261,21 +242,21 @@ def test_camera_lost_is_a_state_with_watchdog_pings_and_recovery(tiny_tflite, br
     t.start()
     try:
         assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "camera_lost", timeout=15)
-        cam.plugged.set()
+        cam.plug()
         t_back = time.monotonic()
         assert sub.wait_for(lambda m: m[0].endswith("/coverage"), timeout=10)
         assert time.monotonic() - t_back < 5
         assert _states(sub)[-1] == "online"
         n = runner.frames
         last_cov = sub.of("/coverage")[-1][1]["ts"]
-        cam.plugged.clear()  # unplugged while running
+        cam.unplug()  # unplugged while running
         t_lost = time.monotonic()
         assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "camera_lost"
                             and m[1]["ts"] > last_cov, timeout=10)
         time.sleep(3)
         pings_while_lost = [p for p in wd.pings if p > t_lost + 1]
         assert len(pings_while_lost) >= 2  # systemd keeps hearing from the loop
-        cam.plugged.set()
+        cam.plug()
         t_back = time.monotonic()
         while runner.frames <= n + 5 and time.monotonic() - t_back < 10:
             time.sleep(0.05)

@@ -79,9 +79,13 @@ class NullPublisher:
     def set_state(self, state: str, **extra) -> None:
         pass
 
-    def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
-        json.dumps(payload)  # the serialization cost is part of the pipeline
+    def publish(self, kind: str, payload: dict | bytes, retain: bool = False, queue: bool = True) -> None:
+        if not isinstance(payload, (bytes, bytearray)):
+            json.dumps(payload)  # the serialization cost is part of the pipeline
         self.counts["sent"] += 1
+
+    def subscribe(self, topic: str, callback) -> None:
+        pass
 
     def stop(self, timeout: float = 5.0) -> None:
         pass
@@ -180,6 +184,18 @@ class MqttPublisher:
     def _status_payload(self, state: str, **extra) -> dict:
         return messages.status(state, self.s.device_id, **self._status, **extra)
 
+    def subscribe(self, topic: str, callback) -> None:
+        """``callback(payload bytes)`` for messages on ``topic``, subscribed again after every reconnection."""
+        def on_message(client, userdata, msg):
+            callback(msg.payload)
+
+        def attach():
+            self._client.message_callback_add(topic, on_message)
+            self._client.subscribe(topic, qos=1)
+        self.on_connected.append(attach)
+        if self._client is not None and self._connected.is_set():
+            attach()
+
     def set_state(self, state: str, **extra) -> None:
         """Publish a new retained ``status`` (e.g. ``camera_lost``, then
         ``online`` again); it is also what a reconnection re-announces."""
@@ -188,11 +204,18 @@ class MqttPublisher:
         self.publish("status", self._status_payload(state, **extra), retain=True)
 
     # -- publishing ----------------------------------------------------------
-    def publish(self, kind: str, payload: dict, retain: bool = False) -> None:
-        item = (self.topic(kind) if "/" not in kind else kind, json.dumps(payload), retain)
+    def publish(self, kind: str, payload: dict | bytes, retain: bool = False, queue: bool = True) -> None:
+        """``payload``: a dict (sent as JSON) or raw bytes (a snapshot JPEG).
+        ``queue=False``: dropped, not queued, while the broker is away (large,
+        replaceable messages must not push summaries out of the queue)."""
+        body = payload if isinstance(payload, (bytes, bytearray)) else json.dumps(payload)
+        item = (self.topic(kind) if "/" not in kind else kind, body, retain)
         with self._lock:
             if self._connected.is_set() and not self._queue:
                 self._send(item)
+                return
+            if not queue:
+                self._counts["skipped"] = self._counts.get("skipped", 0) + 1
                 return
             if len(self._queue) >= self.s.max_queued:
                 self._queue.popleft()
@@ -286,15 +309,13 @@ class HomeAssistant:
         self.discoveries = 0
         self._last = -float("inf")
         pub.on_connected.append(self._on_connected)
+        pub.subscribe(self.BIRTH_TOPIC, self._on_birth)
 
     def _on_connected(self) -> None:
-        client = self.pub._client
-        client.message_callback_add(self.BIRTH_TOPIC, self._on_birth)
-        client.subscribe(self.BIRTH_TOPIC, qos=1)
         self.send_discovery()
 
-    def _on_birth(self, client, userdata, msg) -> None:
-        if msg.payload.decode(errors="replace").strip() == "online":
+    def _on_birth(self, payload: bytes) -> None:
+        if payload.decode(errors="replace").strip() == "online":
             log.info("Home Assistant came online: sending discovery again")
             self.send_discovery()
 

@@ -154,7 +154,8 @@ class Picamera2Camera:
 class SyntheticCamera:
     """Generated street scenes at ``fps``: the camera faked behind the same
     interface, for tests, the demo and benchmarks. ``fail_after`` frames it
-    'disappears' (grab returns None) for ``outage`` seconds."""
+    'disappears' (grab returns None) for ``outage`` seconds; :meth:`unplug`
+    and :meth:`plug` do the same on demand (the soak benchmark's outages)."""
 
     def __init__(self, size: tuple[int, int] = (256, 512), fps: float = 30.0, scenes: int = 16,
                  fail_after: int | None = None, outage: float = 1.0):
@@ -174,7 +175,16 @@ class SyntheticCamera:
         self.opens += 1
         self._next = time.monotonic()
 
+    def unplug(self, seconds: float = float("inf")) -> None:
+        self._down_until = time.monotonic() + seconds
+
+    def plug(self) -> None:
+        self._down_until = 0.0
+
     def grab(self):
+        if time.monotonic() < self._down_until:
+            time.sleep(0.05)  # like a camera read timing out
+            return None
         if self.fail_after is not None and self._i == self.fail_after:
             self.fail_after = None
             self._down_until = time.monotonic() + self.outage
@@ -301,7 +311,7 @@ class LatestFrameSource(FrameSource):
     ``state`` is ``opening`` (never opened yet), ``live``, ``lost`` (away,
     being reopened) or ``ended``; ``last_error`` says why it is not live."""
 
-    def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 5.0):
+    def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 2.0):
         super().__init__(camera, name, finite)
         self.max_backoff = max_backoff
         self._cond = threading.Condition()

@@ -1,21 +1,30 @@
 """roadseg fleet dashboard (Streamlit).
 
+    roadseg-dashboard --mqtt-host broker.local          # or
     ROADSEG_DASH_MQTT_HOST=broker.local streamlit run fleet/dashboard/app.py
 
-Pages: the fleet (each vehicle's online state, FPS, coverage over time, the
-live view where its device API is reachable) and one-image segmentation
-through a device API. Colours are the colour-blind-safe palette and every
-colour has its category name beside it.
+Pages: the fleet (alerts first, with since when; a sortable health table from
+each vehicle's status and stats; per vehicle, coverage, FPS and temperature
+over time on a real clock axis, each chart with its data table; the vehicle's
+latest snapshot, received over MQTT; a link to its own device API) and
+one-image segmentation through a device API. Colours are the colour-blind-safe
+palette, and every colour has its category name beside it.
 """
+import datetime as dt
 import os
+import time
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
-from fleet.dashboard.state import Fleet
 from edge_runtime.labels import CATEGORIES, PALETTE
+from fleet.dashboard.health import Thresholds, fleet_alerts, parse_ts
+from fleet.dashboard.state import Fleet
 
-st.set_page_config(page_title="roadseg fleet", layout="wide")
+st.set_page_config(page_title="roadseg fleet", page_icon="🛣️", layout="wide",
+                   menu_items={"About": "roadseg: semantic segmentation on vehicles, the fleet's view over MQTT."})
+HEX = ["#%02x%02x%02x" % tuple(int(v) for v in PALETTE[i]) for i in range(len(CATEGORIES))]
 
 
 @st.cache_resource
@@ -31,11 +40,45 @@ def legend_html() -> str:
     return f"<div role='list' aria-label='category colours'>{items}</div>"
 
 
+def time_chart(df: pd.DataFrame, title: str, y_title: str, colors: list[str] | None = None):
+    """Lines over the vehicles' own timestamps, axis in HH:MM:SS."""
+    long = df.reset_index(names="time").melt("time", var_name="series", value_name="value")
+    color = alt.Color("series:N", title=None, sort=list(df.columns),
+                      scale=alt.Scale(domain=list(df.columns), range=colors) if colors else alt.Undefined)
+    return (alt.Chart(long, title=title).mark_line(point=len(df) < 30)
+            .encode(x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S", labelAngle=0)),
+                    y=alt.Y("value:Q", title=y_title), color=color,
+                    tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", "value:Q"])
+            .properties(height=220))
+
+
+def chart_with_table(df: pd.DataFrame, title: str, y_title: str, colors=None, key: str = ""):
+    st.altair_chart(time_chart(df, title, y_title, colors), use_container_width=True)
+    with st.expander(f"{title}: data table (last 30 rows)"):  # an HTML table: read by screen readers
+        tail = df.tail(30).copy()
+        tail.index = tail.index.strftime("%H:%M:%S")
+        st.table(tail.rename_axis("time (UTC)").round(3))
+
+
+def _times(items: list[dict]) -> pd.DatetimeIndex:
+    return pd.to_datetime([dt.datetime.fromtimestamp(parse_ts(h.get("ts")) or 0, dt.timezone.utc) for h in items])
+
+
 host = st.sidebar.text_input("MQTT broker host", os.environ.get("ROADSEG_DASH_MQTT_HOST", "127.0.0.1"))
 port = int(st.sidebar.number_input("MQTT port", value=int(os.environ.get("ROADSEG_DASH_MQTT_PORT", "1883")), step=1))
-api = st.sidebar.text_input("device API URL (optional)", os.environ.get("ROADSEG_DASH_DEVICE_API", ""))
+api = st.sidebar.text_input("device API URL (overrides each vehicle's own)", os.environ.get("ROADSEG_DASH_DEVICE_API", ""))
 page = st.sidebar.radio("page", ["Fleet", "Segment an image"])
 fleet = get_fleet(host, port)
+with st.sidebar.expander("alert thresholds"):
+    th = Thresholds(
+        silent_after_s=st.number_input("offline after silence (s)", value=float(os.environ.get(
+            "ROADSEG_DASH_SILENT_S", Thresholds.silent_after_s)), min_value=1.0),
+        min_fps_fraction=st.number_input("FPS alert below this fraction of target", value=float(os.environ.get(
+            "ROADSEG_DASH_MIN_FPS_FRACTION", Thresholds.min_fps_fraction)), min_value=0.0, max_value=1.0),
+        max_temp_c=st.number_input("CPU temperature limit (°C)", value=float(os.environ.get(
+            "ROADSEG_DASH_MAX_TEMP_C", Thresholds.max_temp_c))),
+        max_queued=int(st.number_input("MQTT queue alert above", value=int(os.environ.get(
+            "ROADSEG_DASH_MAX_QUEUED", Thresholds.max_queued)), min_value=0)))
 
 auto = st.sidebar.checkbox("auto-refresh every 2 s", value=True)
 
@@ -43,21 +86,63 @@ auto = st.sidebar.checkbox("auto-refresh every 2 s", value=True)
 @st.fragment(run_every=2 if auto else None)
 def fleet_view():
     st.caption(f"broker {host}:{port} — {'connected' if fleet.connected else 'connecting…'}")
-    rows = fleet.snapshot()
-    if not rows:
-        st.info("No vehicles yet: waiting for messages on roadseg/+/coverage, status and stats.")
+    vehicles = fleet.view()
+    if not vehicles:
+        st.info("No vehicles yet: waiting for messages on roadseg/+/coverage, status, stats and snapshot.")
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
-    st.markdown(legend_html(), unsafe_allow_html=True)
+    alerts = fleet_alerts(vehicles, time.time(), th)
+    if alerts:
+        for a in alerts:
+            st.error(f"**{a.kind.replace('_', ' ')}** — {a.message}, since {a.since_text}", icon="🚨")
+    else:
+        st.success(f"All {len(vehicles)} vehicles healthy.", icon="✅")
+    rows = fleet.snapshot()
     for r in rows:
-        hist = fleet.history(r["vehicle"])
-        st.subheader(f"{r['vehicle']} — {r['state']}")
-        if hist:
-            df = pd.DataFrame([h["coverage"] for h in hist], index=pd.to_datetime([h["ts"] for h in hist]))
-            st.line_chart(df, color=["#%02x%02x%02x" % tuple(int(v) for v in PALETTE[i])
-                                     for i in range(len(CATEGORIES))])
-        if api:
-            st.markdown(f"Live view: [{api}/v1/stream.mjpg]({api}/v1/stream.mjpg)")
+        r["live view"] = (f"{fleet.api_url(r['vehicle'], api)}/v1/stream.mjpg"
+                          if fleet.api_url(r["vehicle"], api) else None)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True,
+                 column_config={"live view": st.column_config.LinkColumn("live view", display_text="open")})
+    st.markdown(legend_html(), unsafe_allow_html=True)
+    for v in vehicles:
+        name = v["device_id"]
+        st.subheader(f"{name} — {v['state']}")
+        link = fleet.api_url(name, api)
+        if link:
+            st.markdown(f"Live view of {name}: [{link}/v1/stream.mjpg]({link}/v1/stream.mjpg) "
+                        f"(a protected device hands out a signed link: POST {link}/v1/live-url)")
+        last = v["stats"]
+        if last:
+            m = st.columns(6)
+            fps = last.get("fps", {})
+            m[0].metric("FPS (target)", f"{fps.get('achieved', 0):.1f} ({fps.get('target', 0):g})")
+            m[1].metric("dropped frames", last.get("dropped_frames"))
+            m[2].metric("latency p99 ms", (last.get("latency_ms") or {}).get("p99"))
+            temp = last.get("cpu_temp_c")
+            m[3].metric("CPU °C", "n/a" if temp is None else f"{temp:.1f}")
+            m[4].metric("MQTT queued", (last.get("mqtt") or {}).get("queued"))
+            m[5].metric("camera", (last.get("camera") or {}).get("state", "?"))
+        left, right = st.columns([2, 1])
+        with left:
+            hist = v["coverage"]
+            if hist:
+                df = pd.DataFrame([h["coverage"] for h in hist], index=_times(hist))[list(CATEGORIES)]
+                chart_with_table(df, f"{name}: coverage", "fraction of the frame", HEX, key=f"cov-{name}")
+            stats = v["stats_history"]
+            if stats:
+                fps = pd.DataFrame({"achieved FPS": [s["fps"]["achieved"] for s in stats],
+                                    "target FPS": [s["fps"]["target"] for s in stats]}, index=_times(stats))
+                chart_with_table(fps, f"{name}: frame rate", "FPS", ["#0072b2", "#999999"], key=f"fps-{name}")
+                temps = [s.get("cpu_temp_c") for s in stats]
+                if any(t is not None for t in temps):
+                    chart_with_table(pd.DataFrame({"CPU °C": temps}, index=_times(stats)), f"{name}: CPU temperature",
+                                     "°C", ["#d55e00"], key=f"temp-{name}")
+        with right:
+            if v["snapshot"]:
+                age = time.time() - v["snapshot_at"]
+                st.image(v["snapshot"], caption=f"{name}: latest snapshot over MQTT, received {age:.0f} s ago",
+                         use_container_width=True)
+            else:
+                st.caption(f"No snapshot from {name} (roadseg-run --snapshot-interval S sends them).")
 
 
 if page == "Fleet":

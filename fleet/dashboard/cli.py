@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(ROADSEG_DASH_MQTT_HOST=args.mqtt_host, ROADSEG_DASH_MQTT_PORT=str(args.mqtt_port),
                           ROADSEG_DASH_DEVICE_API=args.device_api)
         sys.argv = ["streamlit", "run", str(Path(__file__).with_name("app.py")), "--server.headless", "true",
-                    "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+                    "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
+                    "--client.toolbarMode", "minimal"]  # no Deploy button
         return stcli.main()
 
     return cli.run("roadseg-dashboard", body)

@@ -1,12 +1,18 @@
 """What the dashboard knows about the fleet: one subscriber to
-``roadseg/+/{coverage,status,stats}`` keeping, per vehicle, its online state,
-latest stats and a bounded history of coverage summaries."""
+``roadseg/+/{coverage,status,stats,snapshot}`` keeping, per vehicle, its state
+(and since when), its API address, bounded histories of coverage summaries and
+stats, and its latest snapshot. Memory is bounded: ``HISTORY`` messages of each
+kind per vehicle and ``MAX_VEHICLES`` vehicles (the longest silent is forgotten)."""
+from __future__ import annotations
+
 import collections
 import json
 import threading
 import time
 
-HISTORY = 600
+HISTORY = 600          # 10 minutes of 1 s summaries; 100 minutes of 10 s stats
+MAX_VEHICLES = 500
+MAX_SNAPSHOT = 512 * 1024
 
 
 class Fleet:
@@ -28,50 +34,102 @@ class Fleet:
 
     def _on_connect(self, c, u, flags, rc, props=None):
         self.connected = not rc.is_failure
-        for kind in ("coverage", "status", "stats"):
+        for kind in ("coverage", "status", "stats", "snapshot"):
             c.subscribe(f"{self.prefix}/+/{kind}", qos=1)
 
     def _vehicle(self, device: str) -> dict:
-        return self.vehicles.setdefault(device, {"device_id": device, "state": "unknown", "status": {},
-                                                 "stats": {}, "coverage": collections.deque(maxlen=HISTORY),
-                                                 "last_seen": None})
+        v = self.vehicles.get(device)
+        if v is None:
+            if len(self.vehicles) >= MAX_VEHICLES:
+                oldest = min(self.vehicles.values(), key=lambda x: x["last_seen"] or 0)
+                del self.vehicles[oldest["device_id"]]
+            v = self.vehicles[device] = {
+                "device_id": device, "state": "unknown", "status": {}, "stats": {},
+                "stats_history": collections.deque(maxlen=HISTORY),
+                "coverage": collections.deque(maxlen=HISTORY), "snapshot": None, "snapshot_at": None,
+                "last_seen": None}
+        return v
 
     def _on_message(self, c, u, msg):
         parts = msg.topic.split("/")
         if len(parts) != 3:
             return
         _, device, kind = parts
+        if kind == "snapshot":
+            if msg.payload[:2] != b"\xff\xd8" or len(msg.payload) > MAX_SNAPSHOT:
+                return  # not a JPEG, or larger than any vehicle sends
+            with self.lock:
+                v = self._vehicle(device)
+                v["snapshot"], v["snapshot_at"] = bytes(msg.payload), time.time()
+            return
         try:
             p = json.loads(msg.payload)
         except ValueError:
             return
+        if not isinstance(p, dict):
+            return
         with self.lock:
             v = self._vehicle(device)
-            v["last_seen"] = time.time()
+            if not msg.retain:
+                v["last_seen"] = time.time()
+            elif v["last_seen"] is None:  # a retained message says nothing about now
+                from fleet.dashboard.health import parse_ts
+                v["last_seen"] = parse_ts(p.get("ts"))
             if kind == "status":
                 v["state"] = p.get("state", "unknown")
                 v["status"] = p
             elif kind == "stats":
                 v["stats"] = p
+                v["stats_history"].append(p)
             elif kind == "coverage":
                 v["coverage"].append(p)
 
-    def snapshot(self) -> list[dict]:
-        """Rows for the fleet table, newest data first, plain values only."""
+    def api_url(self, device: str, override: str = "") -> str | None:
+        """The vehicle's own device API (announced in its status), unless overridden."""
+        if override:
+            return override.rstrip("/")
         with self.lock:
-            rows = []
-            for d, v in sorted(self.vehicles.items()):
-                last = v["coverage"][-1] if v["coverage"] else {}
-                rows.append({"vehicle": d, "state": v["state"],
-                             "fps": last.get("fps") or v["stats"].get("fps", {}).get("achieved"),
-                             "road ahead drivable %": round(100 * last["zones"]["road_ahead"]["drivable"], 1)
-                             if last else None,
-                             "model": (v["status"].get("model") or {}).get("name"),
-                             "summaries": len(v["coverage"]),
-                             "last seen s ago": round(time.time() - v["last_seen"], 1) if v["last_seen"] else None})
-            return rows
+            v = self.vehicles.get(device)
+            return (v or {}).get("status", {}).get("api")
+
+    def view(self) -> list[dict]:
+        """A consistent copy of every vehicle (for alerts and charts)."""
+        with self.lock:
+            return [dict(v, stats_history=list(v["stats_history"]), coverage=list(v["coverage"]))
+                    for _, v in sorted(self.vehicles.items())]
+
+    def snapshot(self) -> list[dict]:
+        """Rows for the fleet table, plain values only."""
+        rows = []
+        now = time.time()
+        for v in self.view():
+            last = v["coverage"][-1] if v["coverage"] else {}
+            st = v["stats"]
+            fps = st.get("fps", {})
+            lat = st.get("latency_ms", {})
+            mqtt = st.get("mqtt", {})
+            model = v["status"].get("model") or st.get("model") or {}
+            rows.append({
+                "vehicle": v["device_id"], "state": v["state"],
+                "fps": last.get("fps") or fps.get("achieved"), "target fps": fps.get("target"),
+                "dropped frames": st.get("dropped_frames"), "latency p50 ms": lat.get("p50"),
+                "latency p99 ms": lat.get("p99"), "CPU °C": st.get("cpu_temp_c"),
+                "RSS MB": (st.get("memory") or {}).get("rss_mb"), "MQTT queued": mqtt.get("queued"),
+                "MQTT dropped": mqtt.get("dropped"),
+                "uptime min": round(st["uptime_s"] / 60, 1) if st.get("uptime_s") is not None else None,
+                "road ahead drivable %": round(100 * last["zones"]["road_ahead"]["drivable"], 1) if last else None,
+                "model": model.get("name"), "sha256": (model.get("sha256") or "")[:12] or None,
+                "summaries": len(v["coverage"]),
+                "last seen s ago": round(now - v["last_seen"], 1) if v["last_seen"] else None,
+                "live view": v["status"].get("api")})
+        return rows
 
     def history(self, device: str) -> list[dict]:
         with self.lock:
             v = self.vehicles.get(device)
             return list(v["coverage"]) if v else []
+
+    def stats_history(self, device: str) -> list[dict]:
+        with self.lock:
+            v = self.vehicles.get(device)
+            return list(v["stats_history"]) if v else []

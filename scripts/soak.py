@@ -1,0 +1,269 @@
+"""Soak benchmark: the vehicle loop left alone, with its broker and camera failing.
+
+    .venv/bin/python scripts/soak.py --model dist/student.tflite --minutes 35 [--fps 30] \
+        [--broker-every 180 --broker-down 10] [--camera-every 150 --camera-down 8] [--out soak.json]
+
+Runs ``roadseg-run``'s Runner at ``--fps`` with the device API (an upload and a
+stats request every 5 s) and MQTT to a real mosquitto started here, which is
+stopped (SIGTERM, as a service restart does) and started again every
+``--broker-every`` seconds; the (synthetic) camera is
+unplugged every ``--camera-every`` seconds. A subscriber with a persistent
+session counts the coverage summaries; a NOTIFY_SOCKET stands in for systemd.
+
+Reports: RSS growth per hour after warm-up (least-squares slope of RSS
+samples), summaries lost (sequence numbers never received), watchdog gaps
+longer than ``--watchdog-s`` / 2, and recovery times: broker back -> the next
+summary received, camera back -> frames flowing. Not a timed unit test: a
+benchmark whose figures go into docs/RESULTS.md. The harness shares the
+process (its own state is a few counters), so RSS covers the loop, the API,
+the MQTT client and the interpreters.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_runtime import atomic  # noqa: E402
+from edge_runtime.device import memory_mb  # noqa: E402
+from edge_runtime.io.publisher import free_port  # noqa: E402
+
+log = logging.getLogger("roadseg.soak")
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path):
+        self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.exe).exists():
+            raise SystemExit("soak: mosquitto not found (apt install mosquitto)")
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                        f"persistence_location {self.workdir}/\nautosave_interval 1\n")
+        self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def kill(self) -> None:
+        """Stop the broker (SIGTERM: it saves its sessions, as a restarted service does)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+class Counter:
+    """Coverage sequence numbers received (persistent session, QoS 1)."""
+
+    def __init__(self, port: int, device: str):
+        import paho.mqtt.client as mqtt
+        self.seqs: set[int] = set()
+        self.last_at = 0.0
+        self.lock = threading.Lock()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-counter", clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"roadseg/{device}/coverage", qos=1)
+        c.on_message = self._on_message
+        c.reconnect_delay_set(0.2, 1)
+        c.connect("127.0.0.1", port, keepalive=5)
+        c.loop_start()
+        self.client = c
+
+    def _on_message(self, c, u, msg):
+        with self.lock:
+            self.seqs.add(json.loads(msg.payload)["seq"])
+            self.last_at = time.monotonic()
+
+
+class Watchdog:
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.5)
+        self.last = time.monotonic()
+        self.max_gap = 0.0
+        self.gaps: list[float] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                data = self.sock.recv(256)
+            except OSError:
+                continue
+            if b"WATCHDOG=1" in data:
+                now = time.monotonic()
+                gap = now - self.last
+                self.max_gap = max(self.max_gap, gap)
+                self.gaps.append(gap)
+                self.last = now
+
+
+def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
+    if len(samples) < 3:
+        return None
+    import numpy as np
+    t = np.array([s[0] for s in samples]) / 3600.0
+    r = np.array([s[1] for s in samples])
+    return float(np.polyfit(t, r, 1)[0])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--model", required=True)
+    p.add_argument("--minutes", type=float, default=35.0)
+    p.add_argument("--warmup-minutes", type=float, default=5.0)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--frame-size", default="480x640", help="synthetic camera frames HEIGHTxWIDTH")
+    p.add_argument("--broker-every", type=float, default=180.0)
+    p.add_argument("--broker-down", type=float, default=10.0)
+    p.add_argument("--camera-every", type=float, default=150.0)
+    p.add_argument("--camera-down", type=float, default=8.0)
+    p.add_argument("--watchdog-s", type=float, default=10.0, help="the service's WatchdogSec")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", help="write the report as JSON here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    import httpx
+
+    from edge_runtime.io.sources import LatestFrameSource, SyntheticCamera
+    from edge_runtime.preprocessing import parse_size
+    from edge_runtime.run import Runner, load_settings
+
+    work = Path(tempfile.mkdtemp(prefix="roadseg-soak-"))
+    broker = Mosquitto(work)
+    broker.start()
+    wd = Watchdog(work / "notify")
+    os.environ["NOTIFY_SOCKET"] = str(work / "notify")
+    http_port = free_port()
+    settings = load_settings({"model": args.model, "fps": args.fps, "device_id": "soak", "mqtt_host": "127.0.0.1",
+                              "mqtt_port": broker.port, "mqtt_protocol": "5", "publish_interval": 1.0,
+                              "stats_interval": 10.0, "threads": args.threads, "http": f"127.0.0.1:{http_port}",
+                              "duration": args.minutes * 60}, None, env={})
+    cam = SyntheticCamera(parse_size(args.frame_size), args.fps * 1.2)
+    source = LatestFrameSource(cam, "soak-camera").start()
+    runner = Runner(settings, source=source)
+    counter = Counter(broker.port, "soak")
+    t = threading.Thread(target=runner.run, name="runner")
+    t.start()
+    t0 = time.monotonic()
+    next_broker, next_camera = t0 + args.broker_every, t0 + args.camera_every
+    rss: list[tuple[float, float]] = []
+    broker_recovery, camera_recovery, api_errors, api_calls = [], [], 0, 0
+    upload = None
+    next_api = t0 + 5
+    last_report = t0
+    try:
+        while t.is_alive():
+            now = time.monotonic()
+            el = now - t0
+            if len(rss) == 0 or now - rss[-1][0] - t0 >= 10:
+                rss.append((el, memory_mb()["rss_mb"]))
+            if now >= next_api:
+                next_api = now + 5
+                try:
+                    if upload is None:
+                        import cv2
+                        upload = cv2.imencode(".jpg", cam._frames[0])[1].tobytes()
+                    api_calls += 2
+                    r1 = httpx.get(f"http://127.0.0.1:{http_port}/v1/stats", timeout=5)
+                    r2 = httpx.post(f"http://127.0.0.1:{http_port}/v1/segment",
+                                    files={"file": ("f.jpg", upload, "image/jpeg")}, timeout=10)
+                    api_errors += (r1.status_code != 200) + (r2.status_code != 200)
+                except httpx.HTTPError:
+                    api_errors += 1
+            if now >= next_broker:  # kill the broker, bring it back, time the summaries' return
+                broker.kill()
+                time.sleep(args.broker_down)
+                broker.start()
+                back = time.monotonic()
+                while time.monotonic() - back < 60 and counter.last_at < back:
+                    time.sleep(0.02)
+                broker_recovery.append(round(counter.last_at - back, 2) if counter.last_at >= back else None)
+                next_broker = time.monotonic() + args.broker_every
+            elif now >= next_camera:  # unplug the camera, plug it back, time the frames' return
+                cam.unplug()
+                time.sleep(args.camera_down)
+                n = runner.frames
+                cam.plug()
+                back = time.monotonic()
+                while time.monotonic() - back < 60 and runner.frames <= n:
+                    time.sleep(0.01)
+                camera_recovery.append(round(time.monotonic() - back, 2) if runner.frames > n else None)
+                next_camera = time.monotonic() + args.camera_every
+            if now - last_report >= 60:
+                last_report = now
+                log.info("%.0f/%.0f min: %d frames, RSS %.1f MB, %d summaries received, broker recoveries %s, "
+                         "camera recoveries %s", el / 60, args.minutes, runner.frames, rss[-1][1],
+                         len(counter.seqs), broker_recovery, camera_recovery)
+            time.sleep(0.2)
+    finally:
+        t.join(timeout=60)
+        time.sleep(3)  # last deliveries
+        wd.stop.set()
+        counter.client.loop_stop()
+        broker.kill()
+    sent = runner.seq
+    received = {s for s in counter.seqs if s <= sent}
+    warm = [s for s in rss if s[0] >= args.warmup_minutes * 60]
+    stats = runner.stats_payload()
+    report = {
+        "schema": "roadseg.soak/1", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": args.minutes,
+        "model": args.model, "fps_target": args.fps, "frame_size": args.frame_size, "threads": args.threads,
+        "frames": runner.frames, "fps_achieved": round(runner.frames / (args.minutes * 60), 2),
+        "rss_mb": {"start": rss[0][1], "after_warmup": warm[0][1] if warm else None, "end": rss[-1][1],
+                   "max": max(r for _, r in rss)},
+        "rss_growth_mb_per_hour_after_warmup": None if len(warm) < 3 else round(slope_mb_per_hour(warm), 3),
+        "summaries": {"published": sent, "received": len(received), "lost": sent - len(received),
+                      "dropped_by_queue": stats["mqtt"].get("dropped")},
+        "broker_outages": len(broker_recovery), "broker_recovery_s": broker_recovery,
+        "camera_outages": len(camera_recovery), "camera_recovery_s": camera_recovery,
+        "watchdog": {"pings": len(wd.gaps), "max_gap_s": round(wd.max_gap, 2),
+                     "misses": sum(g > args.watchdog_s / 2 for g in wd.gaps)},
+        "api": {"calls": api_calls, "errors": api_errors},
+        "camera_reconnects": stats["camera"]["reconnects"],
+    }
+    report["verdict"] = {
+        "rss_growth_below_1_mb_per_hour": report["rss_growth_mb_per_hour_after_warmup"] is not None
+        and report["rss_growth_mb_per_hour_after_warmup"] < 1.0,
+        "no_summary_lost": report["summaries"]["lost"] == 0,
+        "broker_recovery_below_5_s": all(r is not None and r < 5 for r in broker_recovery),
+        "camera_recovery_below_5_s": all(r is not None and r < 5 for r in camera_recovery),
+        "no_watchdog_miss": report["watchdog"]["misses"] == 0,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        atomic.write_text(args.out, text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(report["verdict"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
