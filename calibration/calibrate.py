@@ -45,7 +45,7 @@ def git_commit() -> str | None:
         return None
 
 
-def accuracy_gate(float_seg, quant_seg, samples, fmt: str) -> dict:
+def accuracy_gate(float_seg, quant_seg, samples, fmt: str, split: str = "val") -> dict:
     """Evaluate both on ``samples``; mIoU (both conventions), drop in points,
     per-class IoU drop and pixel agreement between the two predictions."""
     from edge_runtime.evaluation import evaluate_segmenters
@@ -54,7 +54,7 @@ def accuracy_gate(float_seg, quant_seg, samples, fmt: str) -> dict:
     mf, mq = ev.confusion["float"].compute(), ev.confusion["quantized"].compute()
     per_class = {c: (None if np.isnan(a) or np.isnan(b) else round(100 * (a - b), 3))
                  for c, a, b in zip(CATEGORIES, mf.iou, mq.iou)}
-    return {"split": "val", "images": len(samples),
+    return {"split": split, "images": len(samples),
             "float": {"miou7": round(mf.miou7, 6), "miou8": round(mf.miou8, 6)},
             "quantized": {"miou7": round(mq.miou7, 6), "miou8": round(mq.miou8, 6)},
             "drop_points": round(100 * (mf.miou8 - mq.miou8), 3),
@@ -65,7 +65,7 @@ def accuracy_gate(float_seg, quant_seg, samples, fmt: str) -> dict:
 
 
 def format_gate(g: dict, precision: str) -> str:
-    lines = [f"accuracy gate on {g['images']} val images ({precision} vs float):",
+    lines = [f"accuracy gate on {g['images']} {g['split']} images ({precision} vs float):",
              f"  mIoU-8  float {g['float']['miou8']:.4f}  {precision} {g['quantized']['miou8']:.4f}  "
              f"drop {g['drop_points']:+.2f} points",
              f"  mIoU-7  float {g['float']['miou7']:.4f}  {precision} {g['quantized']['miou7']:.4f}  "
@@ -79,7 +79,7 @@ def format_gate(g: dict, precision: str) -> str:
 def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str = "int8",
               samples: int = 200, selection: str = "diverse", output: str = "logits", max_drop: float = 1.0,
               force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None,
-              min_agreement: float = 0.95) -> dict:
+              min_agreement: float = 0.95, train_split: str = "train", val_split: str = "val") -> dict:
     from calibration import representative_data as rd
     from calibration.convert import convert, tensor_report
     from edge_runtime.labels import CATEGORIES
@@ -99,8 +99,8 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         raise FileNotFoundError(f"--model {model}: {e}") from None
     meta = exported.meta
     size = tuple(size or exported.size)
-    fmt, train = list_samples(data, "train", fmt)
-    _, val = list_samples(data, "val", fmt)
+    fmt, train = list_samples(data, train_split, fmt)
+    _, val = list_samples(data, val_split, fmt)
 
     t0 = time.time()
     picked, summary = ([], None)
@@ -119,7 +119,7 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         tmp_model = Path(td) / out.name
         tmp_model.write_bytes(tflite)
         q = TFLiteSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
-        gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt)
+        gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt, val_split)
         out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
                     "zero_point": int(q.output_zero), "height": q.output_size[0], "width": q.output_size[1],
                     "stride": size[0] // q.output_size[0]}
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="write the model even when the gate fails")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="interpreter threads for the gate")
+    p.add_argument("--train-split", default="train", help="frames to calibrate on (see roadseg-train)")
+    p.add_argument("--val-split", default="val", help="frames the gate scores on, e.g. holdout:0006R0")
     p.add_argument("--json", action="store_true", help="print the sidecar as one JSON object")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     def body():
         sidecar = calibrate(args.model, args.data, args.out, args.size, args.precision, args.samples,
                             args.selection, args.output, args.max_drop, args.force, args.format, args.seed,
-                            args.threads, args.min_agreement)
+                            args.threads, args.min_agreement, args.train_split, args.val_split)
         if args.json:
             print(json.dumps(sidecar))
 

@@ -48,6 +48,7 @@ class DistillConfig(RunConfig):
     no_kd: bool = False
     width: float = 1.0
     bn_momentum: float = 0.9
+    encoder_weights: str = "none"
 
 
 class Teachers:
@@ -163,7 +164,12 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
     run = start_run(cfg, resume, extra_config={"kind": "student"})
     teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
     with run.strategy.scope():
-        st = build_student(cfg.student, width=cfg.width, bn_momentum=cfg.bn_momentum)
+        kwargs = {"width": cfg.width, "bn_momentum": cfg.bn_momentum}
+        if "efficientnet" in cfg.student:  # pretrained encoders
+            kwargs = {"encoder_weights": cfg.encoder_weights, "bn_momentum": cfg.bn_momentum}
+        elif cfg.encoder_weights not in ("none", None):
+            raise ValueError(f"--encoder-weights applies to the EfficientNet-Lite students, not {cfg.student}")
+        st = build_student(cfg.student, **kwargs)
     seg = dataclasses.replace(st, input_size=cfg.size)
     crop = cfg.size
     stride = seg.output_stride
@@ -225,6 +231,7 @@ def add_arguments(p) -> None:
     a("--cache-views", type=int)
     a("--no-kd", action="store_true", default=None)
     a("--width", type=float)
+    a("--encoder-weights", help="imagenet, none, or a .pth file (EfficientNet-Lite students)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,15 +105,36 @@ def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float 
     feats = keras.Model(backbone.input, [backbone.layers[pos[8]].output, backbone.layers[pos[32]].output])
     inp = keras.Input((None, None, 3), dtype="float32", name="image")
     low, high = feats(inp)  # MobileNetV3's own Rescaling maps 0..255 to -1..1
+    model = keras.Model(inp, _lraspp_head(low, high, head_channels), name=f"lraspp_mobilenetv3_{variant}")
+    _set_bn_momentum(model, bn_momentum)
+    return _student(model, f"lraspp-mobilenetv3-{variant}")
+
+
+def _lraspp_head(low, high, head_channels: int):
+    """LR-ASPP's head: 1/32 (or 1/16) features gated by their pooled
+    sigmoid, upsampled to the 1/8 features, each with a 1x1 classifier, summed."""
     a = _conv_bn_relu(high, head_channels, 1)
     g = layers.GlobalAveragePooling2D(keepdims=True)(high)
     g = layers.Conv2D(head_channels, 1, activation="sigmoid")(g)
     a = layers.Multiply()([a, g])
     a = ResizeLike("bilinear")(a, low)
-    logits = layers.Add(name="logits")([layers.Conv2D(NUM_CLASSES, 1)(a), layers.Conv2D(NUM_CLASSES, 1)(low)])
-    model = keras.Model(inp, logits, name=f"lraspp_mobilenetv3_{variant}")
-    _set_bn_momentum(model, bn_momentum)
-    return _student(model, f"lraspp-mobilenetv3-{variant}")
+    return layers.Add(name="logits")([layers.Conv2D(NUM_CLASSES, 1)(a), layers.Conv2D(NUM_CLASSES, 1)(low)])
+
+
+def build_lraspp_lite(variant: str = "lite0", encoder_weights: str | None = "none", head_channels: int = 128,
+                      bn_momentum: float = 0.9, **_) -> SegModel:
+    """LR-ASPP on EfficientNet-Lite (ReLU6, no squeeze-excite: int8-friendly),
+    whose ImageNet weights are read offline (``encoder_weights='imagenet'``)."""
+    from trainer.efficientnet_lite import build_efficientnet_lite
+    weights = None if encoder_weights in (None, "none") else encoder_weights
+    encoder = build_efficientnet_lite(variant, weights, (None, None, 3), input_dtype="float32",
+                                      name=f"efficientnet_{variant}")
+    inp = keras.Input((None, None, 3), dtype="float32", name="image")
+    _, low, _, high = encoder(inp)  # strides 4, 8, 16, 32
+    model = keras.Model(inp, _lraspp_head(low, high, head_channels), name=f"lraspp_efficientnet_{variant}")
+    if weights is None:
+        _set_bn_momentum(model, bn_momentum)
+    return _student(model, f"lraspp-efficientnet-{variant}")
 
 
 def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tuple[int, int, int] = (2, 2, 2),
@@ -150,6 +171,7 @@ STUDENTS: dict[str, Callable[..., SegModel]] = {
     "lraspp-mobilenetv3-small": lambda **kw: build_lraspp("small", **kw),
     "lraspp-mobilenetv3-large": lambda **kw: build_lraspp("large", **kw),
     "roadseg-fast": build_roadseg_fast,
+    "lraspp-efficientnet-lite0": lambda **kw: build_lraspp_lite("lite0", **kw),
 }
 
 

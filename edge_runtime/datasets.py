@@ -52,12 +52,29 @@ def detect_format(root: str | Path) -> str:
 
 def list_samples(root: str | Path, split: str, fmt: str = "auto") -> tuple[str, list[Sample]]:
     """Return ``(format, samples)`` for ``split``, sorted by name. Every image
-    must have its label."""
+    must have its label.
+
+    Besides the dataset's own splits, two derived ones judge generalization
+    honestly: ``holdout:PREFIX`` is every train and val frame whose name starts
+    with PREFIX (a sequence, e.g. CamVid's ``0006R0``, or a Cityscapes city),
+    ``except:PREFIX`` every train and val frame that does not. Train on
+    ``except:0006R0``, validate on ``holdout:0006R0``: no sequence is in both."""
     root = Path(root)
     if fmt == "auto":
         fmt = detect_format(root)
     elif fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; valid: auto, {', '.join(FORMATS)}")
+    kind, sep, prefix = split.partition(":")
+    if sep:
+        if kind not in ("holdout", "except") or not prefix:
+            raise DatasetError(f"split {split!r}: use train, val, holdout:PREFIX or except:PREFIX")
+        pool = list_samples(root, "train", fmt)[1] + list_samples(root, "val", fmt)[1]
+        picked = sorted((s for s in pool if s.name.startswith(prefix) == (kind == "holdout")), key=lambda s: s.name)
+        if not picked:
+            raise DatasetError(f"split {split!r}: no train or val frame " +
+                               ("starts" if kind == "holdout" else "is left that does not start") +
+                               f" with {prefix!r} in {root}")
+        return fmt, picked
     samples: list[Sample] = []
     if fmt == "cityscapes":
         if split == "test":

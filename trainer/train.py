@@ -36,7 +36,7 @@ def train(cfg: TrainConfig, resume: bool = False):
     """Train, evaluate, export; returns the run directory."""
     from trainer.loop import set_mixed_precision
     from trainer.losses import class_weights_from_counts, make_loss
-    from trainer.models import ARCHITECTURES, build_model
+    from trainer.models import ARCHITECTURES, build_model, framework_of
     from trainer.pipeline import AugmentConfig, DecodedSplit
 
     if cfg.arch not in ARCHITECTURES:
@@ -46,7 +46,7 @@ def train(cfg: TrainConfig, resume: bool = False):
         raise ValueError("--pretrained takes a keras-hub preset for segformer-*; "
                          "use --encoder-weights imagenet for segmentation-models encoders")
     crop = cfg.crop or ((cfg.size[0], cfg.size[0]) if is_segformer else cfg.size)
-    framework = "keras3" if is_segformer else "tf_keras"
+    framework = framework_of(cfg.arch)
     run = start_run(cfg, resume, extra_config={"crop": list(crop)})
     policy = set_mixed_precision(cfg.mixed_precision, framework)
     log.info("%s on %s (%d train / %d val images), crop %s, frame %s, %d replica(s), %s",
@@ -86,7 +86,7 @@ def add_arguments(p) -> None:
     a("--crop", type=parse_size, help="training crop HEIGHTxWIDTH (default: --size; square for SegFormer)")
     a("--class-weights", action="store_true", default=None, help="weight cross-entropy by inverse label frequency")
     a("--pretrained", help="keras-hub preset for segformer-* (needs a download)")
-    a("--encoder-weights", choices=["imagenet", "none"])
+    a("--encoder-weights", help="imagenet, none, or a weights file (EfficientNet-Lite .pth, for air-gapped machines)")
     a("--mixed-precision", choices=["auto", "on", "off"])
 
 
