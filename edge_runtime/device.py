@@ -23,6 +23,25 @@ def sd_notify(message: str) -> None:
         pass
 
 
+def heartbeat(path: str | None) -> None:
+    """Touch ``path`` (a container's HEALTHCHECK reads its age); no-op without one."""
+    if not path:
+        return
+    try:
+        Path(path).touch()
+    except OSError:
+        pass
+
+
+def heartbeat_age(path: str) -> float:
+    """Seconds since :func:`heartbeat` last touched ``path`` (inf when never)."""
+    import time
+    try:
+        return time.time() - Path(path).stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 # --- device health --------------------------------------------------------------
 
 def cpu_temperature() -> float | None:

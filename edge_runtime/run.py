@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from edge_runtime import cli, messages
-from edge_runtime.device import cpu_temperature, memory_mb, sd_notify
+from edge_runtime.device import cpu_temperature, heartbeat, memory_mb, sd_notify
 from edge_runtime.settings import ConfigError, RunSettings, load_settings
 
 log = logging.getLogger("roadseg.run")
@@ -75,7 +75,10 @@ class Runner:
     def __init__(self, settings: RunSettings, segmenter=None, source=None, publisher=None):
         from edge_runtime.model.segmenter import TFLiteSegmenter
         self.s = settings
-        self.seg = segmenter or TFLiteSegmenter(settings.model, settings.threads, settings.delegate)
+        from edge_runtime.model.interpreter import parse_delegate_options
+        self.delegate_options = parse_delegate_options(settings.delegate_options)
+        self.seg = segmenter or TFLiteSegmenter(settings.model, settings.threads, settings.delegate,
+                                                self.delegate_options)
         self.source = source
         self.publisher = publisher
         self.broker = None
@@ -148,7 +151,8 @@ class Runner:
         host, port = parse_http(self.s.http)
         self.live = LiveState()
         self.live.stats_fn = self.stats_payload
-        upload_seg = TFLiteSegmenter(self.s.model, threads=1, delegate=self.s.delegate)
+        upload_seg = TFLiteSegmenter(self.s.model, threads=1, delegate=self.s.delegate,
+                                     delegate_options=self.delegate_options)
         app = create_app(upload_seg, self.live, load_token(self.s.api_token_file), max_pixels=self.s.max_pixels,
                          max_inflight=self.s.max_inflight)
         self.http_server = serve_in_thread(app, host, port)
@@ -228,6 +232,7 @@ class Runner:
         (retained status) until frames come back."""
         if now - self._last_ping >= 1.0:
             sd_notify("WATCHDOG=1")
+            heartbeat(self.s.heartbeat_file)
             self._last_ping = now
         state = getattr(self.source, "state", "live")
         if got_frame or state == "live":
@@ -359,6 +364,8 @@ def build_parser():
     a("--stop-timeout", type=float, help="seconds to flush queued messages at stop; default 5")
     a("--threads", type=int, help="interpreter threads (default: all cores)")
     a("--delegate", help="external delegate library, e.g. libedgetpu.so.1")
+    a("--delegate-option", action="append", metavar="KEY=VALUE",
+      help="an option for --delegate (repeat), e.g. device=usb:0 for an Edge TPU")
     a("--max-frames", type=int)
     a("--duration", type=float, help="seconds to run")
     a("--no-realtime", dest="realtime", action="store_const", const=False,
@@ -378,6 +385,7 @@ def build_parser():
     a("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
     a("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")
     a("--max-inflight", type=int, help="uploads the API segments at once (more get 503); default 2")
+    a("--heartbeat-file", help="a file touched every second while the loop runs (container health checks)")
     a("--config", help="TOML file of settings")
     a("--json", action="store_true", help="print the final stats as one JSON object")
     a("-v", "--verbose", action="store_true")
@@ -390,8 +398,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def body():
-        settings = load_settings({k: v for k, v in vars(args).items() if k not in ("json", "verbose")},
-                                 args.config)
+        cli_values = {k: v for k, v in vars(args).items() if k not in ("json", "verbose", "delegate_option")}
+        if args.delegate_option:
+            cli_values["delegate_options"] = ";".join(args.delegate_option)
+        settings = load_settings(cli_values, args.config)
         runner = Runner(settings)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, runner.request_stop)

@@ -31,6 +31,7 @@ class RunSettings:
     log_interval: float = 5.0
     threads: int | None = None
     delegate: str | None = None
+    delegate_options: str | None = None     # "key=value;key=value" (TOML/env); --delegate-option repeats
     max_frames: int | None = None
     duration: float | None = None
     realtime: bool = True
@@ -45,6 +46,7 @@ class RunSettings:
     max_inflight: int = 2
     camera_wait: float = 10.0
     ha_interval: float = 60.0
+    heartbeat_file: str | None = None
     snapshot_interval: float = 0.0
     snapshot_max_kb: int = 48
 

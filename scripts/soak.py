@@ -143,7 +143,7 @@ def main(argv=None) -> int:
                                 allow_abbrev=False)
     p.add_argument("--model", required=True)
     p.add_argument("--minutes", type=float, default=35.0)
-    p.add_argument("--warmup-minutes", type=float, default=5.0)
+    p.add_argument("--warmup-minutes", type=float, default=10.0)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--frame-size", default="480x640", help="synthetic camera frames HEIGHTxWIDTH")
     p.add_argument("--broker-every", type=float, default=180.0)
@@ -207,7 +207,8 @@ def main(argv=None) -> int:
                     api_errors += (r1.status_code != 200) + (r2.status_code != 200)
                 except httpx.HTTPError:
                     api_errors += 1
-            if now >= next_broker:  # kill the broker, bring it back, time the summaries' return
+            quiet_end = el > args.minutes * 60 - args.broker_down - 60  # no outage that the run's end would cut
+            if now >= next_broker and not quiet_end:  # stop the broker, bring it back, time the summaries' return
                 broker.kill()
                 time.sleep(args.broker_down)
                 broker.start()
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
                     time.sleep(0.02)
                 broker_recovery.append(round(counter.last_at - back, 2) if counter.last_at >= back else None)
                 next_broker = time.monotonic() + args.broker_every
-            elif now >= next_camera:  # unplug the camera, plug it back, time the frames' return
+            elif now >= next_camera and not quiet_end:  # unplug the camera, plug it back, time the frames' return
                 cam.unplug()
                 time.sleep(args.camera_down)
                 n = runner.frames
@@ -234,7 +235,9 @@ def main(argv=None) -> int:
             time.sleep(0.2)
     finally:
         t.join(timeout=60)
-        time.sleep(3)  # last deliveries
+        deadline = time.monotonic() + 30  # let the subscriber receive what was delivered
+        while time.monotonic() < deadline and sum(counter.seen[1:runner.seq + 1]) < runner.seq:
+            time.sleep(0.2)
         wd.stop.set()
         counter.client.loop_stop()
         broker.kill()
@@ -249,6 +252,8 @@ def main(argv=None) -> int:
         "rss_mb": {"start": rss[0][1], "after_warmup": warm[0][1] if warm else None, "end": rss[-1][1],
                    "max": max(r for _, r in rss)},
         "rss_growth_mb_per_hour_after_warmup": None if len(warm) < 3 else round(slope_mb_per_hour(warm), 3),
+        "rss_growth_mb_per_hour_last_half": None if len(rss) < 6 else round(slope_mb_per_hour(rss[len(rss) // 2:]), 3),
+        "rss_samples": [(round(t), r) for t, r in rss],  # every 10 s: (seconds, MB)
         "summaries": {"published": sent, "received": received, "lost": sent - received,
                       "dropped_by_queue": stats["mqtt"].get("dropped")},
         "broker_outages": len(broker_recovery), "broker_recovery_s": broker_recovery,

@@ -29,3 +29,34 @@ def test_dockerfile_lints_and_refers_to_real_things(path):
         assert re.search(rf"^{e} = \[", scripts, re.M), f"extra {e} missing"
     if "runtime" in path.name:
         assert "train" not in extras  # the vehicle image never carries TensorFlow
+
+
+def test_runtime_image_serves_what_it_exposes_and_checks_the_loop():
+    text = (ROOT / "docker" / "runtime.Dockerfile").read_text()
+    port = re.search(r"^EXPOSE (\d+)", text, re.M).group(1)
+    assert f"ROADSEG_HTTP=0.0.0.0:{port}" in text  # the API binds where the image says it listens
+    beat = re.search(r"ROADSEG_HEARTBEAT_FILE=(\S+)", text).group(1)
+    assert "heartbeat_age" in text and f"'{beat}'" in text  # the health check reads the loop's heartbeat
+    train = (ROOT / "docker" / "train.Dockerfile").read_text()
+    assert '--user "$(id -u):$(id -g)"' in train and "HOME=/tmp" in train
+
+
+def test_heartbeat_file_follows_the_running_loop(tiny_tflite, tmp_path):
+    import threading
+    import time
+
+    from edge_runtime.device import heartbeat_age
+    from edge_runtime.io.publisher import NullPublisher
+    from edge_runtime.run import Runner, load_settings
+    beat = tmp_path / "beat"
+    assert heartbeat_age(str(beat)) == float("inf")
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 20, "device_id": "hb",
+                       "duration": 4.0}, None, env={"ROADSEG_HEARTBEAT_FILE": str(beat)})
+    runner = Runner(s, publisher=NullPublisher())
+    t = threading.Thread(target=runner.run)
+    t.start()
+    time.sleep(2.5)
+    assert heartbeat_age(str(beat)) < 1.5
+    t.join(timeout=30)
+    time.sleep(1.6)
+    assert heartbeat_age(str(beat)) > 1.5  # the loop stopped: the age grows

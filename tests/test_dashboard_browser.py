@@ -39,34 +39,47 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
                 break
             except OSError:
                 time.sleep(0.3)
-        pub.publish("coverage", {"schema": "roadseg.coverage/1", "device_id": "bus9", "seq": 1,
-                                 "ts": "2026-11-25T10:00:00.000Z", "frames": 10, "fps": 10.0,
-                                 "coverage": {"void": 0.1, "flat": 0.5, "construction": 0.1, "object": 0.05,
-                                              "nature": 0.05, "sky": 0.1, "human": 0.05, "vehicle": 0.05},
-                                 "zones": {z: {"drivable": 0.5, "obstacle": 0.1}
-                                           for z in ("road_ahead", "left", "centre", "right")},
-                                 "latency_ms": {"inference": 5, "total": 6}, "model": {"name": "m", "sha256": "x"}})
         from edge_runtime import messages
-        pub.publish("stats", messages.stats(
-            "bus9", achieved_fps=14.2, target_fps=15, frames=900, dropped_frames=12, skipped_ticks=3,
-            camera_reconnects=0, camera_state="live", latency_ms={"p50": 20.1, "p90": 25.0, "p99": 31.4},
-            cpu_temp_c=71.5, memory={"rss_mb": 140.2}, uptime_s=61.0,
-            mqtt={"queued": 0, "queued_total": 10, "sent": 10, "dropped": 0, "connected": True},
-            model={"name": "student-int8", "sha256": "abc"}))
+        from edge_runtime.coverage import CoverageAggregator
+        import numpy as np
+        seq = [0]
+
+        def vehicle_reports():
+            """What bus9 sends every interval (not retained: the dashboard sees it once it subscribed)."""
+            agg = CoverageAggregator()
+            agg.add(np.array([[1, 1, 7, 5], [1, 1, 6, 4]], np.uint8), 5.0, 6.0)
+            seq[0] += 1
+            pub.publish("coverage", messages.coverage("bus9", seq[0], agg.summary(), 14.2,
+                                                      {"name": "student-int8", "sha256": "abc"}))
+            pub.publish("stats", messages.stats(
+                "bus9", achieved_fps=14.2, target_fps=15, frames=900, dropped_frames=12, skipped_ticks=3,
+                camera_reconnects=0, camera_state="live", latency_ms={"p50": 20.1, "p90": 25.0, "p99": 31.4},
+                cpu_temp_c=71.5, memory={"rss_mb": 140.2}, uptime_s=61.0,
+                mqtt={"queued": 0, "queued_total": 10, "sent": 10, "dropped": 0, "connected": True},
+                model={"name": "student-int8", "sha256": "abc"}))
+
         flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1000",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1400",
                  "--virtual-time-budget=20000"]
         url = f"http://127.0.0.1:{port}/"
         shot = tmp_path / "dashboard.png"
         dom = ""
         deadline = time.time() + 150  # a loaded CI machine starts Streamlit and Chromium slowly
         while time.time() < deadline:  # the first load also starts the dashboard's MQTT subscriber
+            vehicle_reports()
             dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
             if "bus9" in dom and "van3" in dom and "71.5" in dom:
                 break
             time.sleep(2)
-        subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=90)
+        for _ in range(3):  # a few points on the charts for the picture
+            vehicle_reports()
+            time.sleep(1)
+        for _ in range(5):  # a fresh browser: until the page has rendered past its skeleton
+            subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=90)
+            if shot.is_file() and shot.stat().st_size > 30_000:
+                break
+            time.sleep(2)
         assert "bus9" in dom and "online" in dom, dom[-2000:]
         assert "van3" in dom and "van3 lost its camera: no such device" in dom  # the alert, with its cause
         assert "http://10.0.0.9:8080/v1/stream.mjpg" in dom  # bus9's own live view, from its status

@@ -391,3 +391,17 @@ def test_export_refuses_frames_of_another_size(tiny_student_run):
     assert m(np.zeros((2, *m.size, 3), np.uint8)).shape == (2, *m.size, 8)
     with pytest.raises(ValueError, match=r"takes uint8 RGB frames \[N,64,128,3\], got \[1, 128, 256, 3\]"):
         m(np.zeros((1, 128, 256, 3), np.uint8))
+
+
+def test_delegate_options_are_parsed_and_a_missing_library_is_one_line(tiny_tflite):
+    from edge_runtime.model.interpreter import parse_delegate_options
+    assert parse_delegate_options(["device=usb:0", "k = v"]) == {"device": "usb:0", "k": "v"}
+    assert parse_delegate_options("a=1;b=2") == {"a": "1", "b": "2"}
+    with pytest.raises(ValueError, match="is not KEY=VALUE"):
+        parse_delegate_options(["novalue"])
+    r = _run_cli("--model", str(tiny_tflite), "--source", "synthetic", "--delegate", "/nonexistent/libedgetpu.so.1",
+                 "--delegate-option", "device=usb:0")
+    assert r.returncode == 2 and "cannot load delegate /nonexistent/libedgetpu.so.1 with options" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run_cli("--model", str(tiny_tflite), "--source", "synthetic", "--delegate-option", "device=usb:0")
+    assert r.returncode == 2 and "--delegate-option needs --delegate" in r.stderr

@@ -218,10 +218,10 @@ def start_run(cfg: RunConfig, resume: bool = False, extra_config: dict | None = 
         prepare_run_dir(run_dir, resume)
     fmt, train_samples = list_samples(cfg.data, cfg.train_split, cfg.format)
     _, val_samples = list_samples(cfg.data, cfg.val_split, fmt)
-    overlap = {s.name for s in train_samples} & {s.name for s in val_samples}
+    overlap = {str(s.image) for s in train_samples} & {str(s.image) for s in val_samples}
     if overlap:
         raise ValueError(f"--train-split {cfg.train_split} and --val-split {cfg.val_split} share "
-                         f"{len(overlap)} frames (e.g. {sorted(overlap)[0]})")
+                         f"{len(overlap)} images (e.g. {sorted(overlap)[0]})")
     if len(train_samples) < cfg.batch:
         raise ValueError(f"{len(train_samples)} training images is fewer than one batch of {cfg.batch}")
     steps = cfg.steps_per_epoch or max(1, len(train_samples) // cfg.batch)

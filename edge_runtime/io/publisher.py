@@ -120,6 +120,8 @@ class MqttPublisher:
         self._dropped_logged = 0
         self._drop_warned_at = 0.0
         self.on_connected = []  # callables run (on paho's thread) after every (re)connection
+        self._flush_wanted = threading.Event()
+        self._flusher: threading.Thread | None = None
         self.connect_failures = 0
 
     @property
@@ -148,6 +150,10 @@ class MqttPublisher:
         c.on_publish = self._on_publish
         c.on_connect_fail = self._on_connect_fail
         self._client = c
+        # one long-lived flusher, not a thread per reconnection: a process that runs for days
+        # must not create threads (and their malloc arenas) for every broker outage
+        self._flusher = threading.Thread(target=self._flush_loop, name="mqtt-flush", daemon=True)
+        self._flusher.start()
         c.connect_async(self.s.host, self.s.port, keepalive=self.s.keepalive)
         c.loop_start()
         log.info("MQTT %s:%d (MQTT %s), topics %s/{status,coverage,stats}", self.s.host, self.s.port,
@@ -170,8 +176,11 @@ class MqttPublisher:
             log.warning("MQTT: %d queued and %d unacknowledged messages not delivered at stop",
                         len(self._queue), len(self._inflight))
         self._stopping = True
+        self._flush_wanted.set()
         self._client.disconnect()
         self._client.loop_stop()
+        if self._flusher is not None:
+            self._flusher.join(timeout=2)
         self._client = None
 
     @property
@@ -246,6 +255,13 @@ class MqttPublisher:
             self._counts["sent"] += 1
         return True
 
+    def _flush_loop(self) -> None:
+        while not self._stopping:
+            if self._flush_wanted.wait(0.5):
+                self._flush_wanted.clear()
+                if self._client is not None:
+                    self._flush()
+
     def _flush(self) -> None:
         with self._lock:
             while self._queue and self._connected.is_set():
@@ -267,7 +283,7 @@ class MqttPublisher:
             log.info("MQTT: delivering %d queued messages", len(self._queue))
         for fn in self.on_connected:
             fn()
-        threading.Thread(target=self._flush, daemon=True).start()
+        self._flush_wanted.set()  # the flusher thread delivers the queue, off paho's network thread
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         was = self._connected.is_set()

@@ -43,21 +43,42 @@ def check_tflite_file(path: str | Path) -> Path:
     return path
 
 
-def make_interpreter(path: str | Path, threads: int | None = None, delegate: str | None = None):
+def parse_delegate_options(items) -> dict[str, str]:
+    """``["key=value", ...]`` (or one ``"k=v;k2=v2"`` string) -> options for an external delegate."""
+    if not items:
+        return {}
+    if isinstance(items, str):
+        items = [i for i in items.split(";") if i]
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--delegate-option {item!r} is not KEY=VALUE (e.g. device=usb:0)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def make_interpreter(path: str | Path, threads: int | None = None, delegate: str | None = None,
+                     delegate_options: dict | None = None):
     """An allocated interpreter for ``path``. ``threads`` defaults to the
     number of cores; XNNPACK is the default CPU delegate of both backends;
-    ``delegate`` is the path of an external delegate (e.g. ``libedgetpu.so.1``)."""
+    ``delegate`` is the path of an external delegate (e.g. ``libedgetpu.so.1``)
+    and ``delegate_options`` its options (e.g. ``{"device": "usb:0"}`` for an
+    Edge TPU)."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"--threads {threads!r} must be a whole number of at least 1")
     path = check_tflite_file(path)
     Interpreter, load_delegate, backend, version = interpreter_api()
     threads = threads or os.cpu_count() or 1
     delegates = []
+    if delegate_options and not delegate:
+        raise ValueError("--delegate-option needs --delegate LIBRARY")
     if delegate:
         try:
-            delegates.append(load_delegate(delegate))
-        except (ValueError, OSError) as e:
-            raise ModelError(f"cannot load delegate {delegate}: {e}") from e
+            delegates.append(load_delegate(delegate, options=delegate_options or None))
+        except (ValueError, OSError, RuntimeError) as e:
+            raise ModelError(f"cannot load delegate {delegate}"
+                             f"{' with options ' + str(delegate_options) if delegate_options else ''}: {e}") from e
     try:
         interp = Interpreter(model_path=str(path), num_threads=threads,
                              experimental_delegates=delegates or None)

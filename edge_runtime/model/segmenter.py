@@ -40,9 +40,10 @@ class Timing:
 
 class TFLiteSegmenter:
     def __init__(self, model_path: str | Path, threads: int | None = None, delegate: str | None = None,
+                 delegate_options: dict | None = None,
                  verify_sidecar: bool = True, warn_without_sidecar: bool = True):
         self.path = Path(model_path)
-        self.interpreter = make_interpreter(self.path, threads, delegate)
+        self.interpreter = make_interpreter(self.path, threads, delegate, delegate_options)
         self.threads = threads
         self.sidecar = read_sidecar(self.path, verify=verify_sidecar)
         if self.sidecar is None and warn_without_sidecar:

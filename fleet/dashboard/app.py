@@ -93,9 +93,9 @@ def fleet_view():
     alerts = fleet_alerts(vehicles, time.time(), th)
     if alerts:
         for a in alerts:
-            st.error(f"**{a.kind.replace('_', ' ')}** — {a.message}, since {a.since_text}", icon="🚨")
+            st.error(f"**{a.kind.replace('_', ' ')}** — {a.message}, since {a.since_text}")
     else:
-        st.success(f"All {len(vehicles)} vehicles healthy.", icon="✅")
+        st.success(f"All {len(vehicles)} vehicles healthy.")
     rows = fleet.snapshot()
     for r in rows:
         r["live view"] = (f"{fleet.api_url(r['vehicle'], api)}/v1/stream.mjpg"
@@ -114,7 +114,7 @@ def fleet_view():
         if last:
             m = st.columns(6)
             fps = last.get("fps", {})
-            m[0].metric("FPS (target)", f"{fps.get('achieved', 0):.1f} ({fps.get('target', 0):g})")
+            m[0].metric("FPS / target", f"{fps.get('achieved', 0):.1f}/{fps.get('target', 0):g}")
             m[1].metric("dropped frames", last.get("dropped_frames"))
             m[2].metric("latency p99 ms", (last.get("latency_ms") or {}).get("p99"))
             temp = last.get("cpu_temp_c")
