@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,39 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from edge_runtime import atomic  # noqa: E402
 from edge_runtime.device import memory_mb  # noqa: E402
+from edge_runtime.io.broker import MosquittoProcess  # noqa: E402
 from edge_runtime.io.publisher import free_port  # noqa: E402
 
 log = logging.getLogger("roadseg.soak")
-
-
-class Mosquitto:
-    def __init__(self, workdir: Path):
-        self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(self.exe).exists():
-            raise SystemExit("soak: mosquitto not found (apt install mosquitto)")
-        self.port, self.workdir, self.proc = free_port(), workdir, None
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                        f"persistence_location {self.workdir}/\nautosave_interval 1\n")
-        self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def kill(self) -> None:
-        """Stop the broker (SIGTERM: it saves its sessions, as a restarted service does)."""
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 class Counter:
@@ -165,8 +135,10 @@ def main(argv=None) -> int:
     from edge_runtime.run import Runner, load_settings
 
     work = Path(tempfile.mkdtemp(prefix="roadseg-soak-"))
-    broker = Mosquitto(work)
-    broker.start()
+    try:
+        broker = MosquittoProcess(work).start()
+    except FileNotFoundError as e:
+        raise SystemExit(f"soak: {e}") from None
     wd = Watchdog(work / "notify")
     wd.miss_after = args.watchdog_s / 2
     os.environ["NOTIFY_SOCKET"] = str(work / "notify")
@@ -209,7 +181,7 @@ def main(argv=None) -> int:
                     api_errors += 1
             quiet_end = el > args.minutes * 60 - args.broker_down - 60  # no outage that the run's end would cut
             if now >= next_broker and not quiet_end:  # stop the broker, bring it back, time the summaries' return
-                broker.kill()
+                broker.stop()
                 time.sleep(args.broker_down)
                 broker.start()
                 back = time.monotonic()
@@ -240,7 +212,7 @@ def main(argv=None) -> int:
             time.sleep(0.2)
         wd.stop.set()
         counter.client.loop_stop()
-        broker.kill()
+        broker.stop()
     sent = runner.seq
     received = sum(counter.seen[1:sent + 1])
     warm = [s for s in rss if s[0] >= args.warmup_minutes * 60]

@@ -50,17 +50,17 @@ def tiny_tflite(tiny_student_run, synth_cityscapes, tmp_path_factory):
 # --- MQTT broker: real mosquitto on a free loopback port ---------------------------
 
 class Broker:
-    """A broker process the tests can stop and restart on the same port."""
+    """A broker the tests can stop and restart on the same port: mosquitto
+    (edge_runtime.io.broker), or the embedded amqtt where mosquitto is missing."""
 
     def __init__(self, workdir, persistence: bool = True):
-        import shutil
-        self.persistence = persistence
+        from edge_runtime.io.broker import mosquitto_path
         from edge_runtime.io.publisher import free_port
-        self.exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-        self.kind = "mosquitto" if self.exe else "amqtt"
+        self.persistence = persistence
+        self.kind = "mosquitto" if mosquitto_path() else "amqtt"
         self.port = free_port()
         self.workdir = Path(workdir)
-        self.proc = None
+        self.process = None
         self.embedded = None
 
     @property
@@ -68,36 +68,21 @@ class Broker:
         return self.kind == "mosquitto"
 
     def start(self):
-        import socket
-        import subprocess
-        import time
         if self.kind == "amqtt":
             from edge_runtime.io.publisher import EmbeddedBroker
             self.embedded = EmbeddedBroker("127.0.0.1", self.port).start()
             return self
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        f"persistence {'true' if self.persistence else 'false'}\n"
-                        f"persistence_location {self.workdir}/\nautosave_interval 1\n")
-        self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+        from edge_runtime.io.broker import MosquittoProcess
+        self.process = MosquittoProcess(self.workdir, self.port, self.persistence).start()
+        return self
 
     def stop(self):
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
 
 
 @pytest.fixture
