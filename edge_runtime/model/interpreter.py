@@ -74,6 +74,12 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
     if delegate_options and not delegate:
         raise ValueError("--delegate-option needs --delegate LIBRARY")
     if delegate:
+        import ctypes
+        try:  # first by ctypes: a Delegate that fails to load prints a traceback when collected
+            ctypes.CDLL(delegate)
+        except OSError as e:
+            raise ModelError(f"cannot load delegate {delegate}"
+                             f"{' with options ' + str(delegate_options) if delegate_options else ''}: {e}") from None
         try:
             delegates.append(load_delegate(delegate, options=delegate_options or None))
         except (ValueError, OSError, RuntimeError) as e:
