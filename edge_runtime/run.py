@@ -313,7 +313,7 @@ class Runner:
         log.info("%.1f FPS (target %g), latency p50 %.1f ms, inference %.1f ms, dropped %d, mqtt sent %d queued %d",
                  self.frames / max(elapsed, 1e-9), self.s.fps, float(np.median(self.latencies or [0.0])),
                  float(np.median(self.inference or [0.0])), self.source.stats()["dropped"],
-                 self.publisher.counts["sent"], len(getattr(self.publisher, "_queue", ())))
+                 self.publisher.counts["sent"], self.publisher.counts["queued"])
 
     def _show(self, frame, order, classes) -> None:
         if self.live is not None:

@@ -108,12 +108,13 @@ class MqttPublisher:
             raise ValueError(f"max_queued must be at least 1, got {settings.max_queued}")
         self.s = settings
         self._queue: collections.deque = collections.deque()
-        self._counts = {"queued_total": 0, "sent": 0, "dropped": 0}
+        self._counts = {"queued_total": 0, "sent": 0, "dropped": 0, "skipped": 0}
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._inflight: set[int] = set()
         self._status: dict = {}
         self._state = "online"
+        self._state_extra: dict = {}
         self._client = None
         self._stopping = False
         self._warned_at = 0.0
@@ -224,7 +225,7 @@ class MqttPublisher:
                 self._send(item)
                 return
             if not queue:
-                self._counts["skipped"] = self._counts.get("skipped", 0) + 1
+                self._counts["skipped"] += 1
                 return
             if len(self._queue) >= self.s.max_queued:
                 self._queue.popleft()
@@ -276,7 +277,7 @@ class MqttPublisher:
             return
         self._connected.set()
         log.info("MQTT connected to %s:%d", self.s.host, self.s.port)
-        extra = getattr(self, "_state_extra", {}) if self._state != "online" else {}
+        extra = self._state_extra if self._state != "online" else {}
         client.publish(self.topic("status"), json.dumps(self._status_payload(self._state, **extra)), qos=1,
                        retain=True)
         if self._queue:
