@@ -75,9 +75,13 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
         for _ in range(3):  # a few points on the charts for the picture
             vehicle_reports()
             time.sleep(1)
-        for _ in range(5):  # a fresh browser: until the page has rendered past its skeleton
+        # The picture is for docs/img, not the test (the DOM above is): a fresh
+        # browser on a loaded machine may catch Streamlit's skeleton, so try
+        # for a while for a rendered page, but only the PNG itself is asserted.
+        deadline = time.time() + 30
+        while True:
             subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=90)
-            if shot.is_file() and shot.stat().st_size > 30_000:
+            if (shot.is_file() and shot.stat().st_size > 30_000) or time.time() > deadline:
                 break
             time.sleep(2)
         assert "bus9" in dom and "online" in dom, dom[-2000:]
@@ -85,9 +89,10 @@ def test_browser_shows_vehicle_row(broker, tmp_path):
         assert "http://10.0.0.9:8080/v1/stream.mjpg" in dom  # bus9's own live view, from its status
         assert "71.5" in dom and "CPU °C" in dom  # a stats figure
         assert "<title>roadseg fleet</title>" in dom and "Deploy" not in dom
-        assert shot.is_file() and shot.stat().st_size > 10_000
+        assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         out = os.environ.get("ROADSEG_SCREENSHOT_DIR")
-        if out:
+        if out:  # refreshing docs/img: only a rendered page will do
+            assert shot.stat().st_size > 30_000, "the dashboard did not render past its skeleton"
             shutil.copy(shot, Path(out) / "dashboard.png")
     finally:
         app.terminate()
