@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Reproduce the CamVid results from scratch; resumable stage by stage.
-# Usage: scripts/reproduce_camvid.sh /path/to/camvid   (see scripts/reproduce_camvid.py for variables)
+# Reproduce the CamVid results; resumable stage by stage.
+# Usage: scripts/reproduce_camvid.sh /path/to/camvid
+#   RECIPE=pretrained (default): ImageNet EfficientNet-Lite encoders, sequence-disjoint
+#                     validation on 0006R0 (scripts/reproduce_pretrained.py; ~150 min on 2 cores,
+#                     TEACHER_WEIGHTS=DIR imports a teacher trained on a GPU instead)
+#   RECIPE=scratch:   the from-scratch teachers and students on CamVid val (scripts/reproduce_camvid.py)
+#   RECIPE=both:      one after the other
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
+recipe=${RECIPE:-pretrained}
+case "$recipe" in pretrained|scratch|both) ;; *) echo "RECIPE must be pretrained, scratch or both, not $recipe" >&2; exit 2;; esac
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-.venv/bin/python -m pip install -q -e ".[train,runtime]"
-exec .venv/bin/python scripts/reproduce_camvid.py "$1"
+.venv/bin/python -m pip install -q -e ".[train,runtime,pretrained]"
+if [ "$recipe" != scratch ]; then .venv/bin/python scripts/reproduce_pretrained.py "$1"; fi
+if [ "$recipe" != pretrained ]; then .venv/bin/python scripts/reproduce_camvid.py "$1"; fi

@@ -194,6 +194,45 @@ def build_fpn_lite(variant: str, size: tuple[int, int], encoder_weights: str | N
     return SegModel(model, "keras3", f"fpn-efficientnet-{variant}", (h, w))
 
 
+def load_weight_files(model: Any, paths: list[str]) -> None:
+    """Set ``model``'s weights from a Keras ``.weights.h5`` or from ``.npz``
+    files whose arrays, named ``w00000``, ``w00001``, ... across all the
+    files, are ``model.get_weights()`` in order: how weights move between
+    Keras backends (``scripts/teacher_keras_backend.py``). Everything is
+    checked before anything is set: a wrong architecture or size is refused
+    with the first mismatch named."""
+    import numpy as np
+
+    files = [str(p) for p in paths]
+    if len(files) == 1 and files[0].endswith(".h5"):
+        try:
+            model.load_weights(files[0])
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot load weights from {files[0]}: {e}") from e
+        return
+    arrays: dict[str, np.ndarray] = {}
+    for f in files:
+        if not f.endswith(".npz"):
+            raise ValueError(f"--init-weights takes one .weights.h5 or .npz parts, not {f}")
+        try:
+            with np.load(f) as z:
+                arrays.update({k: z[k] for k in z.files})
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read weights from {f}: {e}") from e
+    current = model.get_weights()
+    names = [f"w{i:05d}" for i in range(len(current))]
+    missing = [n for n in names if n not in arrays]
+    if missing or len(arrays) != len(current):
+        raise ValueError(f"{', '.join(files)} hold {len(arrays)} arrays, {model.name} has {len(current)} weights"
+                         + (f" (first missing: {missing[0]})" if missing else "") + ": another architecture?")
+    for i, (n, cur) in enumerate(zip(names, current)):
+        if arrays[n].shape != cur.shape:
+            w = model.weights[i]
+            raise ValueError(f"weight {i} ({getattr(w, 'path', w.name)}) is {arrays[n].shape} in the file, "
+                             f"{cur.shape} in {model.name}: another architecture or input size?")
+    model.set_weights([arrays[n].astype(c.dtype) for n, c in zip(names, current)])
+
+
 def framework_of(name: str) -> str:
     """Which Keras builds architecture ``name``."""
     return "keras3" if name.startswith(("segformer", "fpn-efficientnet-lite")) else "tf_keras"

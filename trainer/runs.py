@@ -285,7 +285,8 @@ def _finish(seg, run: Run, state: dict, train_seconds: float, extra_meta: dict |
     params = int(sum(int(np.prod(v.shape)) for v in seg.model.weights))
     export_savedmodel(seg, run.cfg.size, out / "export", extra_meta={
         "best_epoch": state["best_epoch"], "params": params, **(extra_meta or {})})
-    plot_curves(out / "history.csv", out / "curves.png")
+    if (out / "history.csv").is_file():  # --epochs 0 (imported weights) trains nothing
+        plot_curves(out / "history.csv", out / "curves.png")
     report = evaluate_export(out / "export", run.val_samples, run.fmt)
     report.update({"best_epoch": state["best_epoch"], "params": params,
                    "train_seconds": round(train_seconds, 1), "arch": seg.arch})

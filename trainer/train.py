@@ -3,7 +3,12 @@
     roadseg-train --arch fpn-efficientnetb0 --data PATH --out runs/fpn-b0 \
         [--size 192x256] [--crop HxW] [--epochs 10] [--steps-per-epoch N] [--batch 8] [--lr 1e-3] \
         [--loss ce+dice] [--class-weights] [--pretrained PRESET] [--encoder-weights none] \
-        [--resume] [--config FILE]
+        [--init-weights FILE ...] [--resume] [--config FILE]
+
+``--init-weights`` starts from weights trained elsewhere (a ``.weights.h5``,
+or ``.npz`` arrays in ``get_weights()`` order such as
+``scripts/teacher_keras_backend.py`` writes on a JAX or PyTorch machine);
+with ``--epochs 0`` the run only evaluates, exports and reports them.
 
 A run directory holds config.json (everything needed to rerun),
 best.weights.h5 and the last checkpoint, history.csv, curves.png,
@@ -30,13 +35,14 @@ class TrainConfig(RunConfig):
     encoder_weights: str = "none"
     mixed_precision: str = "auto"
     model_kwargs: dict = field(default_factory=dict)
+    init_weights: list[str] = field(default_factory=list)
 
 
 def train(cfg: TrainConfig, resume: bool = False):
     """Train, evaluate, export; returns the run directory."""
     from trainer.loop import set_mixed_precision
     from trainer.losses import class_weights_from_counts, make_loss
-    from trainer.models import ARCHITECTURES, build_model, framework_of
+    from trainer.models import ARCHITECTURES, build_model, framework_of, load_weight_files
     from trainer.pipeline import AugmentConfig, DecodedSplit
 
     if cfg.arch not in ARCHITECTURES:
@@ -58,6 +64,9 @@ def train(cfg: TrainConfig, resume: bool = False):
         else:
             kwargs["encoder_weights"] = cfg.encoder_weights
         seg = build_model(cfg.arch, crop, **kwargs)
+        if cfg.init_weights and not resume:
+            load_weight_files(seg.model, cfg.init_weights)
+            log.info("initial weights from %s", ", ".join(cfg.init_weights))
     weights = None
     if cfg.class_weights:
         from trainer.data_cli import category_stats
@@ -88,6 +97,9 @@ def add_arguments(p) -> None:
     a("--pretrained", help="keras-hub preset for segformer-* (needs a download)")
     a("--encoder-weights", help="imagenet, none, or a weights file (EfficientNet-Lite .pth, for air-gapped machines)")
     a("--mixed-precision", choices=["auto", "on", "off"])
+    a("--init-weights", action="append", metavar="FILE",
+      help="start from these weights: a .weights.h5, or .npz arrays in get_weights() order (repeatable: "
+           "the parts of one set); with --epochs 0, only evaluate and export them")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,142 @@
+"""Reproduce the pretrained, sequence-disjoint CamVid results (issue 13).
+
+    scripts/reproduce_camvid.sh /path/to/camvid                 # RECIPE=pretrained, the default
+    TEACHER_WEIGHTS=out/ scripts/reproduce_camvid.sh /path/to/camvid   # a teacher trained on a GPU
+
+Every model trains on the 367 frames of train + val outside sequence 0006R0
+and is scored on all 101 frames of 0006R0, a road sequence it never saw
+(``--train-split except:0006R0 --val-split holdout:0006R0``). CamVid's val
+split is part of that training set here, so val numbers are not reported for
+these models: see the from-scratch tables (RECIPE=scratch) for val.
+
+Stages (each skipped when its outputs exist; training resumes from its
+last checkpoint):
+
+ 1. teacher    FPN on ImageNet EfficientNet-Lite2. With TEACHER_WEIGHTS (the
+               folder ``scripts/teacher_keras_backend.py train`` wrote on a GPU
+               machine) it is imported with ``roadseg-train --epochs 0
+               --init-weights``; otherwise trained here at TEACHER_SIZE for
+               TEACHER_EPOCHS (the CPU budget: far below what a GPU does).
+ 2. students   LR-ASPP on ImageNet EfficientNet-Lite0, labels only and with KD
+               from the teacher, for each seed in SEEDS (same schedule both ways);
+               FAST=1 adds roadseg-fast (seed 0) both ways.
+ 3. int8       every student calibrated to int8 at SIZE, scored on 0006R0 through
+               the LiteRT interpreter by calibration's gate.
+ 4. speed      the best int8 student next to LR-ASPP MobileNetV3-Large int8 at the
+               same SIZE (trained one short epoch: its speed, not its accuracy, is
+               the point), end to end, 1 and 2 threads, interleaved.
+ 5. report     docs/measurements/05-pretrained.md and docs/img/pretrained-per-class.png.
+
+Budget at the defaults on a 2-core x86 CPU without TEACHER_WEIGHTS: about
+150 minutes (teacher 8 epochs at 192x256 about 35, four students about 20
+each plus two teacher caches about 6 each, int8 and speed about 10).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reproduce_camvid import BIN, ROOT, log, run, stage_done  # noqa: E402
+
+E = os.environ.get
+SIZE = E("SIZE", "192x256")
+TEACHER_SIZE = E("TEACHER_SIZE", "192x256")
+TEACHER_EPOCHS = E("TEACHER_EPOCHS", "8")
+TEACHER_WEIGHTS = E("TEACHER_WEIGHTS")
+STUDENT_EPOCHS = E("STUDENT_EPOCHS", "20")
+SEEDS = [int(s) for s in E("SEEDS", "0,1").split(",")]
+FAST = E("FAST", "0") == "1"
+HOLDOUT = E("HOLDOUT", "0006R0")
+BENCH_FRAMES = E("BENCH_FRAMES", "150")
+RUNS = Path(E("RUNS", str(ROOT / "runs" / "pretrained")))
+DIST = Path(E("DIST", str(ROOT / "dist" / "pretrained")))
+SPLIT = ["--train-split", f"except:{HOLDOUT}", "--val-split", f"holdout:{HOLDOUT}"]
+STUDENT = "lraspp-efficientnet-lite0"
+
+
+def teacher(data: str, logs: Path) -> Path:
+    out = RUNS / "teacher-fpn-lite2"
+    if stage_done(out):
+        return out
+    if TEACHER_WEIGHTS:
+        tl = json.loads((Path(TEACHER_WEIGHTS) / "train_log.json").read_text())
+        parts = sum((["--init-weights", str(Path(TEACHER_WEIGHTS) / f)] for f in tl["weight_files"]), [])
+        run([str(BIN / "roadseg-train"), "--arch", tl["arch"], "--data", data, "--size", "x".join(map(str, tl["size"])),
+             "--epochs", "0", *parts, *SPLIT, "--out", str(out)], logs / "teacher.log")
+    else:
+        run([str(BIN / "roadseg-train"), "--arch", "fpn-efficientnet-lite2", "--encoder-weights", "imagenet",
+             "--data", data, "--size", TEACHER_SIZE, "--epochs", TEACHER_EPOCHS, "--batch", "8", "--lr", "1e-3",
+             "--seed", "0", *SPLIT, "--out", str(out),
+             *(["--resume"] if (out / "checkpoints" / "last.npz").is_file() else [])], logs / "teacher.log")
+    return out
+
+
+def students(data: str, t: Path, logs: Path) -> list[str]:
+    jobs = [(STUDENT, s, kd) for s in SEEDS for kd in (False, True)]
+    if FAST:
+        jobs += [("roadseg-fast", 0, False), ("roadseg-fast", 0, True)]
+    names = []
+    for arch, seed, kd in jobs:
+        name = f"{'lite0' if arch == STUDENT else 'fast'}-{'kd' if kd else 'nokd'}-s{seed}"
+        names.append(name)
+        out = RUNS / name
+        if stage_done(out):
+            continue
+        enc = ["--encoder-weights", "imagenet"] if arch == STUDENT else []
+        kd_args = ["--teacher", str(t), "--teacher-cache", str(RUNS / f"cache-{arch}-s{seed}"), "--cache-views", "4",
+                   "--temperature", "2", "--alpha", "1.0"] if kd else ["--no-kd"]
+        run([str(BIN / "roadseg-distill"), "--student", arch, *enc, "--data", data, "--size", SIZE,
+             "--epochs", STUDENT_EPOCHS, "--batch", "8", "--lr", "2e-3", "--seed", str(seed), *SPLIT, *kd_args,
+             "--out", str(out), *(["--resume"] if (out / "checkpoints" / "last.npz").is_file() else [])],
+            logs / f"{name}.log")
+    return names
+
+
+def calibrate(data: str, name: str, logs: Path, gate: bool = True) -> Path:
+    out = DIST / f"{name}-int8-{SIZE}.tflite"
+    if not (out.is_file() and out.with_suffix(".json").is_file()):
+        run([str(BIN / "roadseg-calibrate"), "--model", str(RUNS / name), "--data", data, "--out", str(out),
+             "--size", SIZE, "--precision", "int8", "--samples", "200", *SPLIT,
+             *([] if gate else ["--force", "--max-drop", "100", "--min-agreement", "0"])],
+            logs / f"calibrate-{name}.log", ok_codes=(0, 3))
+    return out
+
+
+def main(data: str) -> None:
+    t_start = time.time()
+    logs = RUNS / "logs"
+    t = teacher(data, logs)
+    names = students(data, t, logs)
+    ints = {n: calibrate(data, n, logs) for n in names}
+    ref = RUNS / "lraspp-mnv3-large-speedref"
+    if not stage_done(ref):
+        run([str(BIN / "roadseg-distill"), "--student", "lraspp-mobilenetv3-large", "--no-kd", "--data", data,
+             "--size", SIZE, "--epochs", "1", "--steps-per-epoch", "10", "--batch", "8", *SPLIT, "--out", str(ref)],
+            logs / "speedref.log")
+    ref_tfl = calibrate(data, ref.name, logs, gate=False)
+    best = max((n for n in names if ints[n].is_file()),
+               key=lambda n: json.loads(ints[n].with_suffix(".json").read_text())["accuracy"]["quantized"]["miou7"])
+    bench = RUNS / "bench.json"
+    if not bench.is_file():
+        run([str(BIN / "roadseg-bench"), "--model", str(ints[best]), "--model", str(ref_tfl), "--threads", "1",
+             "--threads", "2", "--frames", BENCH_FRAMES, "--warmup", "20", "--frame-size", "360x480",
+             "--out", str(bench)], logs / "bench.log")
+    subprocess_report(data, names, best, t, bench, time.time() - t_start)
+
+
+def subprocess_report(data: str, names: list[str], best: str, t: Path, bench: Path, seconds: float) -> None:
+    import subprocess
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrained_report.py"), "--runs", str(RUNS),
+                    "--dist", str(DIST), "--size", SIZE, "--best", best, "--teacher", str(t), "--bench", str(bench),
+                    "--holdout", HOLDOUT, "--minutes", f"{seconds / 60:.0f}", *names], check=True, cwd=ROOT)
+    log(f"all stages done in {seconds / 60:.1f} min (this invocation)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        raise SystemExit(f"usage: {sys.argv[0]} CAMVID_DIR  (a folder with train/, trainannot/, val/, valannot/)")
+    main(sys.argv[1])
