@@ -1,8 +1,13 @@
-"""roadseg-calibrate: a run's export -> ``dist/NAME.tflite`` + ``dist/NAME.json``.
+"""roadseg-calibrate: a run's export -> ``dist/NAME.tflite`` (or ``.onnx``) + ``dist/NAME.json``.
 
     roadseg-calibrate --model runs/NAME --data PATH --out dist/NAME.tflite \
         [--size HxW] [--precision int8|fp16|fp32|dynamic] [--samples 200] \
         [--selection diverse|random] [--output logits|class_map] [--max-drop 1.0] [--force]
+
+The extension of ``--out`` chooses the format: ``.tflite`` for LiteRT
+(int8 by default), ``.onnx`` for ONNX Runtime (fp32 through tf2onnx; on a
+Jetson, TensorRT's execution provider builds its fp16 engine from it when
+roadseg-run is given that provider with the option trt_fp16_enable=1).
 
 The accuracy gate evaluates the float SavedModel and the converted model
 (through ``edge_runtime``'s interpreter, as on the vehicle) on the val split,
@@ -76,23 +81,28 @@ def format_gate(g: dict, precision: str) -> str:
     return "\n".join(lines)
 
 
-def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str = "int8",
+def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str | None = None,
               samples: int = 200, selection: str = "diverse", output: str = "logits", max_drop: float = 1.0,
               force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None,
               min_agreement: float = 0.95, train_split: str = "train", val_split: str = "val") -> dict:
     from calibration import representative_data as rd
-    from calibration.convert import convert, tensor_report
+    from calibration.convert import convert, convert_onnx, onnx_report, tensor_report
     from edge_runtime.labels import CATEGORIES
     from edge_runtime.preprocessing import RESIZE_POLICY
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     from edge_runtime.model.sidecar import classes_block, write_pair
     from trainer.datasets import list_samples
     from trainer.export import ExportedModel
 
     run = Path(model)
     out = Path(out)
-    if out.suffix != ".tflite":
-        raise ValueError(f"--out {out} must end in .tflite")
+    if out.suffix not in (".tflite", ".onnx"):
+        raise ValueError(f"--out {out} must end in .tflite (LiteRT) or .onnx (ONNX Runtime)")
+    onnx = out.suffix == ".onnx"
+    precision = precision or ("fp32" if onnx else "int8")
+    if onnx and precision != "fp32":
+        raise ValueError(f"--precision {precision} is not made for .onnx here: export fp32 and let the provider "
+                         "reduce it (TensorRT: --delegate-option trt_fp16_enable=1), or use a .tflite for int8")
     try:
         exported = ExportedModel(run)
     except FileNotFoundError as e:
@@ -111,14 +121,18 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
                  summary["files_sha256"][:12])
         rep = lambda: rd.frames(picked, fmt, size)  # noqa: E731
     log.info("converting %s to %s at %dx%d (%s output)", exported.path, precision, size[0], size[1], output)
-    tflite, kind = convert(exported, size, precision, rep, output)
-    report = tensor_report(tflite)
+    if onnx:
+        tflite, kind = convert_onnx(exported, size, output)
+        report = onnx_report(tflite)
+    else:
+        tflite, kind = convert(exported, size, precision, rep, output)
+        report = tensor_report(tflite)
     log.info("converted in %.1fs: %d bytes, ops %s", time.time() - t0, len(tflite), ", ".join(report["ops"]))
 
     with tempfile.TemporaryDirectory(prefix="roadseg-cal-") as td:
         tmp_model = Path(td) / out.name
         tmp_model.write_bytes(tflite)
-        q = TFLiteSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
+        q = DeviceSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
         gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt, val_split)
         out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
                     "zero_point": int(q.output_zero), "height": q.output_size[0], "width": q.output_size[1],
@@ -156,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser("roadseg-calibrate", __doc__)
     p.add_argument("--model", required=True, help="run directory (with export/) or SavedModel folder")
     p.add_argument("--data", required=True, help="dataset root: train for calibration, val for the gate")
-    p.add_argument("--out", required=True, help="dist/NAME.tflite (the sidecar goes beside it)")
+    p.add_argument("--out", required=True,
+                   help="dist/NAME.tflite or dist/NAME.onnx (the extension chooses the format; the sidecar goes beside it)")
     p.add_argument("--format", default="auto", choices=["auto", "cityscapes", "camvid"])
     p.add_argument("--size", type=parse_size, help="device input size (default: the run's frame size)")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32", "dynamic"])
+    p.add_argument("--precision", choices=["int8", "fp16", "fp32", "dynamic"],
+                   help="default int8 for .tflite, fp32 (the only one) for .onnx")
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--selection", default="diverse", choices=["diverse", "random"])
     p.add_argument("--output", default="logits", choices=["logits", "class_map"],

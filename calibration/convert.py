@@ -1,4 +1,4 @@
-"""TFLite conversion of a run's SavedModel export.
+"""TFLite (and ONNX) conversion of a run's SavedModel export.
 
 Students' exports carry a size-agnostic ``logits`` signature (float32 RGB
 0..255 in, logits at the model's output stride out), converted here at the
@@ -71,6 +71,43 @@ def convert(export, size: tuple[int, int], precision: str = "int8",
         if kind != "class_map":
             conv.inference_output_type = tf.int8
     return conv.convert(), kind
+
+
+def convert_onnx(export, size: tuple[int, int], output: str = "logits", opset: int = 17) -> tuple[bytes, str]:
+    """The same graph as :func:`convert` (same signature, same output), as
+    ONNX through tf2onnx, taking uint8 RGB ``[1,h,w,3]`` so the device writes
+    pixels straight into the input. Return ``(onnx bytes, output kind)``."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
+    try:
+        import tf2onnx
+    except ImportError as e:
+        raise ImportError(f"--out NAME.onnx needs tf2onnx: pip install 'roadseg[onnx]' [{e}]") from None
+    from trainer.export import ExportedModel
+    exported = export if isinstance(export, ExportedModel) else ExportedModel(export)
+    fn, kind = _signature_fn(exported, size, output)
+    spec = [tf.TensorSpec([1, *size, 3], tf.uint8, name="image")]
+
+    @tf.function(input_signature=spec)
+    def pixels(image):
+        return fn(tf.cast(image, tf.float32))
+
+    proto, _ = tf2onnx.convert.from_function(pixels, input_signature=spec, opset=opset)
+    return proto.SerializeToString(), kind
+
+
+def onnx_report(model: bytes) -> dict:
+    """Ops and tensor types of an ONNX model, like :func:`tensor_report`."""
+    import onnx
+    m = onnx.load_from_string(model)
+    kinds = {v: k for k, v in onnx.TensorProto.DataType.items()}
+
+    def io(v):
+        t = v.type.tensor_type
+        return {"dtype": kinds.get(t.elem_type, "?").lower(), "shape": [d.dim_value for d in t.shape.dim]}
+
+    return {"ops": sorted({n.op_type for n in m.graph.node}), "opset": max(o.version for o in m.opset_import),
+            "initializers": len(m.graph.initializer), "input": io(m.graph.input[0]), "output": io(m.graph.output[0])}
 
 
 def tensor_report(tflite: bytes) -> dict:

@@ -304,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def body():
-        from edge_runtime.model.segmenter import TFLiteSegmenter
+        from edge_runtime.model.segmenter import DeviceSegmenter
         host, port = parse_http(args.http)
-        seg = TFLiteSegmenter(args.model, threads=args.threads)
+        seg = DeviceSegmenter(args.model, threads=args.threads)
         if args.max_pixels < 1 or args.max_inflight < 1 or args.max_upload_mb <= 0:
             raise ValueError("--max-pixels, --max-inflight and --max-upload-mb must be positive")
         app = create_app(seg, token=load_token(args.api_token_file), max_upload=int(args.max_upload_mb * 1024 * 1024),

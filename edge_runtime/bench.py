@@ -79,10 +79,10 @@ class FrameFeed:
 
 class Bench:
     def __init__(self, path: str, threads: int):
-        from edge_runtime.model.segmenter import TFLiteSegmenter
+        from edge_runtime.model.segmenter import DeviceSegmenter
         self.path = Path(path)
         self.threads = threads
-        self.seg = TFLiteSegmenter(path, threads=threads)
+        self.seg = DeviceSegmenter(path, threads=threads)
         self.invoke_ms: list[float] = []
         self.e2e_s = 0.0
         self.e2e_frames = 0
@@ -158,7 +158,7 @@ def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: 
         d = b.seg.describe()
         acc = accuracy.get(str(b.path)) or next((v for k, v in accuracy.items() if Path(k) == b.path), None)
         results.append({
-            "model": b.path.stem, "path": str(b.path), "threads": b.threads,
+            "model": b.path.stem, "path": str(b.path), "threads": b.threads, "backend": d["interpreter"],
             "size_mb": round(b.path.stat().st_size / 1e6, 3), "precision": d["precision"],
             "input": f"{d['input_size'][0]}x{d['input_size'][1]}", "output_kind": d["output_kind"],
             "frames": len(lat),
@@ -179,13 +179,13 @@ def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: 
             "results": results}
 
 
-COLUMNS = ("model", "precision", "threads", "size MB", "mIoU-8", "p50 ms", "p99 ms", "FPS", "e2e FPS", "overhead")
+COLUMNS = ("model", "backend", "precision", "threads", "size MB", "mIoU-8", "p50 ms", "p99 ms", "FPS", "e2e FPS", "overhead")
 
 
 def _rows(report: dict) -> list[list[str]]:
     rows = []
     for r in report["results"]:
-        rows.append([r["model"], r["precision"], str(r["threads"]), f"{r['size_mb']:.2f}",
+        rows.append([r["model"], r["backend"].split(" (")[0], r["precision"], str(r["threads"]), f"{r['size_mb']:.2f}",
                      "-" if r["miou8"] is None else f"{r['miou8']:.3f}", f"{r['latency_ms']['p50']:.2f}",
                      f"{r['latency_ms']['p99']:.2f}", f"{r['invoke_fps']:.1f}", f"{r['e2e_fps']:.1f}",
                      f"{100 * r['overhead']:.1f}%"])
@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime import cli
     from edge_runtime.preprocessing import parse_size
     p = cli.parser("roadseg-bench", __doc__)
-    p.add_argument("--model", action="append", required=True, help="a .tflite (repeat to compare)")
+    p.add_argument("--model", action="append", required=True,
+                   help="a .tflite or .onnx (repeat to compare, e.g. both backends side by side)")
     p.add_argument("--threads", action="append", help="interpreter threads (repeat to sweep; default: all cores)")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)

@@ -73,11 +73,11 @@ class Runner:
     """capture -> segment -> summarize -> publish, at a target frame rate."""
 
     def __init__(self, settings: RunSettings, segmenter=None, source=None, publisher=None):
-        from edge_runtime.model.segmenter import TFLiteSegmenter
+        from edge_runtime.model.segmenter import DeviceSegmenter
         self.s = settings
         from edge_runtime.model.interpreter import parse_delegate_options
         self.delegate_options = parse_delegate_options(settings.delegate_options)
-        self.seg = segmenter or TFLiteSegmenter(settings.model, settings.threads, settings.delegate,
+        self.seg = segmenter or DeviceSegmenter(settings.model, settings.threads, settings.delegate,
                                                 self.delegate_options)
         self.source = source
         self.publisher = publisher
@@ -147,11 +147,11 @@ class Runner:
             from edge_runtime.api import LiveState, create_app, load_token, parse_http, serve_in_thread
         except ImportError as e:
             raise RuntimeError(f"--http needs the api extra (pip install '.[api]'): {e}") from e
-        from edge_runtime.model.segmenter import TFLiteSegmenter
+        from edge_runtime.model.segmenter import DeviceSegmenter
         host, port = parse_http(self.s.http)
         self.live = LiveState()
         self.live.stats_fn = self.stats_payload
-        upload_seg = TFLiteSegmenter(self.s.model, threads=1, delegate=self.s.delegate,
+        upload_seg = DeviceSegmenter(self.s.model, threads=1, delegate=self.s.delegate,
                                      delegate_options=self.delegate_options)
         app = create_app(upload_seg, self.live, load_token(self.s.api_token_file), max_pixels=self.s.max_pixels,
                          max_inflight=self.s.max_inflight)
@@ -344,7 +344,7 @@ class Runner:
 def build_parser():
     p = cli.parser("roadseg-run", __doc__)
     a = p.add_argument
-    a("--model", help="dist/NAME.tflite (its sidecar NAME.json beside it)")
+    a("--model", help="dist/NAME.tflite or dist/NAME.onnx (its sidecar NAME.json beside it)")
     a("--source", help="picamera2[:N], csi[:N], v4l2:/dev/videoN, N, rtsp://..., synthetic[:HxW[@FPS]], "
                        "a video file or an image folder")
     a("--fps", type=float, help="target frames per second (0 = as fast as possible); default 15")
@@ -363,9 +363,10 @@ def build_parser():
     a("--stats-interval", type=float, help="seconds between stats messages; default 10")
     a("--stop-timeout", type=float, help="seconds to flush queued messages at stop; default 5")
     a("--threads", type=int, help="interpreter threads (default: all cores)")
-    a("--delegate", help="external delegate library, e.g. libedgetpu.so.1")
+    a("--delegate", help="external delegate library, e.g. libedgetpu.so.1; for a .onnx model an ONNX Runtime "
+                         "execution provider, e.g. TensorrtExecutionProvider")
     a("--delegate-option", action="append", metavar="KEY=VALUE",
-      help="an option for --delegate (repeat), e.g. device=usb:0 for an Edge TPU")
+      help="an option for --delegate (repeat), e.g. device=usb:0 for an Edge TPU, trt_fp16_enable=1 for TensorRT")
     a("--max-frames", type=int)
     a("--duration", type=float, help="seconds to run")
     a("--no-realtime", dest="realtime", action="store_const", const=False,

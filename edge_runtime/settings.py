@@ -102,7 +102,7 @@ def load_settings(cli: dict, config_file: str | None, env: dict | None = None) -
     for k, v in merged.items():
         setattr(out, k, None if v is None else _coerce(k, v, known[k]))
     if not out.model:
-        raise ConfigError("--model is required (a .tflite with its sidecar .json)")
+        raise ConfigError("--model is required (a .tflite or .onnx with its sidecar .json)")
     check_settings(out)
     return out
 

@@ -343,13 +343,13 @@ def _grid(data, teacher_run, student_tflite, out, n=4):
 
     from edge_runtime.datasets import list_samples, load_sample
     from edge_runtime.labels import PALETTE, colorize
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     from trainer.evaluate import savedmodel_segmenter
     import cv2
     fmt, samples = list_samples(data, "val")
     pick = [samples[i] for i in np.linspace(0, len(samples) - 1, n).astype(int)]
     teacher, _ = savedmodel_segmenter(teacher_run / "export")
-    student = TFLiteSegmenter(student_tflite)
+    student = DeviceSegmenter(student_tflite)
     fig, axes = plt.subplots(n, 4, figsize=(13, 2.5 * n), squeeze=False)
     for row, s in zip(axes, pick):
         img, lab = load_sample(s, fmt)

@@ -15,8 +15,8 @@ from edge_runtime.synthetic import synthetic_scene  # noqa: E402
 
 @pytest.fixture(scope="module")
 def seg(tiny_tflite):
-    from edge_runtime.model.segmenter import TFLiteSegmenter
-    return TFLiteSegmenter(tiny_tflite, threads=1)
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    return DeviceSegmenter(tiny_tflite, threads=1)
 
 
 def _png(h=96, w=192):

@@ -93,17 +93,17 @@ def test_diverse_selection_reproducible(synth_cityscapes):
 
 def test_corrupt_and_truncated_tflite(tiny_tflite, tmp_path):
     from edge_runtime.model.interpreter import ModelError
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"this is not a model at all")
     with pytest.raises(ModelError, match="not a TFLite model"):
-        TFLiteSegmenter(junk)
+        DeviceSegmenter(junk)
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(tiny_tflite.read_bytes()[: 4096])
     with pytest.raises(ModelError, match="cannot load|truncated"):
-        TFLiteSegmenter(cut)
+        DeviceSegmenter(cut)
     with pytest.raises(ModelError, match="not found"):
-        TFLiteSegmenter(tmp_path / "missing.tflite")
+        DeviceSegmenter(tmp_path / "missing.tflite")
 
 
 def test_eval_tflite_without_tensorflow(tiny_tflite, synth_cityscapes, tmp_path):

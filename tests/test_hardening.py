@@ -53,8 +53,8 @@ def _bomb_png(w: int, h: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def seg(tiny_tflite):
-    from edge_runtime.model.segmenter import TFLiteSegmenter
-    return TFLiteSegmenter(tiny_tflite, threads=1)
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    return DeviceSegmenter(tiny_tflite, threads=1)
 
 
 def test_decompression_bomb_and_empty_upload_are_4xx(seg):
@@ -376,11 +376,11 @@ def test_home_assistant_discovery_survives_broker_restart_and_follows_birth(tiny
 def test_tflite_without_sidecar_says_so(tiny_tflite, tmp_path, caplog):
     import shutil
 
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     bare = tmp_path / "bare.tflite"
     shutil.copy(tiny_tflite, bare)
     with caplog.at_level("WARNING", logger="roadseg.segmenter"):
-        TFLiteSegmenter(bare)
+        DeviceSegmenter(bare)
     assert any("no sidecar" in r.message and "assumptions" in r.message for r in caplog.records)
 
 

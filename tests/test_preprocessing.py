@@ -39,10 +39,10 @@ def frame_rgb():
 def test_vehicle_bytes_equal_training_pipeline_bytes(tiny_tflite, synth_cityscapes, frame_rgb, tmp_path):
     pytest.importorskip("tensorflow")
     import trainer  # noqa: F401
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     from trainer.datasets import Sample
     from trainer.pipeline import make_dataset
-    seg = TFLiteSegmenter(tiny_tflite)
+    seg = DeviceSegmenter(tiny_tflite)
     assert seg._direct, "calibration makes a raw-pixel uint8 input: frames go straight into the tensor"
     h, w = seg.input_size
     # the training/evaluation pipeline on the same frame, read from a file
@@ -64,9 +64,9 @@ def test_vehicle_bytes_equal_training_pipeline_bytes(tiny_tflite, synth_cityscap
 
 
 def test_frame_at_model_size_reaches_the_model_unchanged(tiny_tflite):
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     from edge_runtime.synthetic import synthetic_scene
-    seg = TFLiteSegmenter(tiny_tflite)
+    seg = DeviceSegmenter(tiny_tflite)
     rgb = synthetic_scene(3, *seg.input_size)[0]
     seg.segment(rgb, "rgb")
     np.testing.assert_array_equal(_input_bytes(seg), rgb)

@@ -73,9 +73,9 @@ def test_coverage_fractions_and_zones():
 
 
 def test_segmenter_reads_interpreter_and_sidecar(tiny_tflite):
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     from edge_runtime.synthetic import synthetic_scene
-    seg = TFLiteSegmenter(tiny_tflite, threads=1)
+    seg = DeviceSegmenter(tiny_tflite, threads=1)
     assert seg.input_size == (64, 128) and seg.output_size == (8, 16) and seg.output_kind == "logits"
     img, _ = synthetic_scene(0, 120, 240)
     a = seg.segment(img, "rgb").copy()
@@ -265,11 +265,11 @@ class SlowSegmenter:
 
 
 def test_pacing_skips_frames_when_model_is_slower(tiny_tflite, broker):
-    from edge_runtime.model.segmenter import TFLiteSegmenter
+    from edge_runtime.model.segmenter import DeviceSegmenter
     settings = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@60", "fps": 50,
                               "device_id": "car5", "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
                               "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "duration": 3.0}, None, env={})
-    runner = Runner(settings, segmenter=SlowSegmenter(TFLiteSegmenter(tiny_tflite)))
+    runner = Runner(settings, segmenter=SlowSegmenter(DeviceSegmenter(tiny_tflite)))
     summary = runner.run()
     achieved = summary["fps"]["achieved"]
     assert achieved < 30  # honest: about 1 / 40 ms, not the target of 50

@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"--model {model}: not found")
         fmt, samples = list_samples(args.data, args.split, args.format)
         if model.suffix == ".tflite":
-            from edge_runtime.model.segmenter import TFLiteSegmenter
-            seg = TFLiteSegmenter(model, threads=args.threads)
+            from edge_runtime.model.segmenter import DeviceSegmenter
+            seg = DeviceSegmenter(model, threads=args.threads)
             if args.size and tuple(args.size) != seg.input_size:
                 raise ValueError(f"--size {args.size} differs from the model's input {seg.input_size}")
             segment = seg.segment_classes

@@ -1,5 +1,6 @@
-"""Loading a TFLite model on the device: ai-edge-litert first, then
-tflite-runtime; never TensorFlow."""
+"""Loading a model on the device: a ``.tflite`` through ai-edge-litert
+first, then tflite-runtime (never TensorFlow); a ``.onnx`` through ONNX
+Runtime (:mod:`edge_runtime.model.onnx`), chosen by the file's extension."""
 from __future__ import annotations
 
 import logging
@@ -61,12 +62,18 @@ def parse_delegate_options(items) -> dict[str, str]:
 def make_interpreter(path: str | Path, threads: int | None = None, delegate: str | None = None,
                      delegate_options: dict | None = None):
     """An allocated interpreter for ``path``. ``threads`` defaults to the
-    number of cores; XNNPACK is the default CPU delegate of both backends;
-    ``delegate`` is the path of an external delegate (e.g. ``libedgetpu.so.1``)
-    and ``delegate_options`` its options (e.g. ``{"device": "usb:0"}`` for an
-    Edge TPU)."""
+    number of cores; XNNPACK is the default CPU delegate of both TFLite
+    backends; ``delegate`` is the path of an external delegate (e.g.
+    ``libedgetpu.so.1``) and ``delegate_options`` its options (e.g.
+    ``{"device": "usb:0"}`` for an Edge TPU). For a ``.onnx`` model,
+    ``delegate`` names an ONNX Runtime execution provider instead."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"--threads {threads!r} must be a whole number of at least 1")
+    if Path(path).suffix.lower() == ".onnx":
+        from edge_runtime.model.onnx import OnnxInterpreter
+        if not Path(path).is_file():
+            raise ModelError(f"model not found: {path}")
+        return OnnxInterpreter(Path(path), threads or os.cpu_count() or 1, delegate, delegate_options)
     path = check_tflite_file(path)
     Interpreter, load_delegate, backend, version = interpreter_api()
     threads = threads or os.cpu_count() or 1
@@ -93,3 +100,12 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
         raise ModelError(f"cannot load {path}: {e} (truncated or corrupt file?)") from e
     log.debug("loaded %s with %s %s, %d threads", path, backend, version, threads)
     return interp
+
+
+def describe_interpreter(interp) -> str:
+    """``"ai-edge-litert 2.3.0"`` or ``"onnxruntime 1.32.0 (CPUExecutionProvider)"``."""
+    from edge_runtime.model.onnx import OnnxInterpreter
+    if isinstance(interp, OnnxInterpreter):
+        return interp.describe()
+    _, _, backend, version = interpreter_api()
+    return f"{backend} {version}"

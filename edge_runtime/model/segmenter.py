@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.model.interpreter import ModelError, interpreter_api, make_interpreter
+from edge_runtime.model.interpreter import ModelError, describe_interpreter, make_interpreter
 from edge_runtime.labels import NUM_CLASSES
 from edge_runtime.preprocessing import preprocess
 from edge_runtime.model.sidecar import read_sidecar
@@ -38,7 +38,7 @@ class Timing:
         return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
 
 
-class TFLiteSegmenter:
+class DeviceSegmenter:
     def __init__(self, model_path: str | Path, threads: int | None = None, delegate: str | None = None,
                  delegate_options: dict | None = None,
                  verify_sidecar: bool = True, warn_without_sidecar: bool = True):
@@ -160,7 +160,6 @@ class TFLiteSegmenter:
         return np.argmax(up, axis=-1).astype(np.uint8)
 
     def describe(self) -> dict:
-        _, _, backend, version = interpreter_api()
         return {
             "model": self.path.name,
             "name": (self.sidecar or {}).get("name", self.path.stem),
@@ -170,6 +169,6 @@ class TFLiteSegmenter:
             "input_dtype": str(self.input_dtype),
             "output_size": list(self.output_size),
             "output_kind": self.output_kind,
-            "interpreter": f"{backend} {version}",
+            "interpreter": describe_interpreter(self.interpreter),
             "threads": self.threads,
         }
