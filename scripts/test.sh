@@ -53,6 +53,17 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
         || echo "    could not install chromium; the browser test will skip"
 fi
 
+if [ -f /etc/debian_version ] && ! /usr/bin/python3 -c "import numpy, cv2, venv" >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's python3-numpy, python3-opencv and python3-venv (the Pi-install test's system stack)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    $SUDO apt-get install -y -q python3-numpy python3-opencv python3-venv >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null 2>&1 \
+             && $SUDO apt-get install -y -q python3-numpy python3-opencv python3-venv >/dev/null 2>&1; } \
+        || echo "    could not install them; the system-site-packages test will skip"
+fi
+
 echo "==> running tests"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec .venv/bin/python -m pytest "$@"
