@@ -2,8 +2,8 @@
 
     roadseg-doctor [--camera picamera2|csi|none] [--model dist/X.tflite] [--json]
 
-On a Raspberry Pi or a Jetson the runtime lives in a venv made with
-``--system-site-packages``: NumPy, OpenCV and picamera2 come from apt (or
+On a Raspberry Pi or a Jetson the runtime lives in a venv that sees the
+system site packages: NumPy, OpenCV and picamera2 come from apt (or
 JetPack), built against the system's NumPy 1.x. A NumPy 2 that pip puts into
 the venv shadows it, and apt's cv2 / picamera2 then fail to import
 ("numpy.dtype size changed", "compiled using NumPy 1.x"). This command

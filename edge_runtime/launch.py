@@ -29,7 +29,7 @@ def numpy_abi_fix() -> str:
             "roadseg-doctor checks the result; see docs/deploy.md")
 
 
-def _launch(prog: str, module: str, preload: bool = True) -> int:
+def _launch(prog: str, module: str, argv: list[str] | None = None, preload: bool = True) -> int:
     try:
         if preload:  # the system libraries first: the commands import them lazily, deep inside main()
             import cv2  # noqa: F401
@@ -42,20 +42,20 @@ def _launch(prog: str, module: str, preload: bool = True) -> int:
         else:
             print(f"{prog}: error: cannot start: {text}; roadseg-doctor shows which piece is missing", file=sys.stderr)
         return 4
-    return main()
+    return main(argv)
 
 
-def run() -> int:
-    return _launch("roadseg-run", "edge_runtime.run")
+def run(argv: list[str] | None = None) -> int:
+    return _launch("roadseg-run", "edge_runtime.run", argv)
 
 
-def bench() -> int:
-    return _launch("roadseg-bench", "edge_runtime.bench")
+def bench(argv: list[str] | None = None) -> int:
+    return _launch("roadseg-bench", "edge_runtime.bench", argv)
 
 
-def serve() -> int:
-    return _launch("roadseg-serve", "edge_runtime.api")
+def serve(argv: list[str] | None = None) -> int:
+    return _launch("roadseg-serve", "edge_runtime.api", argv)
 
 
-def doctor() -> int:
-    return _launch("roadseg-doctor", "edge_runtime.doctor", preload=False)  # it diagnoses them
+def doctor(argv: list[str] | None = None) -> int:
+    return _launch("roadseg-doctor", "edge_runtime.doctor", argv, preload=False)  # it diagnoses them

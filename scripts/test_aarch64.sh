@@ -34,7 +34,9 @@ mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc
 
 # -- the arm64 root (cached) ---------------------------------------------------------------------------
 if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
-    MIRROR=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1)
+    MIRROR=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
+        | sed -nE 's#^URIs:[[:space:]]*(https?://[^ ]*/debian)/?$#\1#p; s#^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?(https?://[^ ]*/debian)/?[[:space:]].*#\2#p' \
+        | head -1 || true)
     MIRROR=${MIRROR:-http://deb.debian.org/debian}
     log "debootstrap arm64 bookworm into $ROOTFS from $MIRROR"
     rm -rf "$ROOTFS.tmp" && mkdir -p "$(dirname "$ROOTFS")"
