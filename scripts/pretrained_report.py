@@ -11,6 +11,7 @@ results_report.py) and docs/img/pretrained-per-class.png.
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import json
 import platform
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--bench")
     p.add_argument("--holdout", default="0006R0")
     p.add_argument("--minutes")
+    p.add_argument("--teacher-note", default="", help="where the imported teacher was trained (machine)")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "05-pretrained.md"))
     p.add_argument("--figure", default=str(ROOT / "docs" / "img" / "pretrained-per-class.png"))
     a = p.parse_args()
@@ -91,8 +93,9 @@ def main() -> None:
 
     date = dt.date.today().isoformat()
     L = [f"## Pretrained encoders, sequence-disjoint validation (issue 13)", "",
-         f"Measured {date} on {cpu_name()} (2 cores) with `scripts/reproduce_camvid.sh ../shared/data/camvid` "
-         f"(RECIPE=pretrained){', ' + a.minutes + ' min this invocation' if a.minutes else ''}. "
+         f"Measured {date} on {cpu_name()} ({os.cpu_count()} cores) by the stages of `scripts/reproduce_pretrained.py` "
+         f"(`RECIPE=pretrained scripts/reproduce_camvid.sh ../shared/data/camvid`; each command is in the run's "
+         f"logs){', the last invocation ' + a.minutes + ' min' if a.minutes else ''}. "
          f"Every model trained on the 367 CamVid frames of train + val outside sequence {a.holdout} and is scored "
          f"on all 101 frames of {a.holdout}, a road sequence none of them saw "
          f"(`--train-split except:{a.holdout} --val-split holdout:{a.holdout}`). 8 categories; mIoU-7 leaves void "
@@ -102,8 +105,17 @@ def main() -> None:
          "| teacher | size | params | trained | held-out mIoU-7 | mIoU-8 | human | object |",
          "|---|---|---|---|---|---|---|---|"]
     tm = teacher["metrics"]
-    trained = "imported (`--init-weights`, trained elsewhere)" if tcfg.get("init_weights") else \
-        f"{tcfg['epochs']} epochs here"
+    trained = f"{tcfg['epochs']} epochs here"
+    tlog = Path(tcfg["init_weights"][0]).parent / "train_log.json" if tcfg.get("init_weights") else None
+    if tlog and tlog.is_file():
+        tl = json.loads(tlog.read_text())
+        ta = tl["args"]
+        trained = (f"{len(tl['epochs'])} epochs in {tl['train_seconds'] / 60:.1f} min on {tl['backend']}"
+                   f"{' (' + a.teacher_note + ')' if a.teacher_note else ''} by `scripts/teacher_keras_backend.py train "
+                   f"--arch {ta['arch']} --size {ta['size'][0]}x{ta['size'][1]} --epochs {ta['epochs']} "
+                   f"--minutes {ta['minutes']:g} --batch {ta['batch']} --lr {ta['lr']:g}`, imported with `--init-weights`")
+    elif tcfg.get("init_weights"):
+        trained = "imported (`--init-weights`, trained elsewhere)"
     L.append(f"| {teacher.get('arch')} | {tcfg['size'][0]}x{tcfg['size'][1]} | {teacher.get('params', 0) / 1e6:.1f} M "
              f"| {trained} | {f3(tm['miou7'])} | {f3(tm['miou8'])} | {f3(tm['iou7']['human'])} "
              f"| {f3(tm['iou7']['object'])} |")

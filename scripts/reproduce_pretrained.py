@@ -16,7 +16,8 @@ last checkpoint):
                folder ``scripts/teacher_keras_backend.py train`` wrote on a GPU
                machine) it is imported with ``roadseg-train --epochs 0
                --init-weights``; otherwise trained here at TEACHER_SIZE for
-               TEACHER_EPOCHS (the CPU budget: far below what a GPU does).
+               TEACHER_EPOCHS (the CPU budget: far below what a GPU does). TEACHER_NOTE
+               names the machine that trained an imported teacher, for the report.
  2. students   LR-ASPP on ImageNet EfficientNet-Lite0, labels only and with KD
                from the teacher, for each seed in SEEDS (same schedule both ways);
                FAST=1 adds roadseg-fast (seed 0) both ways.
@@ -132,7 +133,8 @@ def subprocess_report(data: str, names: list[str], best: str, t: Path, bench: Pa
     import subprocess
     subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrained_report.py"), "--runs", str(RUNS),
                     "--dist", str(DIST), "--size", SIZE, "--best", best, "--teacher", str(t), "--bench", str(bench),
-                    "--holdout", HOLDOUT, "--minutes", f"{seconds / 60:.0f}", *names], check=True, cwd=ROOT)
+                    "--holdout", HOLDOUT, "--minutes", f"{seconds / 60:.0f}", "--teacher-note", E("TEACHER_NOTE", ""),
+                    *names], check=True, cwd=ROOT)
     log(f"all stages done in {seconds / 60:.1f} min (this invocation)")
 
 
