@@ -99,6 +99,10 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
     if out.suffix not in (".tflite", ".onnx"):
         raise ValueError(f"--out {out} must end in .tflite (LiteRT) or .onnx (ONNX Runtime)")
     onnx = out.suffix == ".onnx"
+    other = out.with_suffix(".tflite" if onnx else ".onnx")
+    if other.exists():  # one sidecar per stem: NAME.json would then describe the wrong file
+        raise ValueError(f"{other} is already there with the sidecar {out.with_suffix('.json')}: give the "
+                         f"{out.suffix} another name (e.g. {out.stem}-{'ort' if onnx else 'lite'}{out.suffix})")
     precision = precision or ("fp32" if onnx else "int8")
     if onnx and precision != "fp32":
         raise ValueError(f"--precision {precision} is not made for .onnx here: export fp32 and let the provider "

@@ -55,6 +55,11 @@ def test_onnx_refusals(tiny_student_run, synth_cityscapes, tmp_path, capsys):
     assert cal_main(["--model", str(tiny_student_run), "--data", str(synth_cityscapes), "--out",
                      str(tmp_path / "x.onnx"), "--precision", "int8"]) == 2
     assert "not made for .onnx" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    twin = tmp_path / "twin.tflite"
+    twin.write_bytes(b"x")
+    assert cal_main(["--model", str(tiny_student_run), "--data", str(synth_cityscapes), "--out",
+                     str(tmp_path / "twin.onnx")]) == 2  # would take twin.tflite's sidecar
+    assert "give the .onnx another name (e.g. twin-ort.onnx)" in capsys.readouterr().err
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
