@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime import atomic  # noqa: E402
+from results_report import upsert_section  # noqa: E402
 from edge_runtime.labels import CATEGORIES, VOID  # noqa: E402
 
 CLASSES7 = [c for i, c in enumerate(CATEGORIES) if i != VOID]
@@ -39,20 +40,6 @@ def cpu_name() -> str:
 
 def f3(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def upsert_section(page: Path, heading: str, text: str) -> None:
-    """Replace the ``## heading`` section of ``page`` (up to the next ``## ``)
-    with ``text``, or append it: what results_report.py does with every
-    docs/measurements file when it regenerates the whole page."""
-    lines = page.read_text().splitlines() if page.is_file() else ["# roadseg results"]
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = text.splitlines() + ([""] if end < len(lines) else [])
-    else:
-        lines += [""] + text.splitlines()
-    atomic.write_text(page, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -179,7 +166,7 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, "\n".join(L))
-    upsert_section(ROOT / "docs" / "RESULTS.md", L[0], "\n".join(L).rstrip())
+    upsert_section("\n".join(L))
 
     import matplotlib
     matplotlib.use("Agg")

@@ -17,6 +17,24 @@ from edge_runtime.atomic import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+
+
+def upsert_section(text: str, page: Path = DOCS / "RESULTS.md") -> None:
+    """Put one measurement section (``text``, starting with its ``## ``
+    heading) into ``page`` without regenerating the rest: replace the section
+    of the same heading (up to the next ``## ``), or append it, as the full
+    report does with every docs/measurements file."""
+    heading = text.splitlines()[0]
+    lines = page.read_text().splitlines() if page.is_file() else ["# roadseg results"]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = text.splitlines() + ([""] if end < len(lines) else [])
+    else:
+        lines += [""] + text.splitlines()
+    atomic.write_text(page, "\n".join(lines) + "\n")
+
+
 IMG = DOCS / "img"
 CATS = ("void", "flat", "construction", "object", "nature", "sky", "human", "vehicle")
 

@@ -99,12 +99,16 @@ seg.segment(frame)
 x86 = seg.interpreter.get_tensor(seg.interpreter.get_output_details()[0]["index"]).astype(np.int32)
 a64 = np.load(arm / "raw_output.npy").astype(np.int32)
 steps = int(np.abs(x86 - a64).max())
-same = float((x86.argmax(-1) == a64.argmax(-1)).mean())
-ok = rc == 0 and steps <= 2 and same == 1.0
+ax, aa = x86.argmax(-1), a64.argmax(-1)
+same = float((ax == aa).mean())
+# a pixel may only change its class where x86's own top two scores are within the int8 steps that differ
+margin = np.take_along_axis(x86, ax[..., None], -1)[..., 0] - np.take_along_axis(x86, aa[..., None], -1)[..., 0]
+flips_explained = bool((margin[ax != aa] <= steps).all())
+ok = rc == 0 and steps <= 2 and flips_explained
 last = rep.get("last_coverage", {})
-md = [f"## aarch64 under qemu (issue 15): {'passed' if ok else 'FAILED'}", "",
-      f"Checked {dt.date.today().isoformat()} with `sudo scripts/test_aarch64.sh` on {platform.machine()} "
-      f"({secs} s with the cached root): an arm64 Debian bookworm root (debootstrap), the runtime installed in it "
+md = ["## aarch64 under qemu (issue 15)", "",
+      f"**{'Passed' if ok else 'FAILED'}** {dt.date.today().isoformat()}, `sudo scripts/test_aarch64.sh` on {platform.machine()} "
+      f"({secs} s with the cached root; about 20 minutes the first time, debootstrap and apt under qemu): an arm64 Debian bookworm root (debootstrap), the runtime installed in it "
       "by `scripts/install_pi.sh --venv-only --platform debian-bookworm` on apt's NumPy "
       f"{rep.get('numpy')} and OpenCV ({rep.get('cv2_path')}), {rep.get('interpreter')} on "
       f"{rep.get('bench_machine')}.", "",
@@ -114,11 +118,16 @@ md = [f"## aarch64 under qemu (issue 15): {'passed' if ok else 'FAILED'}", "",
       f"{rep.get('final_stats', {}).get('frames')}.",
       f"- roadseg-bench for 5 frames: exit {rep['bench_rc']}.",
       f"- the int8 model's raw output on a fixed frame: at most {steps} int8 step(s) from x86's, "
-      f"argmax identical on {100 * same:.1f}% of pixels.", "",
+      f"argmax identical on {100 * same:.1f}% of pixels"
+      + ("" if same == 1.0 else f"; every pixel that differs is a near-tie on x86 too (top-two margin within "
+         f"{steps} step(s): {flips_explained})") + ".", "",
       "Emulated: no timing from this run means anything about a Pi (qemu translates every instruction). "
       "It shows that the install, the wheels and the code work on aarch64, not how fast.", ""]
 out = Path("docs/measurements/40-aarch64.md")
 atomic.write_text(out, "\n".join(md))
+sys.path.insert(0, "scripts")
+from results_report import upsert_section
+upsert_section("\n".join(md).rstrip())
 print("\n".join(md))
 sys.exit(0 if ok else 1)
 PY
