@@ -43,7 +43,7 @@ def test_weights_from_the_backend_free_trainer_import_as_a_run(synth_camvid, tmp
 
     # the wrong architecture is refused, naming the mismatch, and leaves no run behind
     bad = tmp_path / "bad"
-    rc = main(["--arch", "fpn-efficientnet-lite1", "--data", str(synth_camvid), "--size", "64x128", "--epochs", "0",
+    rc = main(["--arch", "fpn-efficientnet-lite2", "--data", str(synth_camvid), "--size", "64x128", "--epochs", "0",
                "--out", str(bad), *split, *sum((["--init-weights", p] for p in parts), [])])
     assert rc == 2
     assert "another architecture" in capsys.readouterr().err
