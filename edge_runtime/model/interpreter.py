@@ -12,8 +12,7 @@ log = logging.getLogger("roadseg.interpreter")
 TFLITE_MAGIC = b"TFL3"
 
 
-class ModelError(ValueError):
-    """The model file is missing, not a TFLite model, or not usable here."""
+from edge_runtime.model.errors import ModelError  # noqa: E402,F401  (re-exported: callers import it from here)
 
 
 def interpreter_api():

@@ -17,12 +17,11 @@ appended as the fallback for operators the accelerator does not take.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("roadseg.onnx")
+from edge_runtime.model.errors import ModelError
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
            "tensor(int8)": np.int8, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
@@ -41,7 +40,6 @@ class OnnxInterpreter:
     """One ``onnxruntime.InferenceSession`` with a fixed-shape image input."""
 
     def __init__(self, path: Path, threads: int, provider: str | None = None, provider_options: dict | None = None):
-        from edge_runtime.model.interpreter import ModelError
         ort = onnxruntime_api()
         ort.set_default_logger_severity(3)  # errors only: tf2onnx graphs draw deprecation notes at load
         self.version = ort.__version__
