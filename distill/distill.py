@@ -4,7 +4,7 @@ teachers' soft predictions.
     roadseg-distill --teacher runs/A [--teacher runs/B ...] --student roadseg-fast \
         --data PATH --out runs/NAME [--size 192x256] [--epochs 30] [--steps-per-epoch N] \
         [--temperature 2] [--alpha 1.0] [--cwd 0] [--teacher-weighting iou|mean] \
-        [--teacher-cache DIR] [--cache-views 4] [--no-kd] [--width 1.0] [--resume]
+        [--teacher-cache DIR] [--cache-views 4] [--no-kd] [--width 1.0] [--init-weights FILE ...] [--resume]
 
 Teachers are loaded from their SavedModel exports and run on exactly the
 augmented batch the student sees. With ``--teacher-cache`` their
@@ -49,6 +49,7 @@ class DistillConfig(RunConfig):
     width: float = 1.0
     bn_momentum: float = 0.9
     encoder_weights: str = "none"
+    init_weights: list[str] = field(default_factory=list)
 
 
 class Teachers:
@@ -170,6 +171,10 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
         elif cfg.encoder_weights not in ("none", None):
             raise ValueError(f"--encoder-weights applies to the EfficientNet-Lite students, not {cfg.student}")
         st = build_student(cfg.student, **kwargs)
+        if cfg.init_weights and not resume:
+            from trainer.models import load_weight_files
+            load_weight_files(st.model, cfg.init_weights)
+            log.info("initial weights from %s", ", ".join(cfg.init_weights))
     seg = dataclasses.replace(st, input_size=cfg.size)
     crop = cfg.size
     stride = seg.output_stride
@@ -232,6 +237,10 @@ def add_arguments(p) -> None:
     a("--no-kd", action="store_true", default=None)
     a("--width", type=float)
     a("--encoder-weights", help="imagenet, none, or a .pth file (EfficientNet-Lite students)")
+    a("--init-weights", action="append", metavar="FILE",
+      help="start from these weights: a .weights.h5, or .npz arrays in get_weights() order (repeatable: the "
+           "parts of one set, e.g. from scripts/teacher_keras_backend.py); with --epochs 0, only evaluate and "
+           "export them")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,11 @@ class ResizeLike(layers.Layer):
         self.method = method
 
     def call(self, x, ref):
-        import tensorflow as tf
-        return tf.image.resize(x, tf.shape(ref)[1:3], method=self.method)
+        if keras.backend.backend() == "tensorflow":  # dynamic shapes: what the TFLite export sees
+            import tensorflow as tf
+            return tf.image.resize(x, tf.shape(ref)[1:3], method=self.method)
+        # JAX and PyTorch trace with concrete shapes (scripts/teacher_keras_backend.py trains there)
+        return keras.ops.image.resize(x, tuple(ref.shape[1:3]), interpolation=self.method)
 
     def compute_output_shape(self, x_shape, ref_shape):
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])

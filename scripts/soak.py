@@ -99,6 +99,32 @@ class Watchdog:
                 self.last = now
 
 
+def memory_breakdown() -> dict:
+    """Resident MB by kind of mapping (/proc/self/smaps) and the thread count:
+    where RSS grows says who grows it (the C heap, anonymous mappings such as
+    glibc's per-thread arenas and thread stacks, or file-backed libraries)."""
+    kinds = {"heap": 0, "anon": 0, "file": 0, "other": 0}
+    anon_maps = 0
+    kind = "other"
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split(None, 6)
+                if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                    name = head[5].strip() if len(head) > 5 else ""
+                    kind = ("heap" if name == "[heap]" else "anon" if not name
+                            else "file" if name.startswith("/") else "other")
+                    anon_maps += kind == "anon"
+                elif line.startswith("Rss:"):
+                    kinds[kind] += int(line.split()[1])
+    except OSError:
+        return {}
+    out = {k: round(v / 1024, 1) for k, v in kinds.items()}
+    out["anon_mappings"] = anon_maps
+    out["threads"] = len(os.listdir("/proc/self/task"))
+    return out
+
+
 def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
     if len(samples) < 3:
         return None
@@ -122,10 +148,12 @@ def main(argv=None) -> int:
     p.add_argument("--camera-down", type=float, default=8.0)
     p.add_argument("--watchdog-s", type=float, default=10.0, help="the service's WatchdogSec")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--api-every", type=float, default=5.0,
+                   help="seconds between API request pairs (an upload and a stats request); 0: API off")
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources"):
+    for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     import httpx
@@ -145,7 +173,8 @@ def main(argv=None) -> int:
     http_port = free_port()
     settings = load_settings({"model": args.model, "fps": args.fps, "device_id": "soak", "mqtt_host": "127.0.0.1",
                               "mqtt_port": broker.port, "mqtt_protocol": "5", "publish_interval": 1.0,
-                              "stats_interval": 10.0, "threads": args.threads, "http": f"127.0.0.1:{http_port}",
+                              "stats_interval": 10.0, "threads": args.threads,
+                              "http": f"127.0.0.1:{http_port}" if args.api_every > 0 else None,
                               "duration": args.minutes * 60}, None, env={})
     cam = SyntheticCamera(parse_size(args.frame_size), args.fps * 1.2)
     source = LatestFrameSource(cam, "soak-camera").start()
@@ -156,6 +185,8 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     next_broker, next_camera = t0 + args.broker_every, t0 + args.camera_every
     rss: list[tuple[float, float]] = []
+    breakdown: list[tuple[float, dict]] = []
+    http = httpx.Client(timeout=10)  # one client: a new one per request would grow the harness itself
     broker_recovery, camera_recovery, api_errors, api_calls = [], [], 0, 0
     upload = None
     next_api = t0 + 5
@@ -166,16 +197,18 @@ def main(argv=None) -> int:
             el = now - t0
             if len(rss) == 0 or now - rss[-1][0] - t0 >= 10:
                 rss.append((el, memory_mb()["rss_mb"]))
-            if now >= next_api:
-                next_api = now + 5
+                if len(rss) % 6 == 1:
+                    breakdown.append((round(el), memory_breakdown()))
+            if args.api_every > 0 and now >= next_api:
+                next_api = now + args.api_every
                 try:
                     if upload is None:
                         import cv2
                         upload = cv2.imencode(".jpg", cam._frames[0])[1].tobytes()
                     api_calls += 2
-                    r1 = httpx.get(f"http://127.0.0.1:{http_port}/v1/stats", timeout=5)
-                    r2 = httpx.post(f"http://127.0.0.1:{http_port}/v1/segment",
-                                    files={"file": ("f.jpg", upload, "image/jpeg")}, timeout=10)
+                    r1 = http.get(f"http://127.0.0.1:{http_port}/v1/stats", timeout=5)
+                    r2 = http.post(f"http://127.0.0.1:{http_port}/v1/segment",
+                                   files={"file": ("f.jpg", upload, "image/jpeg")})
                     api_errors += (r1.status_code != 200) + (r2.status_code != 200)
                 except httpx.HTTPError:
                     api_errors += 1
@@ -201,9 +234,10 @@ def main(argv=None) -> int:
                 next_camera = time.monotonic() + args.camera_every
             if now - last_report >= 60:
                 last_report = now
-                log.info("%.0f/%.0f min: %d frames, RSS %.1f MB, %d summaries received, broker recoveries %s, "
+                log.info("%.0f/%.0f min: %d frames, RSS %.1f MB (%s), %d summaries received, broker recoveries %s, "
                          "camera recoveries %s", el / 60, args.minutes, runner.frames, rss[-1][1],
-                         counter.received, broker_recovery, camera_recovery)
+                         breakdown[-1][1] if breakdown else {}, counter.received, broker_recovery[-5:],
+                         camera_recovery[-5:])
             time.sleep(0.2)
     finally:
         t.join(timeout=60)
@@ -212,6 +246,7 @@ def main(argv=None) -> int:
             time.sleep(0.2)
         wd.stop.set()
         counter.client.loop_stop()
+        http.close()
         broker.stop()
     sent = runner.seq
     received = sum(counter.seen[1:sent + 1])
@@ -226,6 +261,8 @@ def main(argv=None) -> int:
         "rss_growth_mb_per_hour_after_warmup": None if len(warm) < 3 else round(slope_mb_per_hour(warm), 3),
         "rss_growth_mb_per_hour_last_half": None if len(rss) < 6 else round(slope_mb_per_hour(rss[len(rss) // 2:]), 3),
         "rss_samples": [(round(t), r) for t, r in rss],  # every 10 s: (seconds, MB)
+        "memory_breakdown": breakdown,  # every minute: (seconds, resident MB by mapping kind, threads)
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "api_every_s": args.api_every,
         "summaries": {"published": sent, "received": received, "lost": sent - received,
                       "dropped_by_queue": stats["mqtt"].get("dropped")},
         "broker_outages": len(broker_recovery), "broker_recovery_s": broker_recovery,

