@@ -150,6 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--api-every", type=float, default=5.0,
                    help="seconds between API request pairs (an upload and a stats request); 0: API off")
+    p.add_argument("--http-client", choices=["shared", "per-request"], default="shared",
+                   help="per-request: a new HTTP client (and TLS context) for every API call, as this harness did "
+                        "before 2026-11-26; it grows the harness's own memory, which shares the process")
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -206,9 +209,10 @@ def main(argv=None) -> int:
                         import cv2
                         upload = cv2.imencode(".jpg", cam._frames[0])[1].tobytes()
                     api_calls += 2
-                    r1 = http.get(f"http://127.0.0.1:{http_port}/v1/stats", timeout=5)
-                    r2 = http.post(f"http://127.0.0.1:{http_port}/v1/segment",
-                                   files={"file": ("f.jpg", upload, "image/jpeg")})
+                    client = http if args.http_client == "shared" else httpx
+                    r1 = client.get(f"http://127.0.0.1:{http_port}/v1/stats", timeout=5)
+                    r2 = client.post(f"http://127.0.0.1:{http_port}/v1/segment",
+                                     files={"file": ("f.jpg", upload, "image/jpeg")}, timeout=10)
                     api_errors += (r1.status_code != 200) + (r2.status_code != 200)
                 except httpx.HTTPError:
                     api_errors += 1
@@ -263,6 +267,7 @@ def main(argv=None) -> int:
         "rss_samples": [(round(t), r) for t, r in rss],  # every 10 s: (seconds, MB)
         "memory_breakdown": breakdown,  # every minute: (seconds, resident MB by mapping kind, threads)
         "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "api_every_s": args.api_every,
+        "http_client": args.http_client,
         "summaries": {"published": sent, "received": received, "lost": sent - received,
                       "dropped_by_queue": stats["mqtt"].get("dropped")},
         "broker_outages": len(broker_recovery), "broker_recovery_s": broker_recovery,

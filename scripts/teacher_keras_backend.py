@@ -252,18 +252,29 @@ def train(args) -> None:
             row["holdout_miou7"], row["holdout_iou"] = evaluate()
         log["epochs"].append(row)
         print(json.dumps(row), flush=True)
+        if "holdout_miou7" in row and not last:  # a checkpoint: what a time limit would otherwise take away
+            save_weights(model, out, log, args.float16_kernels)
         if last:
             break
     log["train_seconds"] = round(time.time() - t0 + log["epochs"][0]["seconds"], 1)
+    save_weights(model, out, log, args.float16_kernels)
+    print(f"wrote {len(log['weight_files'])} weight files to {out} after {log['train_seconds']} s", flush=True)
+
+
+def save_weights(model, out: Path, log: dict, float16_kernels: bool) -> None:
+    """``weights-K.npz`` parts (each < 12 MB) and ``train_log.json``, each
+    written under a temporary name and renamed; called after every
+    evaluation too, so a run stopped by a time limit keeps its last
+    evaluated weights (``train_log.json``'s last epoch says which)."""
     weights = [np.asarray(v) for v in model.get_weights()]
     parts, cur, size = [], {}, 0
     for i, v in enumerate(weights):
+        # float16_kernels: convolution/dense kernels (ndim >= 2) in float16, half the bytes to move;
+        # biases and BatchNormalization statistics stay float32
+        v = v.astype(np.float16 if float16_kernels and v.ndim >= 2 else np.float32)
         if size + v.nbytes > MAX_PART and cur:
             parts.append(cur)
             cur, size = {}, 0
-        # --float16-kernels: convolution/dense kernels (ndim >= 2) in float16, half the bytes to move;
-        # biases and BatchNormalization statistics stay float32
-        v = v.astype(np.float16 if args.float16_kernels and v.ndim >= 2 else np.float32)
         cur[f"w{i:05d}"], size = v, size + v.nbytes
     parts.append(cur)
     for k, p in enumerate(parts):
@@ -271,8 +282,9 @@ def train(args) -> None:
         np.savez(tmp, **p)
         os.replace(tmp, out / f"weights-{k}.npz")
     log["weight_files"] = [f"weights-{k}.npz" for k in range(len(parts))]
-    (out / "train_log.json").write_text(json.dumps(log, indent=1))
-    print(f"wrote {len(parts)} weight files to {out} after {log['train_seconds']} s", flush=True)
+    tmp = out / ".train_log.json"
+    tmp.write_text(json.dumps(log, indent=1))
+    os.replace(tmp, out / "train_log.json")
 
 
 def main() -> None:

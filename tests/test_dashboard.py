@@ -20,7 +20,19 @@ def test_dashboard_shows_vehicle(broker, monkeypatch):
     pub.start({"model": {"name": "student-int8"}})
     assert pub.wait_connected(10)
     at = AppTest.from_file(str(APP), default_timeout=30)
-    at.run()  # starts the dashboard's subscriber
+
+    def truck7():
+        at.run()
+        if at.exception or not at.dataframe:
+            return None
+        df = at.dataframe[0].value
+        rows = df[df["vehicle"] == "truck7"]
+        return None if rows.empty else rows.iloc[0]
+
+    # the dashboard's subscriber is in place once the retained status shows: only then publish summaries
+    deadline = time.time() + 20
+    while truck7() is None and time.time() < deadline:
+        time.sleep(0.2)
     agg = CoverageAggregator()
     for seq in range(1, 4):
         agg.add(np.array([[1, 1, 7], [5, 5, 1]], np.uint8))
@@ -29,12 +41,12 @@ def test_dashboard_shows_vehicle(broker, monkeypatch):
                                  "ts": f"2026-11-25T10:00:0{seq}.000Z", **s, "fps": 9.5,
                                  "model": {"name": "student-int8", "sha256": "x"}})
         agg.reset()
-    time.sleep(2.0)
-    at.run()
+    deadline = time.time() + 20
+    while ((row := truck7()) is None or row["summaries"] != 3) and time.time() < deadline:
+        time.sleep(0.2)
     try:
         assert not at.exception
-        df = at.dataframe[0].value
-        row = df[df["vehicle"] == "truck7"].iloc[0]
+        assert row is not None
         assert row["state"] == "online" and row["fps"] == 9.5 and row["summaries"] == 3
         assert any("truck7" in h.value for h in at.subheader)
         assert any("vehicle" in m.value and "flat" in m.value for m in at.markdown)  # text legend

@@ -27,10 +27,17 @@ print("torch imported:", "torch" in sys.modules)
 """
 
 
-@pytest.mark.parametrize("weights", ["imagenet", "path"])
-def test_pretrained_lite0_classifies_cat_and_espresso_without_torch(weights):
+@pytest.mark.parametrize("weights", ["imagenet", "path", "npz"])
+def test_pretrained_lite0_classifies_cat_and_espresso_without_torch(weights, tmp_path):
     from trainer.efficientnet_lite import checkpoint_path
     arg = "imagenet" if weights == "imagenet" else str(checkpoint_path("lite0"))  # a path: air-gapped machines
+    if weights == "npz":  # the checkpoint as float16 .npz (what travels to a GPU machine): still a cat
+        arg = str(tmp_path / "lite0.npz")
+        r = subprocess.run([sys.executable, "-m", "trainer.efficientnet_lite", "to-npz", "lite0", arg, "--keep-head"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and Path(arg).is_file(), r.stderr[-2000:]
+        with np.load(arg) as z:
+            assert "_fc.weight" in z.files and z["_fc.weight"].dtype == np.float16
     r = subprocess.run([sys.executable, "-c", CLASSIFY, arg], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()

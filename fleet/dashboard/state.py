@@ -21,21 +21,29 @@ class Fleet:
         self.host, self.port, self.prefix = host, port, prefix
         self.lock = threading.Lock()
         self.vehicles: dict[str, dict] = {}
-        self.connected = False
+        self.connected = False  # True once the subscriptions are acknowledged: nothing published later is missed
+        self._sub_mid: int | None = None
         self.error: str | None = None
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a, **k: setattr(self, "connected", False)
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         c.reconnect_delay_set(1, 10)
         self.client = c
         c.connect_async(host, port, keepalive=15)
         c.loop_start()
 
     def _on_connect(self, c, u, flags, rc, props=None):
-        self.connected = not rc.is_failure
-        for kind in ("coverage", "status", "stats", "snapshot"):
-            c.subscribe(f"{self.prefix}/+/{kind}", qos=1)
+        if rc.is_failure:
+            self.connected = False
+            return
+        _, self._sub_mid = c.subscribe([(f"{self.prefix}/+/{kind}", 1)
+                                        for kind in ("coverage", "status", "stats", "snapshot")])
+
+    def _on_subscribe(self, c, u, mid, reason_codes, props=None):
+        if mid == self._sub_mid:
+            self.connected = not any(rc.is_failure for rc in reason_codes)
 
     def _vehicle(self, device: str) -> dict:
         v = self.vehicles.get(device)
