@@ -126,16 +126,16 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         rep = lambda: rd.frames(picked, fmt, size)  # noqa: E731
     log.info("converting %s to %s at %dx%d (%s output)", exported.path, precision, size[0], size[1], output)
     if onnx:
-        tflite, kind = convert_onnx(exported, size, output)
-        report = onnx_report(tflite)
+        model_bytes, kind = convert_onnx(exported, size, output)
+        report = onnx_report(model_bytes)
     else:
-        tflite, kind = convert(exported, size, precision, rep, output)
-        report = tensor_report(tflite)
-    log.info("converted in %.1fs: %d bytes, ops %s", time.time() - t0, len(tflite), ", ".join(report["ops"]))
+        model_bytes, kind = convert(exported, size, precision, rep, output)
+        report = tensor_report(model_bytes)
+    log.info("converted in %.1fs: %d bytes, ops %s", time.time() - t0, len(model_bytes), ", ".join(report["ops"]))
 
     with tempfile.TemporaryDirectory(prefix="roadseg-cal-") as td:
         tmp_model = Path(td) / out.name
-        tmp_model.write_bytes(tflite)
+        tmp_model.write_bytes(model_bytes)
         q = DeviceSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
         gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt, val_split)
         out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
@@ -164,8 +164,8 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "categories": list(CATEGORIES),
     }
-    tfl, side = write_pair(tflite, sidecar, out)
-    log.info("wrote %s (%.2f MB) and %s", tfl, len(tflite) / 1e6, side)
+    model_path, side = write_pair(model_bytes, sidecar, out)
+    log.info("wrote %s (%.2f MB) and %s", model_path, len(model_bytes) / 1e6, side)
     return sidecar
 
 

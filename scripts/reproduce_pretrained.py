@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,11 +127,10 @@ def main(data: str) -> None:
         run([str(BIN / "roadseg-bench"), "--model", str(ints[best]), "--model", str(ref_tfl), "--threads", "1",
              "--threads", "2", "--frames", BENCH_FRAMES, "--warmup", "20", "--frame-size", "360x480",
              "--out", str(bench)], logs / "bench.log")
-    subprocess_report(data, names, best, t, bench, time.time() - t_start)
+    report(data, names, best, t, bench, time.time() - t_start)
 
 
-def subprocess_report(data: str, names: list[str], best: str, t: Path, bench: Path, seconds: float) -> None:
-    import subprocess
+def report(data: str, names: list[str], best: str, t: Path, bench: Path, seconds: float) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrained_report.py"), "--runs", str(RUNS),
                     "--dist", str(DIST), "--size", SIZE, "--best", best, "--teacher", str(t), "--bench", str(bench),
                     "--holdout", HOLDOUT, "--minutes", f"{seconds / 60:.0f}", "--teacher-note", E("TEACHER_NOTE", ""),

@@ -74,6 +74,26 @@ def two_teachers(tmp_path_factory):
     return [root / "sf", root / "unet"]
 
 
+def test_distill_online_from_one_teacher(synth_cityscapes, tmp_path):
+    """The KD loop with a teacher run online on each batch (the default suite's
+    KD path; the cached one is the slow test below)."""
+    import csv
+
+    from distill.distill import DistillConfig, distill
+    from trainer.export import export_savedmodel
+    from trainer.models import build_model
+    t = build_model("segformer-b0", (32, 32), num_stages=2, hidden_dims=[16, 32], projection=32)
+    export_savedmodel(t, (64, 128), tmp_path / "sf" / "export")
+    cfg = DistillConfig(student="roadseg-fast", width=0.25, data=str(synth_cityscapes), out=str(tmp_path / "st"),
+                        teacher=[str(tmp_path / "sf")], size=(64, 128), epochs=1, steps_per_epoch=2, batch=2, cwd=0.5)
+    out = distill(cfg)
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])) and float(rows[0]["loss"]) > 0
+    meta = json.loads((out / "export" / "roadseg.json").read_text())
+    assert meta["output_stride"] == 8 and len(meta["teachers"]) == 1
+
+
+@pytest.mark.slow  # ~3 minutes: two teachers, a cache and two students
 def test_distill_with_two_teachers_cache_replays_views(two_teachers, synth_cityscapes, tmp_path):
     from distill.distill import DistillConfig, Teachers, distill
     from trainer.datasets import list_samples
