@@ -11,7 +11,7 @@
 # (scripts/install_pi.sh) rather than in this image.
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 MALLOC_ARENA_MAX=2 \
     ROADSEG_HTTP=0.0.0.0:8080 ROADSEG_HEARTBEAT_FILE=/tmp/roadseg.heartbeat
 WORKDIR /opt/roadseg
 COPY pyproject.toml README.md ./

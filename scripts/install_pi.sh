@@ -92,6 +92,8 @@ SupplementaryGroups=video render
 Restart=on-failure
 RestartSec=3
 WatchdogSec=60
+# two glibc malloc arenas instead of up to 8 per core: same frame rate, ~12 MB less resident memory in the soak
+Environment=MALLOC_ARENA_MAX=2
 # credentials, if any: ROADSEG_MQTT_USERNAME / ROADSEG_MQTT_PASSWORD
 EnvironmentFile=-/etc/roadseg.env
 # hardening that leaves /dev/video*, /dev/media* and /dev/dma_heap visible to the camera stack

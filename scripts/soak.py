@@ -150,9 +150,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--api-every", type=float, default=5.0,
                    help="seconds between API request pairs (an upload and a stats request); 0: API off")
-    p.add_argument("--http-client", choices=["shared", "per-request"], default="shared",
-                   help="per-request: a new HTTP client (and TLS context) for every API call, as this harness did "
-                        "before 2026-11-26; it grows the harness's own memory, which shares the process")
+    p.add_argument("--http-client", choices=["shared", "per-request", "new-connection"], default="shared",
+                   help="shared: one client, one kept-alive connection; new-connection: one client, a new TCP "
+                        "connection for every call (as browsers and scripts come and go); per-request: a new client "
+                        "(and TLS context) for every call, as this harness did before 2026-11-26")
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -189,7 +190,8 @@ def main(argv=None) -> int:
     next_broker, next_camera = t0 + args.broker_every, t0 + args.camera_every
     rss: list[tuple[float, float]] = []
     breakdown: list[tuple[float, dict]] = []
-    http = httpx.Client(timeout=10)  # one client: a new one per request would grow the harness itself
+    http = httpx.Client(timeout=10, limits=httpx.Limits(
+        max_keepalive_connections=0 if args.http_client == "new-connection" else None))
     broker_recovery, camera_recovery, api_errors, api_calls = [], [], 0, 0
     upload = None
     next_api = t0 + 5
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
                         import cv2
                         upload = cv2.imencode(".jpg", cam._frames[0])[1].tobytes()
                     api_calls += 2
-                    client = http if args.http_client == "shared" else httpx
+                    client = httpx if args.http_client == "per-request" else http
                     r1 = client.get(f"http://127.0.0.1:{http_port}/v1/stats", timeout=5)
                     r2 = client.post(f"http://127.0.0.1:{http_port}/v1/segment",
                                      files={"file": ("f.jpg", upload, "image/jpeg")}, timeout=10)
