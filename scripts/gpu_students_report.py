@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--size", default="352x480")
     p.add_argument("--gpu", default="a GPU")
     p.add_argument("--date", default="2026-11-26")
+    p.add_argument("--bench-note", default="", help="what else ran during the benchmark, appended to its line")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "06-gpu-students.md"))
     p.add_argument("--figure", default=str(ROOT / "docs" / "img" / "gpu-students-kd.png"))
     a = p.parse_args()
@@ -117,7 +118,8 @@ def main() -> None:
     for cfg, seed, d in rows:
         L.append(f"| {cfg} | {seed} | " + " | ".join(f"{d[e]:+.1f}" if e in d else "" for e in epochs) + " |")
     if a.rerun:
-        rr = {f.stem: evals(f) for f in sorted(Path(a.rerun).glob("*.log"))}
+        stopped = [n for n in names if not (kd_dir / n / "train_log.json").is_file()]
+        rr = {n: evals(Path(a.rerun) / f"{n}.log") for n in stopped if (Path(a.rerun) / f"{n}.log").is_file()}
         if rr:
             L += ["", "A rerun of the stopped KD runs with an epoch-based schedule (150 epochs, two processes) was "
                   "stopped by the device time too; its held-out evaluations: " + "; ".join(
@@ -151,8 +153,10 @@ def main() -> None:
     speed = {}
     if a.bench and Path(a.bench).is_file():
         b = json.loads(Path(a.bench).read_text())
+        m = b["machine"]
         L += ["", f"Speed at {a.size} on this machine (`roadseg-bench`, interleaved rounds, 360x480 synthetic frames; "
-              f"{b['machine'].get('cpu', '')}):", "", "| model | threads | invoke p50 ms | invoke FPS | end-to-end FPS |",
+              f"{m.get('cpu', '')}, {m.get('cores')} cores, AVX-512 VNNI {'yes' if m.get('avx512_vnni') else 'no'}, "
+              f"{b.get('settings', {}).get('frames', '?')} frames per model and thread count{a.bench_note}):", "", "| model | threads | invoke p50 ms | invoke FPS | end-to-end FPS |",
               "|---|---|---|---|---|"]
         for r in b["results"]:
             L.append(f"| {r['model']} | {r['threads']} | {r['latency_ms']['p50']:.2f} | {r['invoke_fps']:.1f} | "
