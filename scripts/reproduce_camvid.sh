@@ -3,7 +3,8 @@
 # Usage: scripts/reproduce_camvid.sh /path/to/camvid
 #   RECIPE=pretrained (default): ImageNet EfficientNet-Lite encoders, sequence-disjoint
 #                     validation on 0006R0 (scripts/reproduce_pretrained.py; ~150 min on 2 cores,
-#                     TEACHER_WEIGHTS=DIR imports a teacher trained on a GPU instead)
+#                     TEACHER_WEIGHTS=DIR imports a teacher trained on a GPU instead;
+#                     STUDENT_WEIGHTS=DIR SIZE=352x480 imports scripts/gpu_students.sh's students)
 #   RECIPE=scratch:   the from-scratch teachers and students on CamVid val (scripts/reproduce_camvid.py)
 #   RECIPE=both:      one after the other
 set -euo pipefail

@@ -20,7 +20,12 @@ last checkpoint):
                names the machine that trained an imported teacher, for the report.
  2. students   LR-ASPP on ImageNet EfficientNet-Lite0, labels only and with KD
                from the teacher, for each seed in SEEDS (same schedule both ways);
-               FAST=1 adds roadseg-fast (seed 0) both ways.
+               FAST=1 adds roadseg-fast (seed 0) both ways. With STUDENT_WEIGHTS
+               (the folder ``scripts/gpu_students.sh`` wrote on a GPU machine)
+               every student in it is imported instead (``roadseg-distill
+               --epochs 0 --init-weights``; SIZE must be the size they trained
+               at), and the report is scripts/gpu_students_report.py's
+               (docs/measurements/06-gpu-students.md); STUDENT_NOTE names the GPU.
  3. int8       every student calibrated to int8 at SIZE, scored on 0006R0 through
                the LiteRT interpreter by calibration's gate.
  4. speed      the best int8 student next to LR-ASPP MobileNetV3-Large int8 at the
@@ -49,6 +54,7 @@ SIZE = E("SIZE", "192x256")
 TEACHER_SIZE = E("TEACHER_SIZE", "192x256")
 TEACHER_EPOCHS = E("TEACHER_EPOCHS", "8")
 TEACHER_WEIGHTS = E("TEACHER_WEIGHTS")
+STUDENT_WEIGHTS = E("STUDENT_WEIGHTS")
 STUDENT_EPOCHS = E("STUDENT_EPOCHS", "20")
 SEEDS = [int(s) for s in E("SEEDS", "0,1").split(",")]
 FAST = E("FAST", "0") == "1"
@@ -98,6 +104,29 @@ def students(data: str, t: Path, logs: Path) -> list[str]:
     return names
 
 
+def imported_students(data: str, logs: Path) -> list[str]:
+    """Every student that ``scripts/gpu_students.sh`` left in STUDENT_WEIGHTS
+    with weights (a run stopped by a time limit keeps its last evaluated
+    ones), imported as a run directory of the same name."""
+    names = []
+    for tl_path in sorted(Path(STUDENT_WEIGHTS).glob("*/train_log.json")):
+        tl, name = json.loads(tl_path.read_text()), tl_path.parent.name
+        size = "x".join(map(str, tl["size"]))
+        if size != SIZE:
+            raise SystemExit(f"{tl_path.parent} trained at {size}: run with SIZE={size}")
+        names.append(name)
+        out = RUNS / name
+        if stage_done(out):
+            continue
+        width = ["--width", str(tl["args"]["width"])] if tl["arch"] == "roadseg-fast" else []
+        parts = sum((["--init-weights", str(tl_path.parent / f)] for f in tl["weight_files"]), [])
+        run([str(BIN / "roadseg-distill"), "--student", tl["arch"], *width, "--no-kd", "--epochs", "0",
+             "--size", SIZE, "--data", data, *parts, *SPLIT, "--out", str(out)], logs / f"{name}.log")
+    if not names:
+        raise SystemExit(f"STUDENT_WEIGHTS={STUDENT_WEIGHTS} holds no NAME/train_log.json")
+    return names
+
+
 def calibrate(data: str, name: str, logs: Path, gate: bool = True) -> Path:
     out = DIST / f"{name}-int8-{SIZE}.tflite"
     if not (out.is_file() and out.with_suffix(".json").is_file()):
@@ -112,7 +141,7 @@ def main(data: str) -> None:
     t_start = time.time()
     logs = RUNS / "logs"
     t = teacher(data, logs)
-    names = students(data, t, logs)
+    names = imported_students(data, logs) if STUDENT_WEIGHTS else students(data, t, logs)
     ints = {n: calibrate(data, n, logs) for n in names}
     ref = RUNS / "lraspp-mnv3-large-speedref"
     if not stage_done(ref):
@@ -120,13 +149,27 @@ def main(data: str) -> None:
              "--size", SIZE, "--epochs", "1", "--steps-per-epoch", "10", "--batch", "8", *SPLIT, "--out", str(ref)],
             logs / "speedref.log")
     ref_tfl = calibrate(data, ref.name, logs, gate=False)
-    best = max((n for n in names if ints[n].is_file()),
-               key=lambda n: json.loads(ints[n].with_suffix(".json").read_text())["accuracy"]["quantized"]["miou7"])
+    def score(n):
+        return json.loads(ints[n].with_suffix(".json").read_text())["accuracy"]["quantized"]["miou7"]
+    done = [n for n in names if ints[n].is_file()]
+    best = max(done, key=score)
+    # the best of each student architecture, next to the reference
+    per_arch = {}
+    for n in sorted(done, key=score, reverse=True):
+        per_arch.setdefault(n.split("-")[0], n)
     bench = RUNS / "bench.json"
     if not bench.is_file():
-        run([str(BIN / "roadseg-bench"), "--model", str(ints[best]), "--model", str(ref_tfl), "--threads", "1",
+        models = sum((["--model", str(ints[n])] for n in per_arch.values()), [])
+        run([str(BIN / "roadseg-bench"), *models, "--model", str(ref_tfl), "--threads", "1",
              "--threads", "2", "--frames", BENCH_FRAMES, "--warmup", "20", "--frame-size", "360x480",
              "--out", str(bench)], logs / "bench.log")
+    if STUDENT_WEIGHTS:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_students_report.py"), "--kd", STUDENT_WEIGHTS,
+                        "--runs", str(RUNS), "--dist", str(DIST), "--bench", str(bench), "--teacher", str(t),
+                        "--size", SIZE, "--gpu", E("STUDENT_NOTE", "a GPU"), "--date", time.strftime("%Y-%m-%d")],
+                       check=True, cwd=ROOT)
+        log(f"all stages done in {(time.time() - t_start) / 60:.1f} min (this invocation)")
+        return
     report(data, names, best, t, bench, time.time() - t_start)
 
 
