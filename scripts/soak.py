@@ -186,6 +186,10 @@ def main(argv=None) -> int:
     counter = Counter(broker.port, "soak", capacity=int(args.minutes * 60 / 1.0) + 1000)
     t = threading.Thread(target=runner.run, name="runner")
     t.start()
+    # Ctrl-C or SIGTERM ends the soak early, and it still reports what it measured
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, runner.request_stop)
     t0 = time.monotonic()
     next_broker, next_camera = t0 + args.broker_every, t0 + args.camera_every
     rss: list[tuple[float, float]] = []
@@ -254,14 +258,16 @@ def main(argv=None) -> int:
         counter.client.loop_stop()
         http.close()
         broker.stop()
+    ran_s = max(1.0, (rss[-1][0] if rss else 0.0) + 10.0 if runner.exit_reason == "signal" else args.minutes * 60)
     sent = runner.seq
     received = sum(counter.seen[1:sent + 1])
     warm = [s for s in rss if s[0] >= args.warmup_minutes * 60]
     stats = runner.stats_payload()
     report = {
-        "schema": "roadseg.soak/1", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": args.minutes,
+        "schema": "roadseg.soak/1", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": round(ran_s / 60, 2),
+        "stopped_early": runner.exit_reason == "signal",
         "model": args.model, "fps_target": args.fps, "frame_size": args.frame_size, "threads": args.threads,
-        "frames": runner.frames, "fps_achieved": round(runner.frames / (args.minutes * 60), 2),
+        "frames": runner.frames, "fps_achieved": round(runner.frames / ran_s, 2),
         "rss_mb": {"start": rss[0][1], "after_warmup": warm[0][1] if warm else None, "end": rss[-1][1],
                    "max": max(r for _, r in rss)},
         "rss_growth_mb_per_hour_after_warmup": None if len(warm) < 3 else round(slope_mb_per_hour(warm), 3),
