@@ -154,11 +154,12 @@ def main(argv=None) -> int:
                    help="shared: one client, one kept-alive connection; new-connection: one client, a new TCP "
                         "connection for every call (as browsers and scripts come and go); per-request: a new client "
                         "(and TLS context) for every call, as this harness did before 2026-11-26")
+    p.add_argument("--verbose", action="store_true", help="the runtime's warnings too (drops, reconnections)")
     p.add_argument("--out", help="write the report as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose and noisy != "httpx" else logging.ERROR)
 
     import httpx
 
@@ -277,6 +278,7 @@ def main(argv=None) -> int:
         "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "api_every_s": args.api_every,
         "http_client": args.http_client,
         "summaries": {"published": sent, "received": received, "lost": sent - received,
+                      "lost_seq": [i for i in range(1, sent + 1) if not counter.seen[i]][:100],
                       "dropped_by_queue": stats["mqtt"].get("dropped")},
         "broker_outages": len(broker_recovery), "broker_recovery_s": broker_recovery,
         "camera_outages": len(camera_recovery), "camera_recovery_s": camera_recovery,

@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     runs = {}
     for item in a.runs:
-        label, _, path = item.partition("=")
-        if not path:
+        label, _, path = item.rpartition("=")
+        if not label or not path:
             raise SystemExit(f"soak_report: give LABEL=JSON, not {item!r}")
         try:
             runs[label] = json.loads(Path(path).read_text())
