@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--gpu", default="a GPU")
     p.add_argument("--date", default="2026-11-26")
     p.add_argument("--bench-note", default="", help="what else ran during the benchmark, appended to its line")
+    p.add_argument("--extra", default="", help="a paragraph of reading, placed before the caveats")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "06-gpu-students.md"))
     p.add_argument("--figure", default=str(ROOT / "docs" / "img" / "gpu-students-kd.png"))
     a = p.parse_args()
@@ -194,6 +195,8 @@ def main() -> None:
               f"{bq['quantized_metrics']['iou7']['object']:.3f} |",
               "| end-to-end FPS vs LR-ASPP MobileNetV3-Large int8 | >= 3x | " + (
                   "; ".join(f"{k} {', '.join(v)}" for k, v in ratios.items()) or "n/a") + " |"]
+    if a.extra:
+        L += ["", a.extra]
     L += ["", "What these numbers do not show: one held-out sequence of 101 frames; the training-time evaluations "
           "are on that same sequence (they choose nothing here: every run keeps its last weights, but they are "
           "what the KD comparison is read from); two seeds; eight processes shared one GPU and 16 CPU cores, so "
