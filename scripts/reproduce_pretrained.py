@@ -66,13 +66,18 @@ SPLIT = ["--train-split", f"except:{HOLDOUT}", "--val-split", f"holdout:{HOLDOUT
 STUDENT = "lraspp-efficientnet-lite0"
 
 
+def init_weight_args(folder: Path, train_log: dict) -> list[str]:
+    """``--init-weights`` for every part that teacher_keras_backend.py wrote into ``folder``."""
+    return sum((["--init-weights", str(folder / f)] for f in train_log["weight_files"]), [])
+
+
 def teacher(data: str, logs: Path) -> Path:
     out = RUNS / "teacher-fpn-lite2"
     if stage_done(out):
         return out
     if TEACHER_WEIGHTS:
         tl = json.loads((Path(TEACHER_WEIGHTS) / "train_log.json").read_text())
-        parts = sum((["--init-weights", str(Path(TEACHER_WEIGHTS) / f)] for f in tl["weight_files"]), [])
+        parts = init_weight_args(Path(TEACHER_WEIGHTS), tl)
         run([str(BIN / "roadseg-train"), "--arch", tl["arch"], "--data", data, "--size", "x".join(map(str, tl["size"])),
              "--epochs", "0", *parts, *SPLIT, "--out", str(out)], logs / "teacher.log")
     else:
@@ -119,7 +124,7 @@ def imported_students(data: str, logs: Path) -> list[str]:
         if stage_done(out):
             continue
         width = ["--width", str(tl["args"]["width"])] if tl["arch"] == "roadseg-fast" else []
-        parts = sum((["--init-weights", str(tl_path.parent / f)] for f in tl["weight_files"]), [])
+        parts = init_weight_args(tl_path.parent, tl)
         run([str(BIN / "roadseg-distill"), "--student", tl["arch"], *width, "--no-kd", "--epochs", "0",
              "--size", SIZE, "--data", data, *parts, *SPLIT, "--out", str(out)], logs / f"{name}.log")
     if not names:

@@ -252,6 +252,7 @@ def main(argv=None) -> int:
             time.sleep(0.2)
     finally:
         t.join(timeout=60)
+        ended = time.monotonic()
         deadline = time.monotonic() + 30  # let the subscriber receive what was delivered
         while time.monotonic() < deadline and sum(counter.seen[1:runner.seq + 1]) < runner.seq:
             time.sleep(0.2)
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
         counter.client.loop_stop()
         http.close()
         broker.stop()
-    ran_s = max(1.0, (rss[-1][0] if rss else 0.0) + 10.0 if runner.exit_reason == "signal" else args.minutes * 60)
+    ran_s = max(1.0, ended - t0) if runner.exit_reason == "signal" else args.minutes * 60
     sent = runner.seq
     received = sum(counter.seen[1:sent + 1])
     warm = [s for s in rss if s[0] >= args.warmup_minutes * 60]
