@@ -148,7 +148,7 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
     import tensorflow as tf
 
     from distill.losses import channel_kd, pixel_kd, valid_mask_at
-    from distill.students import STUDENTS, build_student, count_macs
+    from distill.students import STUDENTS, build_student, count_macs, student_kwargs
     from trainer.losses import make_loss
     from trainer.pipeline import AugmentConfig, DecodedSplit
 
@@ -160,16 +160,12 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
         raise ValueError("--teacher-cache has no use with --no-kd")
     if cfg.size[0] % 32 or cfg.size[1] % 32:
         raise ValueError(f"student sizes must be divisible by 32, got {cfg.size[0]}x{cfg.size[1]}")
+    kwargs = student_kwargs(cfg.student, cfg.width, cfg.encoder_weights, cfg.bn_momentum)
     for t in ([] if cfg.no_kd else cfg.teacher):
         check_teacher(t)
     run = start_run(cfg, resume, extra_config={"kind": "student"})
     teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
     with run.strategy.scope():
-        kwargs = {"width": cfg.width, "bn_momentum": cfg.bn_momentum}
-        if "efficientnet" in cfg.student:  # pretrained encoders
-            kwargs = {"encoder_weights": cfg.encoder_weights, "bn_momentum": cfg.bn_momentum}
-        elif cfg.encoder_weights not in ("none", None):
-            raise ValueError(f"--encoder-weights applies to the EfficientNet-Lite students, not {cfg.student}")
         st = build_student(cfg.student, **kwargs)
         if cfg.init_weights and not resume:
             from trainer.models import load_weight_files

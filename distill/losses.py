@@ -1,34 +1,42 @@
 """Distillation losses on student logits and teacher probabilities, both at
-the student's output resolution, ``[N,h,w,C]``."""
+the student's output resolution, ``[N,h,w,C]``.
+
+Written in ``keras.ops`` so that one definition serves ``roadseg-distill``
+(TensorFlow) and the backend-free trainer (``scripts/teacher_keras_backend.py``
+on JAX or PyTorch)."""
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from edge_runtime.labels import IGNORE_INDEX
 
 EPS = 1e-8
 
 
+def _log(p):
+    return ops.log(ops.maximum(p, EPS))
+
+
 def soften(probs, temperature: float):
     """Teacher probabilities at temperature T: softmax(log p / T)."""
     if temperature == 1.0:
         return probs
-    return tf.nn.softmax(tf.math.log(tf.maximum(probs, EPS)) / temperature, axis=-1)
+    return ops.softmax(_log(probs) / temperature, axis=-1)
 
 
 def pixel_kd(student_logits, teacher_probs, temperature: float = 1.0, mask=None):
     """Pixel-wise KL(teacher_T || student_T) * T^2, averaged over pixels
     (Hinton et al. 2015; Liu et al., "Structured KD for dense prediction").
     ``mask`` [N,h,w] (1 = counts) leaves out pixels, e.g. padding."""
-    s = tf.cast(student_logits, tf.float32)
-    pt = soften(tf.cast(teacher_probs, tf.float32), temperature)
-    log_ps = tf.nn.log_softmax(s / temperature, axis=-1)
-    kl = tf.reduce_sum(pt * (tf.math.log(tf.maximum(pt, EPS)) - log_ps), axis=-1)
+    s = ops.cast(student_logits, "float32")
+    pt = soften(ops.cast(teacher_probs, "float32"), temperature)
+    log_ps = ops.log_softmax(s / temperature, axis=-1)
+    kl = ops.sum(pt * (_log(pt) - log_ps), axis=-1)
     if mask is None:
-        mean = tf.reduce_mean(kl)
+        mean = ops.mean(kl)
     else:
-        mask = tf.cast(mask, tf.float32)
-        mean = tf.reduce_sum(kl * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+        mask = ops.reshape(ops.cast(mask, "float32"), ops.shape(kl))
+        mean = ops.sum(kl * mask) / ops.maximum(ops.sum(mask), 1.0)
     return mean * temperature ** 2
 
 
@@ -37,21 +45,23 @@ def channel_kd(student_logits, teacher_probs, temperature: float = 4.0):
     is turned into a distribution over spatial positions (softmax of
     logits / T) and the student matches the teacher's with KL, * T^2,
     averaged over channels and images. Teacher logits are log-probabilities."""
-    s = tf.cast(student_logits, tf.float32)
-    t = tf.math.log(tf.maximum(tf.cast(teacher_probs, tf.float32), EPS))
-    n, c = tf.shape(s)[0], tf.shape(s)[3]
-    s = tf.reshape(tf.transpose(s, [0, 3, 1, 2]), [n, c, -1]) / temperature
-    t = tf.reshape(tf.transpose(t, [0, 3, 1, 2]), [n, c, -1]) / temperature
-    pt = tf.nn.softmax(t, axis=-1)
-    kl = tf.reduce_sum(pt * (tf.nn.log_softmax(t, axis=-1) - tf.nn.log_softmax(s, axis=-1)), axis=-1)
-    return tf.reduce_mean(kl) * temperature ** 2
+    s = ops.cast(student_logits, "float32")
+    t = _log(ops.cast(teacher_probs, "float32"))
+
+    def per_channel(x):  # [N,h,w,C] -> [N,C,h*w]
+        x = ops.transpose(x, (0, 3, 1, 2))
+        return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], -1)) / temperature
+    s, t = per_channel(s), per_channel(t)
+    log_pt = ops.log_softmax(t, axis=-1)
+    kl = ops.sum(ops.exp(log_pt) * (log_pt - ops.log_softmax(s, axis=-1)), axis=-1)
+    return ops.mean(kl) * temperature ** 2
 
 
 def valid_mask_at(labels, size):
     """Pixels of the student's output grid whose label is not ignored
     (nearest-resized), so padding added by augmentation does not teach."""
-    lab = tf.image.resize(tf.cast(labels, tf.int32)[..., None], size, method="nearest")[..., 0]
-    return tf.cast(tf.not_equal(lab, IGNORE_INDEX), tf.float32)
+    lab = ops.image.resize(ops.cast(labels, "float32")[..., None], tuple(size), interpolation="nearest")[..., 0]
+    return ops.cast(ops.not_equal(lab, float(IGNORE_INDEX)), "float32")
 
 
 def combine_teachers(probs_list, class_weights=None):
@@ -59,13 +69,13 @@ def combine_teachers(probs_list, class_weights=None):
     ``[T, C]`` (e.g. each teacher's val IoU per class, normalized over
     teachers) each teacher counts most for the classes it knows best. The
     result is renormalized to sum to 1 per pixel."""
-    stacked = tf.stack([tf.cast(p, tf.float32) for p in probs_list])  # [T,N,h,w,C]
+    stacked = ops.stack([ops.cast(p, "float32") for p in probs_list])  # [T,N,h,w,C]
     if class_weights is None:
-        mixed = tf.reduce_mean(stacked, axis=0)
+        mixed = ops.mean(stacked, axis=0)
     else:
-        w = tf.constant(class_weights, tf.float32)[:, None, None, None, :]
-        mixed = tf.reduce_sum(stacked * w, axis=0)
-    return mixed / tf.maximum(tf.reduce_sum(mixed, axis=-1, keepdims=True), EPS)
+        w = ops.convert_to_tensor(class_weights, "float32")[:, None, None, None, :]
+        mixed = ops.sum(stacked * w, axis=0)
+    return mixed / ops.maximum(ops.sum(mixed, axis=-1, keepdims=True), EPS)
 
 
 def teacher_class_weights(ious: list[list[float | None]]) -> list[list[float]]:

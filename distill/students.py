@@ -178,6 +178,22 @@ STUDENTS: dict[str, Callable[..., SegModel]] = {
 }
 
 
+def student_kwargs(name: str, width: float = 1.0, encoder_weights: str | None = "none",
+                   bn_momentum: float | None = None) -> dict:
+    """The builder arguments a student takes: the EfficientNet-Lite students
+    have a pretrained encoder (``encoder_weights``) and a fixed width; the
+    others have a width multiplier and no pretrained encoder here."""
+    pretrained = "efficientnet" in name
+    if not pretrained and encoder_weights not in ("none", None):
+        raise ValueError(f"--encoder-weights applies to the EfficientNet-Lite students, not {name}")
+    if pretrained and width != 1.0:
+        raise ValueError(f"{name} has the encoder's fixed width; --width applies to the other students")
+    kw = {"encoder_weights": encoder_weights} if pretrained else {"width": width}
+    if bn_momentum is not None:
+        kw["bn_momentum"] = bn_momentum
+    return kw
+
+
 def build_student(name: str, **kwargs) -> SegModel:
     try:
         builder = STUDENTS[name]

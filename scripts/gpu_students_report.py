@@ -82,7 +82,7 @@ def main() -> None:
              f"object {teacher['iou7']['object']:.3f}.")
     L += ["", "| run | student | KD | epochs | held-out mIoU-7 in training | imported float mIoU-7 | int8 mIoU-7 | "
           "int8 drop (points) | pixel agreement | human (int8) | object (int8) |", "|---" * 11 + "|"]
-    finals = {}
+    finals, per_class = {}, {}
     for n in names:
         cfg, kd, seed = n.split("-")[0], "-kd-" in n, n.rsplit("-s", 1)[1]
         tl = kd_dir / n / "train_log.json"
@@ -94,15 +94,23 @@ def main() -> None:
         q = json.loads(side.read_text())["accuracy"] if side.is_file() and log else None
         done = log is not None and log["epochs"][-1]["epoch"] == ep
         finals[n] = q["quantized"]["miou7"] if q else None
-        L.append(f"| {n} | {cfg} | {'yes' if kd else 'no'} | "
-                 f"{(str(log['epochs'][-1]['epoch']) if done else f'stopped after {ep} (time limit), no weights')} "
-                 f"| {f3(curves[n][ep]['holdout_miou7']) if ep else 'n/a'} (epoch {ep}) | "
-                 f"{f3(fm['miou7']) if fm else 'n/a'} | {f3(q['quantized']['miou7']) if q else 'n/a'} | "
-                 f"{q['drop_points_miou7']:+.2f} | {100 * q['pixel_agreement']:.1f}% | "
-                 f"{f3(q['quantized_metrics']['iou7']['human'])} | {f3(q['quantized_metrics']['iou7']['object'])} |"
-                 if q else
-                 f"| {n} | {cfg} | {'yes' if kd else 'no'} | stopped after {ep} (time limit), no weights | "
-                 f"{f3(curves[n][ep]['holdout_miou7']) if ep else 'n/a'} (epoch {ep}) | n/a | n/a | | | | |")
+        ran = str(log["epochs"][-1]["epoch"]) if done else f"stopped after {ep} (time limit), no weights"
+        trained = f"{f3(curves[n][ep]['holdout_miou7']) if ep else 'n/a'} (epoch {ep})"
+        int8 = ([f3(fm["miou7"]) if fm else "n/a", f3(q["quantized"]["miou7"]), f"{q['drop_points_miou7']:+.2f}",
+                 f"{100 * q['pixel_agreement']:.1f}%", f3(q["quantized_metrics"]["iou7"]["human"]),
+                 f3(q["quantized_metrics"]["iou7"]["object"])] if q else ["n/a", "n/a", "", "", "", ""])
+        L.append("| " + " | ".join([n, cfg, "yes" if kd else "no", ran, trained, *int8]) + " |")
+        if q:
+            per_class[n] = (fm["iou7"] if fm else None, q["quantized_metrics"]["iou7"])
+
+    classes = list(teacher["iou7"])
+    L += ["", "Per-class IoU on the held-out sequence (mIoU-7 convention), the teacher and every student whose "
+          "weights came back:", "", "| model | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
+          "| teacher (float) | " + " | ".join(f3(teacher["iou7"][c]) for c in classes) + " |"]
+    for n, (fl, q8) in per_class.items():
+        for label, ious in (("float", fl), ("int8", q8)):
+            if ious:
+                L.append(f"| {n} ({label}) | " + " | ".join(f3(ious[c]) for c in classes) + " |")
 
     # KD vs labels only at equal epochs
     L += ["", "KD minus labels only, held-out mIoU-7 in points, at the epochs where both were evaluated "

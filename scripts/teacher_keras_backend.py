@@ -50,7 +50,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-IGNORE = 255
+from edge_runtime.labels import IGNORE_INDEX as IGNORE  # noqa: E402
 MAX_PART = 12 * 2 ** 20
 
 
@@ -108,10 +108,9 @@ def augment(img, lab, size, rng):
 
 def build_net(arch: str, size, encoder_weights: str, width: float = 1.0):
     """A teacher from trainer.models or a student from distill.students, by name."""
-    from distill.students import STUDENTS, build_student
+    from distill.students import STUDENTS, build_student, student_kwargs
     if arch in STUDENTS:
-        kw = {"encoder_weights": encoder_weights} if "efficientnet" in arch else {"width": width}
-        return build_student(arch, **kw).model
+        return build_student(arch, **student_kwargs(arch, width, encoder_weights)).model
     from trainer.models import build_model
     return build_model(arch, size, encoder_weights=encoder_weights).model
 
@@ -136,21 +135,17 @@ def training_model(model, teacher, size, stride: int):
 
 
 def kd_loss(temperature: float):
-    """KL(teacher_T || student_T) * T^2 over the pixels whose label is not
-    ignored; ``y_pred`` holds the student's logits and the teacher's
-    probabilities side by side (distill.losses.pixel_kd, backend-agnostic)."""
+    """``roadseg-distill``'s pixel KD (:func:`distill.losses.pixel_kd`) as a
+    Keras loss: ``y_pred`` holds the student's logits and the teacher's
+    probabilities side by side; pixels whose label is ignored do not count."""
     from keras import ops
+
+    from distill.losses import pixel_kd
 
     def loss(y_true, y_pred):
         c = y_pred.shape[-1] // 2
-        s = ops.cast(y_pred[..., :c], "float32")
-        pt = ops.cast(y_pred[..., c:], "float32")
-        if temperature != 1.0:
-            pt = ops.softmax(ops.log(ops.maximum(pt, 1e-8)) / temperature, axis=-1)
-        kl = ops.sum(pt * (ops.log(ops.maximum(pt, 1e-8)) - ops.log_softmax(s / temperature, axis=-1)), axis=-1)
-        valid = ops.cast(ops.not_equal(ops.cast(y_true, "int32"), IGNORE), "float32")
-        kl = ops.reshape(kl, ops.shape(valid))
-        return ops.sum(kl * valid) / ops.maximum(ops.sum(valid), 1.0) * temperature ** 2
+        valid = ops.not_equal(ops.cast(y_true, "int32"), IGNORE)
+        return pixel_kd(y_pred[..., :c], y_pred[..., c:], temperature, mask=valid)
     return loss
 
 

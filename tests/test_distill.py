@@ -62,6 +62,47 @@ def test_combine_teachers_per_class_weights():
     assert teacher_class_weights([[None], [0.5]]) == [[0.5], [0.5]]
 
 
+_BACKEND_FREE = """
+import json, sys
+import numpy as np
+from distill.losses import channel_kd, combine_teachers, pixel_kd, valid_mask_at
+rng = np.random.default_rng(0)
+p = rng.dirichlet(np.ones(8), size=(2, 3, 4)).astype("float32")
+q = rng.dirichlet(np.ones(8), size=(2, 3, 4)).astype("float32")
+s = rng.normal(size=(2, 3, 4, 8)).astype("float32")
+labels = np.zeros((2, 6, 8), np.uint8); labels[:, :2] = 255
+mask = valid_mask_at(labels, (3, 4))
+out = {"pixel": float(pixel_kd(s, p, 2.0, mask)), "channel": float(channel_kd(s, p, 4.0)),
+       "mask": np.asarray(mask).tolist(), "mix": np.asarray(combine_teachers([p, q])).sum().item(),
+       "tensorflow": "tensorflow" in sys.modules}
+print(json.dumps(out))
+"""
+
+
+def test_kd_losses_are_one_definition_for_every_backend():
+    """distill.losses runs on Keras backends other than TensorFlow (the
+    backend-free trainer uses it on JAX) and gives TensorFlow's numbers."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", _BACKEND_FREE], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    other = json.loads(r.stdout.strip().splitlines()[-1])
+    assert other["tensorflow"] is False
+    ns: dict = {}
+    exec(_BACKEND_FREE.replace("print(json.dumps(out))", ""), ns)
+    here = ns["out"]
+    assert other["pixel"] == pytest.approx(here["pixel"], rel=1e-5) and here["pixel"] > 0
+    assert other["channel"] == pytest.approx(here["channel"], rel=1e-5) and here["channel"] > 0
+    assert other["mask"] == here["mask"]
+    assert np.asarray(here["mask"])[:, 0].sum() == 0 and np.asarray(here["mask"])[:, 1:].min() == 1
+    assert other["mix"] == pytest.approx(2 * 3 * 4, rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def two_teachers(tmp_path_factory):
     from trainer.export import export_savedmodel
@@ -134,6 +175,14 @@ def test_distill_cli_errors(synth_cityscapes, tmp_path, capsys):
     assert main(["--student", "roadseg-fast", "--teacher", str(tmp_path / "none"), "--data", str(synth_cityscapes),
                  "--out", str(tmp_path / "c")]) == 2
     assert "no SavedModel export" in capsys.readouterr().err
+    # a student's builder arguments are checked before a run directory is made
+    assert main(["--student", "roadseg-fast", "--encoder-weights", "imagenet", "--no-kd", "--data",
+                 str(synth_cityscapes), "--out", str(tmp_path / "d")]) == 2
+    assert "applies to the EfficientNet-Lite students, not roadseg-fast" in capsys.readouterr().err
+    assert main(["--student", "lraspp-efficientnet-lite0", "--width", "2", "--no-kd", "--data",
+                 str(synth_cityscapes), "--out", str(tmp_path / "e")]) == 2
+    assert "fixed width" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
 def test_students_registry_and_output_stride():

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "teacher_keras_backend.py"
 
 
-ENV = dict(os.environ, KERAS_BACKEND="tensorflow")  # the backend CI has; the GPU runs used jax
+ENV = dict(os.environ, KERAS_BACKEND="tensorflow")
+JAX_ENV = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")  # the backend the GPU runs use
 SPLIT = ["--train-split", "except:synth_00005", "--val-split", "holdout:synth_00005"]
 
 
@@ -66,9 +67,11 @@ def test_weights_from_the_backend_free_trainer_import_as_a_run(packed_teacher, s
 
 def test_student_distilled_by_the_backend_free_trainer_imports_as_a_student_run(packed_teacher, synth_camvid,
                                                                                  tmp_path):
-    """A roadseg-fast student trained with KD from that teacher (the frozen
-    teacher on the student's own batches), saved with float16 kernels, comes
-    back through ``roadseg-distill --init-weights ... --epochs 0``."""
+    """A roadseg-fast student trained on JAX (the GPU machines' backend) with
+    KD from that teacher (trained on TensorFlow; frozen, run on the student's
+    own batches; the KD loss is distill.losses.pixel_kd), saved with float16
+    kernels, comes back through ``roadseg-distill --init-weights ... --epochs 0``."""
+    pytest.importorskip("jax")
     from distill.distill import main
     packed, teacher_log, teacher_parts = packed_teacher
     out = tmp_path / "student"
@@ -77,10 +80,10 @@ def test_student_distilled_by_the_backend_free_trainer_imports_as_a_student_run(
                         "--epochs", "2", "--batch", "2", "--workers", "1", "--eval-every", "1", "--float16-kernels",
                         "--teacher-arch", "fpn-efficientnet-lite0", "--temperature", "2", "--alpha", "0.5",
                         *sum((["--teacher-weights", p] for p in teacher_parts), [])],
-                       capture_output=True, text=True, env=ENV, timeout=600)
+                       capture_output=True, text=True, env=JAX_ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     log = json.loads((out / "train_log.json").read_text())
-    assert log["kd"] and log["output_stride"] == 8 and len(log["epochs"]) == 2
+    assert log["backend"] == "jax" and log["kd"] and log["output_stride"] == 8 and len(log["epochs"]) == 2
     assert all(np.isfinite(e["kd"]) and e["kd"] >= 0 and np.isfinite(e["ce"]) for e in log["epochs"])
     parts = [str(out / f) for f in log["weight_files"]]
     with np.load(parts[0]) as z:  # kernels in float16, BatchNormalization statistics in float32
