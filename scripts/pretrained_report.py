@@ -54,6 +54,9 @@ def main() -> None:
     p.add_argument("--holdout", default="0006R0")
     p.add_argument("--minutes")
     p.add_argument("--teacher-note", default="", help="where the imported teacher was trained (machine)")
+    p.add_argument("--title", default="Pretrained encoders, sequence-disjoint validation (issue 13)",
+                   help="the section's heading (a new heading makes a new section of RESULTS.md)")
+    p.add_argument("--how", help="what made these runs, replacing the sentence about reproduce_pretrained.py")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "05-pretrained.md"))
     p.add_argument("--figure", default=str(ROOT / "docs" / "img" / "pretrained-per-class.png"))
     a = p.parse_args()
@@ -79,10 +82,11 @@ def main() -> None:
             per_class[f"{n} (int8)"] = q["quantized_metrics"]["iou7"]
 
     date = dt.date.today().isoformat()
-    L = [f"## Pretrained encoders, sequence-disjoint validation (issue 13)", "",
-         f"Measured {date} on {cpu_name()} ({os.cpu_count()} cores) by the stages of `scripts/reproduce_pretrained.py` "
-         f"(`RECIPE=pretrained scripts/reproduce_camvid.sh ../shared/data/camvid`; each command is in the run's "
-         f"logs){', the last invocation ' + a.minutes + ' min' if a.minutes else ''}. "
+    how = a.how or ("by the stages of `scripts/reproduce_pretrained.py` (`RECIPE=pretrained "
+                    "scripts/reproduce_camvid.sh ../shared/data/camvid`; each command is in the run's logs)")
+    L = [f"## {a.title}", "",
+         f"Measured {date} on {cpu_name()} ({os.cpu_count()} cores) {how}"
+         f"{', the last invocation ' + a.minutes + ' min' if a.minutes else ''}. "
          f"Every model trained on the 367 CamVid frames of train + val outside sequence {a.holdout} and is scored "
          f"on all 101 frames of {a.holdout}, a road sequence none of them saw "
          f"(`--train-split except:{a.holdout} --val-split holdout:{a.holdout}`). 8 categories; mIoU-7 leaves void "
@@ -113,12 +117,11 @@ def main() -> None:
     for n, m, q in rows:
         seed = n.rsplit("-s", 1)[-1]
         mm = m["metrics"]
-        L.append(f"| {n} | {seed} | {'yes' if '-kd-' in n else 'no'} | {f3(mm['miou7'])} | "
-                 f"{f3(q['quantized']['miou7']) if q else 'n/a'} | {q['drop_points_miou7']:+.2f} | "
-                 f"{100 * q['pixel_agreement']:.1f}% | {f3(q['quantized_metrics']['iou7']['human'])} | "
-                 f"{f3(q['quantized_metrics']['iou7']['object'])} | {m.get('best_epoch')} |" if q else
-                 f"| {n} | {seed} | {'yes' if '-kd-' in n else 'no'} | {f3(mm['miou7'])} | n/a | | | | | "
-                 f"{m.get('best_epoch')} |")
+        int8 = ([f3(q["quantized"]["miou7"]), f"{q['drop_points_miou7']:+.2f}", f"{100 * q['pixel_agreement']:.1f}%",
+                 f3(q["quantized_metrics"]["iou7"]["human"]), f3(q["quantized_metrics"]["iou7"]["object"])]
+                if q else ["n/a", "", "", "", ""])
+        L.append("| " + " | ".join([n, seed, "yes" if "-kd-" in n else "no", f3(mm["miou7"]), *int8,
+                                    str(m.get("best_epoch"))]) + " |")
     # KD gain per student family, averaged over the seeds that have both
     fams = sorted({n.split("-")[0] for n, _, _ in rows})
     for fam in fams:
