@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--title", default="Pretrained encoders, sequence-disjoint validation (issue 13)",
                    help="the section's heading (a new heading makes a new section of RESULTS.md)")
     p.add_argument("--how", help="what made these runs, replacing the sentence about reproduce_pretrained.py")
+    p.add_argument("--extra", default="", help="a paragraph of reading, placed before the caveats")
     p.add_argument("--out", default=str(ROOT / "docs" / "measurements" / "05-pretrained.md"))
     p.add_argument("--figure", default=str(ROOT / "docs" / "img" / "pretrained-per-class.png"))
     a = p.parse_args()
@@ -181,9 +182,14 @@ def main() -> None:
                 ("end-to-end FPS vs LR-ASPP MobileNetV3-Large int8", ">= 3x", f"{speedup:.2f}x" if speedup else "n/a")]
         L += ["", "### The issue's goals, as measured", "", "| goal | target | measured |", "|---|---|---|"]
         L += [f"| {g} | {t} | {m} |" for g, t, m in goal]
+    seeds = len({n.rsplit("-s", 1)[-1] for n in a.names})
+    if a.extra:
+        L += ["", a.extra]
     L += ["", "What these numbers do not show: one held-out sequence of 101 frames (about 3 minutes of one drive) "
           "is a small test; best epochs were chosen on it (cosine schedules end near their best, but the float "
-          "numbers are slightly optimistic for that reason); two seeds bound seed noise only roughly.", ""]
+          "numbers are slightly optimistic for that reason); "
+          + ("one seed says nothing about seed noise." if seeds == 1
+             else f"{seeds} seeds bound seed noise only roughly."), ""]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, "\n".join(L))
