@@ -182,7 +182,8 @@ def main() -> None:
                 ("end-to-end FPS vs LR-ASPP MobileNetV3-Large int8", ">= 3x", f"{speedup:.2f}x" if speedup else "n/a")]
         L += ["", "### The issue's goals, as measured", "", "| goal | target | measured |", "|---|---|---|"]
         L += [f"| {g} | {t} | {m} |" for g, t, m in goal]
-    seeds = len({n.rsplit("-s", 1)[-1] for n in a.names})
+    seeds = len({n.rsplit("-s", 1)[-1] for n in a.names if "-kd-" in n and n.replace("-kd-", "-nokd-") in a.names})
+    seeds = seeds or len({n.rsplit("-s", 1)[-1] for n in a.names})  # seeds with both runs, if any pair
     if a.extra:
         L += ["", a.extra]
     L += ["", "What these numbers do not show: one held-out sequence of 101 frames (about 3 minutes of one drive) "
