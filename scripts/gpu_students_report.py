@@ -96,10 +96,10 @@ def main() -> None:
         finals[n] = q["quantized"]["miou7"] if q else None
         ran = str(log["epochs"][-1]["epoch"]) if done else f"stopped after {ep} (time limit), no weights"
         trained = f"{f3(curves[n][ep]['holdout_miou7']) if ep else 'n/a'} (epoch {ep})"
-        int8 = ([f3(fm["miou7"]) if fm else "n/a", f3(q["quantized"]["miou7"]), f"{q['drop_points_miou7']:+.2f}",
+        scores = ([f3(fm["miou7"]) if fm else "n/a", f3(q["quantized"]["miou7"]), f"{q['drop_points_miou7']:+.2f}",
                  f"{100 * q['pixel_agreement']:.1f}%", f3(q["quantized_metrics"]["iou7"]["human"]),
                  f3(q["quantized_metrics"]["iou7"]["object"])] if q else ["n/a", "n/a", "", "", "", ""])
-        L.append("| " + " | ".join([n, cfg, "yes" if kd else "no", ran, trained, *int8]) + " |")
+        L.append("| " + " | ".join([n, cfg, "yes" if kd else "no", ran, trained, *scores]) + " |")
         if q:
             per_class[n] = (fm["iou7"] if fm else None, q["quantized_metrics"]["iou7"])
 
