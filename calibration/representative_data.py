@@ -16,8 +16,8 @@ import logging
 import cv2
 import numpy as np
 
-from edge_runtime.labels import NUM_CLASSES
-from edge_runtime.preprocessing import preprocess
+from edge_runtime.contract.labels import NUM_CLASSES
+from edge_runtime.contract.preprocessing import preprocess
 
 log = logging.getLogger("roadseg.calibration")
 SELECTIONS = ("diverse", "random")

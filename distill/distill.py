@@ -59,7 +59,7 @@ class Teachers:
     def __init__(self, runs: list[str], weighting: str = "iou"):
         import tensorflow as tf
         from distill.losses import teacher_class_weights
-        from edge_runtime.labels import CATEGORIES
+        from edge_runtime.contract.labels import CATEGORIES
         from trainer.export import ExportedModel
         self.tf = tf
         self.runs = [Path(r) for r in runs]

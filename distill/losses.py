@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from edge_runtime.labels import IGNORE_INDEX
+from edge_runtime.contract.labels import IGNORE_INDEX
 
 EPS = 1e-8
 

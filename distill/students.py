@@ -25,7 +25,7 @@ import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
 import keras
 from keras import layers
 
-from edge_runtime.labels import NUM_CLASSES
+from edge_runtime.contract.labels import NUM_CLASSES
 from trainer.models import SegModel
 
 OUTPUT_STRIDE = 8

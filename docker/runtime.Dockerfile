@@ -27,6 +27,6 @@ RUN pip install ".[runtime,api]" \
 USER 10001
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-    CMD ["python", "-c", "import sys; from edge_runtime.device import heartbeat_age; sys.exit(heartbeat_age('/tmp/roadseg.heartbeat') > 30)"]
+    CMD ["python", "-c", "import sys; from edge_runtime.io.device import heartbeat_age; sys.exit(heartbeat_age('/tmp/roadseg.heartbeat') > 30)"]
 ENTRYPOINT ["roadseg-run"]
 CMD ["--help"]

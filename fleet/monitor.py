@@ -28,7 +28,7 @@ def describe(topic: str, p: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import paho.mqtt.client as mqtt
 
-    from edge_runtime import cli
+    from edge_runtime.commands import cli
     p = cli.parser("roadseg-monitor", __doc__)
     p.add_argument("--mqtt-host", default="127.0.0.1", help="broker host")
     p.add_argument("--mqtt-port", type=int, default=1883)

@@ -43,13 +43,13 @@ $B/roadseg-distill --teacher "$OUT/teacher" --student roadseg-fast --data "$DATA
 
 step "5/7 int8 calibration with the accuracy gate (smoke-scale thresholds)"
 $B/roadseg-calibrate --model "$OUT/student" --data "$DATA" --out "$OUT/dist/student-int8.tflite" \
-    --samples 32 --max-drop 5 --min-agreement 0.8
+    --samples 32 --max-drop 5 --min-agreement 0.8 --min-miou 0
 
 step "6/7 a short video to play as the camera"
 $B/python - "$OUT/drive.mp4" "$SIZE" <<'PY'
 import sys, cv2
-from edge_runtime.preprocessing import parse_size
-from edge_runtime.synthetic import synthetic_scene
+from edge_runtime.contract.preprocessing import parse_size
+from edge_runtime.eval.synthetic import synthetic_scene
 h, w = parse_size(sys.argv[2]); h, w = h * 2, w * 2
 out = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"mp4v"), 15, (w, h))
 for i in range(90):

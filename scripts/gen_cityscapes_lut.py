@@ -1,4 +1,4 @@
-"""Regenerate edge_runtime/_cityscapes_lut.py from the official Cityscapes
+"""Regenerate edge_runtime/contract/_cityscapes_lut.py from the official Cityscapes
 label table (cityscapesscripts.helpers.labels). Run after upgrading
 cityscapesscripts; tests/test_labels.py fails if the two drift apart."""
 from pathlib import Path

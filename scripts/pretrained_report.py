@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_runtime import atomic  # noqa: E402
 from results_report import upsert_section  # noqa: E402
-from edge_runtime.labels import CATEGORIES, VOID  # noqa: E402
+from edge_runtime.contract.labels import CATEGORIES, VOID  # noqa: E402
 
 CLASSES7 = [c for i, c in enumerate(CATEGORIES) if i != VOID]
 

@@ -150,7 +150,7 @@ def main(data: str) -> None:
         if out.is_file() and out.with_suffix(".json").is_file():
             continue
         # int8 is gated; fp16/fp32/dynamic are recorded for comparison; the bench-size files are for speed
-        gate = ["--max-drop", "100", "--min-agreement", "0", "--force"] if (size != SIZE or prec != "int8") \
+        gate = ["--max-drop", "100", "--min-agreement", "0", "--min-miou", "0", "--force"] if (size != SIZE or prec != "int8") \
             else ["--max-drop", E("MAX_DROP", "1.0")]
         cmd = [str(BIN / "roadseg-calibrate"), "--model", str(RUNS / n), "--data", data, "--out", str(out),
                "--size", size, "--precision", prec, "--samples", E("CAL_SAMPLES", "200")]

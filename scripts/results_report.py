@@ -78,7 +78,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
     w(f"Data: CamVid (SegNet split, 367 train / 101 val, 360x480), mapped to the 8 Cityscapes categories. "
       f"All models trained **from scratch** (no ImageNet or Cityscapes weights: nothing can be downloaded on the "
       f"machine that made this page). Training and evaluation frames are resized to {size} (the stretch policy "
-      "of `edge_runtime.preprocessing`); predictions are scored at each label's native 360x480 resolution. "
+      "of `edge_runtime.contract.preprocessing`); predictions are scored at each label's native 360x480 resolution. "
       "mIoU-7 ignores void ground truth (Cityscapes category convention); mIoU-8 scores all 8. "
       "Val is the only split used for model selection and reporting; the CamVid test split was never touched.")
     w("")
@@ -208,7 +208,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
           f"{100 * a['pixel_agreement']:.2f}% | {'**refused** (written with --force)' if f.stem in failed else 'passed'} |")
     w("")
     # --- bench
-    from edge_runtime.bench import format_markdown
+    from edge_runtime.eval.bench import format_markdown
     w(f"## Speed at {bench_size} on this machine")
     w("")
     w(format_markdown(bench))
@@ -359,8 +359,8 @@ def _grid(data, teacher_run, student_tflite, out, n=4):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from edge_runtime.datasets import list_samples, load_sample
-    from edge_runtime.labels import PALETTE, colorize
+    from edge_runtime.eval.datasets import list_samples, load_sample
+    from edge_runtime.contract.labels import PALETTE, colorize
     from edge_runtime.model.segmenter import DeviceSegmenter
     from trainer.evaluate import savedmodel_segmenter
     import cv2

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime import atomic  # noqa: E402
-from edge_runtime.device import memory_mb  # noqa: E402
+from edge_runtime.io.device import memory_mb  # noqa: E402
 from edge_runtime.io.broker import MosquittoProcess  # noqa: E402
 from edge_runtime.io.publisher import free_port  # noqa: E402
 
@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     import httpx
 
     from edge_runtime.io.sources import LatestFrameSource, SyntheticCamera
-    from edge_runtime.preprocessing import parse_size
-    from edge_runtime.run import Runner, load_settings
+    from edge_runtime.contract.preprocessing import parse_size
+    from edge_runtime.loop import Runner, load_settings
 
     work = Path(tempfile.mkdtemp(prefix="roadseg-soak-"))
     try:

@@ -50,14 +50,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from edge_runtime.labels import IGNORE_INDEX as IGNORE  # noqa: E402
+from edge_runtime.contract.labels import IGNORE_INDEX as IGNORE  # noqa: E402
 MAX_PART = 12 * 2 ** 20
 
 
 def pack(data: str, out: str) -> None:
     import cv2
 
-    from edge_runtime.datasets import list_samples, load_sample
+    from edge_runtime.eval.datasets import list_samples, load_sample
     dst = Path(out)
     dst.mkdir(parents=True, exist_ok=True)
     n = 0
@@ -214,7 +214,7 @@ def train(args) -> None:
         return args.lr * (0.01 + 0.99 * c)
 
     def evaluate():
-        from edge_runtime.metrics import ConfusionMatrix
+        from edge_runtime.eval.metrics import ConfusionMatrix
         conf = ConfusionMatrix()
         for k in range(0, len(held), 16):
             imgs = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im, _ in held[k:k + 16]])
@@ -283,7 +283,7 @@ def save_weights(model, out: Path, log: dict, float16_kernels: bool) -> None:
 
 
 def main() -> None:
-    from edge_runtime.preprocessing import parse_size
+    from edge_runtime.contract.preprocessing import parse_size
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import cli
+from edge_runtime.commands import cli
 from edge_runtime.atomic import save_figure
-from edge_runtime.labels import CATEGORIES, NUM_CLASSES
-from edge_runtime.preprocessing import parse_size
+from edge_runtime.contract.labels import CATEGORIES, NUM_CLASSES
+from edge_runtime.contract.preprocessing import parse_size
 from trainer.datasets import list_samples, load_sample
 
 log = logging.getLogger("roadseg.data")
@@ -43,7 +43,7 @@ def write_preview(root: str | Path, split: str, out: str | Path, fmt: str = "aut
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from edge_runtime.labels import PALETTE, colorize
+    from edge_runtime.contract.labels import PALETTE, colorize
 
     fmt, samples = list_samples(root, split, fmt)
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             out = write_preview(args.data, args.split, args.out, args.format, args.count)
             log.info("wrote %s", out)
         else:
-            from edge_runtime.synthetic import write_dataset
+            from edge_runtime.eval.synthetic import write_dataset
             h, w = args.size
             write_dataset(args.out, args.layout, {"train": args.train, "val": args.val}, h, w, args.seed)
             log.info("wrote synthetic %s dataset to %s", args.layout, args.out)

@@ -20,8 +20,8 @@ import numpy as np
 
 from edge_runtime import atomic
 from edge_runtime.atomic import save_figure
-from edge_runtime.labels import CATEGORIES, PALETTE, colorize
-from edge_runtime.evaluation import Segmenter, evaluate_segmenter  # noqa: F401
+from edge_runtime.contract.labels import CATEGORIES, PALETTE, colorize
+from edge_runtime.eval.evaluation import Segmenter, evaluate_segmenter  # noqa: F401
 
 log = logging.getLogger("roadseg.eval")
 
@@ -109,8 +109,8 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime import cli
-    from edge_runtime.preprocessing import parse_size
+    from edge_runtime.commands import cli
+    from edge_runtime.contract.preprocessing import parse_size
     from trainer.datasets import list_samples
     p = cli.parser("roadseg-eval", __doc__)
     p.add_argument("--model", required=True, help="run directory, export/ folder or .tflite")

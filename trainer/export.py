@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from edge_runtime.labels import CATEGORIES, NUM_CLASSES
-from edge_runtime.preprocessing import RESIZE_POLICY
+from edge_runtime.contract.labels import CATEGORIES, NUM_CLASSES
+from edge_runtime.contract.preprocessing import RESIZE_POLICY
 
 EXPORT_META = "roadseg.json"
 
@@ -171,7 +171,7 @@ class ExportedModel:
         images = tf.convert_to_tensor(images, tf.uint8)
         if images.shape.rank != 4 or tuple(images.shape[1:]) != (*self.size, 3):
             raise ValueError(f"{self.path} takes uint8 RGB frames [N,{self.size[0]},{self.size[1]},3], "
-                             f"got {list(images.shape)}; resize with edge_runtime.preprocessing.preprocess")
+                             f"got {list(images.shape)}; resize with edge_runtime.contract.preprocessing.preprocess")
         return self.serving(**{self._input_name: images})["probabilities"]
 
     def info(self) -> dict:
@@ -186,7 +186,7 @@ class ExportedModel:
         does (logits at the model's stride, bilinear upsampling, argmax): the
         float reference of the int8 gate. Otherwise the serving signature's
         probabilities are used, which need ``size`` to be the frame size."""
-        from edge_runtime.preprocessing import preprocess
+        from edge_runtime.contract.preprocessing import preprocess
         size = tuple(size or self.size)
         if like_device and self.logits is not None:
             sig, (h, w) = self.logits, size

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_runtime.atomic import atomic_path, save_figure
-from edge_runtime.metrics import ConfusionMatrix
+from edge_runtime.eval.metrics import ConfusionMatrix
 
 log = logging.getLogger("roadseg.train")
 
@@ -141,10 +141,15 @@ class LoopConfig:
     warmup_steps: int = 0
     schedule: str = "cosine"
     seed: int = 0
+    time_budget_s: float | None = None  # wall-clock seconds this process may train; None: no limit
 
 
 class StopRequested(Exception):
-    pass
+    """A signal asked the loop to stop; the last finished epoch is checkpointed."""
+
+
+class BudgetReached(StopRequested):
+    """``time_budget_s`` ran out; the last finished epoch is checkpointed."""
 
 
 def evaluate(predict: Callable, batches: Iterable) -> ConfusionMatrix:
@@ -205,8 +210,14 @@ def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
         log.warning("signal %d: stopping after this step; resume with --resume", signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.time()
     try:
         for epoch in range(state["epoch"], cfg.epochs):
+            if cfg.time_budget_s is not None and epoch > state.get("_first_epoch", epoch) and \
+                    time.time() - started + state.get("_epoch_s", 0.0) > cfg.time_budget_s:
+                raise BudgetReached(f"time budget of {cfg.time_budget_s / 60:g} min reached after epoch "
+                                    f"{epoch}/{cfg.epochs}; continue with --resume")
+            state.setdefault("_first_epoch", epoch)
             t0 = time.time()
             losses = []
             ds = train_batches(epoch)
@@ -240,14 +251,15 @@ def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
                 state["best_miou"], state["best_epoch"] = float(score), epoch + 1
                 save_weights(model, run_dir / weights_name)
             state["epoch"] = epoch + 1
-            ckpt.save(model, opt, state)
+            state["_epoch_s"] = time.time() - t0
+            ckpt.save(model, opt, {k: v for k, v in state.items() if not k.startswith("_")})
             log.info("epoch %d/%d loss %.4f val mIoU-8 %.4f mIoU-7 %.4f (%.1fs)%s", epoch + 1, cfg.epochs,
                      row["loss"], metrics.miou8, metrics.miou7, row["time_s"],
                      " best" if state["best_epoch"] == epoch + 1 else "")
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return state
+    return {k: v for k, v in state.items() if not k.startswith("_")}
 
 
 def plot_curves(history_file: Path, out: Path) -> None:

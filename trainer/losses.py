@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from edge_runtime.labels import IGNORE_INDEX, NUM_CLASSES
+from edge_runtime.contract.labels import IGNORE_INDEX, NUM_CLASSES
 
 LOSSES = ("ce+dice", "ce", "dice", "tversky", "ce+tversky")
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import trainer  # noqa: F401  (sets the legacy-Keras environment first)
 
-from edge_runtime.labels import NUM_CLASSES
+from edge_runtime.contract.labels import NUM_CLASSES
 
 log = logging.getLogger("roadseg.models")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from edge_runtime.labels import IGNORE_INDEX
-from edge_runtime.preprocessing import preprocess, resize_mask
+from edge_runtime.contract.labels import IGNORE_INDEX
+from edge_runtime.contract.preprocessing import preprocess, resize_mask
 from trainer.datasets import Sample, load_sample
 
 

@@ -15,6 +15,7 @@ removed at the end, so nothing clobbers the chief's files.
 from __future__ import annotations
 
 import argparse
+import sys
 import dataclasses
 import json
 import logging
@@ -27,9 +28,13 @@ from pathlib import Path
 from typing import Callable
 
 import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
-from edge_runtime import atomic, cli
+from edge_runtime import atomic
+from edge_runtime.commands import cli
 
 log = logging.getLogger("roadseg.train")
+
+#: exit code of a run stopped by ``--time-budget`` (sysexits' EX_TEMPFAIL: try again, with --resume)
+EXIT_BUDGET = 75
 
 LOSSES = ["ce+dice", "ce", "dice", "tversky", "ce+tversky"]
 
@@ -54,6 +59,7 @@ class RunConfig:
     seed: int = 0
     train_split: str = "train"
     val_split: str = "val"
+    time_budget_min: float | None = None  # minutes this invocation may train (then stop; --resume goes on)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,7 +83,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of :class:`RunConfig`, the same in every training command.
     Defaults are None so that a ``--config`` file or a resumed run's settings
     are only overridden by what is given."""
-    from edge_runtime.preprocessing import parse_size
+    from edge_runtime.contract.preprocessing import parse_size
     a = p.add_argument
     a("--list", action="store_true", help="list the architectures and exit")
     a("--data", help="dataset root (Cityscapes or CamVid layout)")
@@ -93,9 +99,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     a("--loss", choices=LOSSES)
     a("--no-augment", dest="augment", action="store_false", default=None)
     a("--seed", type=int)
-    a("--train-split", help="train (default), or except:PREFIX for all train+val frames not of a sequence")
+    a("--train-split", help="train (default), trainval (every train and val frame: a model to ship), or "
+                            "except:PREFIX for all train+val frames not of a sequence")
     a("--val-split", help="val (default), or holdout:PREFIX, e.g. holdout:0006R0 (a CamVid sequence never trained on)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    a("--time-budget", dest="time_budget_min", type=float, metavar="MINUTES",
+      help="train at most this long in this invocation: stop before an epoch that would overrun it, keep the "
+           "checkpoint and exit 75; continue with --resume (and a new --time-budget)")
     a("--config", help="JSON or TOML file of the same settings (command line wins)")
 
 
@@ -142,12 +152,15 @@ def main(prog: str, doc: str, add_arguments: Callable, job: Callable, cls: type[
     if args.list:
         print("\n".join(sorted(names())))
         return 0
-    from trainer.loop import StopRequested
+    from trainer.loop import BudgetReached, StopRequested
 
     def body():
         cfg = config_from_args(args, cls, required)
         try:
             job(cfg, resume=args.resume)
+        except BudgetReached as e:
+            print(f"{prog}: stopped: {e}", file=sys.stderr)
+            return EXIT_BUDGET
         except StopRequested:
             raise KeyboardInterrupt from None
 
@@ -219,7 +232,11 @@ def start_run(cfg: RunConfig, resume: bool = False, extra_config: dict | None = 
     fmt, train_samples = list_samples(cfg.data, cfg.train_split, cfg.format)
     _, val_samples = list_samples(cfg.data, cfg.val_split, fmt)
     overlap = {str(s.image) for s in train_samples} & {str(s.image) for s in val_samples}
-    if overlap:
+    if overlap and cfg.train_split == "trainval":
+        log.warning("--train-split trainval also trains on the %d --val-split %s frames: its val scores "
+                    "overstate accuracy (a twin trained with that split held out gives the honest number)",
+                    len(overlap), cfg.val_split)
+    elif overlap:
         raise ValueError(f"--train-split {cfg.train_split} and --val-split {cfg.val_split} share "
                          f"{len(overlap)} images (e.g. {sorted(overlap)[0]})")
     if len(train_samples) < cfg.batch:
@@ -255,7 +272,8 @@ def fit_and_finish(run: Run, seg, *, train_batches: Callable, step_loss: Callabl
     val_ds = make_dataset(run.val_samples, run.fmt, cfg.size, cfg.batch)
     predict = tf.function(make_predict_fn(seg.model, seg.input_size, cfg.size, seg.square_only))
     loop_cfg = LoopConfig(epochs=cfg.epochs, steps_per_epoch=run.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          warmup_steps=int(cfg.warmup_epochs * run.steps), schedule=cfg.schedule, seed=cfg.seed)
+                          warmup_steps=int(cfg.warmup_epochs * run.steps), schedule=cfg.schedule, seed=cfg.seed,
+                          time_budget_s=None if cfg.time_budget_min is None else cfg.time_budget_min * 60)
     t0 = time.time()
     try:
         state = run_loop(model=seg.model, framework=seg.framework, run_dir=run.out, cfg=loop_cfg,

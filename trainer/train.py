@@ -20,7 +20,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from edge_runtime.preprocessing import parse_size
+from edge_runtime.contract.preprocessing import parse_size
 from trainer.runs import RunConfig, fit_and_finish, main as run_main, start_run
 
 log = logging.getLogger("roadseg.train")

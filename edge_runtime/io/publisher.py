@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime import messages
+from edge_runtime.contract import payloads
 
 log = logging.getLogger("roadseg.mqtt")
 
@@ -192,7 +192,7 @@ class MqttPublisher:
         return f"{self.s.prefix}/{kind}"
 
     def _status_payload(self, state: str, **extra) -> dict:
-        return messages.status(state, self.s.device_id, **self._status, **extra)
+        return payloads.status(state, self.s.device_id, **self._status, **extra)
 
     def subscribe(self, topic: str, callback) -> None:
         """``callback(payload bytes)`` for messages on ``topic``, subscribed again after every reconnection."""
@@ -337,9 +337,9 @@ class HomeAssistant:
             self.send_discovery()
 
     def send_discovery(self) -> None:
-        from edge_runtime.labels import CATEGORIES
+        from edge_runtime.contract.labels import CATEGORIES
         for c in CATEGORIES:
-            uid, cfg = messages.ha_sensor_config(self.pub.s.device_id, c, self.pub.topic("ha"),
+            uid, cfg = payloads.ha_sensor_config(self.pub.s.device_id, c, self.pub.topic("ha"),
                                                  self.pub.topic("status"), self.model_name)
             self.pub.publish(f"homeassistant/sensor/{uid}/config", cfg, retain=True)
         self.discoveries += 1
@@ -348,7 +348,7 @@ class HomeAssistant:
         """Publish the sensors' state when ``interval`` has passed."""
         if now - self._last >= self.interval:
             self._last = now
-            self.pub.publish("ha", messages.ha_state(summary))
+            self.pub.publish("ha", payloads.ha_state(summary))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

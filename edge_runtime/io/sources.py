@@ -159,7 +159,7 @@ class SyntheticCamera:
 
     def __init__(self, size: tuple[int, int] = (256, 512), fps: float = 30.0, scenes: int = 16,
                  fail_after: int | None = None, outage: float = 1.0):
-        from edge_runtime.synthetic import synthetic_scene
+        from edge_runtime.eval.synthetic import synthetic_scene
         self.channel_order = "rgb"
         self.nominal_fps = fps
         self._frames = [synthetic_scene(i, *size)[0] for i in range(scenes)]
@@ -439,7 +439,7 @@ def open_source(spec: str, size: tuple[int, int] = (256, 512), realtime: bool = 
             fps = float(f)
         ssize = size
         if rest:
-            from edge_runtime.preprocessing import parse_size
+            from edge_runtime.contract.preprocessing import parse_size
             ssize = parse_size(rest)
         cam = SyntheticCamera(ssize, fps if realtime else 0.0)
         return (LatestFrameSource(cam, s) if realtime else FrameSource(cam, s, finite=False)).start()

@@ -1,7 +1,7 @@
 """The inference recipe on the device:
 ``preprocess -> _set_input -> invoke() -> _postprocess``.
 
-Frames go through :func:`edge_runtime.preprocessing.preprocess`, the same
+Frames go through :func:`edge_runtime.contract.preprocessing.preprocess`, the same
 function training and evaluation use; for a raw-pixel uint8 input (as
 calibration makes it) it writes straight into the interpreter's input tensor.
 Input dtype, size, scale and zero point come from the interpreter (and the
@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from edge_runtime.model.interpreter import ModelError, describe_interpreter, make_interpreter
-from edge_runtime.labels import NUM_CLASSES
-from edge_runtime.preprocessing import preprocess
-from edge_runtime.model.sidecar import read_sidecar
+from edge_runtime.contract.labels import NUM_CLASSES
+from edge_runtime.contract.preprocessing import preprocess
+from edge_runtime.contract.sidecar import read_sidecar
 
 log = logging.getLogger("roadseg.segmenter")
 

@@ -18,7 +18,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from edge_runtime.labels import CATEGORIES, PALETTE
+from edge_runtime.contract.labels import CATEGORIES, PALETTE
 from fleet.dashboard.health import Thresholds, fleet_alerts, parse_ts
 from fleet.dashboard.state import Fleet
 

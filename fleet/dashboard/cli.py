@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from edge_runtime import cli
+from edge_runtime.commands import cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body():
-        from edge_runtime.api import parse_http
+        from edge_runtime.api.app import parse_http
         host, port = parse_http(args.http)
         host = getattr(args, "address", None) or host
         port = getattr(args, "port", None) or port

@@ -1,0 +1,119 @@
+"""roadseg-doctor: check that the runtime's imports work together here.
+
+    roadseg-doctor [--camera picamera2|csi|none] [--model dist/X.tflite] [--json]
+
+On a Raspberry Pi or a Jetson the runtime lives in a venv that sees the
+system site packages: NumPy, OpenCV and picamera2 come from apt (or
+JetPack), built against the system's NumPy 1.x. A NumPy 2 that pip puts into
+the venv shadows it, and apt's cv2 / picamera2 then fail to import
+("numpy.dtype size changed", "compiled using NumPy 1.x"). This command
+imports each piece in its own process (a crash in one cannot hide the
+others), names what failed and prints the fix. ``scripts/install_pi.sh``
+runs it after installing and refuses to enable the service when it fails.
+
+Checks: numpy (version and where it comes from), cv2 (and GStreamer, which
+a Jetson CSI camera needs), picamera2 (``--camera picamera2``), the TFLite
+interpreter (ai-edge-litert or tflite-runtime), onnxruntime when present,
+and ``--model`` loading when given.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from edge_runtime.commands import cli
+from edge_runtime.commands.launch import NUMPY_ABI_HINTS, numpy_abi_fix
+
+PROBES = {
+    "numpy": "import numpy, json; print(json.dumps({'version': numpy.__version__, 'path': numpy.__file__}))",
+    "cv2": ("import cv2, json, re; b = cv2.getBuildInformation(); "
+            "g = re.search(r'GStreamer:\\s*(\\w+)', b); "
+            "print(json.dumps({'version': cv2.__version__, 'path': cv2.__file__, "
+            "'gstreamer': bool(g and g.group(1).upper() == 'YES')}))"),
+    "picamera2": "import picamera2, json; print(json.dumps({'path': picamera2.__file__}))",
+    "interpreter": ("import json; from edge_runtime.model.interpreter import interpreter_api; "
+                    "_, _, b, v = interpreter_api(); print(json.dumps({'version': f'{b} {v}'}))"),
+    "onnxruntime": ("import json, onnxruntime as o; "
+                    "print(json.dumps({'version': o.__version__, 'providers': o.get_available_providers()}))"),
+}
+
+
+def probe(name: str, code: str, timeout: float = 120) -> dict:
+    """Run ``code`` in a fresh interpreter: ``{"ok": bool, ...details or error}``."""
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"importing {name} did not finish in {timeout:.0f} s"}
+    if r.returncode == 0:
+        try:
+            return {"ok": True, **json.loads(r.stdout.strip().splitlines()[-1])}
+        except (ValueError, IndexError):
+            return {"ok": True}
+    err = (r.stderr or r.stdout).strip().splitlines()
+    last = next((ln for ln in reversed(err) if ln.strip()), f"exit status {r.returncode}")
+    return {"ok": False, "error": last[-400:], "numpy_abi": any(h in (r.stderr or "") for h in NUMPY_ABI_HINTS)}
+
+
+def diagnose(camera: str = "none", model: str | None = None) -> dict:
+    checks = {n: probe(n, PROBES[n]) for n in ("numpy", "cv2", "interpreter")}
+    if camera == "picamera2":
+        checks["picamera2"] = probe("picamera2", PROBES["picamera2"])
+    ort = probe("onnxruntime", PROBES["onnxruntime"])
+    if ort["ok"] or "No module named" not in ort.get("error", ""):
+        checks["onnxruntime"] = ort  # optional: reported when installed (or broken)
+    if model:
+        checks["model"] = probe("model", "import json; from edge_runtime.model.segmenter import DeviceSegmenter; "
+                                         f"d = DeviceSegmenter({model!r}, threads=1).describe(); "
+                                         "print(json.dumps({'version': d['interpreter'], 'input': d['input_size']}))")
+    problems = []
+    np_info = checks["numpy"]
+    in_venv = sys.prefix != sys.base_prefix
+    np_major = int(np_info.get("version", "0").split(".")[0]) if np_info["ok"] else 0
+    if any(c.get("numpy_abi") for c in checks.values()):
+        problems.append(numpy_abi_fix())
+    for name, c in checks.items():
+        if not c["ok"] and not c.get("numpy_abi"):
+            hint = {"cv2": "apt install python3-opencv (Pi) or use JetPack's OpenCV (Jetson), in a venv made with "
+                           "--system-site-packages; pip's opencv-python-headless elsewhere",
+                    "picamera2": "apt install python3-picamera2, and make the venv with --system-site-packages",
+                    "interpreter": "pip install ai-edge-litert (tflite-runtime where it has no wheel)",
+                    "numpy": "apt install python3-numpy, or pip install numpy off the Pi/Jetson",
+                    "onnxruntime": "pip install onnxruntime (onnxruntime-gpu from NVIDIA's Jetson index on a Jetson)",
+                    "model": "check the file with roadseg-bench --model"}.get(name, "")
+            problems.append(f"{name}: {c['error']}" + (f". Fix: {hint}" if hint else ""))
+    if camera == "csi" and checks["cv2"]["ok"] and not checks["cv2"].get("gstreamer"):
+        problems.append(f"cv2 {checks['cv2'].get('version')} ({checks['cv2'].get('path')}) has no GStreamer, so a "
+                        "Jetson CSI camera (csi:0) cannot open: pip's opencv-python-headless shadows JetPack's. "
+                        "Fix: pip uninstall -y opencv-python-headless opencv-python in the venv")
+    return {"python": sys.version.split()[0], "executable": sys.executable, "venv": in_venv,
+            "numpy_major": np_major, "checks": checks, "problems": problems, "ok": not problems}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("roadseg-doctor", __doc__)
+    p.add_argument("--camera", choices=["picamera2", "csi", "none"], default="none",
+                   help="also check the camera stack this device uses")
+    p.add_argument("--model", help="also load this .tflite or .onnx")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        rep = diagnose(args.camera, args.model)
+        if args.json:
+            print(json.dumps(rep))
+        else:
+            for name, c in rep["checks"].items():
+                detail = c.get("version", "") + (f" ({c['path']})" if c.get("path") else "")
+                print(f"{'ok  ' if c['ok'] else 'FAIL'} {name:12s} {detail if c['ok'] else c['error']}")
+        for prob in rep["problems"]:
+            print(f"roadseg-doctor: {prob}", file=sys.stderr)
+        if not rep["ok"]:
+            raise cli.RuntimeFailure(f"{len(rep['problems'])} problem(s); the runtime will not start here as it is")
+        return 0
+
+    return cli.run("roadseg-doctor", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Dataset readers for the Cityscapes and CamVid (SegNet) layouts.
+
+numpy/OpenCV only and part of the runtime, so that evaluating a .tflite on a
+labelled folder works on the device with the runtime extra alone; training
+imports them through ``trainer.datasets``. The tf.data input pipeline is in
+``trainer.pipeline``.
+
+* Cityscapes: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+  ``gtFine/<split>/<city>/*_gtFine_labelIds.png``. The official *test* split
+  ships with withheld labels (every pixel void): it cannot be evaluated.
+* CamVid (SegNet split): ``<split>/*.png`` with ``<split>annot/*.png`` holding
+  class indices 0..11 (11 = Unlabelled).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.contract.labels import map_labels
+
+FORMATS = ("cityscapes", "camvid")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    image: Path
+    label: Path
+
+
+def detect_format(root: str | Path) -> str:
+    """Tell the layout of ``root`` from its folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
+        return "cityscapes"
+    if any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in ("train", "val", "test")):
+        return "camvid"
+    raise DatasetError(
+        f"{root}: neither a Cityscapes layout (leftImg8bit/ + gtFine/) nor a CamVid "
+        "layout (<split>/ + <split>annot/)")
+
+
+def list_samples(root: str | Path, split: str, fmt: str = "auto") -> tuple[str, list[Sample]]:
+    """Return ``(format, samples)`` for ``split``, sorted by name. Every image
+    must have its label.
+
+    Besides the dataset's own splits, two derived ones judge generalization
+    honestly: ``holdout:PREFIX`` is every train and val frame whose name starts
+    with PREFIX (a sequence, e.g. CamVid's ``0006R0``, or a Cityscapes city),
+    ``except:PREFIX`` every train and val frame that does not. Train on
+    ``except:0006R0``, validate on ``holdout:0006R0``: no sequence is in both.
+    ``trainval`` is every train and val frame (what a shipped model trains on).
+
+    Raises:
+        DatasetError: an unknown split or format, a missing folder, an image
+            without its label, or a split with no frames."""
+    root = Path(root)
+    if fmt == "auto":
+        fmt = detect_format(root)
+    elif fmt not in FORMATS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; valid: auto, {', '.join(FORMATS)}")
+    if split == "trainval":
+        pool = list_samples(root, "train", fmt)[1] + list_samples(root, "val", fmt)[1]
+        return fmt, sorted(pool, key=lambda s: s.name)
+    kind, sep, prefix = split.partition(":")
+    if sep:
+        if kind not in ("holdout", "except") or not prefix:
+            raise DatasetError(f"split {split!r}: use train, val, trainval, holdout:PREFIX or except:PREFIX")
+        pool = list_samples(root, "train", fmt)[1] + list_samples(root, "val", fmt)[1]
+        picked = sorted((s for s in pool if s.name.startswith(prefix) == (kind == "holdout")), key=lambda s: s.name)
+        if not picked:
+            raise DatasetError(f"split {split!r}: no train or val frame " +
+                               ("starts" if kind == "holdout" else "is left that does not start") +
+                               f" with {prefix!r} in {root}")
+        return fmt, picked
+    samples: list[Sample] = []
+    if fmt == "cityscapes":
+        if split == "test":
+            raise DatasetError("the Cityscapes test split has no usable labels (they are withheld, "
+                               "every pixel is void); evaluate on val")
+        img_dir = root / "leftImg8bit" / split
+        lab_dir = root / "gtFine" / split
+        for d in (img_dir, lab_dir):
+            if not d.is_dir():
+                raise DatasetError(f"missing folder: {d}")
+        for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
+            stem = img.name[: -len("_leftImg8bit.png")]
+            lab = lab_dir / img.parent.name / f"{stem}_gtFine_labelIds.png"
+            if not lab.is_file():
+                raise DatasetError(f"image without label: {img} (expected {lab})")
+            samples.append(Sample(stem, img, lab))
+    else:
+        img_dir, lab_dir = root / split, root / f"{split}annot"
+        for d in (img_dir, lab_dir):
+            if not d.is_dir():
+                raise DatasetError(f"missing folder: {d}")
+        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+            lab = lab_dir / img.name
+            if not lab.is_file():
+                lab = lab_dir / (img.stem + ".png")
+            if not lab.is_file():
+                raise DatasetError(f"image without label: {img} (expected {lab_dir / img.name})")
+            samples.append(Sample(img.stem, img, lab))
+    if not samples:
+        raise DatasetError(f"no images found for split {split!r} in {root} ({fmt} layout)")
+    return fmt, samples
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"cannot read image: {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path, fmt: str) -> np.ndarray:
+    """Read a raw label file and map it to category indices (uint8 0..7)."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DatasetError(f"cannot read label: {path}")
+    if raw.ndim == 3:
+        raise DatasetError(f"label is not single-channel: {path} (shape {raw.shape})")
+    return map_labels(raw, fmt, source=str(path))
+
+
+def load_sample(sample: Sample, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(image RGB uint8 [H,W,3], categories uint8 [H,W])``."""
+    img = read_image(sample.image)
+    lab = read_label(sample.label, fmt)
+    if img.shape[:2] != lab.shape[:2]:
+        raise DatasetError(f"label size {lab.shape[1]}x{lab.shape[0]} differs from image size "
+                           f"{img.shape[1]}x{img.shape[0]}: {sample.label}")
+    return img, lab

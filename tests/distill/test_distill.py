@@ -1,0 +1,213 @@
+"""Distillation losses, a distillation step with two tiny teachers, the
+teacher cache's exact replay, and student conversion to int8."""
+import json
+
+import numpy as np
+import pytest
+
+import trainer  # noqa: F401
+
+tf = pytest.importorskip("tensorflow")
+
+from distill.losses import channel_kd, combine_teachers, pixel_kd, teacher_class_weights  # noqa: E402
+
+
+def _rand_probs(shape, seed):
+    x = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return tf.nn.softmax(x, axis=-1)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_kd_zero_when_agree_positive_otherwise(T):
+    p = _rand_probs((2, 3, 4, 8), 0)
+    logits = tf.math.log(p) + 5.0  # any constant shift: same distribution
+    assert float(pixel_kd(logits, p, T)) == pytest.approx(0.0, abs=1e-5)
+    assert float(channel_kd(tf.math.log(p), p, T)) == pytest.approx(0.0, abs=1e-5)
+    other = tf.math.log(_rand_probs((2, 3, 4, 8), 1))
+    assert float(pixel_kd(other, p, T)) > 1e-3
+    assert float(channel_kd(other, p, T)) > 1e-3
+
+
+def test_temperature_scaling_by_hand():
+    # one pixel, two classes
+    t = np.array([[[[0.8, 0.2]]]], np.float32)
+    s = np.array([[[[1.0, 0.0]]]], np.float32)
+    T = 2.0
+    pt = np.exp(np.log(t) / T)
+    pt /= pt.sum()
+    ps = np.exp(s / T)
+    ps /= ps.sum()
+    expected = (pt * (np.log(pt) - np.log(ps))).sum() * T * T
+    assert float(pixel_kd(tf.constant(s), tf.constant(t), T)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_kd_mask_excludes_pixels():
+    p = _rand_probs((1, 2, 2, 8), 0)
+    s = tf.math.log(_rand_probs((1, 2, 2, 8), 3))
+    full = float(pixel_kd(s, p, 1.0))
+    only0 = float(pixel_kd(s, p, 1.0, mask=tf.constant([[[1.0, 0.0], [0.0, 0.0]]])))
+    ref = float(pixel_kd(s[:, :1, :1], p[:, :1, :1], 1.0))
+    assert only0 == pytest.approx(ref, rel=1e-5) and full != pytest.approx(only0)
+
+
+def test_combine_teachers_per_class_weights():
+    a = tf.constant([[[[0.9, 0.1]]]])
+    b = tf.constant([[[[0.1, 0.9]]]])
+    np.testing.assert_allclose(combine_teachers([a, b]).numpy(), [[[[0.5, 0.5]]]], atol=1e-6)
+    w = teacher_class_weights([[1.0, 0.0], [0.0, 1.0]])  # a knows class 0, b class 1
+    mixed = combine_teachers([a, b], w).numpy()
+    np.testing.assert_allclose(mixed, [[[[0.5, 0.5]]]], atol=1e-6)  # 0.9 and 0.9, renormalized
+    w2 = teacher_class_weights([[1.0, 1.0], [0.0, 0.0]])  # only a is any good
+    np.testing.assert_allclose(combine_teachers([a, b], w2).numpy(), a.numpy(), atol=1e-6)
+    assert teacher_class_weights([[None], [0.5]]) == [[0.5], [0.5]]
+
+
+_BACKEND_FREE = """
+import json, sys
+import numpy as np
+from distill.losses import channel_kd, combine_teachers, pixel_kd, valid_mask_at
+rng = np.random.default_rng(0)
+p = rng.dirichlet(np.ones(8), size=(2, 3, 4)).astype("float32")
+q = rng.dirichlet(np.ones(8), size=(2, 3, 4)).astype("float32")
+s = rng.normal(size=(2, 3, 4, 8)).astype("float32")
+labels = np.zeros((2, 6, 8), np.uint8); labels[:, :2] = 255
+mask = valid_mask_at(labels, (3, 4))
+out = {"pixel": float(pixel_kd(s, p, 2.0, mask)), "channel": float(channel_kd(s, p, 4.0)),
+       "mask": np.asarray(mask).tolist(), "mix": np.asarray(combine_teachers([p, q])).sum().item(),
+       "tensorflow": "tensorflow" in sys.modules}
+print(json.dumps(out))
+"""
+
+
+def test_kd_losses_are_one_definition_for_every_backend():
+    """distill.losses runs on Keras backends other than TensorFlow (the
+    backend-free trainer uses it on JAX) and gives TensorFlow's numbers."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", _BACKEND_FREE], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    other = json.loads(r.stdout.strip().splitlines()[-1])
+    assert other["tensorflow"] is False
+    ns: dict = {}
+    exec(_BACKEND_FREE.replace("print(json.dumps(out))", ""), ns)
+    here = ns["out"]
+    assert other["pixel"] == pytest.approx(here["pixel"], rel=1e-5) and here["pixel"] > 0
+    assert other["channel"] == pytest.approx(here["channel"], rel=1e-5) and here["channel"] > 0
+    assert other["mask"] == here["mask"]
+    assert np.asarray(here["mask"])[:, 0].sum() == 0 and np.asarray(here["mask"])[:, 1:].min() == 1
+    assert other["mix"] == pytest.approx(2 * 3 * 4, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def two_teachers(tmp_path_factory):
+    from trainer.export import export_savedmodel
+    from trainer.models import build_model
+    root = tmp_path_factory.mktemp("teachers")
+    a = build_model("segformer-b0", (32, 32), num_stages=2, hidden_dims=[16, 32], projection=32)
+    export_savedmodel(a, (64, 128), root / "sf" / "export")
+    b = build_model("unet-resnet18", (64, 128))
+    export_savedmodel(b, (64, 128), root / "unet" / "export")
+    return [root / "sf", root / "unet"]
+
+
+def test_distill_online_from_one_teacher(synth_cityscapes, tmp_path):
+    """The KD loop with a teacher run online on each batch (the default suite's
+    KD path; the cached one is the slow test below)."""
+    import csv
+
+    from distill.distill import DistillConfig, distill
+    from trainer.export import export_savedmodel
+    from trainer.models import build_model
+    t = build_model("segformer-b0", (32, 32), num_stages=2, hidden_dims=[16, 32], projection=32)
+    export_savedmodel(t, (64, 128), tmp_path / "sf" / "export")
+    cfg = DistillConfig(student="roadseg-fast", width=0.25, data=str(synth_cityscapes), out=str(tmp_path / "st"),
+                        teacher=[str(tmp_path / "sf")], size=(64, 128), epochs=1, steps_per_epoch=2, batch=2, cwd=0.5)
+    out = distill(cfg)
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])) and float(rows[0]["loss"]) > 0
+    meta = json.loads((out / "export" / "roadseg.json").read_text())
+    assert meta["output_stride"] == 8 and len(meta["teachers"]) == 1
+
+
+@pytest.mark.slow  # ~3 minutes: two teachers, a cache and two students
+def test_distill_with_two_teachers_cache_replays_views(two_teachers, synth_cityscapes, tmp_path):
+    from distill.distill import DistillConfig, Teachers, distill
+    from trainer.datasets import list_samples
+    from trainer.pipeline import AugmentConfig, DecodedSplit
+    cache = tmp_path / "cache"
+    cfg = DistillConfig(student="lraspp-mobilenetv3-small", data=str(synth_cityscapes), out=str(tmp_path / "st"),
+                        teacher=[str(t) for t in two_teachers], size=(64, 128), epochs=1, steps_per_epoch=2,
+                        batch=2, teacher_cache=str(cache), cache_views=2, cwd=1.0)
+    out = distill(cfg)
+    for f in ("config.json", "history.csv", "metrics.json", "export/saved_model.pb", "curves.png"):
+        assert (out / f).exists(), f
+    meta = json.loads((out / "export" / "roadseg.json").read_text())
+    assert "logits" in meta["signatures"] and meta["output_stride"] == 8
+    views = np.load(cache / "views.npy")
+    assert views.shape == (2, 6, 8, 16, 8)
+    np.testing.assert_allclose(views.astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    # the cache holds exactly what the teachers say on that view's augmented images
+    teachers = Teachers(cfg.teacher)
+    fmt, samples = list_samples(synth_cityscapes, "train")
+    split = DecodedSplit(samples, fmt)
+    images, _, idx = next(iter(split.views(1, (64, 128), (64, 128), 3, seed=0, shuffle=True,
+                                           augment_cfg=AugmentConfig())))
+    online = teachers.probs(images, (8, 16)).numpy()
+    np.testing.assert_allclose(views[1, idx.numpy()].astype(np.float32), online, atol=2e-3)
+    # a second run with the same teachers reuses the cache
+    mtime = (cache / "views.npy").stat().st_mtime
+    cfg.out = str(tmp_path / "st2")
+    distill(cfg)
+    assert (cache / "views.npy").stat().st_mtime == mtime
+
+
+def test_distill_cli_errors(synth_cityscapes, tmp_path, capsys):
+    from distill.distill import main
+    assert main(["--student", "nope", "--data", str(synth_cityscapes), "--out", str(tmp_path / "a"), "--no-kd"]) == 2
+    assert "roadseg-fast" in capsys.readouterr().err
+    assert main(["--student", "roadseg-fast", "--data", str(synth_cityscapes), "--out", str(tmp_path / "b")]) == 2
+    assert "--teacher" in capsys.readouterr().err
+    assert main(["--student", "roadseg-fast", "--teacher", str(tmp_path / "none"), "--data", str(synth_cityscapes),
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "no SavedModel export" in capsys.readouterr().err
+    # a student's builder arguments are checked before a run directory is made
+    assert main(["--student", "roadseg-fast", "--encoder-weights", "imagenet", "--no-kd", "--data",
+                 str(synth_cityscapes), "--out", str(tmp_path / "d")]) == 2
+    assert "applies to the EfficientNet-Lite students, not roadseg-fast" in capsys.readouterr().err
+    assert main(["--student", "lraspp-efficientnet-lite0", "--width", "2", "--no-kd", "--data",
+                 str(synth_cityscapes), "--out", str(tmp_path / "e")]) == 2
+    assert "fixed width" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+def test_students_registry_and_output_stride():
+    from distill.students import STUDENTS, build_student, count_macs
+    assert {"lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large", "roadseg-fast"} <= set(STUDENTS)
+    with pytest.raises(ValueError, match="valid: .*roadseg-fast"):
+        build_student("nope")
+    s = build_student("roadseg-fast", width=0.5)
+    assert s.model(np.zeros((1, 64, 96, 3), np.uint8)).shape == (1, 8, 12, 8)
+    assert count_macs(s.model, (64, 96)) > 0
+    assert count_macs(build_student("roadseg-fast", width=1.0).model, (64, 96)) > count_macs(s.model, (64, 96))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large", "roadseg-fast"])
+def test_every_student_converts_to_full_int8(name, tmp_path):
+    from calibration.convert import convert, tensor_report
+    from distill.distill import StudentModel
+    from distill.students import build_student
+    from edge_runtime.eval.synthetic import synthetic_scene
+    from trainer.export import export_savedmodel
+    st = build_student(name)
+    export_savedmodel(StudentModel(st.model, name, (64, 128), 8), (64, 128), tmp_path / "export")
+    frames = lambda: (synthetic_scene(i, 64, 128)[0].astype(np.float32)[None] for i in range(4))  # noqa: E731
+    tfl, kind = convert(tmp_path / "export", (64, 128), "int8", frames)
+    rep = tensor_report(tfl)
+    assert kind == "logits" and rep["input"]["dtype"] == "uint8" and rep["output"]["dtype"] == "int8"
+    assert rep["float_ops"] == [], rep

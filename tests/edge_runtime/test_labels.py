@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from edge_runtime.contract import labels
+from edge_runtime.contract.labels import (
+    CATEGORIES,
+    PALETTE,
+    UnknownLabelError,
+    map_labels,
+)
+
+
+def test_categories_order():
+    assert CATEGORIES == ("void", "flat", "construction", "object", "nature", "sky", "human", "vehicle")
+
+
+def test_cityscapes_lut_matches_official_table():
+    from cityscapesscripts.helpers.labels import labels as official
+    seen = 0
+    for lab in official:
+        if lab.id < 0:
+            continue  # license plate: not present in labelIds images
+        assert labels.CITYSCAPES_LUT[lab.id] == lab.categoryId, lab.name
+        assert CATEGORIES[lab.categoryId] == lab.category, lab.name
+        seen += 1
+    # nothing else is mapped
+    assert (labels.CITYSCAPES_LUT != labels.IGNORE_INDEX).sum() == seen
+
+
+def test_generated_file_is_current():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "gen", Path(__file__).resolve().parents[2] / "scripts" / "gen_cityscapes_lut.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    current = (Path(labels.__file__).parent / "_cityscapes_lut.py").read_text()
+    assert gen.render() == current
+
+
+def test_camvid_mapping():
+    raw = np.arange(12, dtype=np.uint8)[None]
+    cats = map_labels(raw, "camvid")
+    names = [CATEGORIES[c] for c in cats[0]]
+    assert names == ["sky", "construction", "object", "flat", "flat", "nature", "object",
+                     "construction", "vehicle", "human", "human", "void"]
+
+
+def test_unknown_label_names_source():
+    raw = np.array([[7, 200]], np.uint8)
+    with pytest.raises(UnknownLabelError, match="frame_7.png.*200"):
+        map_labels(raw, "cityscapes", source="frame_7.png")
+    with pytest.raises(UnknownLabelError, match="12"):
+        map_labels(np.array([[12]], np.uint8), "camvid")
+
+
+def test_palette_distinct_and_colorize():
+    assert len({tuple(c) for c in PALETTE}) == 8
+    mask = np.array([[0, 7], [255, 3]], np.uint8)
+    rgb = labels.colorize(mask)
+    assert rgb.shape == (2, 2, 3)
+    assert tuple(rgb[0, 1]) == tuple(PALETTE[7])

@@ -1,0 +1,227 @@
+"""The run loop: capture -> segment -> summarize -> publish, pacing, stop, camera loss."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tests.support import Subscriber
+
+from edge_runtime.contract.coverage import ZONES
+from edge_runtime.contract.labels import CATEGORIES
+from edge_runtime.io.sources import (
+    LatestFrameSource,
+    SyntheticCamera,
+)
+from edge_runtime.loop import Runner, load_settings
+from edge_runtime.loop import main as run_main
+
+
+def test_latency_windows_are_bounded(tiny_tflite, monkeypatch):
+    import edge_runtime.loop as run
+    from edge_runtime.io.publisher import NullPublisher
+    monkeypatch.setattr(run, "LATENCY_WINDOW", 50)
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@1000", "fps": 0,
+                       "max_frames": 200, "device_id": "mem"}, None, env={})
+    runner = Runner(s, publisher=NullPublisher())
+    summary = runner.run()
+    assert summary["frames"] == 200
+    assert len(runner.latencies) == 50 and len(runner.inference) == 50
+
+ROOT = Path(__file__).resolve().parents[2]
+
+def _run_cli(*args, timeout=60, env=None):
+    import os
+    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+
+def test_http_port_in_use_fails_with_exit_4(tiny_tflite, broker):
+    pytest.importorskip("fastapi")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _run_cli("--model", str(tiny_tflite), "--source", "synthetic:64x128@30", "--mqtt-host", "127.0.0.1",
+                     "--mqtt-port", str(broker.port), "--mqtt-protocol", "3.1.1", "--http", f"127.0.0.1:{port}",
+                     "--max-frames", "5")
+    assert r.returncode == 4 and f"--http 127.0.0.1:{port}: cannot listen there" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+def _settings(model, broker, **kw):
+    base = {"model": str(model), "source": "synthetic:64x128@30", "fps": 20, "device_id": "t1",
+            "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
+            "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "publish_interval": 0.2}
+    return load_settings(base | kw, None, env={})
+
+class Watchdog:
+    """A NOTIFY_SOCKET as systemd provides it: counts WATCHDOG=1 pings."""
+
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                if b"WATCHDOG=1" in self.sock.recv(256):
+                    self.pings.append(time.monotonic())
+            except OSError:
+                pass
+
+def _states(sub):
+    return [m[1]["state"] for m in sub.of("/status") if m[1]]
+
+def test_camera_lost_is_a_state_with_watchdog_pings_and_recovery(tiny_tflite, broker, tmp_path, monkeypatch):
+    wd = Watchdog(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    cam = SyntheticCamera((64, 128), 30.0)
+    cam.unplug()  # not there at start: the first open retries too
+    source = LatestFrameSource(cam, "usb-cam").start(wait=False)
+    sub = Subscriber(broker.port, "roadseg/t1/#", client_id="cam-sub")
+    runner = Runner(_settings(tiny_tflite, broker, duration=40.0, camera_wait=30.0), source=source)
+    t = threading.Thread(target=runner.run)
+    t.start()
+    try:
+        assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "camera_lost", timeout=15)
+        cam.plug()
+        t_back = time.monotonic()
+        assert sub.wait_for(lambda m: m[0].endswith("/coverage"), timeout=10)
+        assert time.monotonic() - t_back < 5
+        assert _states(sub)[-1] == "online"
+        n = runner.frames
+        last_cov = sub.of("/coverage")[-1][1]["ts"]
+        cam.unplug()  # unplugged while running
+        t_lost = time.monotonic()
+        assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "camera_lost"
+                            and m[1]["ts"] > last_cov, timeout=10)
+        time.sleep(3)
+        pings_while_lost = [p for p in wd.pings if p > t_lost + 1]
+        assert len(pings_while_lost) >= 2  # systemd keeps hearing from the loop
+        cam.plug()
+        t_back = time.monotonic()
+        while runner.frames <= n + 5 and time.monotonic() - t_back < 10:
+            time.sleep(0.05)
+        assert runner.frames > n + 5 and time.monotonic() - t_back < 5
+        assert source.reconnects >= 1 and t.is_alive()
+    finally:
+        runner.request_stop()
+        t.join(timeout=30)
+        sub.close()
+        wd.stop.set()
+    # the retained status a newcomer sees is the latest
+    late = Subscriber(broker.port, "roadseg/t1/status", client_id="late-cam")
+    try:
+        assert late.wait_for(lambda m: m[2] and m[1]["state"] == "offline", timeout=10)
+    finally:
+        late.close()
+
+def _args(model, broker, *extra):
+    return ["--model", str(model), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
+            "--mqtt-protocol", "5" if broker.mqtt5 else "3.1.1", *extra]
+
+def _check_coverage_schema(p):
+    assert p["schema"] == "roadseg.coverage/1"
+    assert set(p) >= {"device_id", "seq", "ts", "frames", "coverage", "zones", "fps", "latency_ms", "model"}
+    assert list(p["coverage"]) == list(CATEGORIES)
+    assert sum(p["coverage"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(p["zones"]) == set(ZONES)
+    assert p["ts"].endswith("Z") and "T" in p["ts"]
+    assert set(p["latency_ms"]) == {"inference", "total"} and p["model"]["sha256"]
+
+def test_run_publishes_schema_valid_summaries_then_offline(tiny_tflite, broker, capsys):
+    sub = Subscriber(broker.port, "roadseg/car1/#")
+    try:
+        rc = run_main(_args(tiny_tflite, broker, "--source", "synthetic:64x128@40", "--fps", "20",
+                            "--device-id", "car1", "--max-frames", "30", "--publish-interval", "0.25",
+                            "--stats-interval", "0.5"))
+        assert rc == 0
+        assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "offline")
+        cov = [m[1] for m in sub.of("/coverage")]
+        assert len(cov) >= 3
+        for p in cov:
+            _check_coverage_schema(p)
+        seqs = [p["seq"] for p in cov]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert sum(p["frames"] for p in cov) == 30
+        stats = [m[1] for m in sub.of("/stats")]
+        assert stats and stats[-1]["frames"] == 30 and stats[-1]["fps"]["target"] == 20
+        assert {"p50", "p90", "p99"} <= set(stats[-1]["latency_ms"]) and "memory" in stats[-1]
+        status = sub.of("/status")
+        assert status[0][1]["state"] == "online" and status[-1][1]["state"] == "offline"
+        assert status[0][1]["model"]["sha256"]
+    finally:
+        sub.close()
+    # a late subscriber sees the retained offline status
+    late = Subscriber(broker.port, "roadseg/car1/status", client_id="late")
+    try:
+        assert late.wait_for(lambda m: m[2] and m[1]["state"] == "offline", timeout=5)
+    finally:
+        late.close()
+
+def test_last_will_when_killed(tiny_tflite, broker):
+    sub = Subscriber(broker.port, "roadseg/car2/status")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.loop",
+                             *_args(tiny_tflite, broker, "--source", "synthetic:64x128@20", "--fps", "10",
+                                    "--device-id", "car2", "--duration", "120")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert sub.wait_for(lambda m: m[1]["state"] == "online", timeout=60)
+        proc.kill()  # no clean stop: only the broker's Last Will can say offline
+        proc.wait(timeout=10)
+        assert sub.wait_for(lambda m: m[1]["state"] == "offline" and m[1].get("reason") == "lost", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+
+def test_sigterm_stops_cleanly(tiny_tflite, broker):
+    sub = Subscriber(broker.port, "roadseg/car3/status")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.loop",
+                             *_args(tiny_tflite, broker, "--source", "synthetic:64x128@20", "--fps", "10",
+                                    "--device-id", "car3", "--duration", "120")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sub.wait_for(lambda m: m[1]["state"] == "online", timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped (signal)" in err
+        assert sub.wait_for(lambda m: m[1]["state"] == "offline" and m[1].get("reason") == "stopped", timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+
+class SlowSegmenter:
+    """Wraps the real segmenter and adds 40 ms per frame: slower than the target."""
+
+    def __init__(self, seg):
+        self.seg = seg
+
+    def __getattr__(self, name):
+        return getattr(self.seg, name)
+
+    def segment(self, frame, order="rgb"):
+        time.sleep(0.04)
+        return self.seg.segment(frame, order)
+
+def test_pacing_skips_frames_when_model_is_slower(tiny_tflite, broker):
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    settings = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@60", "fps": 50,
+                              "device_id": "car5", "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
+                              "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "duration": 3.0}, None, env={})
+    runner = Runner(settings, segmenter=SlowSegmenter(DeviceSegmenter(tiny_tflite)))
+    summary = runner.run()
+    achieved = summary["fps"]["achieved"]
+    assert achieved < 30  # honest: about 1 / 40 ms, not the target of 50
+    assert summary["dropped_frames"] > 30  # the camera's newer frames replaced unread ones
+    assert summary["skipped_ticks"] > 0
