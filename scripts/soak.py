@@ -165,7 +165,8 @@ def main(argv=None) -> int:
 
     from edge_runtime.io.sources import LatestFrameSource, SyntheticCamera
     from edge_runtime.contract.preprocessing import parse_size
-    from edge_runtime.loop import Runner, load_settings
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.loop import Runner
 
     work = Path(tempfile.mkdtemp(prefix="roadseg-soak-"))
     try:

@@ -46,11 +46,11 @@ def _launch(prog: str, module: str, argv: list[str] | None = None, preload: bool
 
 
 def run(argv: list[str] | None = None) -> int:
-    return _launch("roadseg-run", "edge_runtime.loop", argv)
+    return _launch("roadseg-run", "edge_runtime.commands.run", argv)
 
 
 def bench(argv: list[str] | None = None) -> int:
-    return _launch("roadseg-bench", "edge_runtime.eval.bench", argv)
+    return _launch("roadseg-bench", "edge_runtime.commands.bench", argv)
 
 
 def serve(argv: list[str] | None = None) -> int:

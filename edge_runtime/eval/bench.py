@@ -1,14 +1,11 @@
-"""roadseg-bench: how fast is it here? Invoke latency and end-to-end FPS
-of the real pipeline, side by side, TensorFlow-free.
-
-    roadseg-bench --model A.tflite [--model B.tflite ...] [--threads 1 --threads 2 ...] [--frames 300] \
-        [--warmup 20] [--source synthetic|FILE] [--frame-size 480x640] [--data PATH] \
-        [--json] [--out report.json] [--markdown out.md] [--plot out.png]
+"""Measure a model where it runs: invoke latency and end-to-end FPS of
+the vehicle's pipeline, side by side, TensorFlow-free (``roadseg-bench``,
+edge_runtime/commands/bench.py, is the command).
 
 For each model and thread count: invoke latency p50/p90/p99/mean and
 invoke-only FPS; end-to-end FPS of the pipeline the vehicle runs (source
 decode, preprocess, invoke, postprocess, coverage, and a summary serialized for
-a null publisher every ``--publish-interval`` seconds as roadseg-run does; 0
+a null publisher every ``publish_interval`` seconds as roadseg-run does; 0
 makes one per frame, the worst case); CPU utilisation; resident memory; and the
 pipeline overhead ``1 - e2e FPS / invoke FPS``. Models are measured
 interleaved in rounds (A B A B ...) so machine drift hits all alike.
@@ -16,18 +13,15 @@ interleaved in rounds (A B A B ...) so machine drift hits all alike.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import atomic
 from edge_runtime.atomic import save_figure
 
 log = logging.getLogger("roadseg.bench")
@@ -195,7 +189,7 @@ def _rows(report: dict) -> list[list[str]]:
 def format_table(report: dict) -> str:
     rows = [list(COLUMNS)] + _rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))
     m = report["machine"]
     out = [line(rows[0]), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows[1:]]
     out.append(f"{m['cpu']}, {m['cores']} cores, {m['os']}, {m['interpreter']}, {m['date']}")
@@ -238,72 +232,3 @@ def plot_pareto(report: dict, out: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out, dpi=110)
-
-
-def parse_threads(values: list[str] | None, prog: str = "roadseg-bench") -> list[int]:
-    """``--threads N`` (repeatable); the old comma list ``1,2,4`` still works, with a warning."""
-    if not values:
-        return [os.cpu_count() or 1]
-    out = []
-    for v in values:
-        if "," in v:
-            print(f"{prog}: warning: --threads {v} (a comma list) is deprecated; repeat --threads instead",
-                  file=sys.stderr)
-        for t in v.split(","):
-            try:
-                n = int(t)
-            except ValueError:
-                raise ValueError(f"--threads {t!r} is not a whole number") from None
-            if n <= 0:
-                raise ValueError(f"--threads {n} must be at least 1")
-            out.append(n)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.commands import cli
-    from edge_runtime.contract.preprocessing import parse_size
-    p = cli.parser("roadseg-bench", __doc__)
-    p.add_argument("--model", action="append", required=True,
-                   help="a .tflite or .onnx (repeat to compare, e.g. both backends side by side)")
-    p.add_argument("--threads", action="append", help="interpreter threads (repeat to sweep; default: all cores)")
-    p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--source", default="synthetic", help="synthetic or a video file / image folder")
-    p.add_argument("--frame-size", type=parse_size, default=(480, 640), help="synthetic camera frame size")
-    p.add_argument("--publish-interval", type=float, default=1.0,
-                   help="seconds per coverage summary, as roadseg-run (0 = every frame, the worst case); default 1")
-    p.add_argument("--data", help="labelled dataset for an accuracy column")
-    p.add_argument("--split", default="val")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="",
-                   help="print the report as one JSON object on stdout (instead of the table)")
-    p.add_argument("--out", help="write the JSON report to this file")
-    p.add_argument("--markdown", help="write the table as Markdown to this file")
-    p.add_argument("--plot", help="write the speed-vs-accuracy plot (PNG) to this file")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-
-    def body():
-        if args.json not in (None, "-"):  # the old meaning: a file path
-            print("roadseg-bench: warning: --json PATH is deprecated; use --out PATH (--json now prints to stdout)",
-                  file=sys.stderr)
-            args.out, args.json = args.json, None
-        threads = parse_threads(args.threads)
-        if args.frames <= 0:
-            raise ValueError("--frames must be positive")
-        report = benchmark(args.model, threads, args.frames, args.warmup, max(1, min(args.rounds, args.frames)),
-                           args.source, args.frame_size, args.data, args.split, args.publish_interval)
-        print(json.dumps(report) if args.json else format_table(report))
-        if args.out:
-            atomic.write_text(args.out, json.dumps(report, indent=2))
-        if args.markdown:
-            atomic.write_text(args.markdown, format_markdown(report) + "\n")
-        if args.plot:
-            plot_pareto(report, args.plot)
-
-    return cli.run("roadseg-bench", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

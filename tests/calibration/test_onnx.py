@@ -74,7 +74,7 @@ def test_onnx_provider_that_is_missing_is_named(pair):
 
 
 def test_run_streams_coverage_from_onnx(pair, broker):
-    from edge_runtime.loop import main as run_main
+    from edge_runtime.commands.run import main as run_main
     sub = Subscriber(broker.port, "roadseg/onnx1/#")
     try:
         rc = run_main(["--model", str(pair[0]), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
@@ -93,7 +93,7 @@ def test_run_streams_coverage_from_onnx(pair, broker):
 
 
 def test_bench_compares_both_backends(pair, tmp_path, capsys):
-    from edge_runtime.eval.bench import main as bench_main
+    from edge_runtime.commands.bench import main as bench_main
     out = tmp_path / "b.json"
     assert bench_main(["--model", str(pair[0]), "--model", str(pair[1]), "--threads", "1", "--frames", "10",
                        "--warmup", "2", "--rounds", "2", "--frame-size", "120x160", "--out", str(out)]) == 0

@@ -104,7 +104,8 @@ def test_run_with_http_serves_live_stats_and_stream(tiny_tflite, broker):
     import httpx
 
     from edge_runtime.io.publisher import free_port
-    from edge_runtime.loop import Runner, load_settings
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.loop import Runner
     port = free_port()
     s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@20", "fps": 10, "device_id": "web1",
                        "mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "mqtt_protocol": "3.1.1",

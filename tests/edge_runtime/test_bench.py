@@ -1,7 +1,7 @@
 """The benchmark on a tiny model: every field present and sane, no timing thresholds."""
 import json
 
-from edge_runtime.eval.bench import main
+from edge_runtime.commands.bench import main
 
 
 def test_bench_json_fields(tiny_tflite, synth_cityscapes, tmp_path, capsys):

@@ -6,7 +6,9 @@ import time
 
 from tests.support import Broker, Subscriber
 
-from edge_runtime.loop import Runner, load_settings
+from edge_runtime.commands.settings import load_settings
+
+from edge_runtime.loop import Runner
 
 
 def _settings(model, broker, **kw):

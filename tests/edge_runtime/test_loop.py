@@ -10,16 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support import Subscriber
 
+from edge_runtime.commands.run import main as run_main
+from edge_runtime.commands.settings import load_settings
 from edge_runtime.contract.coverage import ZONES
 from edge_runtime.contract.labels import CATEGORIES
 from edge_runtime.io.sources import (
     LatestFrameSource,
     SyntheticCamera,
 )
-from edge_runtime.loop import Runner, load_settings
-from edge_runtime.loop import main as run_main
+from edge_runtime.loop import Runner
+from tests.support import Subscriber
 
 
 def test_latency_windows_are_bounded(tiny_tflite, monkeypatch):
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run_cli(*args, timeout=60, env=None):
     import os
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
 
 def test_http_port_in_use_fails_with_exit_4(tiny_tflite, broker):
@@ -169,7 +170,7 @@ def test_run_publishes_schema_valid_summaries_then_offline(tiny_tflite, broker, 
 
 def test_last_will_when_killed(tiny_tflite, broker):
     sub = Subscriber(broker.port, "roadseg/car2/status")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.loop",
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.commands.run",
                              *_args(tiny_tflite, broker, "--source", "synthetic:64x128@20", "--fps", "10",
                                     "--device-id", "car2", "--duration", "120")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -185,7 +186,7 @@ def test_last_will_when_killed(tiny_tflite, broker):
 
 def test_sigterm_stops_cleanly(tiny_tflite, broker):
     sub = Subscriber(broker.port, "roadseg/car3/status")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.loop",
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.commands.run",
                              *_args(tiny_tflite, broker, "--source", "synthetic:64x128@20", "--fps", "10",
                                     "--device-id", "car3", "--duration", "120")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

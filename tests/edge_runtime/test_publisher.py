@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from tests.support import Subscriber
 
-from edge_runtime.loop import Runner, load_settings
+from edge_runtime.commands.settings import load_settings
+
+from edge_runtime.loop import Runner
 
 
 def test_drops_are_logged_and_queued_is_the_queue_length(caplog):
@@ -99,7 +101,7 @@ def test_bounded_queue_drops_oldest_and_counts():
 ROOT = Path(__file__).resolve().parents[2]
 
 def _run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 def test_unreachable_broker_keeps_running_and_says_so(tiny_tflite):

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run_cli(*args, timeout=60, env=None):
     import os
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
 
 def test_delegate_options_are_parsed_and_a_missing_library_is_one_line(tiny_tflite):
@@ -53,7 +53,7 @@ def test_segmenter_reads_interpreter_and_sidecar(tiny_tflite):
     assert seg.timing.invoke_ms > 0
 
 def _run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 def test_missing_and_non_tflite_model(tmp_path):

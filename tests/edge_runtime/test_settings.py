@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.loop import ConfigError, load_settings
+from edge_runtime.commands.settings import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 def _run_cli(*args, timeout=60, env=None):
     import os
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
 
 @pytest.mark.parametrize("args,message", [
@@ -49,7 +49,7 @@ def test_settings_precedence_and_errors(tmp_path):
         load_settings({"model": "m"}, None, env={"ROADSEG_FPS": "fast"})
 
 def _run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 def test_malformed_config(tmp_path):

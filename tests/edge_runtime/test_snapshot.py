@@ -19,7 +19,7 @@ MOSQUITTO_SUB = shutil.which("mosquitto_sub")
 @pytest.mark.skipif(MOSQUITTO_SUB is None or shutil.which("mosquitto") is None,
                     reason="needs mosquitto and mosquitto-clients (scripts/test.sh installs them)")
 def test_mosquitto_sub_receives_a_jpeg_snapshot(tiny_tflite, broker):
-    run = subprocess.Popen([sys.executable, "-m", "edge_runtime.loop", "--model", str(tiny_tflite), "--source",
+    run = subprocess.Popen([sys.executable, "-m", "edge_runtime.commands.run", "--model", str(tiny_tflite), "--source",
                             "synthetic:240x320@20", "--fps", "10", "--device-id", "snap1", "--mqtt-host", "127.0.0.1",
                             "--mqtt-port", str(broker.port), "--snapshot-interval", "1", "--duration", "20"],
                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -39,7 +39,9 @@ def test_mosquitto_sub_receives_a_jpeg_snapshot(tiny_tflite, broker):
 def test_snapshot_on_request_only_by_default(tiny_tflite, broker):
     import paho.mqtt.client as mqtt
 
-    from edge_runtime.loop import Runner, load_settings
+    from edge_runtime.commands.settings import load_settings
+
+    from edge_runtime.loop import Runner
     got = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.on_message = lambda c_, u, m: got.append(m.payload)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run_cli(*args, timeout=60, env=None):
     import os
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
 
 def test_credentials_in_a_stream_url_never_leave_the_process(tiny_tflite, broker):
@@ -88,7 +88,7 @@ def _args(model, broker, *extra):
             "--mqtt-protocol", "5" if broker.mqtt5 else "3.1.1", *extra]
 
 def _run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "edge_runtime.loop", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 def test_source_cannot_be_opened(tiny_tflite, broker):

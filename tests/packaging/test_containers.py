@@ -47,7 +47,8 @@ def test_heartbeat_file_follows_the_running_loop(tiny_tflite, tmp_path):
 
     from edge_runtime.io.device import heartbeat_age
     from edge_runtime.io.publisher import NullPublisher
-    from edge_runtime.loop import Runner, load_settings
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.loop import Runner
     beat = tmp_path / "beat"
     assert heartbeat_age(str(beat)) == float("inf")
     s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 20, "device_id": "hb",
