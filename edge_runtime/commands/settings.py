@@ -8,6 +8,7 @@ import re
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass
@@ -71,8 +72,11 @@ def _coerce(name: str, value, typ):
         raise ConfigError(f"setting {name}: {value!r} is not a valid {t}") from None
 
 
-def load_settings(cli: dict, config_file: str | None, env: dict | None = None) -> RunSettings:
-    """Defaults < TOML file < ROADSEG_* environment < command line."""
+def load_settings(cli: dict, config_file: str | None, env: dict | None = None,
+                  default_model: Callable[[], str] | None = None) -> RunSettings:
+    """Defaults < TOML file < ROADSEG_* environment < command line.
+    ``default_model()`` gives the model when none of them names one (the
+    shipped model; it raises with one line when there is none)."""
     env = os.environ if env is None else env
     known = {f.name: f.type for f in fields(RunSettings)}
     merged: dict = {}
@@ -101,6 +105,8 @@ def load_settings(cli: dict, config_file: str | None, env: dict | None = None) -
     out = RunSettings()
     for k, v in merged.items():
         setattr(out, k, None if v is None else _coerce(k, v, known[k]))
+    if not out.model and default_model is not None:
+        out.model = str(default_model())
     if not out.model:
         raise ConfigError("--model is required (a .tflite or .onnx with its sidecar .json)")
     check_settings(out)
