@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     from edge_runtime.io.sources import LatestFrameSource, SyntheticCamera
     from edge_runtime.contract.preprocessing import parse_size
     from edge_runtime.commands.settings import load_settings
-    from edge_runtime.loop import Runner
+    from edge_runtime.commands.run import Vehicle
 
     work = Path(tempfile.mkdtemp(prefix="roadseg-soak-"))
     try:
@@ -184,14 +184,17 @@ def main(argv=None) -> int:
                               "duration": args.minutes * 60}, None, env={})
     cam = SyntheticCamera(parse_size(args.frame_size), args.fps * 1.2)
     source = LatestFrameSource(cam, "soak-camera").start()
-    runner = Runner(settings, source=source)
+    vehicle = Vehicle(settings, source=source)
     counter = Counter(broker.port, "soak", capacity=int(args.minutes * 60 / 1.0) + 1000)
-    t = threading.Thread(target=runner.run, name="runner")
+    t = threading.Thread(target=vehicle.run, name="runner")
     t.start()
     # Ctrl-C or SIGTERM ends the soak early, and it still reports what it measured
     import signal
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, runner.request_stop)
+        signal.signal(sig, vehicle.request_stop)
+    if not vehicle.ready.wait(120):
+        raise SystemExit("soak: the vehicle did not start within 120 s")
+    runner = vehicle.runner
     t0 = time.monotonic()
     next_broker, next_camera = t0 + args.broker_every, t0 + args.camera_every
     rss: list[tuple[float, float]] = []

@@ -104,3 +104,19 @@ def run(prog: str, body: Callable[[], int | None], *, interrupted_hint: str = ""
     except (RuntimeError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_RUNTIME
+
+
+#: ``--model``'s help where it is optional (roadseg-run, roadseg-bench, roadseg-serve)
+MODEL_HELP = "a .tflite or .onnx with its sidecar NAME.json beside it (default: the shipped model)"
+
+
+def shipped_model() -> str:
+    """Path of the model shipped inside the package, for a command given no
+    ``--model`` (edge_runtime.models.default_model). Raises ValueError (one
+    line: give --model) when this install has no shipped model."""
+    try:
+        from edge_runtime.models import default_model
+    except ImportError:
+        raise ValueError("--model is required: this install has no shipped model "
+                         "(a .tflite or .onnx with its sidecar .json)") from None
+    return str(default_model())

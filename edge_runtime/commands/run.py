@@ -1,7 +1,7 @@
 """roadseg-run: camera frames -> int8 segmentation at a target FPS ->
 coverage summaries over MQTT.
 
-    roadseg-run --model dist/X.tflite --source picamera2 --fps 15 --device-id car1 \
+    roadseg-run [--model dist/X.tflite] --source picamera2 --fps 15 --device-id car1 \
         [--mqtt-host H --mqtt-port P] [--publish-interval 1.0] [--max-frames N] [--duration S] \
         [--preview out.mp4 | --display] [--http 127.0.0.1:8080] [--config roadseg.toml]
 
@@ -13,88 +13,279 @@ flushed within --stop-timeout seconds.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
+import threading
 
 from edge_runtime.commands import cli
 
+log = logging.getLogger("roadseg.run")
 
-def build_parser():
+
+# -- the command line (argparse only: nothing heavy is imported before it parses) ----------
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=cli.MODEL_HELP)
+    g.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    g.add_argument("--delegate", help="external delegate library, e.g. libedgetpu.so.1; for a .onnx model an ONNX "
+                                      "Runtime execution provider, e.g. TensorrtExecutionProvider")
+    g.add_argument("--delegate-option", action="append", metavar="KEY=VALUE",
+                   help="an option for --delegate (repeat), e.g. device=usb:0 for an Edge TPU, trt_fp16_enable=1 "
+                        "for TensorRT")
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("source and pace")
+    g.add_argument("--source", help="picamera2[:N], csi[:N], v4l2:/dev/videoN, N, rtsp://..., "
+                                    "synthetic[:HxW[@FPS]], a video file or an image folder; default synthetic")
+    g.add_argument("--fps", type=float, help="target frames per second (0 = as fast as possible); default 15")
+    g.add_argument("--no-realtime", dest="realtime", action="store_const", const=False,
+                   help="read files as fast as possible, every frame, instead of at their frame rate "
+                        "(unpaced unless --fps is given)")
+    g.add_argument("--loop", action="store_const", const=True, help="restart files at the end")
+    g.add_argument("--camera-wait", type=float, help="seconds to keep trying a camera that is not there at start, "
+                                                     "reporting camera_lost meanwhile (0 = fail at once); default 10")
+    g.add_argument("--max-frames", type=int, help="stop after this many segmented frames")
+    g.add_argument("--duration", type=float, help="seconds to run")
+
+
+def _mqtt_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("MQTT")
+    g.add_argument("--device-id", help="names the topics roadseg/<device-id>/...; default: the host name")
+    g.add_argument("--mqtt-host", help="broker host; without it an embedded broker starts on 127.0.0.1 "
+                                       "(on --mqtt-port, refused if that port is taken)")
+    g.add_argument("--mqtt-port", type=int, help="broker TCP port; default 1883")
+    g.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], help="MQTT protocol version; default 5")
+    g.add_argument("--mqtt-qos", type=int, choices=[0, 1, 2], help="QoS of coverage and stats messages; default 1")
+    g.add_argument("--topic-prefix", help="default roadseg/<device-id>")
+    g.add_argument("--max-queued", type=int, help="messages kept while the broker is away (oldest dropped); "
+                                                  "default 1000")
+    g.add_argument("--tls-ca", help="CA certificate (PEM) that signed the broker's: turns TLS on")
+    g.add_argument("--tls-cert", help="client certificate (PEM) for brokers that require one")
+    g.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    g.add_argument("--mqtt-password-file", help="file whose first line is the MQTT password "
+                                                "(or ROADSEG_MQTT_PASSWORD)")
+    g.add_argument("--publish-interval", type=float, help="seconds per coverage summary (0 = every frame); "
+                                                          "default 1")
+    g.add_argument("--stats-interval", type=float, help="seconds between stats messages; default 10")
+    g.add_argument("--stop-timeout", type=float, help="seconds to flush queued messages at stop; default 5")
+    g.add_argument("--ha-discovery", action="store_const", const=True,
+                   help="publish Home Assistant discovery configs")
+    g.add_argument("--ha-interval", type=float, help="seconds between Home Assistant sensor updates; default 60")
+    g.add_argument("--snapshot-interval", type=float,
+                   help="seconds between retained JPEG snapshots of the overlay on <prefix>/snapshot "
+                        "(0 = only on request, the default: metered links)")
+    g.add_argument("--snapshot-max-kb", type=int, help="largest snapshot in KiB (quality and size are lowered to "
+                                                       "fit); default 48")
+
+
+def _view_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("watching it")
+    views = g.add_mutually_exclusive_group()
+    views.add_argument("--preview", help="write the colour overlay with legend and FPS to a video file")
+    views.add_argument("--display", action="store_const", const=True,
+                       help="show the overlay in a window (needs an OpenCV with GUI, not the headless one)")
+    g.add_argument("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
+    g.add_argument("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
+    g.add_argument("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")
+    g.add_argument("--max-inflight", type=int, help="uploads the API segments at once (more get 503); default 2")
+    g.add_argument("--heartbeat-file", help="a file touched every second while the loop runs (container health "
+                                            "checks)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """roadseg-run's parser (every flag's default is None: unset flags leave the
+    environment's, the config file's or the built-in value)."""
     p = cli.parser("roadseg-run", __doc__)
-    a = p.add_argument
-    a("--model", help="dist/NAME.tflite or dist/NAME.onnx (its sidecar NAME.json beside it)")
-    a("--source", help="picamera2[:N], csi[:N], v4l2:/dev/videoN, N, rtsp://..., synthetic[:HxW[@FPS]], "
-                       "a video file or an image folder")
-    a("--fps", type=float, help="target frames per second (0 = as fast as possible); default 15")
-    a("--device-id")
-    a("--mqtt-host", help="broker host; without it an embedded broker starts on 127.0.0.1")
-    a("--mqtt-port", type=int)
-    a("--mqtt-protocol", choices=["5", "3.1.1"])
-    a("--mqtt-qos", type=int, choices=[0, 1, 2])
-    a("--topic-prefix", help="default roadseg/<device-id>")
-    a("--max-queued", type=int, help="messages kept while the broker is away (oldest dropped); default 1000")
-    a("--tls-ca")
-    a("--tls-cert")
-    a("--tls-key")
-    a("--mqtt-password-file", help="file whose first line is the MQTT password (or ROADSEG_MQTT_PASSWORD)")
-    a("--publish-interval", type=float, help="seconds per coverage summary (0 = every frame); default 1")
-    a("--stats-interval", type=float, help="seconds between stats messages; default 10")
-    a("--stop-timeout", type=float, help="seconds to flush queued messages at stop; default 5")
-    a("--threads", type=int, help="interpreter threads (default: all cores)")
-    a("--delegate", help="external delegate library, e.g. libedgetpu.so.1; for a .onnx model an ONNX Runtime "
-                         "execution provider, e.g. TensorrtExecutionProvider")
-    a("--delegate-option", action="append", metavar="KEY=VALUE",
-      help="an option for --delegate (repeat), e.g. device=usb:0 for an Edge TPU, trt_fp16_enable=1 for TensorRT")
-    a("--max-frames", type=int)
-    a("--duration", type=float, help="seconds to run")
-    a("--no-realtime", dest="realtime", action="store_const", const=False,
-      help="read files as fast as possible instead of at their frame rate")
-    a("--loop", action="store_const", const=True, help="restart files at the end")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--preview", help="write the colour overlay with legend and FPS to a video file")
-    g.add_argument("--display", action="store_const", const=True, help="show the overlay in a window")
-    a("--ha-discovery", action="store_const", const=True, help="publish Home Assistant discovery configs")
-    a("--camera-wait", type=float, help="seconds to keep trying a camera that is not there at start, reporting "
-                                        "camera_lost meanwhile (0 = fail at once); default 10")
-    a("--ha-interval", type=float, help="seconds between Home Assistant sensor updates; default 60")
-    a("--snapshot-interval", type=float, help="seconds between retained JPEG snapshots of the overlay on "
-                                              "<prefix>/snapshot (0 = only on request, the default: metered links)")
-    a("--snapshot-max-kb", type=int, help="largest snapshot in KiB (quality and size are lowered to fit); default 48")
-    a("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
-    a("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
-    a("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")
-    a("--max-inflight", type=int, help="uploads the API segments at once (more get 503); default 2")
-    a("--heartbeat-file", help="a file touched every second while the loop runs (container health checks)")
-    a("--config", help="TOML file of settings")
-    a("--json", action="store_true", help="print the final stats as one JSON object")
-    a("-v", "--verbose", action="store_true")
+    _model_flags(p)
+    _source_flags(p)
+    _mqtt_flags(p)
+    _view_flags(p)
+    p.add_argument("--config", help="TOML file of settings (names as the long options, with underscores)")
+    p.add_argument("--json", action="store_true", help="print the final stats as one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
     return p
 
 
+def cli_settings(args: argparse.Namespace) -> dict:
+    """The settings the command line gives (None: not given), as RunSettings names.
+    ``--no-realtime`` without ``--fps`` means unpaced (fps 0)."""
+    values = {k: v for k, v in vars(args).items() if k not in ("json", "verbose", "delegate_option", "config")}
+    if args.delegate_option:
+        values["delegate_options"] = ";".join(args.delegate_option)
+    if args.realtime is False and args.fps is None:
+        values["fps"] = 0.0
+    return values
+
+
+# -- the composition: the loop with the optional services around it -------------------------
+class Vehicle:
+    """roadseg-run's pieces around the run loop (edge_runtime.loop.Runner), started
+    in this order so a failure leaves nothing running: the model, the window /
+    preview checks, MQTT credentials, the device API's port (``--http``, with its
+    own interpreter for uploads), the source, the embedded broker (no
+    ``--mqtt-host``), the MQTT publisher, Home Assistant, snapshots; stopped in
+    reverse. ``segmenter``, ``source`` and ``publisher`` replace the built ones
+    (tests, soak runs); a given source or publisher is not stopped here.
+
+    :meth:`run` returns the final stats payload; it raises cli.RuntimeFailure
+    (exit 4) for a busy port, a camera that never opens or a window that cannot
+    be shown, ValueError/FileNotFoundError (exit 2) for bad input.
+    """
+
+    def __init__(self, settings, segmenter=None, source=None, publisher=None):
+        self.s = settings
+        self._given = {"segmenter": segmenter, "source": source, "publisher": publisher}
+        self.runner = None
+        self.ready = threading.Event()  # set once everything is composed and the loop starts
+        self.broker = self.publisher = self.ha = self.live = self.snapshots = None
+        self.http_server = self.api_url = None
+        self._stop = False
+
+    def request_stop(self, *_) -> None:
+        """Stop the loop after the current frame (a signal handler)."""
+        self._stop = True
+        if self.runner is not None:
+            self.runner.request_stop()
+
+    def run(self) -> dict:
+        """Compose, run the loop until it stops, then stop every service."""
+        with contextlib.ExitStack() as stack:
+            self.runner = self._compose(stack)
+            if self._stop:
+                self.runner.request_stop()
+            self.ready.set()
+            return self.runner.run()
+
+    def _compose(self, stack: contextlib.ExitStack):
+        from edge_runtime.io.views import Snapshots
+        from edge_runtime.loop import Runner
+        seg = self._given["segmenter"] or self._segmenter(self.s.threads)
+        views = self._local_views(stack)  # a headless OpenCV fails here, before anything starts
+        creds = None if self._given["publisher"] else _credentials(self.s)
+        if self.s.http:  # the port first: a busy port must not leave a camera open
+            views.insert(0, self._start_http(stack))
+        source = self._given["source"] or self._open_source(stack, seg)
+        self.publisher = self._given["publisher"] or self._mqtt(stack, creds)
+        hooks = []
+        if self.s.ha_discovery and hasattr(self.publisher, "on_connected"):
+            from edge_runtime.io.publisher import HomeAssistant
+            self.ha = HomeAssistant(self.publisher, seg.describe()["name"], self.s.ha_interval)
+            hooks.append(self.ha.update)
+        self.snapshots = Snapshots(self.publisher, self.s.snapshot_interval, self.s.snapshot_max_kb)
+        runner = Runner(self.s, seg, source, self.publisher, [*views, self.snapshots], hooks)
+        if self.live is not None:
+            self.live.stats_fn = runner.stats_payload
+        status = {"model": runner.model_info(), "source": source.name, "target_fps": runner.target_fps}
+        if self.s.http:
+            status["api"] = self.api_url
+        self.publisher.start(status)
+        return runner
+
+    def _open_source(self, stack: contextlib.ExitStack, seg):
+        """The source named by --source, asking cameras for the model's input size;
+        a camera not there yet is waited for (--camera-wait), not fatal."""
+        from edge_runtime.io.sources import open_source
+        source = open_source(self.s.source, seg.input_size, realtime=self.s.realtime, loop=self.s.loop,
+                             wait=self.s.camera_wait == 0)
+        stack.callback(source.stop)
+        return source
+
+    def _segmenter(self, threads: int | None):
+        from edge_runtime.model.interpreter import parse_delegate_options
+        from edge_runtime.model.segmenter import DeviceSegmenter
+        return DeviceSegmenter(self.s.model, threads, self.s.delegate, parse_delegate_options(self.s.delegate_options))
+
+    def _local_views(self, stack: contextlib.ExitStack) -> list:
+        from edge_runtime.io.views import Display, Preview
+        views = []
+        if self.s.display:
+            views.append(stack.enter_context(contextlib.closing(Display())))
+        if self.s.preview:
+            views.append(stack.enter_context(contextlib.closing(Preview(self.s.preview, self.s.fps))))
+        return views
+
+    def _start_http(self, stack: contextlib.ExitStack):
+        """The device API beside the loop; uploads get their own interpreter
+        (one thread) so they never race the live loop's. Returns its live view."""
+        try:
+            from edge_runtime.api import LiveState, create_app, load_token, parse_http, serve_in_thread
+        except ImportError as e:
+            raise RuntimeError(f"--http needs the api extra: pip install \"roadseg[api]\" ({e})") from None
+        host, port = parse_http(self.s.http)
+        self.live = LiveState()
+        app = create_app(self._segmenter(1), self.live, load_token(self.s.api_token_file),
+                         max_pixels=self.s.max_pixels, max_inflight=self.s.max_inflight)
+        self.http_server = serve_in_thread(app, host, port)
+        stack.callback(setattr, self.http_server, "should_exit", True)
+        self.api_url = f"http://{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
+        return self.live
+
+    def _mqtt(self, stack: contextlib.ExitStack, creds: tuple[str | None, str | None]):
+        """The MQTT publisher (stopped, flushing its queue, before the broker stops),
+        to --mqtt-host or to an embedded broker on 127.0.0.1:--mqtt-port."""
+        from edge_runtime.io.publisher import MqttPublisher, MqttSettings
+        host, port, proto = self.s.mqtt_host, self.s.mqtt_port, self.s.mqtt_protocol
+        if not host:
+            self.broker = _embedded_broker(port)
+            stack.callback(self.broker.stop)
+            host, port, proto = "127.0.0.1", self.broker.port, "3.1.1"
+        user, pw = creds
+        pub = MqttPublisher(MqttSettings(
+            host=host, port=port, device_id=self.s.device_id, topic_prefix=self.s.topic_prefix, protocol=proto,
+            qos=self.s.mqtt_qos, max_queued=self.s.max_queued, tls_ca=self.s.tls_ca, tls_cert=self.s.tls_cert,
+            tls_key=self.s.tls_key, username=user, password=pw))
+        stack.callback(pub.stop, self.s.stop_timeout)
+        return pub
+
+
+def _credentials(s) -> tuple[str | None, str | None]:
+    """(username, password) from the environment or --mqtt-password-file: first,
+    so nothing is started when they are missing."""
+    from edge_runtime.io.publisher import credentials_from_env
+    return credentials_from_env(s.mqtt_password_file)
+
+
+def _embedded_broker(port: int):
+    """An embedded broker on 127.0.0.1:``port``; refuses (cli.RuntimeFailure,
+    one line) when the port is taken rather than moving elsewhere, since the
+    subscribers expect it there."""
+    from edge_runtime.io.publisher import EmbeddedBroker
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a broker binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise cli.RuntimeFailure(
+                f"cannot start the embedded MQTT broker: port {port} on 127.0.0.1 is taken (another broker, e.g. "
+                f"apt's mosquitto?); publish to it with --mqtt-host 127.0.0.1, or give the embedded broker a free "
+                f"port with --mqtt-port N") from None
+    return EmbeddedBroker("127.0.0.1", port).start()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """roadseg-run's entry point: the exit code (cli.EXIT_CODES)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def body():
-        cli_values = {k: v for k, v in vars(args).items() if k not in ("json", "verbose", "delegate_option")}
-        if args.delegate_option:
-            cli_values["delegate_options"] = ";".join(args.delegate_option)
         from edge_runtime.commands.settings import load_settings
-        from edge_runtime.loop import Runner
-        settings = load_settings(cli_values, args.config)
-        runner = Runner(settings)
+        settings = load_settings(cli_settings(args), args.config, default_model=cli.shipped_model)
+        vehicle = Vehicle(settings)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, runner.request_stop)
-        summary = runner.run()
+            signal.signal(sig, vehicle.request_stop)
+        summary = vehicle.run()
         short = {"frames": summary["frames"], "fps": summary["fps"], "dropped_frames": summary["dropped_frames"],
                  "mqtt": summary["mqtt"]}
         print(json.dumps(summary if args.json else short))
 
     return cli.run("roadseg-run", body)
-
 
 
 if __name__ == "__main__":

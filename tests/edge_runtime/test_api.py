@@ -105,12 +105,12 @@ def test_run_with_http_serves_live_stats_and_stream(tiny_tflite, broker):
 
     from edge_runtime.io.publisher import free_port
     from edge_runtime.commands.settings import load_settings
-    from edge_runtime.loop import Runner
+    from edge_runtime.commands.run import Vehicle
     port = free_port()
     s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@20", "fps": 10, "device_id": "web1",
                        "mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "mqtt_protocol": "3.1.1",
                        "http": f"127.0.0.1:{port}", "duration": 6.0}, None, env={})
-    runner = Runner(s)
+    runner = Vehicle(s)
     t = threading.Thread(target=runner.run)
     t.start()
     try:

@@ -8,7 +8,7 @@ from tests.support import Broker, Subscriber
 
 from edge_runtime.commands.settings import load_settings
 
-from edge_runtime.loop import Runner
+from edge_runtime.commands.run import Vehicle
 
 
 def _settings(model, broker, **kw):
@@ -20,8 +20,8 @@ def _settings(model, broker, **kw):
 def test_home_assistant_discovery_survives_broker_restart_and_follows_birth(tiny_tflite, tmp_path):
     import paho.mqtt.client as mqtt
     b = Broker(tmp_path, persistence=False).start()
-    runner = Runner(_settings(tiny_tflite, b, duration=40.0, device_id="ha_car", ha_discovery=True,
-                              ha_interval=1.0, mqtt_protocol="3.1.1"))
+    runner = Vehicle(_settings(tiny_tflite, b, duration=40.0, device_id="ha_car", ha_discovery=True,
+                               ha_interval=1.0, mqtt_protocol="3.1.1"))
     t = threading.Thread(target=runner.run)
     t.start()
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.commands.run import Vehicle
 from edge_runtime.commands.run import main as run_main
 from edge_runtime.commands.settings import load_settings
 from edge_runtime.contract.coverage import ZONES
@@ -88,10 +89,12 @@ def test_camera_lost_is_a_state_with_watchdog_pings_and_recovery(tiny_tflite, br
     cam.unplug()  # not there at start: the first open retries too
     source = LatestFrameSource(cam, "usb-cam").start(wait=False)
     sub = Subscriber(broker.port, "roadseg/t1/#", client_id="cam-sub")
-    runner = Runner(_settings(tiny_tflite, broker, duration=40.0, camera_wait=30.0), source=source)
-    t = threading.Thread(target=runner.run)
+    vehicle = Vehicle(_settings(tiny_tflite, broker, duration=40.0, camera_wait=30.0), source=source)
+    t = threading.Thread(target=vehicle.run)
     t.start()
     try:
+        assert vehicle.ready.wait(30)
+        runner = vehicle.runner
         assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "camera_lost", timeout=15)
         cam.plug()
         t_back = time.monotonic()
@@ -114,7 +117,7 @@ def test_camera_lost_is_a_state_with_watchdog_pings_and_recovery(tiny_tflite, br
         assert runner.frames > n + 5 and time.monotonic() - t_back < 5
         assert source.reconnects >= 1 and t.is_alive()
     finally:
-        runner.request_stop()
+        vehicle.request_stop()
         t.join(timeout=30)
         sub.close()
         wd.stop.set()
@@ -220,8 +223,7 @@ def test_pacing_skips_frames_when_model_is_slower(tiny_tflite, broker):
     settings = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@60", "fps": 50,
                               "device_id": "car5", "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
                               "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "duration": 3.0}, None, env={})
-    runner = Runner(settings, segmenter=SlowSegmenter(DeviceSegmenter(tiny_tflite)))
-    summary = runner.run()
+    summary = Vehicle(settings, segmenter=SlowSegmenter(DeviceSegmenter(tiny_tflite))).run()
     achieved = summary["fps"]["achieved"]
     assert achieved < 30  # honest: about 1 / 40 ms, not the target of 50
     assert summary["dropped_frames"] > 30  # the camera's newer frames replaced unread ones

@@ -13,7 +13,7 @@ from tests.support import Subscriber
 
 from edge_runtime.commands.settings import load_settings
 
-from edge_runtime.loop import Runner
+from edge_runtime.commands.run import Vehicle
 
 
 def test_drops_are_logged_and_queued_is_the_queue_length(caplog):
@@ -39,11 +39,13 @@ def _settings(model, broker, **kw):
     return load_settings(base | kw, None, env={})
 
 def test_summaries_resume_within_5s_of_the_broker(tiny_tflite, broker):
-    runner = Runner(_settings(tiny_tflite, broker, duration=30.0, device_id="rc1"))
-    t = threading.Thread(target=runner.run)
+    vehicle = Vehicle(_settings(tiny_tflite, broker, duration=30.0, device_id="rc1"))
+    t = threading.Thread(target=vehicle.run)
     t.start()
     sub = Subscriber(broker.port, "roadseg/rc1/coverage", client_id="rc-sub")
     try:
+        assert vehicle.ready.wait(30)
+        runner = vehicle.runner
         assert sub.wait_for(lambda m: True, timeout=20)
         broker.stop()
         time.sleep(6)  # long enough for the reconnect back-off to grow
@@ -54,7 +56,7 @@ def test_summaries_resume_within_5s_of_the_broker(tiny_tflite, broker):
             time.sleep(0.05)
         assert time.monotonic() - back < 5, "summaries resumed too late"
     finally:
-        runner.request_stop()
+        vehicle.request_stop()
         t.join(timeout=30)
         sub.close()
 
@@ -64,10 +66,12 @@ def test_broker_outage_loses_nothing_within_queue(tiny_tflite, broker):
                               "device_id": "car4", "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
                               "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "publish_interval": 0.2,
                               "duration": 9.0, "max_queued": 500}, None, env={})
-    runner = Runner(settings)
-    t = threading.Thread(target=runner.run)
+    vehicle = Vehicle(settings)
+    t = threading.Thread(target=vehicle.run)
     t.start()
     try:
+        assert vehicle.ready.wait(30)
+        runner = vehicle.runner
         assert sub.wait_for(lambda m: True, timeout=30)
         time.sleep(1.0)
         broker.stop()
@@ -82,7 +86,7 @@ def test_broker_outage_loses_nothing_within_queue(tiny_tflite, broker):
         assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"gaps in {seqs}"
         assert len(seqs) >= runner.seq - 1  # at most the first one, sent before the subscriber's session
     finally:
-        runner.request_stop()
+        vehicle.request_stop()
         t.join(timeout=30)
         sub.close()
 

@@ -41,7 +41,7 @@ def test_snapshot_on_request_only_by_default(tiny_tflite, broker):
 
     from edge_runtime.commands.settings import load_settings
 
-    from edge_runtime.loop import Runner
+    from edge_runtime.commands.run import Vehicle
     got = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.on_message = lambda c_, u, m: got.append(m.payload)
@@ -51,22 +51,23 @@ def test_snapshot_on_request_only_by_default(tiny_tflite, broker):
     s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 20, "device_id": "snap2",
                        "mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "mqtt_protocol": "3.1.1",
                        "duration": 8.0}, None, env={})
-    runner = Runner(s)
-    t = threading.Thread(target=runner.run)
+    vehicle = Vehicle(s)
+    t = threading.Thread(target=vehicle.run)
     t.start()
     try:
+        assert vehicle.ready.wait(30)
         deadline = time.time() + 20
-        while (runner.publisher is None or not runner.publisher.connected) and time.time() < deadline:
+        while not vehicle.publisher.connected and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(2.0)
-        assert got == [] and runner.snapshots == 0  # off by default: metered links
+        assert got == [] and vehicle.snapshots.sent == 0  # off by default: metered links
         c.publish("roadseg/snap2/snapshot/request", b"", qos=1)
         deadline = time.time() + 10
         while not got and time.time() < deadline:
             time.sleep(0.05)
-        assert got and got[0][:2] == b"\xff\xd8" and runner.snapshots == 1
+        assert got and got[0][:2] == b"\xff\xd8" and vehicle.snapshots.sent == 1
     finally:
-        runner.request_stop()
+        vehicle.request_stop()
         t.join(timeout=30)
         c.loop_stop()
         c.disconnect()
