@@ -19,7 +19,6 @@ points or the agreement falls below ``--min-agreement``, unless ``--force``. Not
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import subprocess
@@ -95,10 +94,8 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
               min_miou: float = DEFAULT_MIN_MIOU) -> dict:
     from calibration import representative_data as rd
     from calibration.convert import convert, convert_onnx, onnx_report, tensor_report
-    from edge_runtime.contract.labels import CATEGORIES
-    from edge_runtime.contract.preprocessing import RESIZE_POLICY
+    from edge_runtime.contract.sidecar import build_sidecar, write_pair
     from edge_runtime.model.segmenter import DeviceSegmenter
-    from edge_runtime.contract.sidecar import classes_block, write_pair
     from trainer.datasets import list_samples
     from trainer.export import ExportedModel
 
@@ -146,11 +143,7 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         tmp_model.write_bytes(model_bytes)
         q = DeviceSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
         gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt, val_split)
-        out_info = {"kind": kind, "dtype": str(q.output_dtype), "scale": float(q.output_scale),
-                    "zero_point": int(q.output_zero), "height": q.output_size[0], "width": q.output_size[1],
-                    "stride": size[0] // q.output_size[0]}
-        in_info = {"height": size[0], "width": size[1], "dtype": str(q.input_dtype), "channel_order": "rgb",
-                   "resize_policy": RESIZE_POLICY, "scale": float(q.input_scale), "zero_point": int(q.input_zero)}
+        blocks = q.sidecar_blocks(kind)  # the contract's builder: input/output as the runtime reads them
     print(format_gate(gate, precision), flush=True)
     problems = []
     if gate["float"]["miou7"] < min_miou:
@@ -168,13 +161,9 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         if not force:
             raise GateError(msg)
         log.warning("%s; writing anyway (--force)", msg)
-    sidecar = {
-        "name": out.stem, "classes": classes_block(), "input": in_info, "output": out_info,
-        "precision": precision, "calibration": summary, "accuracy": gate, "conversion": report,
-        "source_run": str(run), "source_arch": meta.get("arch"), "git_commit": git_commit(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "categories": list(CATEGORIES),
-    }
+    sidecar = build_sidecar(model_bytes, name=out.stem, **blocks, precision=precision, calibration=summary,
+                            accuracy=gate, conversion=report, source_run=str(run), source_arch=meta.get("arch"),
+                            git_commit=git_commit())
     model_path, side = write_pair(model_bytes, sidecar, out)
     log.info("wrote %s (%.2f MB) and %s", model_path, len(model_bytes) / 1e6, side)
     return sidecar

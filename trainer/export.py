@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_runtime.contract.labels import CATEGORIES, NUM_CLASSES
-from edge_runtime.contract.preprocessing import RESIZE_POLICY
+from edge_runtime.contract.sidecar import input_block
 
 EXPORT_META = "roadseg.json"
 
@@ -121,8 +121,7 @@ def export_savedmodel(segmodel, frame_size: tuple[int, int], out_dir: str | Path
         "format": "roadseg.export/1",
         "arch": segmodel.arch,
         "framework": segmodel.framework,
-        "input": {"height": frame_size[0], "width": frame_size[1], "dtype": "uint8",
-                  "channel_order": "rgb", "resize_policy": RESIZE_POLICY},
+        "input": input_block(frame_size),  # the sidecar's input block: uint8 RGB, stretch resize
         "model_input_size": list(segmodel.input_size),
         "output": "probabilities",
         "signatures": sorted(signatures),

@@ -37,7 +37,13 @@ def onnxruntime_api():
 
 
 class OnnxInterpreter:
-    """One ``onnxruntime.InferenceSession`` with a fixed-shape image input."""
+    """One ``onnxruntime.InferenceSession`` behind LiteRT's interpreter API.
+
+    Symbolic input dimensions are reported as -1 in ``shape_signature`` (and
+    1 in ``shape``) until :meth:`resize_tensor_input` fixes them, as LiteRT
+    does for a dynamic ``.tflite``. Raises ModelError for a file ONNX Runtime
+    cannot load, a provider it lacks, more than one input or an unhandled
+    tensor type; ValueError for options without a provider."""
 
     def __init__(self, path: Path, threads: int, provider: str | None = None, provider_options: dict | None = None):
         ort = onnxruntime_api()
@@ -68,27 +74,53 @@ class OnnxInterpreter:
             raise ModelError(f"{path}: expected one input tensor, found {len(ins)}")
 
         def details(i, t):
-            shape = [d if isinstance(d, int) else -1 for d in t.shape]
+            sig = [d if isinstance(d, int) and d > 0 else -1 for d in t.shape]
             if t.type not in _DTYPES:
                 raise ModelError(f"{path}: tensor {t.name} has type {t.type}, which roadseg does not handle")
-            return {"index": i, "name": t.name, "shape": np.array(shape), "dtype": _DTYPES[t.type],
-                    "quantization": (0.0, 0)}
+            return {"index": i, "name": t.name, "shape": np.array([max(d, 1) for d in sig]),
+                    "shape_signature": np.array(sig), "dtype": _DTYPES[t.type], "quantization": (0.0, 0)}
 
         self._inputs = [details(0, ins[0])]
         self._outputs = [details(i, t) for i, t in enumerate(outs)]
-        if any(d < 1 for d in self._inputs[0]["shape"]):
-            raise ModelError(f"{path}: the input shape {ins[0].shape} is not fixed; roadseg-calibrate exports "
-                             "[1, H, W, 3] at the device's size")
-        self._in = np.zeros(tuple(self._inputs[0]["shape"]), self._inputs[0]["dtype"])
         self._results: list[np.ndarray] = []
         self._names = [t.name for t in outs]
+        self._in = np.zeros(tuple(self._inputs[0]["shape"]), self._inputs[0]["dtype"])
+        if (self._inputs[0]["shape_signature"][1:] > 0).all():  # a symbolic batch runs as 1
+            try:  # output shapes may be symbolic even for a fixed input: learn them
+                self.allocate_tensors()
+            except RuntimeError as e:
+                raise ModelError(f"{path}: {e}") from None
 
     # -- the LiteRT Interpreter subset -------------------------------------
     def get_input_details(self) -> list[dict]:
+        """One dict per input: index, name, shape, shape_signature, dtype, quantization (always (0.0, 0))."""
         return self._inputs
 
     def get_output_details(self) -> list[dict]:
+        """One dict per output, as :meth:`get_input_details`; shapes as of the last allocate_tensors."""
         return self._outputs
+
+    def resize_tensor_input(self, index: int, shape) -> None:
+        """Fix the input's shape (e.g. ``[1, H, W, 3]`` for a model whose
+        height and width are symbolic); dimensions fixed in the graph must
+        keep their size. Raises ValueError. Call :meth:`allocate_tensors` after."""
+        sig = self._inputs[0]["shape_signature"]
+        shape = [int(v) for v in shape]
+        if len(shape) != len(sig) or any(s > 0 and s != v for s, v in zip(sig, shape)) or min(shape) < 1:
+            raise ValueError(f"cannot resize input {list(sig)} to {shape}")
+        self._inputs[0]["shape"] = np.array(shape)
+        self._in = np.zeros(tuple(shape), self._inputs[0]["dtype"])
+
+    def allocate_tensors(self) -> None:
+        """Run once on zeros to learn the output shapes at the current input
+        shape (ONNX Runtime sizes outputs per run). Raises RuntimeError when
+        the model cannot run at that shape."""
+        try:
+            results = self.session.run(self._names, {self._inputs[0]["name"]: self._in})
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise RuntimeError(f"cannot run at input shape {list(self._in.shape)}: {e}") from None
+        for d, r in zip(self._outputs, results):
+            d["shape"] = np.array(r.shape)
 
     def tensor(self, index: int):
         return lambda: self._in

@@ -19,29 +19,52 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.model.interpreter import ModelError, describe_interpreter, make_interpreter
 from edge_runtime.contract.labels import NUM_CLASSES
-from edge_runtime.contract.preprocessing import preprocess
-from edge_runtime.contract.sidecar import read_sidecar
+from edge_runtime.contract.preprocessing import preprocess, resize_mask
+from edge_runtime.contract.sidecar import input_block, output_block, read_sidecar
+from edge_runtime.model import checks
+from edge_runtime.model.interpreter import ModelError, describe_interpreter, make_interpreter
 
 log = logging.getLogger("roadseg.segmenter")
 
 
 @dataclass
 class Timing:
+    """Milliseconds spent on the last frame in each step of the recipe."""
     preprocess_ms: float = 0.0
     invoke_ms: float = 0.0
     postprocess_ms: float = 0.0
 
     @property
     def total_ms(self) -> float:
+        """preprocess + invoke + postprocess, in milliseconds."""
         return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
 
 
 class DeviceSegmenter:
+    """One model (``.tflite`` or ``.onnx``) with its sidecar, ready to segment frames.
+
+    At load the model's contract is checked against what the runtime does
+    with it (:mod:`edge_runtime.model.checks`): a dynamic input height and
+    width are fixed to ``size`` (height, width in pixels) or the sidecar's;
+    an input that cannot hold 0..255 pixels, class ids outside the 8
+    categories without the sidecar's ``output.class_mapping``, and a sidecar
+    that contradicts the tensors are refused.
+
+    Attributes: ``input_size``/``output_size`` (height, width), ``input_dtype``,
+    ``input_scale``/``input_zero``, ``output_kind`` (logits, probabilities,
+    class_map), ``output_dtype``, ``output_scale``/``output_zero``,
+    ``channel_order``, ``model_classes`` (the model's own number of classes,
+    None when unknown), ``sidecar`` (the validated dict or None), ``timing``.
+
+    Raises ModelError (a file it cannot use), SidecarError (a sidecar that
+    breaks the schema or contradicts the model), ValueError (bad threads or
+    delegate options), ImportError (no interpreter installed)."""
+
     def __init__(self, model_path: str | Path, threads: int | None = None, delegate: str | None = None,
                  delegate_options: dict | None = None,
-                 verify_sidecar: bool = True, warn_without_sidecar: bool = True):
+                 verify_sidecar: bool = True, warn_without_sidecar: bool = True,
+                 size: tuple[int, int] | None = None):
         self.path = Path(model_path)
         self.interpreter = make_interpreter(self.path, threads, delegate, delegate_options)
         self.threads = threads
@@ -50,37 +73,19 @@ class DeviceSegmenter:
             log.warning("%s has no sidecar %s: running on assumptions (RGB input, stretch resize, the output kind "
                         "read from the tensor shape, this runtime's 8 categories, no sha256 check); "
                         "roadseg-calibrate writes the pair", self.path, self.path.with_suffix(".json").name)
-        inp = self.interpreter.get_input_details()
-        out = self.interpreter.get_output_details()
-        if len(inp) != 1:
-            raise ModelError(f"{self.path}: expected one input tensor, found {len(inp)}")
-        shape = tuple(int(v) for v in inp[0]["shape"])
-        if len(shape) != 4 or shape[3] != 3 or shape[0] != 1:
-            raise ModelError(f"{self.path}: model input is not an image: shape {list(shape)}, "
-                             "expected [1, H, W, 3]")
-        self._in = inp[0]
-        self.input_size = (shape[1], shape[2])
-        self.input_dtype = np.dtype(inp[0]["dtype"])
-        self.input_scale, self.input_zero = inp[0]["quantization"]
-        o = out[0]
-        oshape = tuple(int(v) for v in o["shape"])
-        self.output_dtype = np.dtype(o["dtype"])
-        if len(oshape) == 4 and oshape[3] == NUM_CLASSES:
-            self.output_kind = (self.sidecar or {}).get("output", {}).get("kind", "logits")
-        elif len(oshape) == 3 or (len(oshape) == 4 and oshape[3] == 1):
-            self.output_kind = "class_map"
-        else:
-            raise ModelError(f"{self.path}: output shape {list(oshape)} is neither [1,h,w,{NUM_CLASSES}] "
-                             "scores nor a [1,h,w] class map")
-        self._out = o
-        self.output_size = (oshape[1], oshape[2])
-        self.output_scale, self.output_zero = o["quantization"]
+        self._in = checks.fit_input(self.interpreter, self.path, self.sidecar, size)
+        self.input_size = (int(self._in["shape"][1]), int(self._in["shape"][2]))
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.input_scale, self.input_zero = self._in["quantization"]
+        checks.check_input_range(self.input_dtype, (self.input_scale, self.input_zero), self.path)
+        checks.check_input_declared(self.sidecar, self.input_dtype, (self.input_scale, self.input_zero), self.path)
+        out = checks.read_output(self.interpreter, self.path, self.sidecar)
+        self._out, self.output_kind, self.output_size = out.detail, out.kind, out.size
+        self.model_classes, self._lut = out.classes, out.lut
+        self._ids = len(out.lut) if out.lut is not None else (out.classes or NUM_CLASSES)
+        self.output_dtype = np.dtype(self._out["dtype"])
+        self.output_scale, self.output_zero = self._out["quantization"]
         self.channel_order = (self.sidecar or {}).get("input", {}).get("channel_order", "rgb")
-        if self.sidecar:
-            si = self.sidecar["input"]
-            if (si["height"], si["width"]) != self.input_size:
-                raise ModelError(f"{self.path}: sidecar input {si['height']}x{si['width']} differs from "
-                                 f"the model's {self.input_size[0]}x{self.input_size[1]}")
         self._in_buf = np.empty((1, *self.input_size, 3), self.input_dtype)
         self._rgb = np.empty((*self.input_size, 3), np.uint8)
         self._classes = np.empty(self.output_size, np.uint8)
@@ -112,17 +117,31 @@ class DeviceSegmenter:
     def _postprocess(self) -> np.ndarray:
         out = self.interpreter.get_tensor(self._out["index"])[0]
         if self.output_kind == "class_map":
-            np.copyto(self._classes, out.reshape(self.output_size), casting="unsafe")
-        else:
-            # argmax is invariant to the (positive-scale) dequantization
-            np.argmax(out, axis=-1, out=self._idx)
+            ids = out.reshape(self.output_size)
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self._ids:  # never index (or colour, or count) an id outside the taxonomy
+                raise ModelError(f"{self.path}: the model returned class id {hi if hi >= self._ids else lo}, "
+                                 f"outside 0..{self._ids - 1}; give output.class_mapping in its sidecar")
+            if self._lut is None:
+                np.copyto(self._classes, ids, casting="unsafe")
+            else:
+                np.take(self._lut, ids, out=self._classes)
+            return self._classes
+        # argmax is invariant to the (positive-scale) dequantization
+        np.argmax(out, axis=-1, out=self._idx)
+        if self._lut is None:
             np.copyto(self._classes, self._idx, casting="unsafe")
+        else:
+            np.take(self._lut, self._idx, out=self._classes)
         return self._classes
 
     # -- public API ----------------------------------------------------------
     def segment(self, frame: np.ndarray, frame_order: str = "rgb") -> np.ndarray:
-        """Class map (uint8, output resolution) of one frame. The returned
-        array is reused by the next call: copy it to keep it."""
+        """Class map (uint8 categories 0..7, [h, w] at the output resolution)
+        of one uint8 [H, W, 3] frame in ``frame_order`` (rgb or bgr). The
+        returned array is reused by the next call: copy it to keep it.
+        Raises ValueError for a frame that is not uint8 [H, W, 3] and
+        ModelError when a class-map model returns an id outside its classes."""
         t0 = time.perf_counter()
         self._set_input(self._preprocess(frame, frame_order))  # no view of the tensor outlives this line
         t1 = time.perf_counter()
@@ -134,32 +153,54 @@ class DeviceSegmenter:
         return classes
 
     def invoke_only(self) -> float:
-        """Invoke on the current input; returns milliseconds (benchmarks)."""
+        """Invoke on the current input; returns the wall time in milliseconds (benchmarks)."""
         t0 = time.perf_counter()
         self.interpreter.invoke()
         return (time.perf_counter() - t0) * 1e3
 
     def scores(self) -> np.ndarray:
-        """Dequantized output scores [h,w,C] of the last invoke (float32)."""
+        """Dequantized output scores of the last invoke: float32 [h, w, C] at
+        the output resolution, C = the model's own classes (before any
+        ``class_mapping``). Only for logits/probabilities outputs."""
         out = self.interpreter.get_tensor(self._out["index"])[0].astype(np.float32)
         if self.output_scale:
             out = (out - self.output_zero) * self.output_scale
         return out
 
     def segment_classes(self, image_rgb: np.ndarray) -> np.ndarray:
-        """Class map at the model's *input* resolution, for evaluation: scores
-        are upsampled bilinearly before argmax, as the float export does."""
+        """Class map (uint8 categories 0..7, [H, W] at the model's *input*
+        resolution) of an RGB uint8 image, for evaluation: scores are
+        upsampled bilinearly before argmax, as the float export does; a class
+        map is resized nearest. Raises ModelError as :meth:`segment`."""
         classes = self.segment(image_rgb, "rgb")
         if self.output_size == self.input_size:
             return classes.copy()
         if self.output_kind == "class_map":
-            h, w = self.input_size
-            return cv2.resize(classes, (w, h), interpolation=cv2.INTER_NEAREST)
+            return resize_mask(classes, self.input_size)
         h, w = self.input_size
         up = cv2.resize(self.scores(), (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.argmax(up, axis=-1).astype(np.uint8)
+        ids = np.argmax(up, axis=-1)
+        return (ids if self._lut is None else self._lut[ids]).astype(np.uint8)
+
+    def sidecar_blocks(self, kind: str | None = None) -> dict:
+        """The sidecar's ``input`` and ``output`` blocks for this model as
+        loaded (sizes, dtypes, quantization, stride = input height / output
+        height), for :func:`edge_runtime.contract.sidecar.build_sidecar`;
+        ``kind`` overrides the output kind read from the tensor (e.g.
+        ``probabilities``). Raises SidecarError for a kind the schema lacks."""
+        return {
+            "input": input_block(self.input_size, self.input_dtype.name, (float(self.input_scale),
+                                                                          int(self.input_zero)), self.channel_order),
+            "output": output_block(kind or self.output_kind, self.output_size,
+                                   self.input_size[0] // self.output_size[0], self.output_dtype.name,
+                                   (float(self.output_scale), int(self.output_zero)),
+                                   None if self._lut is None else self._lut.tolist()),
+        }
 
     def describe(self) -> dict:
+        """What runs: file, name, sha256 and precision (from the sidecar),
+        input/output sizes (height, width), dtypes, output kind, backend and
+        threads. JSON-serializable."""
         return {
             "model": self.path.name,
             "name": (self.sidecar or {}).get("name", self.path.stem),
