@@ -20,7 +20,8 @@ ENV.pop("VIRTUAL_ENV", None)
 ENV.pop("PYTHONPATH", None)
 
 
-def _system_stack() -> str | None:
+def system_stack_problem() -> str | None:
+    """Why this machine cannot run the Debian system-site install (``None`` when it can)."""
     if not SYSTEM_PY.is_file() or not Path("/etc/debian_version").is_file():
         return "not a Debian system"
     r = subprocess.run([str(SYSTEM_PY), "-c", "import numpy, cv2; print(numpy.__version__, numpy.__file__)"],
@@ -32,7 +33,8 @@ def _system_stack() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_system_stack() is not None, reason=str(_system_stack()))
+@pytest.mark.integration
+@pytest.mark.skipif(system_stack_problem() is not None, reason=str(system_stack_problem()))
 def test_pi_install_keeps_the_system_numpy_and_opencv(tiny_tflite, tmp_path):
     prefix = tmp_path / "opt"
     model = tmp_path / "m" / "student.tflite"
