@@ -162,6 +162,9 @@ def test_jetson_onnx_service_runs_tensorrt_with_its_cache_in_the_cache_directory
     for model, env in ((tiny_tflite, jetson(tmp_path, "R36.4.3")), (onnx, {})):  # LiteRT on a Jetson; ORT elsewhere
         cpu = tomllib.loads(dry_run("--model", str(model), env=env)[0])
         assert "delegate" not in cpu and "delegate_options" not in cpu
+    edgetpu = tomllib.loads(dry_run("--model", str(tiny_tflite), "--delegate", "libedgetpu.so.1",
+                                    "--delegate-option", "device=usb:0", env={})[0])  # a LiteRT delegate library
+    assert edgetpu["delegate"] == "libedgetpu.so.1" and edgetpu["delegate_options"] == "device=usb:0"
 
 
 # -- the install itself: Debian's system site packages, ONNX Runtime's CPU build -----------------------------
