@@ -1,7 +1,7 @@
-"""roadseg-bench: how fast is it here? Invoke latency and end-to-end FPS
+r"""roadseg-bench: how fast is it here? Invoke latency and end-to-end FPS
 of the real pipeline, side by side, TensorFlow-free.
 
-    roadseg-bench --model A.tflite [--model B.tflite ...] [--threads 1 --threads 2 ...] [--frames 300] \
+    roadseg-bench [--model A.tflite --model B.tflite ...] [--threads 1 --threads 2 ...] [--frames 300] \
         [--warmup 20] [--source synthetic|FILE] [--frame-size 480x640] [--data PATH] \
         [--json] [--out report.json] [--markdown out.md] [--plot out.png]
 
@@ -43,46 +43,89 @@ def parse_threads(values: list[str] | None, prog: str = "roadseg-bench") -> list
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def split_json_path(argv: list[str]) -> tuple[list[str], str | None]:
+    """The old ``--json PATH`` (a file) taken out of ``argv``: ``(rest, PATH)``;
+    ``--json`` alone (print the report on stdout) stays."""
+    out, path, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--json="):
+            path = a.split("=", 1)[1]
+        elif a == "--json" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            path = argv[i + 1]
+            i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out, path
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W); NumPy and OpenCV are imported only when a size is given."""
     from edge_runtime.contract.preprocessing import parse_size
+    return parse_size(text)
+
+
+def build_parser():
+    """roadseg-bench's parser."""
     p = cli.parser("roadseg-bench", __doc__)
-    p.add_argument("--model", action="append", required=True,
-                   help="a .tflite or .onnx (repeat to compare, e.g. both backends side by side)")
+    p.add_argument("--model", action="append",
+                   help="a .tflite or .onnx (repeat to compare, e.g. both backends side by side); default: the "
+                        "shipped model")
     p.add_argument("--threads", action="append", help="interpreter threads (repeat to sweep; default: all cores)")
-    p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--source", default="synthetic", help="synthetic or a video file / image folder")
-    p.add_argument("--frame-size", type=parse_size, default=(480, 640), help="synthetic camera frame size")
+    p.add_argument("--frames", type=int, default=300, help="measured frames per model and thread count; default 300")
+    p.add_argument("--warmup", type=int, default=20, help="frames run first and not measured; default 20")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="rounds the frames are split into, models interleaved; the overhead's ± is its standard "
+                        "deviation over them; default 5")
+    p.add_argument("--source", default="synthetic", help="synthetic or a video file / image folder (decoded on "
+                                                         "every frame); default synthetic")
+    p.add_argument("--frame-size", type=_size, default=(480, 640),
+                   help="HxW of synthetic camera frames; default 480x640 (a file's own size is used for a file)")
     p.add_argument("--publish-interval", type=float, default=1.0,
                    help="seconds per coverage summary, as roadseg-run (0 = every frame, the worst case); default 1")
     p.add_argument("--data", help="labelled dataset for an accuracy column")
-    p.add_argument("--split", default="val")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="",
+    p.add_argument("--split", default="val", help="the --data split scored; default val")
+    p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on stdout (instead of the table)")
     p.add_argument("--out", help="write the JSON report to this file")
     p.add_argument("--markdown", help="write the table as Markdown to this file")
-    p.add_argument("--plot", help="write the speed-vs-accuracy plot (PNG) to this file")
-    args = p.parse_args(argv)
+    p.add_argument("--plot", help="write the speed-vs-accuracy plot (PNG) to this file (needs --data and "
+                                  "matplotlib: pip install \"roadseg[plot]\")")
+    return p
+
+
+def check_plot(args) -> None:
+    """Refuse ``--plot`` before measuring when it cannot be drawn (ValueError, one line)."""
+    if not args.plot:
+        return
+    if not args.data:
+        raise ValueError("--plot needs accuracy: give --data")
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib, which this install lacks: pip install \"roadseg[plot]\"")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """roadseg-bench's entry point: the exit code (cli.EXIT_CODES)."""
+    argv, json_path = split_json_path(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     def body():
-        if args.json not in (None, "-"):  # the old meaning: a file path
+        if json_path is not None:  # the old meaning: a file path
             print("roadseg-bench: warning: --json PATH is deprecated; use --out PATH (--json now prints to stdout)",
                   file=sys.stderr)
-            args.out, args.json = args.json, None
+            args.out = json_path
         threads = parse_threads(args.threads)
         if args.frames <= 0:
             raise ValueError("--frames must be positive")
+        check_plot(args)
         from edge_runtime import atomic
-        from edge_runtime.eval.bench import (
-            benchmark,
-            format_markdown,
-            format_table,
-            plot_pareto,
-        )
-        report = benchmark(args.model, threads, args.frames, args.warmup, max(1, min(args.rounds, args.frames)),
-                           args.source, args.frame_size, args.data, args.split, args.publish_interval)
+        from edge_runtime.eval.bench import benchmark, format_markdown, format_table, plot_pareto
+        report = benchmark(args.model or [cli.shipped_model()], threads, args.frames, args.warmup,
+                           max(1, min(args.rounds, args.frames)), args.source, args.frame_size, args.data,
+                           args.split, args.publish_interval)
         print(json.dumps(report) if args.json else format_table(report))
         if args.out:
             atomic.write_text(args.out, json.dumps(report, indent=2))
@@ -92,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             plot_pareto(report, args.plot)
 
     return cli.run("roadseg-bench", body)
-
 
 
 if __name__ == "__main__":

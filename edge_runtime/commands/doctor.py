@@ -56,6 +56,11 @@ def probe(name: str, code: str, timeout: float = 120) -> dict:
 
 
 def diagnose(camera: str = "none", model: str | None = None) -> dict:
+    """Probe numpy, cv2, the interpreter (and picamera2 for ``camera``
+    "picamera2", onnxruntime when installed, ``model`` when given), each in
+    its own process. Returns ``{"python", "executable", "venv", "numpy_major",
+    "checks": {name: probe result}, "problems": [one line with its fix, ...],
+    "ok"}``; raises nothing (a failing probe is a problem, not an exception)."""
     checks = {n: probe(n, PROBES[n]) for n in ("numpy", "cv2", "interpreter")}
     if camera == "picamera2":
         checks["picamera2"] = probe("picamera2", PROBES["picamera2"])
@@ -90,13 +95,20 @@ def diagnose(camera: str = "none", model: str | None = None) -> dict:
             "numpy_major": np_major, "checks": checks, "problems": problems, "ok": not problems}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
+    """roadseg-doctor's parser."""
     p = cli.parser("roadseg-doctor", __doc__)
     p.add_argument("--camera", choices=["picamera2", "csi", "none"], default="none",
                    help="also check the camera stack this device uses")
     p.add_argument("--model", help="also load this .tflite or .onnx")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """roadseg-doctor's entry point: 0 when everything imports together, 4 with
+    one line per problem (and its fix) on stderr otherwise."""
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         rep = diagnose(args.camera, args.model)

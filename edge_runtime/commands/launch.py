@@ -1,18 +1,64 @@
-"""Console-script entry points for the vehicle's commands (roadseg-run,
-roadseg-bench, roadseg-serve, roadseg-doctor).
+"""Console-script entry points of every ``roadseg-*`` command
+(pyproject.toml ``[project.scripts]`` points here).
 
-They import the command's module inside a guard, so a broken install is one
-clear line and exit 4 instead of a traceback: above all the NumPy mix-up of
-Pi and Jetson installs, where a NumPy 2 in the venv shadows the system NumPy
-1.x that apt's / JetPack's OpenCV and picamera2 were built against.
+Each command's module is imported inside a guard, so an install that lacks
+a piece is one clear line instead of a traceback:
+
+* a command whose extra is not installed (``roadseg-train`` after ``pip
+  install "roadseg[runtime]"``) names the extra to add, exit 2;
+* the NumPy mix-up of Pi and Jetson installs, where a NumPy 2 in the venv
+  shadows the system NumPy 1.x that apt's / JetPack's OpenCV and picamera2
+  were built against, prints the documented fix, exit 4;
+* anything else that cannot be imported: what, and that roadseg-doctor
+  shows which piece is missing, exit 4.
+
+``--help`` and ``--version`` import nothing heavy: the vehicle's system
+libraries (cv2, NumPy) are loaded first only for a real run.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from dataclasses import dataclass
 
 NUMPY_ABI_HINTS = ("numpy.dtype size changed", "compiled using NumPy 1.x", "numpy.core.multiarray failed to import",
                    "_ARRAY_API not found", "numpy.core._multiarray_umath")
+
+#: the extra that brings each optional top-level package (pyproject.toml [project.optional-dependencies])
+EXTRA_OF = {"tensorflow": "train", "tf_keras": "train", "keras": "train", "keras_hub": "train",
+            "segmentation_models": "train", "cityscapesscripts": "train", "matplotlib": "plot",
+            "fastapi": "api", "uvicorn": "api", "multipart": "api", "streamlit": "dashboard", "pandas": "dashboard",
+            "httpx": "dashboard", "PIL": "dashboard", "onnxruntime": "onnx", "onnx": "onnx", "tf2onnx": "onnx",
+            "amqtt": "runtime", "paho": "runtime", "cv2": "runtime", "ai_edge_litert": "runtime",
+            "pydantic": "runtime"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A console script: its module (with ``main(argv) -> int``), the extra
+    that installs what it needs, the top-level packages checked before it is
+    imported, and whether the vehicle's system libraries load first."""
+    module: str
+    extra: str
+    needs: tuple[str, ...] = ()
+    system_libs: bool = False
+
+
+TRAIN_NEEDS = ("tensorflow", "keras")
+COMMANDS = {
+    "roadseg-run": Command("edge_runtime.commands.run", "runtime", ("cv2", "numpy", "paho"), system_libs=True),
+    "roadseg-bench": Command("edge_runtime.commands.bench", "runtime", ("cv2", "numpy"), system_libs=True),
+    "roadseg-serve": Command("edge_runtime.commands.serve", "api", ("fastapi", "uvicorn"), system_libs=True),
+    "roadseg-doctor": Command("edge_runtime.commands.doctor", "runtime"),  # it diagnoses the system libraries
+    "roadseg-monitor": Command("fleet.monitor", "runtime", ("paho",)),
+    "roadseg-dashboard": Command("fleet.dashboard.cli", "dashboard", ("streamlit", "pandas", "httpx")),
+    "roadseg-data": Command("trainer.commands.data", "runtime", ("cv2", "numpy")),  # stats, preview, synth
+    "roadseg-train": Command("trainer.commands.train", "train", TRAIN_NEEDS),
+    "roadseg-eval": Command("trainer.commands.evaluate", "train", TRAIN_NEEDS),
+    "roadseg-distill": Command("distill.commands.distill", "train", TRAIN_NEEDS),
+    "roadseg-calibrate": Command("calibration.calibrate", "train", TRAIN_NEEDS),
+}
 
 
 def numpy_abi_fix() -> str:
@@ -29,33 +75,103 @@ def numpy_abi_fix() -> str:
             "roadseg-doctor checks the result; see docs/deploy.md")
 
 
-def _launch(prog: str, module: str, argv: list[str] | None = None, preload: bool = True) -> int:
+def missing_extra(prog: str, package: str, extra: str) -> str:
+    """The one line for a command run without its extra."""
+    return (f"{prog}: error: {prog} needs the {extra} extra ({package} is not installed here): "
+            f"pip install \"roadseg[{extra}]\"")
+
+
+def _only_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help", "--version") for a in argv)
+
+
+def launch(prog: str, argv: list[str] | None = None) -> int:
+    """Import ``prog``'s module under the guard and run its ``main(argv)``;
+    returns the exit code. A missing extra found before the import or raised
+    as ModuleNotFoundError while the command starts is one line naming it."""
+    cmd = COMMANDS[prog]
+    args = list(sys.argv[1:] if argv is None else argv)
+    help_only = _only_help(args)
+    if not help_only:
+        for package in cmd.needs:
+            if importlib.util.find_spec(package) is None:
+                print(missing_extra(prog, package, EXTRA_OF.get(package, cmd.extra)), file=sys.stderr)
+                return 2
     try:
-        if preload:  # the system libraries first: the commands import them lazily, deep inside main()
+        if cmd.system_libs and not help_only:  # first: the commands import them lazily, deep inside main()
             import cv2  # noqa: F401
             import numpy  # noqa: F401
-        main = importlib.import_module(module).main
+        main = importlib.import_module(cmd.module).main
+        return main(args)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top in EXTRA_OF:
+            print(missing_extra(prog, top, EXTRA_OF.get(top, cmd.extra)), file=sys.stderr)
+            return 2
+        return _cannot_start(prog, e)
     except (ImportError, AttributeError) as e:
-        text = f"{type(e).__name__}: {e}"
-        if any(h in text for h in NUMPY_ABI_HINTS):
-            print(f"{prog}: error: {numpy_abi_fix()}", file=sys.stderr)
-        else:
-            print(f"{prog}: error: cannot start: {text}; roadseg-doctor shows which piece is missing", file=sys.stderr)
-        return 4
-    return main(argv)
+        return _cannot_start(prog, e)
+
+
+def _cannot_start(prog: str, e: BaseException) -> int:
+    text = f"{type(e).__name__}: {e}"
+    if any(h in text for h in NUMPY_ABI_HINTS):
+        print(f"{prog}: error: {numpy_abi_fix()}", file=sys.stderr)
+    else:
+        print(f"{prog}: error: cannot start: {text}; roadseg-doctor shows which piece is missing", file=sys.stderr)
+    return 4
 
 
 def run(argv: list[str] | None = None) -> int:
-    return _launch("roadseg-run", "edge_runtime.commands.run", argv)
+    """roadseg-run."""
+    return launch("roadseg-run", argv)
 
 
 def bench(argv: list[str] | None = None) -> int:
-    return _launch("roadseg-bench", "edge_runtime.commands.bench", argv)
+    """roadseg-bench."""
+    return launch("roadseg-bench", argv)
 
 
 def serve(argv: list[str] | None = None) -> int:
-    return _launch("roadseg-serve", "edge_runtime.api.app", argv)
+    """roadseg-serve."""
+    return launch("roadseg-serve", argv)
 
 
 def doctor(argv: list[str] | None = None) -> int:
-    return _launch("roadseg-doctor", "edge_runtime.commands.doctor", argv, preload=False)  # it diagnoses them
+    """roadseg-doctor."""
+    return launch("roadseg-doctor", argv)
+
+
+def monitor(argv: list[str] | None = None) -> int:
+    """roadseg-monitor."""
+    return launch("roadseg-monitor", argv)
+
+
+def dashboard(argv: list[str] | None = None) -> int:
+    """roadseg-dashboard."""
+    return launch("roadseg-dashboard", argv)
+
+
+def data(argv: list[str] | None = None) -> int:
+    """roadseg-data."""
+    return launch("roadseg-data", argv)
+
+
+def train(argv: list[str] | None = None) -> int:
+    """roadseg-train."""
+    return launch("roadseg-train", argv)
+
+
+def evaluate(argv: list[str] | None = None) -> int:
+    """roadseg-eval."""
+    return launch("roadseg-eval", argv)
+
+
+def distill(argv: list[str] | None = None) -> int:
+    """roadseg-distill."""
+    return launch("roadseg-distill", argv)
+
+
+def calibrate(argv: list[str] | None = None) -> int:
+    """roadseg-calibrate."""
+    return launch("roadseg-calibrate", argv)
