@@ -175,7 +175,7 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
             return Response(cv2.imencode(".png", out)[1].tobytes(), media_type="image/png")
         agg = CoverageAggregator()
         agg.add(classes, timing.invoke_ms, total)
-        return payloads.segment(img.shape[1], img.shape[0], agg.summary(), timing.invoke_ms, total,
+        return payloads.segment_result(img.shape[1], img.shape[0], agg.summary(), timing.invoke_ms, total,
                                 segmenter.describe())
 
     @app.post("/v1/segment", responses={200: {"content": {"image/png": {}}}, 413: {}, 415: {}, 422: {}, 503: {}},
