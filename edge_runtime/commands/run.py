@@ -92,6 +92,8 @@ def _view_flags(p: argparse.ArgumentParser) -> None:
                        help="show the overlay in a window (needs an OpenCV with GUI, not the headless one)")
     g.add_argument("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
     g.add_argument("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
+    g.add_argument("--max-upload-mb", type=float, help="largest upload the API accepts, in MiB, refused before it "
+                                                      "is read (as roadseg-serve's); default 10")
     g.add_argument("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")
     g.add_argument("--max-inflight", type=int, help="uploads the API segments at once (more get 503); default 2")
     g.add_argument("--heartbeat-file", help="a file touched every second while the loop runs (container health "
@@ -181,6 +183,7 @@ class Vehicle:
         runner = Runner(self.s, seg, source, self.publisher, [*views, self.snapshots], hooks)
         if self.live is not None:
             self.live.stats_fn = runner.stats_payload
+            self.live.describe_fn = seg.describe  # /v1/stats reports the loop's interpreter, not the uploads'
         status = {"model": runner.model_info(), "source": source.name, "target_fps": runner.target_fps}
         if self.s.http:
             status["api"] = self.api_url
@@ -220,7 +223,8 @@ class Vehicle:
         host, port = parse_http(self.s.http)
         self.live = LiveState()
         app = create_app(self._segmenter(1), self.live, load_token(self.s.api_token_file),
-                         max_pixels=self.s.max_pixels, max_inflight=self.s.max_inflight)
+                         max_upload=int(self.s.max_upload_mb * 1024 * 1024), max_pixels=self.s.max_pixels,
+                         max_inflight=self.s.max_inflight)
         self.http_server = serve_in_thread(app, host, port)
         stack.callback(setattr, self.http_server, "should_exit", True)
         self.api_url = f"http://{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"

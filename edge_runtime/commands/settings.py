@@ -43,6 +43,7 @@ class RunSettings:
     stop_timeout: float = 5.0
     http: str | None = None
     api_token_file: str | None = None
+    max_upload_mb: float = 10.0
     max_pixels: int = 12_000_000
     max_inflight: int = 2
     camera_wait: float = 10.0
@@ -130,6 +131,7 @@ def check_settings(s: RunSettings) -> None:
     finite("camera_wait", s.camera_wait, 0)
     finite("ha_interval", s.ha_interval, 0, inclusive=False)
     finite("snapshot_interval", s.snapshot_interval, 0)
+    finite("max_upload_mb", s.max_upload_mb, 0, inclusive=False)
     for name in ("max_queued", "threads", "max_frames", "max_pixels", "max_inflight", "snapshot_max_kb"):
         v = getattr(s, name)
         if v is not None and v < 1:

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body():
-        from edge_runtime.api.app import parse_http
+        from edge_runtime.api import parse_http  # no FastAPI import: the dashboard extra has none
         host, port = parse_http(args.http)
         host = getattr(args, "address", None) or host
         port = getattr(args, "port", None) or port

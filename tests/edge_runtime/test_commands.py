@@ -59,7 +59,7 @@ def test_abbreviations_are_refused_and_secrets_not_echoed(name, argv, capsys):
 
 
 def test_old_flag_names_warn_but_work(tmp_path, capsys):
-    from edge_runtime.api.app import main as serve_main
+    from edge_runtime.commands.serve import main as serve_main
     from fleet.monitor import main as monitor_main
     # --token-file (now --api-token-file): the missing model is reported, after the deprecation warning
     assert serve_main(["--model", str(tmp_path / "none.tflite"), "--token-file", str(tmp_path / "t")]) == 2

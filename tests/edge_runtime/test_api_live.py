@@ -1,0 +1,71 @@
+"""edge_runtime.api.live: MJPEG frames, and viewer slots that come back when a viewer leaves."""
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from edge_runtime.api import LiveState, create_app  # noqa: E402
+from tests.edge_runtime.api_serving import LiveFeed, served  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def seg(tiny_tflite):
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    return DeviceSegmenter(tiny_tflite, threads=1)
+
+
+def _first_jpeg(chunks) -> np.ndarray:
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        if buf.count(b"\xff\xd9") >= 2:  # two complete JPEGs
+            break
+    start = buf.index(b"\xff\xd8")
+    return cv2.imdecode(np.frombuffer(buf[start:buf.index(b"\xff\xd9") + 2], np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_mjpeg_frames_arrive(seg):
+    live = LiveState()
+    with LiveFeed(live, seg):
+        c = TestClient(create_app(seg, live))
+        with c.stream("GET", "/v1/stream.mjpg") as r:
+            assert r.status_code == 200 and "multipart/x-mixed-replace" in r.headers["content-type"]
+            assert _first_jpeg(r.iter_bytes()).shape == (64, 128, 3)
+    assert TestClient(create_app(seg)).get("/v1/stream.mjpg").status_code == 503  # no live loop here
+
+
+def _watch_a_little(url: str, nbytes: int) -> int:
+    """Open the stream, read about ``nbytes`` and close: the status."""
+    with httpx.stream("GET", f"{url}/v1/stream.mjpg", timeout=10) as r:
+        if r.status_code == 200:
+            got = 0
+            for chunk in r.iter_raw():
+                got += len(chunk)
+                if got >= nbytes:
+                    break
+        return r.status_code
+
+
+def test_a_viewer_that_goes_away_gives_its_slot_back(seg):
+    live = LiveState()
+    app = create_app(seg, live, max_viewers=4)
+    with LiveFeed(live, seg), served(app) as (url, _):
+        statuses = [_watch_a_little(url, 20_000) for _ in range(6)]  # six viewers read 20 KB and leave
+        assert statuses.count(200) >= 4 and set(statuses) <= {200, 503}, statuses
+        assert app.state.device.viewers.wait_idle(timeout=10), "slots still taken after every viewer left"
+        # four at once are served again, the fifth is told the limit
+        streams = [httpx.stream("GET", f"{url}/v1/stream.mjpg", timeout=10) for _ in range(5)]
+        try:
+            opened = [s.__enter__() for s in streams]
+            assert [r.status_code for r in opened] == [200, 200, 200, 200, 503]
+            assert _first_jpeg(opened[0].iter_bytes()).shape == (64, 128, 3)
+        finally:
+            for s in streams:
+                s.__exit__(None, None, None)
+        assert app.state.device.viewers.wait_idle(timeout=10)
+        assert _watch_a_little(url, 1) == 200  # the seventh viewer
+        assert app.state.device.viewers.wait_idle(timeout=10)
+        assert httpx.get(f"{url}/v1/stats", timeout=5).json()["api"]["viewers"] == 0
