@@ -38,6 +38,12 @@ log = logging.getLogger("roadseg.sources")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 NETWORK_TIMEOUT_MS = 5000  # RTSP/HTTP streams: open and read timeouts
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+#: an image file larger than this (bytes) is skipped unread: a street frame is a few MB at most
+MAX_IMAGE_BYTES = 64 << 20
+#: this many failed reads in a row is the end of a video, fewer are unreadable frames skipped
+MAX_UNREADABLE_FRAMES = 50
+#: at most this many distinct skipped files/frames are remembered (and warned about) per source
+MAX_WARNED = 10000
 
 
 class SourceError(RuntimeError):
@@ -55,6 +61,17 @@ class Camera(Protocol):
 
 
 # --- drivers -----------------------------------------------------------------
+
+def _quiet_imdecode(buf: np.ndarray) -> np.ndarray | None:
+    """``cv2.imdecode`` to BGR without OpenCV's own log lines for a broken
+    file (the caller reports it once, naming the file)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
 
 class OpenCVCamera:
     """USB (V4L2), RTSP and Jetson CSI (GStreamer) cameras through OpenCV."""
@@ -204,7 +221,14 @@ class SyntheticCamera:
 
 class FileCamera:
     """A video file or image folder. ``realtime`` paces reads to the file's
-    frame rate (a camera stand-in); ``loop`` restarts at the end."""
+    frame rate (a camera stand-in); ``loop`` restarts at the end.
+
+    What cannot be read is skipped with one warning naming it, and reading
+    goes on: an empty, corrupt or oversized image (over
+    :data:`MAX_IMAGE_BYTES`) in a folder, an unreadable frame in a video (up
+    to :data:`MAX_UNREADABLE_FRAMES` in a row; more is the end of the file).
+    ``skipped`` counts them. A file or folder with nothing readable is a
+    :class:`SourceError` at :meth:`open`. Frames are uint8 [H, W, 3] BGR."""
 
     def __init__(self, path: Path, realtime: bool = True, loop: bool = False, folder_fps: float = 10.0):
         self.path, self.realtime, self.loop = path, realtime, loop
@@ -215,40 +239,101 @@ class FileCamera:
         self._i = 0
         self.cap = None
         self._next = 0.0
+        self._pending: np.ndarray | None = None  # the first frame, read by open() to prove one is readable
+        self._warned: set = set()  # files / frame numbers already reported: each is reported once
+        self.skipped = 0
 
     def open(self) -> None:
+        """List the folder or open the video, and read the first readable
+        frame. Raises SourceError when there is nothing to read."""
         if self.is_folder:
             self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not self._files:
                 raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {self.path}")
         else:
+            self.release()
             cap = cv2.VideoCapture(str(self.path))
-            ok, _ = cap.read() if cap.isOpened() else (False, None)
-            if not ok:
+            if not cap.isOpened():
                 raise SourceError(f"cannot read video {self.path} (missing codec or not a video?)")
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.nominal_fps = fps if fps and fps > 0 else 25.0
             self.cap = cap
         self._i = 0
+        self._pending = self._next_readable(wrap=False)
+        if self._pending is None:
+            what = f"folder {self.path} ({len(self._files)} images)" if self.is_folder else f"video {self.path}"
+            raise SourceError(f"nothing readable in {what}: every image is empty or corrupt" if self.is_folder
+                              else f"cannot read video {self.path} (missing codec or not a video?)")
         self._next = time.monotonic()
 
-    def _read_one(self):
-        if self.is_folder:
+    def _warn_once(self, key, message: str, *args) -> None:
+        self.skipped += 1
+        if key not in self._warned and len(self._warned) < MAX_WARNED:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _decode(self, path: Path) -> np.ndarray | None:
+        """One image of the folder, or None (reported once) when it cannot be read."""
+        try:
+            size = path.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                self._warn_once(path, "skipping %s: %d bytes, over the %d an image may have", path, size,
+                                MAX_IMAGE_BYTES)
+                return None
+            frame = _quiet_imdecode(np.fromfile(path, np.uint8)) if size else None
+        except (OSError, cv2.error) as e:
+            self._warn_once(path, "skipping %s: %s", path, e)
+            return None
+        if frame is None:
+            self._warn_once(path, "skipping %s: %s", path, "empty file" if not size else "not a readable image")
+        return frame
+
+    def _next_image(self, wrap: bool) -> np.ndarray | None:
+        for _ in range(len(self._files)):  # at most one pass: a folder gone bad ends instead of spinning
             if self._i >= len(self._files):
-                if not self.loop:
+                if not wrap:
                     return None
                 self._i = 0
-            frame = cv2.imread(str(self._files[self._i]), cv2.IMREAD_COLOR)
+            path = self._files[self._i]
             self._i += 1
-            return frame
-        ok, frame = self.cap.read()
-        if not ok and self.loop:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            frame = self._decode(path)
+            if frame is not None:
+                return frame
+        return None
+
+    def _next_frame(self, wrap: bool) -> np.ndarray | None:
+        restarted = False
+        misses, first_bad = 0, 0
+        while misses < MAX_UNREADABLE_FRAMES:
+            index = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES))
             ok, frame = self.cap.read()
-        return frame if ok else None
+            if ok:
+                if misses:
+                    self._warn_once(("frame", first_bad), "skipped %d unreadable frame(s) of video %s at frame %d",
+                                    misses, self.path, first_bad)
+                    self.skipped += misses - 1
+                return frame
+            misses, first_bad = misses + 1, first_bad if misses else index
+            if misses == MAX_UNREADABLE_FRAMES and wrap and not restarted:  # the end: start over, once
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                restarted, misses = True, 0
+        return None
+
+    def _next_readable(self, wrap: bool) -> np.ndarray | None:
+        return self._next_image(wrap) if self.is_folder else self._next_frame(wrap)
+
+    def _read_one(self):
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        if self.is_folder or self.cap is not None:
+            return self._next_readable(self.loop)
+        return None
 
     def grab(self):
+        """The next readable frame (uint8 [H, W, 3] BGR), paced to the frame
+        rate when ``realtime``; None at the end (without ``loop``) or when a
+        whole pass found nothing readable."""
         if self.realtime and self.nominal_fps:
             delay = self._next - time.monotonic()
             if delay > 0:
