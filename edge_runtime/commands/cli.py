@@ -53,9 +53,78 @@ def plain(doc: str | None) -> str:
     return doc.replace("``", "")
 
 
+#: how a flag's name looks (the convention's long flags, or one-letter short ones): shown in errors
+_FLAG_NAME = re.compile(r"--[a-z][a-z0-9-]*|-[a-zA-Z]")
+HIDDEN = "(value not shown)"
+
+
+def describe_unrecognized(extras: list[str]) -> str:
+    """``["--mqtt-password", "hunter2"]`` -> ``"--mqtt-password (1 value not
+    shown)"``: the names of unknown flags, never what was given with them
+    (a mistyped secret flag must not put the secret in the journal)."""
+    names, values = [], 0
+    for token in extras:
+        name, eq, _ = token.partition("=")
+        if _FLAG_NAME.fullmatch(name):
+            names.append(name)
+            values += bool(eq)
+        else:
+            values += 1
+    hidden = f"({values} value{'s' if values > 1 else ''} not shown)" if values else ""
+    return " ".join([*names, hidden]).strip()
+
+
+def redact_values(message: str, argv: list[str] | tuple[str, ...], options: set[str] | dict) -> str:
+    """``message`` with every value of ``argv`` (each token that is not a
+    flag name in ``options``, the part after ``=`` of ``--flag=value``, and
+    what follows the letter of a ``-xVALUE`` short-option token)
+    replaced by :data:`HIDDEN`, quoted or not: argparse's "invalid int
+    value: 'x'", "invalid choice: 'x'", "ignored explicit argument 'x'" and
+    messages of ``type=`` functions name the flag and hide what was typed."""
+    values = set()
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if eq and name.startswith("-"):
+            values.add(value)
+        elif token not in options and token != "--" and not _FLAG_NAME.fullmatch(token):
+            values.add(token)
+            if token[:1] == "-" and token[1:2] != "-":  # argparse reads "-xVALUE" as -x, then VALUE, x...
+                values.update(token[k:] for k in range(2, len(token)))
+    for value in sorted((v for v in values if v), key=len, reverse=True):
+        for form in (repr(value), f'"{value}"', value):
+            message = re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w.-])", "\0", message)
+    return re.sub(r":?\s*\0", " " + HIDDEN, message)
+
+
+class ConventionParser(argparse.ArgumentParser):
+    """argparse under the convention: errors name the flag, never the value
+    given (unrecognized arguments, invalid choices, values of the wrong type,
+    messages of ``type=`` functions), in this parser and its subcommands'."""
+
+    _argv: tuple[str, ...] = ()
+
+    def parse_known_args(self, args=None, namespace=None):
+        """As argparse's, remembering the arguments so :meth:`error` can hide their values."""
+        args = list(sys.argv[1:] if args is None else args)
+        self._argv = tuple(args)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's; unknown arguments are reported by flag name only (exit 2)."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {describe_unrecognized(extras)}")
+        return namespace
+
+    def error(self, message: str):
+        """Print usage and ``PROG: error: MESSAGE`` with the values hidden; exit 2."""
+        super().error(redact_values(message, self._argv, self._option_string_actions))
+
+
 def parser(prog: str, doc: str | None, **kwargs) -> argparse.ArgumentParser:
-    """An ArgumentParser following the convention (no abbreviations, ``--version``)."""
-    p = argparse.ArgumentParser(prog=prog, description=plain(doc), allow_abbrev=False,
+    """An ArgumentParser following the convention (no abbreviations,
+    ``--version``, errors that never repeat a value: :class:`ConventionParser`)."""
+    p = ConventionParser(prog=prog, description=plain(doc), allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
                                 **kwargs)

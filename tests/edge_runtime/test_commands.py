@@ -4,6 +4,7 @@ the help mentions exists, abbreviations are refused, and the old flag names
 still work for one release with a warning."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import re
 from pathlib import Path
@@ -69,3 +70,92 @@ def test_old_flag_names_warn_but_work(tmp_path, capsys):
     rc = monitor_main(["--host", "127.0.0.1", "--port", "1", "--connect-timeout", "0.2", "--duration", "0.1"])
     err = capsys.readouterr().err
     assert rc == 4 and "--host is deprecated" in err and "--port is deprecated" in err and "127.0.0.1:1" in err
+
+
+# --- no error message repeats an argument's value (issue 22 item 6) -------------------------------------------
+
+SECRET = "hunter2xyzzy"
+
+
+def _parsers(name: str, monkeypatch, capsys) -> list:
+    """Every parser (and subcommand parser) ``name`` builds, recorded from cli.parser while it prints --help."""
+    from edge_runtime.commands import cli
+    made = []
+    real = cli.parser
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(cli, "parser", recording)
+    try:
+        main = _main(SCRIPTS[name])
+    except ImportError as e:  # TensorFlow-backed commands in a [runtime]-only venv
+        pytest.skip(f"{name} cannot be imported here: {e}")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    capsys.readouterr()
+    assert made, f"{name} does not build its parser with edge_runtime.commands.cli.parser"
+    parsers = []
+    for p in made:
+        parsers.append((p, []))
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += [(sub, [cmd]) for cmd, sub in action.choices.items()]
+    return parsers
+
+
+def _refused(p, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_errors_name_the_flag_never_the_value(name, monkeypatch, capsys):
+    """Unknown flags (spaced, with '=', a bare value), values of the wrong type, invalid choices and
+    explicit values for switches: in every command and subcommand, the error names the flag and hides
+    what was typed."""
+    checked = 0
+    for p, prefix in _parsers(name, monkeypatch, capsys):
+        for argv in (["--mqtt-password", SECRET], [f"--mqtt-password={SECRET}"], [SECRET],
+                     ["--api-token", f"-{SECRET}"]):
+            err = _refused(p, prefix + argv, capsys)
+            assert SECRET not in err and SECRET[1:] not in err and f"{p.prog}: error: " in err, err
+        for action in p._actions:
+            if not action.option_strings or action.nargs == 0:
+                continue
+            flag = action.option_strings[-1]
+            if action.type not in (None, str) or action.choices is not None:
+                err = _refused(p, prefix + [flag, SECRET], capsys)
+                assert SECRET not in err and f"argument {flag}" in err.replace(f"{action.option_strings[0]}/", ""), err
+                checked += 1
+            err = _refused(p, prefix + [f"{flag}={SECRET}", f"--not-a-flag={SECRET}"], capsys)
+            assert SECRET not in err, err
+        for action in p._actions:
+            if action.option_strings and action.nargs == 0 and action.option_strings[-1].startswith("--") \
+                    and action.option_strings[-1] not in ("--help", "--version"):
+                err = _refused(p, prefix + [f"{action.option_strings[-1]}={SECRET}"], capsys)
+                assert SECRET not in err and "ignored explicit argument" in err, err
+                break
+    assert checked, f"{name}: no typed or choice flag was tried"
+
+
+def test_the_issue_case_prints_the_flag_alone(capsys):
+    """roadseg-run --model m.tflite --mqtt-password hunter2xyzzy: the journal gets the flag, not the password."""
+    with pytest.raises(SystemExit) as e:
+        _main(SCRIPTS["roadseg-run"])(["--model", "m.tflite", "--mqtt-password", SECRET])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unrecognized arguments: --mqtt-password (1 value not shown)" in err
+    assert SECRET not in err
+
+
+def test_redaction_keeps_messages_useful():
+    from edge_runtime.commands.cli import describe_unrecognized, redact_values
+    assert describe_unrecognized(["--a", "x", "-b", "y=z", "--c=d"]) == "--a -b --c (3 values not shown)"
+    assert describe_unrecognized(["--a"]) == "--a"
+    msg = "argument --proto: invalid choice: 'x9' (choose from '3.1.1', '5')"
+    assert redact_values(msg, ["--proto", "x9"], {"--proto"}) == \
+        "argument --proto: invalid choice (value not shown) (choose from '3.1.1', '5')"
+    assert redact_values("argument --n: invalid int value: '1.5'", ["--n", "1.5"], {"--n"}) == \
+        "argument --n: invalid int value (value not shown)"
