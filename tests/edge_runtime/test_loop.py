@@ -1,6 +1,8 @@
 """The run loop: capture -> segment -> summarize -> publish, pacing, stop, camera loss."""
 from __future__ import annotations
 
+import json
+import logging
 import signal
 import socket
 import subprocess
@@ -26,7 +28,7 @@ from tests.support import Subscriber
 
 def test_latency_windows_are_bounded(tiny_tflite, monkeypatch):
     import edge_runtime.loop as run
-    from edge_runtime.io.publisher import NullPublisher
+    from edge_runtime.io.mqtt import NullPublisher
     monkeypatch.setattr(run, "LATENCY_WINDOW", 50)
     s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@1000", "fps": 0,
                        "max_frames": 200, "device_id": "mem"}, None, env={})
@@ -218,13 +220,94 @@ class SlowSegmenter:
         time.sleep(0.04)
         return self.seg.segment(frame, order)
 
-def test_pacing_skips_frames_when_model_is_slower(tiny_tflite, broker):
+def test_pacing_skips_frames_when_model_is_slower(tiny_tflite, broker, caplog):
     from edge_runtime.model.segmenter import DeviceSegmenter
     settings = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@60", "fps": 50,
                               "device_id": "car5", "mqtt_host": "127.0.0.1", "mqtt_port": broker.port,
                               "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "duration": 3.0}, None, env={})
-    summary = Vehicle(settings, segmenter=SlowSegmenter(DeviceSegmenter(tiny_tflite))).run()
+    with caplog.at_level(logging.INFO, logger="roadseg.run"):
+        summary = Vehicle(settings, segmenter=SlowSegmenter(DeviceSegmenter(tiny_tflite))).run()
+    stop = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped"))
+    assert "the model is the limit" in stop and "the source delivers" not in stop, stop
     achieved = summary["fps"]["achieved"]
     assert achieved < 30  # honest: about 1 / 40 ms, not the target of 50
     assert summary["dropped_frames"] > 30  # the camera's newer frames replaced unread ones
     assert summary["skipped_ticks"] > 0
+
+
+def _marker_roundtrip(sub, port, topic, payload):
+    """Publish ``payload`` on ``topic`` and wait until ``sub`` has it: everything the
+    broker had for ``sub`` before (retained messages included) has arrived by then."""
+    import paho.mqtt.publish as publish
+    publish.single(topic, payload, qos=1, hostname="127.0.0.1", port=port)
+    assert sub.wait_for(lambda m: m[0] == topic and m[1] == payload, timeout=20)
+
+
+def test_display_without_a_gui_fails_before_anything_starts(tiny_tflite, broker):
+    from edge_runtime.io.views import check_display
+    try:
+        check_display()
+        pytest.skip("this OpenCV can open a window here")
+    except RuntimeError:
+        pass
+    sub = Subscriber(broker.port, "roadseg/disp/#", client_id="disp-sub")
+    try:
+        _marker_roundtrip(sub, broker.port, "roadseg/disp/marker", 1)  # subscribed before the run
+        r = _run_cli(*_args(tiny_tflite, broker, "--source", "synthetic:64x128@30", "--device-id", "disp",
+                            "--display", "--max-frames", "5"))
+        errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+        assert r.returncode == 4 and len(errors) == 1 and "--display" in errors[0], r.stderr
+        assert "opencv-python" in errors[0] or "--preview" in errors[0]
+        assert "cmake" not in r.stderr and "Traceback" not in r.stderr
+        _marker_roundtrip(sub, broker.port, "roadseg/disp/marker", 2)
+        assert sub.of("/status") == []  # the publisher never connected: nothing was started
+    finally:
+        sub.close()
+
+
+def test_embedded_broker_refuses_a_taken_port(tiny_tflite):
+    """A broker already on the port (apt's mosquitto on 1883): one line, exit 4, no quiet move elsewhere."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _run_cli("--model", str(tiny_tflite), "--source", "synthetic:64x128@30", "--mqtt-port", str(port),
+                     "--max-frames", "3")
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert r.returncode == 4 and len(errors) == 1, r.stderr
+    assert f"port {port} on 127.0.0.1 is taken" in errors[0] and "--mqtt-host" in errors[0]
+
+
+@pytest.mark.parametrize("extra,target", [([], 0), (["--fps", "7"], 7)])
+def test_no_realtime_is_unpaced_unless_fps_is_given(tiny_tflite, broker, extra, target):
+    r = _run_cli(*_args(tiny_tflite, broker, "--source", "synthetic:64x128", "--no-realtime", "--device-id", "nrt",
+                        "--max-frames", "20", "--json", *extra))
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout.strip().splitlines()[-1])
+    assert stats["fps"]["target"] == target and stats["frames"] == 20
+    assert ("target none" in r.stderr) == (target == 0) and ("unpaced" in r.stderr) == (target == 0)
+
+
+def test_start_up_line_names_model_backend_threads_source_and_resolution(tiny_tflite, caplog):
+    from edge_runtime.io.mqtt import NullPublisher
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:72x136@1000", "fps": 0, "max_frames": 2,
+                       "threads": 1, "device_id": "start"}, None, env={})
+    with caplog.at_level(logging.INFO, logger="roadseg.run"):
+        Runner(s, publisher=NullPublisher()).run()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("running "))
+    for part in (str(tiny_tflite), "int8", "input 64x128", "litert", "1 threads", "synthetic:72x136@1000",
+                 "72x136 frames", "unpaced"):
+        assert part in line, (part, line)
+
+
+def test_progress_says_the_source_is_the_limit(tiny_tflite, caplog):
+    """--fps above what the camera delivers: the log names the source, not a vague shortfall."""
+    from edge_runtime.io.mqtt import NullPublisher
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@8", "fps": 30, "duration": 2.5,
+                       "log_interval": 1.0, "device_id": "slowcam"}, None, env={})
+    with caplog.at_level(logging.INFO, logger="roadseg.run"):
+        Runner(s, publisher=NullPublisher()).run()
+    progress = [r.getMessage() for r in caplog.records if "FPS (target 30" in r.getMessage()]
+    stop = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped"))
+    assert progress and all("the source delivers only" in p for p in progress), progress
+    assert "the source delivers only" in stop and "the model is the limit" not in stop
