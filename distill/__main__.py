@@ -1,5 +1,6 @@
+"""``python -m distill``: the same as ``roadseg-distill``."""
 import sys
 
-from distill.distill import main
+from distill.commands.distill import main
 
 sys.exit(main())

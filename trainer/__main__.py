@@ -1,5 +1,6 @@
+"""``python -m trainer``: the same as ``roadseg-train``."""
 import sys
 
-from trainer.train import main
+from trainer.commands.train import main
 
 sys.exit(main())

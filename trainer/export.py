@@ -186,17 +186,14 @@ class ExportedModel:
         float reference of the int8 gate. Otherwise the serving signature's
         probabilities are used, which need ``size`` to be the frame size."""
         from edge_runtime.contract.preprocessing import preprocess
+        from trainer.evaluate import class_map
         size = tuple(size or self.size)
         if like_device and self.logits is not None:
-            sig, (h, w) = self.logits, size
+            sig = self.logits
 
             def segment(image):
-                import cv2
                 x = preprocess(image, size).astype(np.float32)[None]
-                lg = sig(images=tf.constant(x))["logits"].numpy()[0]
-                if lg.shape[:2] != (h, w):
-                    lg = cv2.resize(lg, (w, h), interpolation=cv2.INTER_LINEAR)
-                return np.argmax(lg, -1).astype(np.uint8)
+                return class_map(sig(images=tf.constant(x))["logits"].numpy()[0], size)
             return segment
         if size != self.size:
             raise ValueError(f"--size {size[0]}x{size[1]} differs from the export's fixed input "

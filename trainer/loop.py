@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -25,6 +24,7 @@ import tensorflow as tf
 
 from edge_runtime.atomic import atomic_path, save_figure
 from edge_runtime.eval.metrics import ConfusionMatrix
+from trainer.schedule import lr_at
 
 log = logging.getLogger("roadseg.train")
 
@@ -51,22 +51,6 @@ def set_mixed_precision(mode: str, framework: str) -> str:
         import tf_keras
         tf_keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def lr_at(step: int, total: int, base: float, warmup: int, schedule: str, min_ratio: float = 0.01) -> float:
-    """Linear warm-up, then cosine or poly(0.9) decay to ``min_ratio * base``."""
-    if warmup and step < warmup:
-        return base * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "cosine":
-        f = 0.5 * (1 + math.cos(math.pi * t))
-    elif schedule == "poly":
-        f = (1 - t) ** 0.9
-    elif schedule == "constant":
-        f = 1.0
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: cosine, poly, constant")
-    return base * (min_ratio + (1 - min_ratio) * f)
 
 
 def make_optimizer(framework: str, lr: float, weight_decay: float):
@@ -160,9 +144,8 @@ def evaluate(predict: Callable, batches: Iterable) -> ConfusionMatrix:
         pred = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
         lab = labels.numpy()
         if pred.shape != lab.shape:
-            import cv2
-            pred = np.stack([cv2.resize(p.astype(np.uint8), lab.shape[2:0:-1], interpolation=cv2.INTER_NEAREST)
-                             for p in pred])
+            from edge_runtime.contract.preprocessing import resize_mask
+            pred = np.stack([resize_mask(p.astype(np.uint8), lab.shape[1:3]) for p in pred])
         cm.update(pred, lab)
     return cm
 

@@ -198,7 +198,7 @@ def load_weight_files(model: Any, paths: list[str]) -> None:
     """Set ``model``'s weights from a Keras ``.weights.h5`` or from ``.npz``
     files whose arrays, named ``w00000``, ``w00001``, ... across all the
     files, are ``model.get_weights()`` in order: how weights move between
-    Keras backends (``scripts/teacher_keras_backend.py``). Everything is
+    Keras backends (the any-backend trainer, :mod:`trainer.keras_backend`). Everything is
     checked before anything is set: a wrong architecture or size is refused
     with the first mismatch named."""
     import numpy as np

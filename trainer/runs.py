@@ -11,11 +11,12 @@ Several machines: with ``TF_CONFIG`` set, every worker runs the same command;
 the chief writes the run directory; the other workers write their copies
 (which the collective ops need them to write) into a scratch folder that is
 removed at the end, so nothing clobbers the chief's files.
+
+The command lines (flags, settings files, exit codes) are in
+:mod:`trainer.commands.common`.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import dataclasses
 import json
 import logging
@@ -29,20 +30,23 @@ from typing import Callable
 
 import trainer  # noqa: F401  (legacy-Keras environment before TensorFlow)
 from edge_runtime import atomic
-from edge_runtime.commands import cli
 
 log = logging.getLogger("roadseg.train")
-
-#: exit code of a run stopped by ``--time-budget`` (sysexits' EX_TEMPFAIL: try again, with --resume)
-EXIT_BUDGET = 75
-
-LOSSES = ["ce+dice", "ce", "dice", "tversky", "ce+tversky"]
 
 
 @dataclass(kw_only=True)
 class RunConfig:
     """Settings every training job has; ``roadseg-train`` and
-    ``roadseg-distill`` add their own fields (and defaults) by subclassing."""
+    ``roadseg-distill`` add their own fields (and defaults) by subclassing.
+
+    ``size``: the frame (height, width) in pixels; ``epochs`` of
+    ``steps_per_epoch`` optimizer steps (default: one pass over the train
+    split) on batches of ``batch``; ``lr`` the peak learning rate of
+    ``schedule`` (:func:`trainer.schedule.lr_at`) after ``warmup_epochs``;
+    ``loss`` a name of ``trainer.losses.LOSSES``; ``train_split`` and
+    ``val_split`` as ``trainer.datasets.list_samples`` reads them;
+    ``time_budget_min`` the minutes this invocation may train (then it stops
+    and ``--resume`` goes on)."""
     data: str
     out: str
     size: tuple[int, int] = (192, 256)
@@ -62,11 +66,14 @@ class RunConfig:
     time_budget_min: float | None = None  # minutes this invocation may train (then stop; --resume goes on)
 
     def to_json(self) -> dict:
+        """The settings as JSON values (what ``config.json`` holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d: dict):
-        """From JSON/TOML values: sizes back to tuples, unknown keys refused."""
+        """From JSON/TOML values: sizes back to tuples. Raises ``ValueError``
+        for a key that is not a field (naming it) and ``TypeError`` for a
+        missing required field."""
         d = dict(d)
         for k in ("size", "crop"):
             if d.get(k) is not None:
@@ -77,100 +84,14 @@ class RunConfig:
         return cls(**d)
 
 
-# --- command line -------------------------------------------------------------------
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of :class:`RunConfig`, the same in every training command.
-    Defaults are None so that a ``--config`` file or a resumed run's settings
-    are only overridden by what is given."""
-    from edge_runtime.contract.preprocessing import parse_size
-    a = p.add_argument
-    a("--list", action="store_true", help="list the architectures and exit")
-    a("--data", help="dataset root (Cityscapes or CamVid layout)")
-    a("--out", help="run directory, e.g. runs/NAME")
-    a("--format", choices=["auto", "cityscapes", "camvid"])
-    a("--size", type=parse_size, help="frame size HEIGHTxWIDTH")
-    a("--epochs", type=int)
-    a("--steps-per-epoch", type=int)
-    a("--batch", type=int)
-    a("--lr", type=float)
-    a("--weight-decay", type=float)
-    a("--schedule", choices=["cosine", "poly", "constant"])
-    a("--loss", choices=LOSSES)
-    a("--no-augment", dest="augment", action="store_false", default=None)
-    a("--seed", type=int)
-    a("--train-split", help="train (default), trainval (every train and val frame: a model to ship), or "
-                            "except:PREFIX for all train+val frames not of a sequence")
-    a("--val-split", help="val (default), or holdout:PREFIX, e.g. holdout:0006R0 (a CamVid sequence never trained on)")
-    a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    a("--time-budget", dest="time_budget_min", type=float, metavar="MINUTES",
-      help="train at most this long in this invocation: stop before an epoch that would overrun it, keep the "
-           "checkpoint and exit 75; continue with --resume (and a new --time-budget)")
-    a("--config", help="JSON or TOML file of the same settings (command line wins)")
-
-
-def load_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p}")
-    text = p.read_text()
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-            return tomllib.loads(text)
-        return json.loads(text)
-    except Exception as e:
-        raise ValueError(f"malformed config file {p}: {e}") from e
-
-
-def config_from_args(args, cls: type[RunConfig], required: tuple[str, ...]) -> RunConfig:
-    """Settings: a resumed run's config.json < ``--config`` file < command line."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    base: dict = {}
-    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
-        saved = json.loads((Path(args.out) / "config.json").read_text())
-        base = {k: v for k, v in saved.items() if k in known}
-    if args.config:
-        base.update(load_config_file(args.config))
-    for k, v in vars(args).items():
-        if v is not None and k not in ("config", "resume", "list"):
-            base[k] = v
-    for req in required:
-        if not base.get(req):
-            raise ValueError(f"--{req.replace('_', '-')} is required")
-    return cls.from_json(base)
-
-
-def main(prog: str, doc: str, add_arguments: Callable, job: Callable, cls: type[RunConfig],
-         required: tuple[str, ...], names: Callable[[], list[str]], argv=None) -> int:
-    """The whole CLI of a training command: parse, ``--list``, settings, run."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = cli.parser(prog, doc)
-    add_run_arguments(p)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    if args.list:
-        print("\n".join(sorted(names())))
-        return 0
-    from trainer.loop import BudgetReached, StopRequested
-
-    def body():
-        cfg = config_from_args(args, cls, required)
-        try:
-            job(cfg, resume=args.resume)
-        except BudgetReached as e:
-            print(f"{prog}: stopped: {e}", file=sys.stderr)
-            return EXIT_BUDGET
-        except StopRequested:
-            raise KeyboardInterrupt from None
-
-    return cli.run(prog, body, interrupted_hint="the last finished epoch is checkpointed, continue with --resume")
-
-
 # --- the run ------------------------------------------------------------------------
 
 @dataclass
 class Run:
+    """A started training job (:func:`start_run`): its settings, where this
+    process writes (``out``: the run directory on the chief, scratch on other
+    workers), the dataset layout ``fmt`` and splits, optimizer steps per
+    epoch, the ``tf.distribute`` strategy, and when it started (Unix seconds)."""
     cfg: RunConfig
     out: Path              # where this process writes (the run directory on the chief)
     run_dir: Path          # the run directory
@@ -185,6 +106,7 @@ class Run:
 
     @property
     def replicas(self) -> int:
+        """Model replicas training in step (GPUs times workers; 1 on a CPU)."""
         return self.strategy.num_replicas_in_sync
 
 
@@ -198,6 +120,9 @@ def is_chief() -> bool:
 
 
 def prepare_run_dir(out: Path, resume: bool) -> None:
+    """Check that ``out`` can become (or, with ``resume``, already is) a run
+    directory. Raises ``FileNotFoundError`` when ``resume`` finds no
+    checkpoint and ``PermissionError`` when ``out`` cannot be written."""
     if resume:
         if not (out / "checkpoints" / "last.npz").is_file():
             raise FileNotFoundError(f"--resume: {out} has no checkpoint to resume from "

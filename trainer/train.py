@@ -1,33 +1,35 @@
-"""roadseg-train: train a teacher into a run directory.
-
-    roadseg-train --arch fpn-efficientnetb0 --data PATH --out runs/fpn-b0 \
-        [--size 192x256] [--crop HxW] [--epochs 10] [--steps-per-epoch N] [--batch 8] [--lr 1e-3] \
-        [--loss ce+dice] [--class-weights] [--pretrained PRESET] [--encoder-weights none] \
-        [--init-weights FILE ...] [--resume] [--config FILE]
-
-``--init-weights`` starts from weights trained elsewhere (a ``.weights.h5``,
-or ``.npz`` arrays in ``get_weights()`` order such as
-``scripts/teacher_keras_backend.py`` writes on a JAX or PyTorch machine);
-with ``--epochs 0`` the run only evaluates, exports and reports them.
+"""Training a teacher into a run directory: what ``roadseg-train`` runs
+(its command line is :mod:`trainer.commands.train`).
 
 A run directory holds config.json (everything needed to rerun),
 best.weights.h5 and the last checkpoint, history.csv, curves.png,
 metrics.json and export/ (the SavedModel later stages load).
+``init_weights`` starts from weights trained elsewhere (a ``.weights.h5``,
+or ``.npz`` arrays in ``get_weights()`` order such as the any-backend
+trainer, ``python -m distill.commands.keras_backend train``, writes on a JAX
+or PyTorch machine); with ``epochs=0`` the run only evaluates, exports and
+reports them.
 """
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from edge_runtime.contract.preprocessing import parse_size
-from trainer.runs import RunConfig, fit_and_finish, main as run_main, start_run
+from trainer.runs import RunConfig, fit_and_finish, start_run
 
 log = logging.getLogger("roadseg.train")
 
 
 @dataclass(kw_only=True)
 class TrainConfig(RunConfig):
+    """:class:`RunConfig` for a teacher: ``arch`` (a name of
+    ``trainer.models.ARCHITECTURES``), the training ``crop`` (height, width;
+    default the frame size, square for SegFormer), inverse-frequency
+    ``class_weights``, a keras-hub ``pretrained`` preset (SegFormer) or
+    ``encoder_weights`` (``imagenet``, ``none`` or a file), the
+    ``mixed_precision`` mode (auto, on, off), extra ``model_kwargs`` and
+    ``init_weights`` files."""
     arch: str
     crop: tuple[int, int] | None = None
     class_weights: bool = False
@@ -38,8 +40,15 @@ class TrainConfig(RunConfig):
     init_weights: list[str] = field(default_factory=list)
 
 
-def train(cfg: TrainConfig, resume: bool = False):
-    """Train, evaluate, export; returns the run directory."""
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train, evaluate, export; returns the run directory.
+
+    Raises ``ValueError`` for an unknown architecture, a ``pretrained``
+    preset on a non-SegFormer, or weights of another architecture;
+    ``FileNotFoundError``/``PermissionError`` for data or run directories
+    (:func:`trainer.runs.start_run`); ``trainer.loop.BudgetReached`` when
+    ``time_budget_min`` runs out and ``StopRequested`` on SIGINT/SIGTERM
+    (both after checkpointing the last finished epoch)."""
     from trainer.loop import set_mixed_precision
     from trainer.losses import class_weights_from_counts, make_loss
     from trainer.models import ARCHITECTURES, build_model, framework_of, load_weight_files
@@ -69,7 +78,7 @@ def train(cfg: TrainConfig, resume: bool = False):
             log.info("initial weights from %s", ", ".join(cfg.init_weights))
     weights = None
     if cfg.class_weights:
-        from trainer.data_cli import category_stats
+        from trainer.dataset_stats import category_stats
         counts = list(category_stats(cfg.data, "train", run.fmt)["pixels"].values())
         weights = class_weights_from_counts(counts)
         log.info("class weights %s", [round(w, 3) for w in weights])
@@ -87,26 +96,3 @@ def train(cfg: TrainConfig, resume: bool = False):
         return loss_fn(model(x, training=training), y)
 
     return fit_and_finish(run, seg, train_batches=train_batches, step_loss=step_loss)
-
-
-def add_arguments(p) -> None:
-    a = p.add_argument
-    a("--arch", help="architecture name (see --list)")
-    a("--crop", type=parse_size, help="training crop HEIGHTxWIDTH (default: --size; square for SegFormer)")
-    a("--class-weights", action="store_true", default=None, help="weight cross-entropy by inverse label frequency")
-    a("--pretrained", help="keras-hub preset for segformer-* (needs a download)")
-    a("--encoder-weights", help="imagenet, none, or a weights file (EfficientNet-Lite .pth, for air-gapped machines)")
-    a("--mixed-precision", choices=["auto", "on", "off"])
-    a("--init-weights", action="append", metavar="FILE",
-      help="start from these weights: a .weights.h5, or .npz arrays in get_weights() order (repeatable: "
-           "the parts of one set); with --epochs 0, only evaluate and export them")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from trainer.models import ARCHITECTURES
-    return run_main("roadseg-train", __doc__, add_arguments, train, TrainConfig, ("arch", "data", "out"),
-                    lambda: list(ARCHITECTURES), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

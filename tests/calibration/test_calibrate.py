@@ -132,7 +132,7 @@ def test_eval_tflite_without_tensorflow(tiny_tflite, synth_cityscapes, tmp_path)
     code = (
         "import sys\n"
         "for n in ('tensorflow', 'keras', 'tf_keras'): sys.modules[n] = None\n"
-        "from trainer.evaluate import main\n"
+        "from trainer.commands.evaluate import main\n"
         f"sys.exit(main(['--model', {str(tiny_tflite)!r}, '--data', {str(synth_cityscapes)!r}, "
         f"'--split', 'val', '--json', '--out', {str(tmp_path)!r}]))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

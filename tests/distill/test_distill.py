@@ -167,7 +167,7 @@ def test_distill_with_two_teachers_cache_replays_views(two_teachers, synth_citys
 
 
 def test_distill_cli_errors(synth_cityscapes, tmp_path, capsys):
-    from distill.distill import main
+    from distill.commands.distill import main
     assert main(["--student", "nope", "--data", str(synth_cityscapes), "--out", str(tmp_path / "a"), "--no-kd"]) == 2
     assert "roadseg-fast" in capsys.readouterr().err
     assert main(["--student", "roadseg-fast", "--data", str(synth_cityscapes), "--out", str(tmp_path / "b")]) == 2
@@ -199,13 +199,14 @@ def test_students_registry_and_output_stride():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large", "roadseg-fast"])
 def test_every_student_converts_to_full_int8(name, tmp_path):
+    import dataclasses
+
     from calibration.convert import convert, tensor_report
-    from distill.distill import StudentModel
     from distill.students import build_student
     from edge_runtime.eval.synthetic import synthetic_scene
     from trainer.export import export_savedmodel
     st = build_student(name)
-    export_savedmodel(StudentModel(st.model, name, (64, 128), 8), (64, 128), tmp_path / "export")
+    export_savedmodel(dataclasses.replace(st, input_size=(64, 128)), (64, 128), tmp_path / "export")
     frames = lambda: (synthetic_scene(i, 64, 128)[0].astype(np.float32)[None] for i in range(4))  # noqa: E731
     tfl, kind = convert(tmp_path / "export", (64, 128), "int8", frames)
     rep = tensor_report(tfl)

@@ -6,8 +6,8 @@ import pytest
 
 from edge_runtime.contract.labels import NUM_CLASSES
 from edge_runtime.eval.synthetic import synthetic_scene, write_dataset
-from trainer.data_cli import category_stats
-from trainer.data_cli import main as data_main
+from trainer.dataset_stats import category_stats
+from trainer.commands.data import main as data_main
 from trainer.datasets import DatasetError, detect_format, list_samples, load_sample
 
 
@@ -119,5 +119,5 @@ def test_sequence_holdout_splits(tmp_path):
     assert [s.name for s in rest] == ["0001TP_a", "0016E5_a"]
     with pytest.raises(DatasetError, match="no train or val frame starts with 'XYZ'"):
         list_samples(tmp_path, "holdout:XYZ")
-    with pytest.raises(DatasetError, match="use train, val, holdout:PREFIX or except:PREFIX"):
+    with pytest.raises(DatasetError, match="use train, val, trainval, holdout:PREFIX or except:PREFIX"):
         list_samples(tmp_path, "seq:0006R0")

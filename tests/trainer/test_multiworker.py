@@ -62,7 +62,7 @@ def test_train_two_workers_one_run_directory(synth_cityscapes, tmp_path):
     run = tmp_path / "runs" / "sf"
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"model_kwargs": TINY_SF}))
-    res = _cluster("trainer.train", ["--arch", "segformer-b0", "--data", str(synth_cityscapes), "--out", str(run),
+    res = _cluster("trainer.commands.train", ["--arch", "segformer-b0", "--data", str(synth_cityscapes), "--out", str(run),
                                      "--size", "64x128", "--epochs", "2", "--steps-per-epoch", "2", "--batch", "2",
                                      "--config", str(cfg)], tmp_path)
     _check_run(run, tmp_path, res)
@@ -71,7 +71,7 @@ def test_train_two_workers_one_run_directory(synth_cityscapes, tmp_path):
 
 def test_distill_two_workers_one_run_directory(synth_cityscapes, tmp_path):
     run = tmp_path / "runs" / "st"
-    res = _cluster("distill.distill", ["--student", "roadseg-fast", "--no-kd", "--width", "0.25",
+    res = _cluster("distill.commands.distill", ["--student", "roadseg-fast", "--no-kd", "--width", "0.25",
                                        "--data", str(synth_cityscapes), "--out", str(run), "--size", "64x128",
                                        "--epochs", "2", "--steps-per-epoch", "2", "--batch", "2"], tmp_path)
     _check_run(run, tmp_path, res)

@@ -33,7 +33,7 @@ def test_pretrained_lite0_classifies_cat_and_espresso_without_torch(weights, tmp
     arg = "imagenet" if weights == "imagenet" else str(checkpoint_path("lite0"))  # a path: air-gapped machines
     if weights == "npz":  # the checkpoint as float16 .npz (what travels to a GPU machine): still a cat
         arg = str(tmp_path / "lite0.npz")
-        r = subprocess.run([sys.executable, "-m", "trainer.efficientnet_lite", "to-npz", "lite0", arg, "--keep-head"],
+        r = subprocess.run([sys.executable, "-m", "trainer.commands.weights", "to-npz", "lite0", arg, "--keep-head"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and Path(arg).is_file(), r.stderr[-2000:]
         with np.load(arg) as z:
@@ -76,7 +76,7 @@ def data_root(synth_camvid):
 def test_train_fpn_lite2_teacher_with_imagenet_encoder(data_root, tmp_path):
     import json
 
-    from trainer.train import main
+    from trainer.commands.train import main
     out = tmp_path / "fpn-lite2"
     rc = main(["--arch", "fpn-efficientnet-lite2", "--encoder-weights", "imagenet", "--data", str(data_root),
                "--out", str(out), "--size", "64x96", "--epochs", "1", "--steps-per-epoch", "2", "--batch", "2"])
@@ -89,7 +89,7 @@ def test_train_fpn_lite2_teacher_with_imagenet_encoder(data_root, tmp_path):
 def test_distill_lite0_student_with_imagenet_encoder(data_root, tmp_path):
     import json
 
-    from distill.distill import main
+    from distill.commands.distill import main
     out = tmp_path / "lite0-student"
     rc = main(["--student", "lraspp-efficientnet-lite0", "--encoder-weights", "imagenet", "--no-kd",
                "--data", str(data_root), "--out", str(out), "--size", "64x96", "--epochs", "1",

@@ -1,5 +1,6 @@
-"""Weights trained by scripts/teacher_keras_backend.py (the TensorFlow-free
-trainer for GPU machines with JAX or PyTorch) come back through
+"""Weights trained by the any-backend trainer (``python -m
+distill.commands.keras_backend``, TensorFlow-free, for GPU machines with JAX
+or PyTorch) come back through
 ``roadseg-train --init-weights ... --epochs 0`` as a complete run: the same
 model, the same held-out score, exported like any other teacher."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "teacher_keras_backend.py"
+BACKEND = ["-m", "distill.commands.keras_backend"]
 
 
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow")
@@ -28,14 +29,14 @@ def packed_teacher(synth_camvid, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("backend")
     env = ENV
     packed, out = tmp_path / "packed", tmp_path / "teacher"
-    r = subprocess.run([sys.executable, str(SCRIPT), "pack", str(synth_camvid), str(packed)],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, *BACKEND, "pack", str(synth_camvid), str(packed)],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list(packed.glob("*.jpg"))) == 9 and len(list(packed.glob("*.png"))) == 9  # train and val apart
-    r = subprocess.run([sys.executable, str(SCRIPT), "train", str(packed), str(out), "--arch", "fpn-efficientnet-lite0",
+    r = subprocess.run([sys.executable, *BACKEND, "train", str(packed), str(out), "--arch", "fpn-efficientnet-lite0",
                         "--encoder-weights", "none", "--size", "64x128", "--holdout", "synth_00005", "--epochs", "2",
                         "--batch", "2", "--workers", "1", "--eval-every", "1"],
-                       capture_output=True, text=True, env=env, timeout=600)
+                       capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     log = json.loads((out / "train_log.json").read_text())
     assert log["backend"] == "tensorflow" and len(log["epochs"]) == 2
@@ -45,7 +46,7 @@ def packed_teacher(synth_camvid, tmp_path_factory):
 
 
 def test_weights_from_the_backend_free_trainer_import_as_a_run(packed_teacher, synth_camvid, tmp_path, capsys):
-    from trainer.train import main
+    from trainer.commands.train import main
     _, log, parts = packed_teacher
     run = tmp_path / "run"
     split = SPLIT
@@ -72,15 +73,15 @@ def test_student_distilled_by_the_backend_free_trainer_imports_as_a_student_run(
     own batches; the KD loss is distill.losses.pixel_kd), saved with float16
     kernels, comes back through ``roadseg-distill --init-weights ... --epochs 0``."""
     pytest.importorskip("jax")
-    from distill.distill import main
+    from distill.commands.distill import main
     packed, teacher_log, teacher_parts = packed_teacher
     out = tmp_path / "student"
-    r = subprocess.run([sys.executable, str(SCRIPT), "train", str(packed), str(out), "--arch", "roadseg-fast",
+    r = subprocess.run([sys.executable, *BACKEND, "train", str(packed), str(out), "--arch", "roadseg-fast",
                         "--width", "0.5", "--encoder-weights", "none", "--size", "64x128", "--holdout", "synth_00005",
                         "--epochs", "2", "--batch", "2", "--workers", "1", "--eval-every", "1", "--float16-kernels",
                         "--teacher-arch", "fpn-efficientnet-lite0", "--temperature", "2", "--alpha", "0.5",
                         *sum((["--teacher-weights", p] for p in teacher_parts), [])],
-                       capture_output=True, text=True, env=JAX_ENV, timeout=600)
+                       capture_output=True, text=True, env=JAX_ENV, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     log = json.loads((out / "train_log.json").read_text())
     assert log["backend"] == "jax" and log["kd"] and log["output_stride"] == 8 and len(log["epochs"]) == 2

@@ -9,7 +9,7 @@ import trainer  # noqa: F401  (legacy-Keras environment first)
 tf = pytest.importorskip("tensorflow")
 
 from trainer.train import TrainConfig, train  # noqa: E402
-from trainer.train import main as train_main
+from trainer.commands.train import main as train_main
 
 TINY_SF = {"num_stages": 2, "hidden_dims": [16, 32], "projection": 32}
 

