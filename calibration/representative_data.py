@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.contract.labels import NUM_CLASSES
-from edge_runtime.contract.preprocessing import preprocess
+from edge_runtime.contract.preprocessing import preprocess, resize_mask
 
 log = logging.getLogger("roadseg.calibration")
 SELECTIONS = ("diverse", "random")
@@ -25,7 +25,7 @@ SELECTIONS = ("diverse", "random")
 
 def describe_image(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """[category fractions (8), mean luma, luma std] on a small thumbnail."""
-    lab = cv2.resize(labels, (64, 32), interpolation=cv2.INTER_NEAREST)
+    lab = resize_mask(labels, (32, 64))
     hist = np.bincount(lab.ravel(), minlength=256)[:NUM_CLASSES].astype(np.float64)
     hist /= max(hist.sum(), 1)
     luma = cv2.cvtColor(cv2.resize(image, (64, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY) / 255.0

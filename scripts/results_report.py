@@ -361,9 +361,9 @@ def _grid(data, teacher_run, student_tflite, out, n=4):
 
     from edge_runtime.eval.datasets import list_samples, load_sample
     from edge_runtime.contract.labels import PALETTE, colorize
+    from edge_runtime.contract.preprocessing import resize_mask
     from edge_runtime.model.segmenter import DeviceSegmenter
     from trainer.evaluate import savedmodel_segmenter
-    import cv2
     fmt, samples = list_samples(data, "val")
     pick = [samples[i] for i in np.linspace(0, len(samples) - 1, n).astype(int)]
     teacher, _ = savedmodel_segmenter(teacher_run / "export")
@@ -372,7 +372,7 @@ def _grid(data, teacher_run, student_tflite, out, n=4):
     for row, s in zip(axes, pick):
         img, lab = load_sample(s, fmt)
         preds = [teacher(img), student.segment_classes(img)]
-        preds = [cv2.resize(p, lab.shape[::-1], interpolation=cv2.INTER_NEAREST) for p in preds]
+        preds = [resize_mask(p, lab.shape[:2]) for p in preds]
         for ax, im, title in zip(row, [img, colorize(lab), colorize(preds[0]), colorize(preds[1])],
                                  ["image", "truth", "teacher", "student int8"]):
             ax.imshow(im)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.contract.labels import CATEGORIES, NUM_CLASSES, PALETTE
+from edge_runtime.contract.preprocessing import resize_mask
 
 #: frame height (px) at which the legend's text is drawn at font scale BASE_FONT_SCALE
 BASE_HEIGHT = 360
@@ -88,7 +89,7 @@ def draw_overlay(frame_rgb: np.ndarray, classes: np.ndarray, fps: float | None =
     ``classes`` integer category ids [h,w] (resized nearest to the frame),
     ``alpha`` the palette's weight (0..1)."""
     h, w = frame_rgb.shape[:2]
-    colour = PALETTE[cv2.resize(classes, (w, h), interpolation=cv2.INTER_NEAREST)]
+    colour = PALETTE[resize_mask(classes, (h, w))]
     out = cv2.addWeighted(frame_rgb, 1 - alpha, colour, alpha, 0)
     out = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
     draw_legend(out, classes)
