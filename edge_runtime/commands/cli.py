@@ -38,6 +38,7 @@ class RuntimeFailure(RuntimeError):
 
 
 def version() -> str:
+    """roadseg's version: the installed distribution's, else the source tree's ``__version__``."""
     try:
         from importlib.metadata import version as v
         return v("roadseg")

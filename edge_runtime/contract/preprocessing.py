@@ -23,7 +23,9 @@ def preprocess(frame: np.ndarray, size: tuple[int, int], channel_order: str = "r
     result and is returned: the device passes its interpreter's input tensor,
     so the frame is resized straight into it and colour-converted in place,
     with no intermediate copy. Training, evaluation and the vehicle all call
-    this one function."""
+    this one function. Raises ValueError for a frame that is not uint8
+    [H, W, 3], an unknown ``channel_order`` or an ``out`` of the wrong shape,
+    dtype or layout."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected an [H,W,3] frame, got shape {frame.shape}")
     if frame.dtype != np.uint8:
@@ -45,7 +47,12 @@ def preprocess(frame: np.ndarray, size: tuple[int, int], channel_order: str = "r
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label/class mask to (height, width)."""
+    """Nearest-neighbour resize of a label or class mask [h, w] to ``size`` =
+    (height, width) pixels, so no new class ids are invented; the dtype is
+    kept (OpenCV returns int64 masks as int32). Returns ``mask`` itself when
+    it already has that size (no copy). The one function for every mask ->
+    label / frame resize in the project. Raises cv2.error for a mask OpenCV
+    cannot resize (not 2-D, or a dtype it lacks)."""
     h, w = size
     if mask.shape[:2] == (h, w):
         return mask
@@ -53,7 +60,8 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``HEIGHTxWIDTH`` (e.g. ``256x512``)."""
+    """Parse ``HEIGHTxWIDTH`` (e.g. ``256x512``) into (height, width) pixels.
+    Raises ValueError naming the text when it is not two positive integers."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:

@@ -55,9 +55,15 @@ class Camera(Protocol):
     channel_order: str
     nominal_fps: float | None
 
-    def open(self) -> None: ...
-    def grab(self) -> np.ndarray | None: ...  # None: lost (will be reopened) or ended
-    def release(self) -> None: ...
+    def open(self) -> None:
+        """Start delivering frames. Raises SourceError when the device cannot be opened."""
+
+    def grab(self) -> np.ndarray | None:
+        """The next frame, uint8 [H, W, 3] in ``channel_order``; None when lost
+        (the reader reopens it) or ended. Never raises for a missing frame."""
+
+    def release(self) -> None:
+        """Let the device go; ``open`` may be called again after."""
 
 
 # --- drivers -----------------------------------------------------------------
@@ -84,6 +90,8 @@ class OpenCVCamera:
         self.cap = None
 
     def open(self) -> None:
+        """Open the capture (network streams with bounded open/read timeouts,
+        :data:`NETWORK_TIMEOUT_MS`). Raises SourceError when it does not open."""
         if self.gstreamer:
             cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
         elif isinstance(self.target, str) and "://" in self.target:
@@ -104,10 +112,12 @@ class OpenCVCamera:
         self.cap = cap
 
     def grab(self):
+        """The next frame, uint8 [H, W, 3] BGR, or None when the read failed."""
         ok, frame = self.cap.read() if self.cap is not None else (False, None)
         return frame if ok else None
 
     def release(self) -> None:
+        """Release the capture (idempotent)."""
         if self.cap is not None:
             self.cap.release()
             self.cap = None
@@ -132,6 +142,8 @@ class Picamera2Camera:
         self.cam = None
 
     def open(self) -> None:
+        """Configure and start the camera at ``size``. Raises SourceError when
+        picamera2 is missing or unusable here, or the camera does not start."""
         try:
             from picamera2 import Picamera2
         except ImportError as e:
@@ -154,12 +166,14 @@ class Picamera2Camera:
         self.cam = cam
 
     def grab(self):
+        """The next frame, uint8 [H, W, 3] (BGR in memory), or None when capture failed."""
         try:
             return self.cam.capture_array("main")
         except Exception:
             return None
 
     def release(self) -> None:
+        """Stop and close the camera (idempotent)."""
         if self.cam is not None:
             try:
                 self.cam.stop()
@@ -187,18 +201,22 @@ class SyntheticCamera:
         self.opens = 0
 
     def open(self) -> None:
+        """Count an open. Raises SourceError while unplugged."""
         if time.monotonic() < self._down_until:
             raise SourceError("synthetic camera is unplugged")
         self.opens += 1
         self._next = time.monotonic()
 
     def unplug(self, seconds: float = float("inf")) -> None:
+        """Disappear for ``seconds`` (grab returns None, open raises)."""
         self._down_until = time.monotonic() + seconds
 
     def plug(self) -> None:
+        """Come back at once."""
         self._down_until = 0.0
 
     def grab(self):
+        """The next scene, uint8 [H, W, 3] RGB, paced to ``fps``; None while unplugged."""
         if time.monotonic() < self._down_until:
             time.sleep(0.05)  # like a camera read timing out
             return None
@@ -216,7 +234,7 @@ class SyntheticCamera:
         return frame
 
     def release(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 class FileCamera:
@@ -342,6 +360,7 @@ class FileCamera:
         return self._read_one()
 
     def release(self) -> None:
+        """Close the video (idempotent); a folder holds nothing open."""
         if self.cap is not None:
             self.cap.release()
             self.cap = None
@@ -361,17 +380,22 @@ class FrameSource:
 
     @property
     def channel_order(self) -> str:
+        """``rgb`` or ``bgr``: the order of the frames' channels."""
         return self.camera.channel_order
 
     def start(self) -> "FrameSource":
+        """Open the camera; returns self. Raises SourceError."""
         self.camera.open()
         return self
 
     @property
     def ended(self) -> bool:
+        """True once a finite source has no more frames."""
         return self._ended
 
     def read(self, timeout: float = 5.0):
+        """``(frame uint8 [H, W, 3], channel_order)``, or None at the end
+        (``timeout``, seconds, is for live sources)."""
         frame = self.camera.grab()
         if frame is None:
             self._ended = True
@@ -380,9 +404,11 @@ class FrameSource:
         return frame, self.camera.channel_order
 
     def stop(self) -> None:
+        """Release the camera."""
         self.camera.release()
 
     def stats(self) -> dict:
+        """``{"source", "frames_read", "dropped", "reconnects"}`` (counts since start)."""
         return {"source": self.name, "frames_read": self.frames_read, "dropped": self.dropped,
                 "reconnects": self.reconnects}
 
@@ -469,6 +495,9 @@ class LatestFrameSource(FrameSource):
                 self._cond.notify_all()
 
     def read(self, timeout: float = 5.0):
+        """The newest frame not returned before, ``(frame, channel_order)``,
+        waiting up to ``timeout`` seconds; None when none came (camera away,
+        ended or stopped: see ``ended`` and ``state``)."""
         with self._cond:
             self._cond.wait_for(lambda: self._fresh or self._ended or self._stop.is_set(), timeout)
             if not self._fresh:
@@ -478,6 +507,7 @@ class LatestFrameSource(FrameSource):
             return self._frame, self.camera.channel_order
 
     def stop(self) -> None:
+        """Stop the reader thread (waits up to 5 s) and release the camera."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()

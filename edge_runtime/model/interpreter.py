@@ -16,7 +16,9 @@ from edge_runtime.model.errors import ModelError  # noqa: E402,F401  (re-exporte
 
 
 def interpreter_api():
-    """Return ``(Interpreter class, load_delegate, backend name, version)``."""
+    """Return ``(Interpreter class, load_delegate, backend name, version)``
+    of ai-edge-litert, else tflite-runtime. Raises ImportError (one line,
+    naming both packages) when neither is installed."""
     try:
         from ai_edge_litert import interpreter as mod
         import ai_edge_litert
@@ -33,6 +35,9 @@ def interpreter_api():
 
 
 def check_tflite_file(path: str | Path) -> Path:
+    """``path`` as a Path when it is a file carrying the TFLite identifier
+    (``TFL3`` at bytes 4..8 of the flatbuffer). Raises ModelError when it is
+    missing or not a TFLite model."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model not found: {path}")
@@ -44,7 +49,9 @@ def check_tflite_file(path: str | Path) -> Path:
 
 
 def parse_delegate_options(items) -> dict[str, str]:
-    """``["key=value", ...]`` (or one ``"k=v;k2=v2"`` string) -> options for an external delegate."""
+    """``["key=value", ...]`` (or one ``"k=v;k2=v2"`` string) -> options for
+    an external delegate (empty for None). Raises ValueError for an item
+    that is not KEY=VALUE."""
     if not items:
         return {}
     if isinstance(items, str):
@@ -65,7 +72,10 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
     backends; ``delegate`` is the path of an external delegate (e.g.
     ``libedgetpu.so.1``) and ``delegate_options`` its options (e.g.
     ``{"device": "usb:0"}`` for an Edge TPU). For a ``.onnx`` model,
-    ``delegate`` names an ONNX Runtime execution provider instead."""
+    ``delegate`` names an ONNX Runtime execution provider instead. Raises
+    ModelError (missing, not a model, corrupt, a delegate that does not
+    load), ValueError (bad threads, options without a delegate) or
+    ImportError (no interpreter installed)."""
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"--threads {threads!r} must be a whole number of at least 1")
     if Path(path).suffix.lower() == ".onnx":

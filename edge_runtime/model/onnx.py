@@ -28,6 +28,8 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(u
 
 
 def onnxruntime_api():
+    """The ``onnxruntime`` module. Raises ImportError (one line: what to
+    install) when ONNX Runtime is not installed."""
     try:
         import onnxruntime
     except ImportError as e:
@@ -123,18 +125,23 @@ class OnnxInterpreter:
             d["shape"] = np.array(r.shape)
 
     def tensor(self, index: int):
+        """A callable returning the input buffer (the segmenter writes frames into it in place)."""
         return lambda: self._in
 
     def set_tensor(self, index: int, value: np.ndarray) -> None:
+        """Copy ``value`` (the input's shape and a same-kind dtype) into the input buffer."""
         np.copyto(self._in, value, casting="same_kind")
 
     def invoke(self) -> None:
+        """Run the session on the input buffer; outputs are kept for :meth:`get_tensor`."""
         self._results = self.session.run(self._names, {self._inputs[0]["name"]: self._in})
 
     def get_tensor(self, index: int) -> np.ndarray:
+        """Output ``index`` of the last invoke. Raises RuntimeError before the first invoke."""
         if not self._results:
             raise RuntimeError("get_tensor before invoke")
         return self._results[index]
 
     def describe(self) -> str:
+        """``"onnxruntime 1.x (Provider, ...)"``: the version and the providers in use."""
         return f"onnxruntime {self.version} ({', '.join(self.providers)})"
