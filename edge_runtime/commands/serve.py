@@ -1,6 +1,6 @@
 """roadseg-serve: the device API alone, without a camera loop.
 
-    roadseg-serve --model dist/X.tflite [--http 127.0.0.1:8080] [--api-token-file F]
+    roadseg-serve [--model dist/X.tflite] [--http 127.0.0.1:8080] [--api-token-file F]
 
 Routes: POST /v1/segment, GET /v1/stats, GET /healthz, /docs (works
 offline). Binds to loopback unless told otherwise. With a token
@@ -39,7 +39,7 @@ def add_api_limits(p) -> None:
 def build_parser():
     """roadseg-serve's argparse parser."""
     p = cli.parser("roadseg-serve", __doc__)
-    p.add_argument("--model", required=True, help="dist/NAME.tflite or dist/NAME.onnx (its sidecar beside it)")
+    p.add_argument("--model", help=cli.MODEL_HELP)
     p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT (default loopback only)")
     p.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
     add_api_limits(p)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ImportError(f"{e}; install the api extra: pip install '.[api]'") from None
         from edge_runtime.model.segmenter import DeviceSegmenter
         host, port = parse_http(args.http)
-        seg = DeviceSegmenter(args.model, threads=args.threads)
+        seg = DeviceSegmenter(args.model or cli.shipped_model(), threads=args.threads)
         limits = upload_limits(args.max_upload_mb, args.max_pixels, args.max_inflight)
         token = load_token(args.api_token_file)
         d = seg.describe()

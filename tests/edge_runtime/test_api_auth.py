@@ -13,8 +13,7 @@ pytest.importorskip("fastapi")
 import cv2  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from edge_runtime.api import LiveState, create_app  # noqa: E402
-from edge_runtime.api.auth import Authenticator, load_token  # noqa: E402
+from edge_runtime.api import LiveState, create_app, load_token  # noqa: E402
 from tests.edge_runtime.api_serving import raw_head, raw_request, read_response, served  # noqa: E402
 
 TOKEN = "s3cret-token"
@@ -101,6 +100,7 @@ def test_malformed_signed_url_parameters_are_401_over_a_real_server(seg):
 def test_tokens_with_spaces_and_unicode_work_as_utf8_and_latin1(seg, tmp_path, token):
     f = tmp_path / "token"
     f.write_text(f"  {token}\n", encoding="utf-8")
+    from edge_runtime.api.auth import Authenticator
     assert load_token(str(f)) == token
     auth = Authenticator(token)
     assert auth.allows("/v1/stats", b"Bearer " + token.encode("utf-8"))

@@ -19,6 +19,11 @@ def test_the_commands_defaults_are_the_apis():
                       "max_inflight": app.DEFAULT_MAX_INFLIGHT}
 
 
+def test_model_defaults_to_the_shipped_one_like_roadseg_run():
+    model = next(a for a in serve.build_parser()._actions if "--model" in a.option_strings)
+    assert not model.required and "default: the shipped model" in model.help
+
+
 @pytest.mark.parametrize("argv,flag", [(["--max-upload-mb", "0"], "--max-upload-mb"),
                                        (["--max-upload-mb", "nan"], "--max-upload-mb"),
                                        (["--max-pixels", "-5"], "--max-pixels"),
