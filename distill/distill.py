@@ -270,6 +270,7 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
     when ``time_budget_min`` runs out and ``StopRequested`` on
     SIGINT/SIGTERM (both after checkpointing the last finished epoch)."""
     from distill.students import count_macs
+    from trainer.export import macs_entry
     from trainer.pipeline import AugmentConfig, DecodedSplit
 
     kwargs = check_config(cfg)
@@ -289,5 +290,5 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
              f"{'cached' if cache is not None else 'online'} teachers", run.steps, cfg.epochs, run.replicas)
     return fit_and_finish(run, seg, train_batches=student_batches(split, cfg, aug, cache, out_size),
                           step_loss=kd_step_loss(cfg, teachers, cache is not None, out_size), extra_meta={
-        "kind": "student", "output_stride": stride, "macs_256x512": count_macs(seg.model, (256, 512)),
+        "kind": "student", "output_stride": stride, "macs": macs_entry(count_macs(seg.model, cfg.size), cfg.size),
         "teachers": teachers.describe() if teachers else []})

@@ -58,6 +58,13 @@ def pts(x):
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def macs_cell(meta: dict) -> str:
+    """``"1.23 G @ 256x512"``: a student's MACs per frame with the size they were counted at (old runs: 256x512)."""
+    from trainer.export import macs_of
+    got = macs_of(meta)
+    return "?" if got is None else f"{got[0] / 1e9:.2f} G @ {got[1][0]}x{got[1][1]}"
+
+
 def main(data, runs, dist, best, size, bench_size, minutes):
     runs, dist = Path(runs), Path(dist)
     IMG.mkdir(parents=True, exist_ok=True)
@@ -133,7 +140,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
       "teacher's val IoU, or the wide roadseg-fast alone), replayed from a teacher cache (4 augmented views of "
       "every training image, float16 at 1/8 resolution).")
     w("")
-    w(f"| student | KD | params | MACs @ {bench_size} | val mIoU-7 | val mIoU-8 | KD gain (mIoU-8 points) |")
+    w("| student | KD | params | MACs per frame | val mIoU-7 | val mIoU-8 | KD gain (mIoU-8 points) |")
     w("|---|---|---|---|---|---|---|")
     student_rows = {}
     for s in ("roadseg-fast", "lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large"):
@@ -152,7 +159,7 @@ def main(data, runs, dist, best, size, bench_size, minutes):
             label = "yes (wide roadseg-fast teacher)" if d.name.endswith("-kd-wide") else \
                 ("yes (FPN + SegFormer)" if kd else "no")
             w(f"| {s} | {label} | {r['params'] / 1e6:.2f} M | "
-              f"{meta.get('macs_256x512', 0) / 1e9:.2f} G | {f3(r['metrics']['miou7'])} | "
+              f"{macs_cell(meta)} | {f3(r['metrics']['miou7'])} | "
               f"{f3(r['metrics']['miou8'])} | {gain} |")
     w("")
     w("Per-class IoU (val):")

@@ -203,3 +203,26 @@ class ExportedModel:
             x = preprocess(image, self.size)[None]
             return np.argmax(self(x).numpy()[0], axis=-1).astype(np.uint8)
         return segment
+
+
+def macs_entry(count: int, size: tuple[int, int]) -> dict:
+    """The export metadata's ``macs``: multiply-accumulates of one frame
+    (``count``) with the (height, width) in pixels it was counted at, e.g.
+    ``{"count": 1234567, "height": 256, "width": 512}``."""
+    return {"count": int(count), "height": int(size[0]), "width": int(size[1])}
+
+
+def macs_of(meta: dict) -> tuple[int, tuple[int, int]] | None:
+    """``(multiply-accumulates per frame, (height, width) counted at)`` from an
+    export's ``roadseg.json`` (``ExportedModel.meta``); runs written before
+    the size was recorded carry ``macs_256x512``, read as counted at 256x512.
+    None when the export has no count (teachers). Raises ValueError for a
+    ``macs`` entry that is not ``{"count", "height", "width"}`` integers."""
+    entry = meta.get("macs")
+    if entry is None:
+        old = meta.get("macs_256x512")
+        return None if old is None else (int(old), (256, 512))
+    try:
+        return int(entry["count"]), (int(entry["height"]), int(entry["width"]))
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"export metadata 'macs' is not {{count, height, width}}: {entry!r:.80}") from None
