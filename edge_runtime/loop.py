@@ -271,7 +271,7 @@ class Runner:
 
     def _publish_coverage(self, agg, interval: float | None) -> None:
         s = agg.summary()
-        self.seq += 1
+        self.seq = self.publisher.next_seq()  # continued across restarts: replayed summaries stay distinct
         fps = s["frames"] / interval if interval else self.frames / max(time.monotonic() - self.started, 1e-9)
         self.publisher.publish("coverage", payloads.coverage(self.s.device_id, self.seq, s, fps, self.model_info()))
         now = time.monotonic()

@@ -59,7 +59,7 @@ print(f"wrote {sys.argv[1]} (90 frames, {w}x{h}, 15 fps)")
 PY
 
 step "7/7 roadseg-run on the video at 10 FPS, subscribing to its own MQTT topics"
-PORT=$($B/python -c "from edge_runtime.io.publisher import free_port; print(free_port())")
+PORT=$($B/python -c "from edge_runtime.io.broker import free_port; print(free_port())")
 if [ -n "${MQTT_HOST:-}" ]; then BROKER=(--mqtt-host "$MQTT_HOST" --mqtt-port "${MQTT_PORT:-1883}"); MON=(--mqtt-host "$MQTT_HOST" --mqtt-port "${MQTT_PORT:-1883}")
 else BROKER=(--mqtt-port "$PORT"); MON=(--mqtt-port "$PORT"); fi
 $B/roadseg-monitor "${MON[@]}" --topic 'roadseg/demo-car/#' --duration 25 &

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from edge_runtime import atomic  # noqa: E402
 from edge_runtime.io.device import memory_mb  # noqa: E402
 from edge_runtime.io.broker import MosquittoProcess  # noqa: E402
-from edge_runtime.io.publisher import free_port  # noqa: E402
+from edge_runtime.io.broker import free_port  # noqa: E402
 
 log = logging.getLogger("roadseg.soak")
 

@@ -57,3 +57,11 @@ def broker(tmp_path):
     b = Broker(tmp_path).start()
     yield b
     b.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory, monkeypatch):
+    """Each test its own roadseg state directory (offline MQTT queue, installation id), also for the
+    commands it starts: a queue left by one test must never be replayed into another's broker."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

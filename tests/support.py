@@ -1,24 +1,79 @@
-"""Test helpers shared by the suites: a broker the tests can stop and restart, a real MQTT subscriber."""
+"""Test helpers shared by the suites: a broker the tests can stop and restart (with a password file,
+an ACL, TLS with a CA made here, a message size limit), a real MQTT subscriber."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 
 # --- MQTT broker: real mosquitto on a free loopback port ---------------------------
 
+def make_ca(folder, name: str = "broker") -> dict[str, Path]:
+    """A fresh CA and a server certificate it signed for 127.0.0.1 / localhost,
+    made with the openssl command: ``{"ca", "cert", "key"}`` PEM paths in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = folder / f"{name}-ca.pem", folder / f"{name}-ca.key"
+    cert, key, csr, ext = (folder / f"{name}.pem", folder / f"{name}.key", folder / f"{name}.csr",
+                           folder / f"{name}.ext")
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", f"/CN={name} test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    ssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+        "-extfile", ext)
+    return {"ca": ca, "cert": cert, "key": key}
+
+
 class Broker:
     """A broker the tests can stop and restart on the same port: mosquitto
-    (edge_runtime.io.broker), or the embedded amqtt where mosquitto is missing."""
+    (edge_runtime.io.broker), or the embedded amqtt where mosquitto is missing.
 
-    def __init__(self, workdir, persistence: bool = True):
-        from edge_runtime.io.broker import mosquitto_path
-        from edge_runtime.io.publisher import free_port
+    With mosquitto only (RuntimeError otherwise): ``users`` ({name: password},
+    written with mosquitto_passwd; anonymous clients are then refused), ``acl``
+    (the text of an acl_file), ``tls`` (the listener speaks TLS with a
+    certificate from :func:`make_ca`; ``self.tls["ca"]`` is the CA for
+    clients), ``message_size_limit`` (bytes), ``options`` (more config lines)."""
+
+    def __init__(self, workdir, persistence: bool = True, *, users: dict[str, str] | None = None,
+                 acl: str | None = None, tls: bool = False, message_size_limit: int | None = None,
+                 options: list[str] | tuple = ()):
+        from edge_runtime.io.broker import free_port, mosquitto_path
         self.persistence = persistence
         self.kind = "mosquitto" if mosquitto_path() else "amqtt"
         self.port = free_port()
         self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = None
         self.embedded = None
+        self.tls: dict[str, Path] | None = None
+        self.listener_options: list[str] = []
+        self.options = list(options)
+        if message_size_limit is not None:
+            self.options.append(f"message_size_limit {message_size_limit}")
+        if users:
+            self.options += ["allow_anonymous false", f"password_file {self._password_file(users)}"]
+        if acl is not None:
+            (self.workdir / "acl").write_text(acl)
+            self.options.append(f"acl_file {self.workdir / 'acl'}")
+        if tls:
+            self.tls = make_ca(self.workdir / "tls")
+            self.listener_options += [f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}",
+                                      f"keyfile {self.tls['key']}"]
+        if (self.options or self.listener_options) and self.kind != "mosquitto":
+            raise RuntimeError("this broker configuration needs mosquitto (apt install mosquitto)")
+
+    def _password_file(self, users: dict[str, str]) -> Path:
+        path = self.workdir / "passwords"
+        path.write_text("")
+        exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for name, password in users.items():
+            subprocess.run([exe, "-b", str(path), name, password], check=True, capture_output=True)
+        return path
 
     @property
     def mqtt5(self) -> bool:
@@ -26,11 +81,12 @@ class Broker:
 
     def start(self):
         if self.kind == "amqtt":
-            from edge_runtime.io.publisher import EmbeddedBroker
+            from edge_runtime.io.broker import EmbeddedBroker
             self.embedded = EmbeddedBroker("127.0.0.1", self.port).start()
             return self
         from edge_runtime.io.broker import MosquittoProcess
-        self.process = MosquittoProcess(self.workdir, self.port, self.persistence).start()
+        self.process = MosquittoProcess(self.workdir, self.port, self.persistence, self.listener_options,
+                                        self.options).start()
         return self
 
     def stop(self):

@@ -1,4 +1,4 @@
-"""roadseg-run: camera frames -> int8 segmentation at a target FPS ->
+r"""roadseg-run: camera frames -> int8 segmentation at a target FPS ->
 coverage summaries over MQTT.
 
     roadseg-run [--model dist/X.tflite] --source picamera2 --fps 15 --device-id car1 \
@@ -82,6 +82,21 @@ def _mqtt_flags(p: argparse.ArgumentParser) -> None:
                         "(0 = only on request, the default: metered links)")
     g.add_argument("--snapshot-max-kb", type=int, help="largest snapshot in KiB (quality and size are lowered to "
                                                        "fit); default 48")
+    g.add_argument("--snapshot-min-interval", type=float,
+                   help="seconds between snapshots served on request; requests in between are counted "
+                        "(stats mqtt.requests_limited), not served; default 10")
+    g.add_argument("--mqtt-max-packet-kb", type=int,
+                   help="largest MQTT packet in KiB the broker accepts (mosquitto's message_size_limit, "
+                        "max_packet_size): larger messages are counted, not sent; an MQTT 5 broker's own "
+                        "Maximum Packet Size applies when smaller; default 128")
+    g.add_argument("--mqtt-client-id", help="MQTT client id; default roadseg-<device-id>-<installation id kept in "
+                                            "--state-dir>")
+    g.add_argument("--mqtt-keepalive", type=int, help="seconds between MQTT keepalive pings; default 15")
+    g.add_argument("--queue-max-mb", type=float, help="largest offline queue in MiB (oldest dropped beyond); "
+                                                      "default 32")
+    g.add_argument("--state-dir", help="where the offline queue (kept over a restart or power cut) and the "
+                                       "installation id live; default $STATE_DIRECTORY, else "
+                                       "$XDG_STATE_HOME/roadseg or ~/.local/state/roadseg")
 
 
 def _view_flags(p: argparse.ArgumentParser) -> None:
@@ -176,10 +191,11 @@ class Vehicle:
         self.publisher = self._given["publisher"] or self._mqtt(stack, creds)
         hooks = []
         if self.s.ha_discovery and hasattr(self.publisher, "on_connected"):
-            from edge_runtime.io.publisher import HomeAssistant
+            from edge_runtime.io.homeassistant import HomeAssistant
             self.ha = HomeAssistant(self.publisher, seg.describe()["name"], self.s.ha_interval)
             hooks.append(self.ha.update)
-        self.snapshots = Snapshots(self.publisher, self.s.snapshot_interval, self.s.snapshot_max_kb)
+        self.snapshots = Snapshots(self.publisher, self.s.snapshot_interval, self.s.snapshot_max_kb,
+                                   self.s.snapshot_min_interval)
         runner = Runner(self.s, seg, source, self.publisher, [*views, self.snapshots], hooks)
         if self.live is not None:
             self.live.stats_fn = runner.stats_payload
@@ -233,17 +249,15 @@ class Vehicle:
     def _mqtt(self, stack: contextlib.ExitStack, creds: tuple[str | None, str | None]):
         """The MQTT publisher (stopped, flushing its queue, before the broker stops),
         to --mqtt-host or to an embedded broker on 127.0.0.1:--mqtt-port."""
-        from edge_runtime.io.publisher import MqttPublisher, MqttSettings
-        host, port, proto = self.s.mqtt_host, self.s.mqtt_port, self.s.mqtt_protocol
-        if not host:
-            self.broker = _embedded_broker(port)
+        from edge_runtime.io.mqtt import MqttPublisher
+        settings = self.s
+        if not self.s.mqtt_host:
+            self.broker = _embedded_broker(self.s.mqtt_port)
             stack.callback(self.broker.stop)
-            host, port, proto = "127.0.0.1", self.broker.port, "3.1.1"
-        user, pw = creds
-        pub = MqttPublisher(MqttSettings(
-            host=host, port=port, device_id=self.s.device_id, topic_prefix=self.s.topic_prefix, protocol=proto,
-            qos=self.s.mqtt_qos, max_queued=self.s.max_queued, tls_ca=self.s.tls_ca, tls_cert=self.s.tls_cert,
-            tls_key=self.s.tls_key, username=user, password=pw))
+            # in-process broker: nothing waits for a broker, so nothing is kept on disk either
+            settings = self.s.model_copy(update={"mqtt_host": "127.0.0.1", "mqtt_port": self.broker.port,
+                                                 "mqtt_protocol": "3.1.1", "state_dir": None})
+        pub = MqttPublisher(settings, creds)
         stack.callback(pub.stop, self.s.stop_timeout)
         return pub
 
@@ -251,7 +265,7 @@ class Vehicle:
 def _credentials(s) -> tuple[str | None, str | None]:
     """(username, password) from the environment or --mqtt-password-file: first,
     so nothing is started when they are missing."""
-    from edge_runtime.io.publisher import credentials_from_env
+    from edge_runtime.io.mqtt import credentials_from_env
     return credentials_from_env(s.mqtt_password_file)
 
 
@@ -259,7 +273,7 @@ def _embedded_broker(port: int):
     """An embedded broker on 127.0.0.1:``port``; refuses (cli.RuntimeFailure,
     one line) when the port is taken rather than moving elsewhere, since the
     subscribers expect it there."""
-    from edge_runtime.io.publisher import EmbeddedBroker
+    from edge_runtime.io.broker import EmbeddedBroker
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a broker binds: TIME_WAIT is no conflict
         try:
@@ -288,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         short = {"frames": summary["frames"], "fps": summary["fps"], "dropped_frames": summary["dropped_frames"],
                  "mqtt": summary["mqtt"]}
         print(json.dumps(summary if args.json else short))
+        problem = vehicle.publisher.delivery_problem() if settings.mqtt_host else None
+        if problem:  # a broker was configured and got nothing: not a success
+            raise cli.RuntimeFailure(problem)
 
     return cli.run("roadseg-run", body)
 

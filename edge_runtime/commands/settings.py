@@ -1,147 +1,173 @@
 """``roadseg-run``'s settings: defaults < TOML ``--config`` file <
-``ROADSEG_*`` environment variables < command line."""
+``ROADSEG_*`` environment variables < command line.
+
+One schema (:class:`RunSettings`, a pydantic model extending the MQTT
+settings of :class:`edge_runtime.io.mqtt.MqttSettings`): every key has one
+type and range, whatever its source. A wrong value is a :class:`ConfigError`
+of one line naming the key as the user wrote it (``--mqtt-port``,
+``ROADSEG_MQTT_PORT`` or ``mqtt_port in roadseg.toml``), the value and what
+is wrong: booleans are true/false, 1/0, yes/no or on/off (not ``"yes
+please"``), whole numbers are whole (``mqtt_port = 1883.7`` is refused),
+numbers are finite. An empty environment variable counts as unset.
+"""
 from __future__ import annotations
 
-import math
 import os
-import re
 import socket
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from pydantic import Field, ValidationError, field_validator
 
-@dataclass
-class RunSettings:
+from edge_runtime.io.mqtt import (DeviceId, ExistingFile, MqttSettings, NonNegative, Positive, PositiveInt,
+                                  default_state_dir)
+
+
+def _hostname() -> str:
+    return socket.gethostname().split(".")[0] or "vehicle"
+
+
+class RunSettings(MqttSettings):
+    """Every ``roadseg-run`` setting (the MQTT ones come from MqttSettings).
+    Times in seconds, rates in frames per second, sizes as named (``_kb``
+    KiB, ``_mb`` MiB). ``state_dir`` defaults to
+    :func:`edge_runtime.io.mqtt.default_state_dir`. Raises pydantic.ValidationError
+    (:func:`load_settings` turns it into ConfigError)."""
     model: str = ""
     source: str = "synthetic"
-    fps: float = 15.0
-    device_id: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "vehicle")
-    mqtt_host: str | None = None
-    mqtt_port: int = 1883
-    mqtt_protocol: str = "5"
-    mqtt_qos: int = 1
-    topic_prefix: str | None = None
-    max_queued: int = 1000
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    mqtt_password_file: str | None = None
-    publish_interval: float = 1.0
-    stats_interval: float = 10.0
-    log_interval: float = 5.0
-    threads: int | None = None
+    fps: NonNegative = 15.0
+    device_id: DeviceId = Field(default_factory=_hostname, validate_default=True)
+    state_dir: str | None = Field(default_factory=default_state_dir)
+    publish_interval: NonNegative = 1.0
+    stats_interval: Positive = 10.0
+    log_interval: Positive = 5.0
+    threads: PositiveInt | None = None
     delegate: str | None = None
     delegate_options: str | None = None     # "key=value;key=value" (TOML/env); --delegate-option repeats
-    max_frames: int | None = None
-    duration: float | None = None
+    max_frames: PositiveInt | None = None
+    duration: Positive | None = None
     realtime: bool = True
     loop: bool = False
     preview: str | None = None
     display: bool = False
     ha_discovery: bool = False
-    stop_timeout: float = 5.0
+    stop_timeout: NonNegative = 5.0
     http: str | None = None
-    api_token_file: str | None = None
-    max_upload_mb: float = 10.0
-    max_pixels: int = 12_000_000
-    max_inflight: int = 2
-    camera_wait: float = 10.0
-    ha_interval: float = 60.0
+    api_token_file: ExistingFile | None = None
+    max_upload_mb: Positive = 10.0
+    max_pixels: PositiveInt = 12_000_000
+    max_inflight: PositiveInt = 2
+    camera_wait: NonNegative = 10.0
+    ha_interval: Positive = 60.0
     heartbeat_file: str | None = None
-    snapshot_interval: float = 0.0
-    snapshot_max_kb: int = 48
+    snapshot_interval: NonNegative = 0.0
+    snapshot_max_kb: PositiveInt = 48
+    snapshot_min_interval: NonNegative = 10.0
+
+    @field_validator("snapshot_max_kb")
+    @classmethod
+    def _snapshot_fits(cls, v: int, info) -> int:
+        packet = info.data.get("mqtt_max_packet_kb")
+        if packet is not None and v >= packet:
+            raise ValueError(f"must be less than mqtt_max_packet_kb ({packet}): a snapshot must fit in a packet "
+                             f"the broker accepts (raise --mqtt-max-packet-kb if yours accepts more)")
+        return v
 
 
 class ConfigError(ValueError):
-    pass
-
-
-def _coerce(name: str, value, typ):
-    t = str(typ)
-    try:
-        if "bool" in t:
-            if isinstance(value, bool):
-                return value
-            return str(value).lower() in ("1", "true", "yes", "on")
-        if "int" in t and "float" not in t:
-            return int(value)
-        if "float" in t:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name}: {value!r} is not a valid {t}") from None
+    """A setting that cannot be used; ``str()`` is one line naming it (exit 2)."""
 
 
 def load_settings(cli: dict, config_file: str | None, env: dict | None = None,
                   default_model: Callable[[], str] | None = None) -> RunSettings:
-    """Defaults < TOML file < ROADSEG_* environment < command line.
-    ``default_model()`` gives the model when none of them names one (the
-    shipped model; it raises with one line when there is none)."""
+    """Defaults < TOML file < ROADSEG_* environment (``env``, default
+    os.environ) < command line (``cli``: setting name -> value, None when not
+    given). ``default_model()`` gives the model when none of them names one
+    (the shipped model; it raises with one line when there is none). Raises
+    ConfigError: one line naming the key, its source and what is wrong."""
     env = os.environ if env is None else env
-    known = {f.name: f.type for f in fields(RunSettings)}
+    known = set(RunSettings.model_fields)
     merged: dict = {}
+    where: dict[str, str] = {}
     if config_file:
-        p = Path(config_file)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
-        try:
-            data = tomllib.loads(p.read_text())
-        except Exception as e:
-            raise ConfigError(f"malformed config file {p}: {e}") from None
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"config file {p}: unknown settings {unknown}")
-        merged.update(data)
+        for k, v in _read_toml(config_file, known).items():
+            merged[k], where[k] = v, f"{k} in {Path(config_file).name}"
     for name in known:
         v = env.get(f"ROADSEG_{name.upper()}")
-        if v is not None:
-            merged[name] = v
-    merged.update({k: v for k, v in cli.items() if v is not None and k in known})
-    out = RunSettings()
-    for k, v in merged.items():
-        setattr(out, k, None if v is None else _coerce(k, v, known[k]))
-    if not out.model and default_model is not None:
-        out.model = str(default_model())
-    if not out.model:
+        if v:  # an empty variable (KEY= in an EnvironmentFile) is unset
+            merged[name], where[name] = v, f"ROADSEG_{name.upper()}"
+    for k, v in cli.items():
+        if v is not None and k in known:
+            merged[k], where[k] = v, f"--{k.replace('_', '-')}"
+    if not merged.get("model") and default_model is not None:
+        merged["model"] = str(default_model())
+    if not merged.get("model"):
         raise ConfigError("--model is required (a .tflite or .onnx with its sidecar .json)")
-    check_settings(out)
-    return out
+    try:
+        settings = RunSettings.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(describe(e, merged, where)) from None
+    if "state_dir" in where:
+        _check_writable(settings.state_dir, where["state_dir"])
+    return settings
 
 
-def check_settings(s: RunSettings) -> None:
-    """Refuse values the loop cannot run with, naming the setting."""
-    def finite(name, v, low, inclusive=True):
-        if v is None:
-            return
-        if not math.isfinite(v) or (v < low if inclusive else v <= low):
-            raise ConfigError(f"--{name.replace('_', '-')} {v!r} must be a finite number "
-                              f"{'>=' if inclusive else '>'} {low:g}")
-    finite("fps", s.fps, 0)
-    finite("publish_interval", s.publish_interval, 0)
-    finite("stats_interval", s.stats_interval, 0, inclusive=False)
-    finite("log_interval", s.log_interval, 0, inclusive=False)
-    finite("stop_timeout", s.stop_timeout, 0)
-    finite("duration", s.duration, 0, inclusive=False)
-    finite("camera_wait", s.camera_wait, 0)
-    finite("ha_interval", s.ha_interval, 0, inclusive=False)
-    finite("snapshot_interval", s.snapshot_interval, 0)
-    finite("max_upload_mb", s.max_upload_mb, 0, inclusive=False)
-    for name in ("max_queued", "threads", "max_frames", "max_pixels", "max_inflight", "snapshot_max_kb"):
-        v = getattr(s, name)
-        if v is not None and v < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {v} must be at least 1")
-    if s.mqtt_port is not None and not 0 < s.mqtt_port < 65536:
-        raise ConfigError(f"--mqtt-port {s.mqtt_port} is not a TCP port")
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", s.device_id or ""):
-        raise ConfigError(f"--device-id {s.device_id!r}: use 1 to 64 letters, digits, _ or - (it names MQTT "
-                          "topics and Home Assistant entities)")
-    for name in ("tls_ca", "tls_cert", "tls_key", "mqtt_password_file", "api_token_file"):
-        path = getattr(s, name)
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"--{name.replace('_', '-')}: no such file {path}")
+def _read_toml(config_file: str, known: set[str]) -> dict:
+    p = Path(config_file)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(p.read_text())
+    except Exception as e:
+        raise ConfigError(f"malformed config file {p}: {e}") from None
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config file {p}: unknown settings {unknown}")
+    return data
+
+
+#: pydantic error type -> how the error reads after "<key> <value>"
+_REASONS = {
+    "greater_than_equal": "must be at least {ge}", "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "finite_number": "must be a finite number", "int_from_float": "must be a whole number",
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "float_parsing": "must be a number", "float_type": "must be a number",
+    "bool_parsing": "must be true or false (or 1/0, yes/no, on/off)", "bool_type": "must be true or false",
+    "string_type": "must be text", "literal_error": "must be one of {expected}",
+}
+
+
+def describe(e: ValidationError, values: dict, where: dict[str, str]) -> str:
+    """The first error of ``e`` as one line: ``<key as given> <value> <what is wrong>``.
+    Values are shown with repr(), at most 60 characters (settings hold no secrets)."""
+    err = e.errors(include_url=False)[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    ctx = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in (err.get("ctx") or {}).items()}
+    if err["type"] in _REASONS:
+        reason = _REASONS[err["type"]].format(**ctx)
+    else:
+        reason = str(err["msg"]).removeprefix("Value error, ")
+    if not key:
+        return reason
+    value = values.get(key, err.get("input"))
+    shown = (repr(value) if isinstance(value, str) else str(value))[:60]
+    name = where.get(key, key)
+    return f"{name} {shown} {reason}" if reason.startswith("must") else f"{name} {shown}: {reason}"
+
+
+def _check_writable(state_dir: str | None, name: str) -> None:
+    if state_dir is None:
+        return
+    path = Path(state_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise ConfigError(f"{name} {state_dir!r}: cannot create it ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {state_dir!r}: not writable by this user")

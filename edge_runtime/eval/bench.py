@@ -130,7 +130,7 @@ def _run_e2e(b: Bench, feed: FrameFeed, n: int, publish_interval: float = 1.0) -
     publisher every ``publish_interval`` seconds (0: every frame); returns the
     seconds it took."""
     from edge_runtime.contract import payloads
-    from edge_runtime.io.publisher import NullPublisher
+    from edge_runtime.io.mqtt import NullPublisher
     agg, pub = b.agg, NullPublisher()
     c0 = time.process_time()
     t0 = time.perf_counter()

@@ -99,17 +99,19 @@ class Preview:
 class Snapshots:
     """A small retained JPEG of the overlay on ``<prefix>/snapshot``: what the
     vehicle sees, through the broker alone. Sent every ``interval`` seconds
-    (0: never on a timer) and with the next frame after any message on
-    ``<prefix>/snapshot/request``; at most ``max_kb`` KiB (overlay.snapshot_jpeg);
-    never queued while the broker is away."""
+    (0: never on a timer) and with the next frame after a message on
+    ``<prefix>/snapshot/request``, at most one request served per
+    ``min_interval`` seconds (the publisher counts the others); at most
+    ``max_kb`` KiB and under the largest payload the broker accepts
+    (overlay.snapshot_jpeg); QoS 0, never queued while the broker is away."""
 
-    def __init__(self, publisher, interval: float = 0.0, max_kb: int = 48):
+    def __init__(self, publisher, interval: float = 0.0, max_kb: int = 48, min_interval: float = 0.0):
         self.publisher, self.interval, self.max_bytes = publisher, interval, max_kb * 1024
         self.sent = 0
         self.wanted = False
         self._next = 0.0  # monotonic seconds: the first frame is due at once
         if hasattr(publisher, "topic"):
-            publisher.subscribe(publisher.topic("snapshot/request"), self.request)
+            publisher.subscribe(publisher.topic("snapshot/request"), self.request, min_interval=min_interval)
 
     def request(self, payload: bytes) -> None:
         """A snapshot request arrived (any payload; paho's thread: never raises)."""
@@ -125,9 +127,14 @@ class Snapshots:
         if due:
             self._next = now + self.interval
         self.wanted = False
-        jpg = snapshot_jpeg(_rgb(frame, order), classes, fps, max_bytes=self.max_bytes)
-        self.publisher.publish("snapshot", jpg, retain=True, queue=False)
-        self.sent += 1
+        limit = min(self.max_bytes, self.publisher.payload_limit("snapshot", qos=0))
+        try:
+            jpg = snapshot_jpeg(_rgb(frame, order), classes, fps, max_bytes=limit)
+        except ValueError as e:  # the broker accepts less than the smallest picture
+            log.warning("snapshot not sent: %s (the broker's limit)", e)
+            return
+        if self.publisher.publish("snapshot", jpg, retain=True, queue=False, qos=0):
+            self.sent += 1
 
     def close(self) -> None:
         """Nothing to release (the publisher is closed by its owner)."""

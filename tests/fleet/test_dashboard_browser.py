@@ -18,10 +18,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (scripts/test.sh installs Debian's chromium)")
 def test_browser_shows_vehicle_row(broker, tmp_path):
     pytest.importorskip("streamlit")
-    from edge_runtime.io.publisher import MqttPublisher, MqttSettings, free_port
-    pub = MqttPublisher(MqttSettings(port=broker.port, device_id="bus9", protocol="3.1.1"))
+    from edge_runtime.io.broker import free_port
+    from edge_runtime.io.mqtt import MqttPublisher, MqttSettings
+    pub = MqttPublisher(MqttSettings(mqtt_port=broker.port, device_id="bus9", mqtt_protocol="3.1.1"))
     pub.start({"model": {"name": "student-int8"}, "api": "http://10.0.0.9:8080"})
-    van = MqttPublisher(MqttSettings(port=broker.port, device_id="van3", protocol="3.1.1"))
+    van = MqttPublisher(MqttSettings(mqtt_port=broker.port, device_id="van3", mqtt_protocol="3.1.1"))
     van.start({"model": {"name": "student-int8"}})
     van.set_state("camera_lost", error="no such device")
     port = free_port()

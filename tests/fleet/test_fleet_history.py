@@ -18,7 +18,8 @@ EXPORTER = shutil.which("prometheus-mqtt-exporter")
 @pytest.mark.skipif(EXPORTER is None, reason="needs Debian's prometheus-mqtt-exporter (scripts/test.sh installs it)")
 def test_stats_reach_prometheus_through_the_documented_config(broker, tmp_path):
     from edge_runtime.contract import payloads
-    from edge_runtime.io.publisher import MqttPublisher, MqttSettings, free_port
+    from edge_runtime.io.broker import free_port
+    from edge_runtime.io.mqtt import MqttPublisher, MqttSettings
     cfg = (ROOT / "docs" / "fleet" / "mqtt2prometheus.yaml").read_text()
     cfg = cfg.replace("tcp://127.0.0.1:1883", f"tcp://127.0.0.1:{broker.port}")
     (tmp_path / "exporter.yaml").write_text(cfg)
@@ -26,7 +27,7 @@ def test_stats_reach_prometheus_through_the_documented_config(broker, tmp_path):
     exporter = subprocess.Popen([EXPORTER, "-config", str(tmp_path / "exporter.yaml"), "-listen-address",
                                  "127.0.0.1", "-listen-port", str(port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-    pub = MqttPublisher(MqttSettings(port=broker.port, device_id="bus9", protocol="3.1.1"))
+    pub = MqttPublisher(MqttSettings(mqtt_port=broker.port, device_id="bus9", mqtt_protocol="3.1.1"))
     pub.start()
     try:
         assert pub.wait_connected(10)

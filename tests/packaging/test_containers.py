@@ -46,7 +46,7 @@ def test_heartbeat_file_follows_the_running_loop(tiny_tflite, tmp_path):
     import time
 
     from edge_runtime.io.device import heartbeat_age
-    from edge_runtime.io.publisher import NullPublisher
+    from edge_runtime.io.mqtt import NullPublisher
     from edge_runtime.commands.settings import load_settings
     from edge_runtime.loop import Runner
     beat = tmp_path / "beat"

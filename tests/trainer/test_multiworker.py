@@ -19,7 +19,7 @@ TINY_SF = {"num_stages": 2, "hidden_dims": [16, 32], "projection": 32}
 
 
 def _cluster(module: str, args: list[str], tmp_path: Path, timeout: float = 420) -> list[subprocess.CompletedProcess]:
-    from edge_runtime.io.publisher import free_port
+    from edge_runtime.io.broker import free_port
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     procs = []
     for i in range(2):

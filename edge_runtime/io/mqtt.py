@@ -1,0 +1,952 @@
+"""MQTT for the vehicle (paho-mqtt 2.x): its settings (:class:`MqttSettings`,
+declared once: ``roadseg-run``'s settings extend them), its credentials, and
+the publisher (:class:`MqttPublisher`; :class:`NullPublisher` for benchmarks).
+
+Topics under ``<prefix>`` (default ``roadseg/<device-id>``):
+
+* ``<prefix>/status``   retained ``{"state": "online"|"offline"|"camera_lost", ...}``;
+  the Last Will publishes ``offline`` (retained) if the process dies, and a
+  clean stop publishes it too.
+* ``<prefix>/coverage`` one summary per publish interval (QoS 1 by default).
+* ``<prefix>/stats``    health every stats interval.
+* ``<prefix>/snapshot`` a retained JPEG, QoS 0: never queued, never resent.
+
+What the broker could refuse is checked before it is sent: the topic prefix
+at start (no wildcards, NUL, control characters, ``$`` or empty levels), then
+each message's size against the largest packet the broker accepts (MQTT 5
+CONNACK Maximum Packet Size, and ``mqtt_max_packet_kb``), its QoS and retain
+flag against what the CONNACK allows. A refusal is handled once: a PUBACK
+with a failure reason is counted (``refused``), logged and never resent. A
+message the broker answers by closing the connection is dropped the second
+time it is the oldest unacknowledged one when that happens: mosquitto's
+``message_size_limit`` answers an MQTT 5 QoS 1 message with PUBACK reason
+0x95, which MQTT 5 does not allow in a PUBACK (OASIS MQTT 5.0, 3.4.2.1), so
+paho closes the connection and would resend it after every reconnection.
+
+Connection failures are named (CONNACK reason, TLS or network error) in one
+rate-limited line and kept in ``counts["last_error"]``. The client id is
+unique per installation (:func:`installation_id`); a session taken over by
+another client with the same id (one device id on two vehicles, a cloned SD
+card) is reported as "another client is using device id X" with a growing
+back-off instead of a reconnection fight.
+
+While the broker is away, messages wait in the :class:`~edge_runtime.io.outbox.Outbox`
+(on disk in ``state_dir``: kept over a power cut, replayed in order at the
+next start). Credentials come from the environment or a file, never from
+the command line or the logs.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import sqlite3
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Callable, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from edge_runtime.contract import payloads
+from edge_runtime.io.outbox import Outbox, OutboxBusy
+
+log = logging.getLogger("roadseg.mqtt")
+
+# -- settings -------------------------------------------------------------------------------
+
+#: longest topic prefix in UTF-8 bytes (MQTT allows 65535 per topic; the suffixes are short)
+MAX_PREFIX_BYTES = 1024
+#: MQTT's largest packet: 1 + 4 bytes of header + 268,435,455 (OASIS MQTT 5.0, 1.5.5 and 2.1.4)
+MQTT_MAX_PACKET = 268_435_460
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _not_bool(v):
+    if isinstance(v, bool):
+        raise ValueError("must be a number, not true/false")
+    return v
+
+
+def _check_device_id(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+        raise ValueError("must be 1 to 64 letters, digits, _ or - (it names MQTT topics and Home Assistant "
+                         "entities)")
+    return v
+
+
+def check_topic_prefix(prefix: str) -> str:
+    """``prefix`` when a broker will accept topics under it for publishing
+    (OASIS MQTT 5.0, 4.7: no ``+``/``#`` wildcards, no NUL; control
+    characters, a leading ``$`` (reserved, e.g. ``$SYS``) and empty levels
+    refused as well); raises ValueError saying what is wrong."""
+    if not prefix:
+        raise ValueError("must not be empty (leave it unset for roadseg/<device-id>)")
+    if "+" in prefix or "#" in prefix:
+        raise ValueError("must not contain the wildcards + or # (a topic to publish to names one topic)")
+    if "\x00" in prefix:
+        raise ValueError("must not contain NUL")
+    if _CONTROL.search(prefix):
+        raise ValueError("must not contain control characters")
+    if prefix.startswith("$"):
+        raise ValueError("must not start with $ (topics the broker reserves, e.g. $SYS)")
+    if "" in prefix.split("/"):
+        raise ValueError("must not have empty levels (a leading or trailing /, or //)")
+    if len(prefix.encode()) > MAX_PREFIX_BYTES:
+        raise ValueError(f"must be at most {MAX_PREFIX_BYTES} bytes")
+    return prefix
+
+
+def _check_host(v: str) -> str:
+    if "://" in v:
+        raise ValueError("must be a host name or address without a scheme (mqtt://, tcp://); TLS is --tls-ca")
+    if not v or re.search(r"[\s/@]", v) or _CONTROL.search(v):
+        raise ValueError("must be a host name or an IP address")
+    if v.count(":") == 1:
+        raise ValueError("must not include the port: that is mqtt_port")
+    return v
+
+
+def _check_client_id(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", v):
+        raise ValueError("must be 1 to 128 letters, digits, _ . : or -")
+    return v
+
+
+def _existing_file(v: str) -> str:
+    if not Path(v).is_file():
+        raise ValueError("no such file")
+    if not os.access(v, os.R_OK):
+        raise ValueError("cannot be read by this user")
+    return v
+
+
+def _no_password():
+    raise ValueError("the private key is encrypted (a key with a passphrase cannot start unattended)")
+
+
+# setting types shared with roadseg-run's settings: a TOML/env true is not the number 1
+PositiveInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
+NonNegative = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
+Positive = Annotated[float, BeforeValidator(_not_bool), Field(gt=0)]
+Port = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=65535)]
+DeviceId = Annotated[str, AfterValidator(_check_device_id)]
+TopicPrefix = Annotated[str, AfterValidator(check_topic_prefix)]
+ExistingFile = Annotated[str, AfterValidator(_existing_file)]
+
+
+class MqttSettings(BaseModel):
+    """How the vehicle talks to its broker. Every field is also a
+    ``roadseg-run`` setting: TOML key, ``ROADSEG_<NAME>`` variable and
+    ``--flag`` of the same name. Sizes: ``mqtt_max_packet_kb`` in KiB,
+    ``queue_max_mb`` in MiB; times in seconds. ``state_dir`` None: the
+    offline queue stays in memory (roadseg-run's default is a directory,
+    see ``edge_runtime.commands.settings``). Raises pydantic.ValidationError."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    device_id: DeviceId = Field("vehicle", validate_default=True)
+    mqtt_host: Annotated[str, AfterValidator(_check_host)] | None = None
+    mqtt_port: Port = 1883
+    mqtt_protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(lambda v: str(v) if type(v) is int else v)] = "5"
+    mqtt_qos: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=2)] = 1
+    mqtt_keepalive: Annotated[int, BeforeValidator(_not_bool), Field(ge=5, le=65535)] = 15
+    topic_prefix: TopicPrefix | None = None
+    mqtt_client_id: Annotated[str, AfterValidator(_check_client_id)] | None = None
+    mqtt_max_packet_kb: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MQTT_MAX_PACKET // 1024)] = 128
+    max_queued: PositiveInt = 1000
+    queue_max_mb: Annotated[float, BeforeValidator(_not_bool), Field(gt=0, le=65536)] = 32.0
+    state_dir: str | None = None
+    tls_ca: ExistingFile | None = None
+    tls_cert: ExistingFile | None = None
+    tls_key: ExistingFile | None = None
+    mqtt_password_file: ExistingFile | None = None
+
+    @field_validator("tls_ca")
+    @classmethod
+    def _ca_loads(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ssl.create_default_context(cafile=v)
+            except ssl.SSLError as e:
+                raise ValueError(f"is not a PEM CA certificate ({e.reason or e})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "MqttSettings":
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("--tls-key needs --tls-cert (the client certificate it belongs to)")
+        if self.tls_cert:
+            try:
+                ssl.create_default_context().load_cert_chain(self.tls_cert, self.tls_key, password=_no_password)
+            except (ssl.SSLError, ValueError) as e:
+                raise ValueError(f"--tls-cert/--tls-key: not a PEM certificate and its private key "
+                                 f"({getattr(e, 'reason', None) or e})") from None
+        return self
+
+    @property
+    def prefix(self) -> str:
+        """The topic prefix: ``topic_prefix`` or ``roadseg/<device_id>``."""
+        return self.topic_prefix or f"roadseg/{self.device_id}"
+
+    @property
+    def host(self) -> str:
+        """``mqtt_host``, or 127.0.0.1 (where roadseg-run starts its embedded broker) when unset."""
+        return self.mqtt_host or "127.0.0.1"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context (server certificate and host name checked against
+        ``tls_ca``, or the system's CAs), or None without TLS options."""
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        ctx = ssl.create_default_context(cafile=self.tls_ca)
+        if self.tls_cert:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key, password=_no_password)
+        return ctx
+
+
+def default_state_dir() -> str | None:
+    """Where roadseg-run keeps its offline queue and installation id:
+    systemd's ``$STATE_DIRECTORY`` (``StateDirectory=roadseg``), else
+    ``$XDG_STATE_HOME/roadseg``, else ``~/.local/state/roadseg``; None
+    when there is no home directory (XDG Base Directory Specification 0.8)."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_STATE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".local" / "state")
+        except RuntimeError:
+            return None
+    return str(Path(base) / "roadseg")
+
+
+def installation_id(state_dir: str | None) -> str:
+    """8 hex digits naming this installation: a random value kept in
+    ``<state_dir>/installation-id`` (made at the first start), else a hash of
+    ``/etc/machine-id``, else random for this process only (with a warning)."""
+    if state_dir:
+        path = Path(state_dir) / "installation-id"
+        try:
+            text = path.read_text().strip()
+            if re.fullmatch(r"[0-9a-f]{8}", text):
+                return text
+        except OSError:
+            pass
+        new = secrets.token_hex(4)
+        try:
+            from edge_runtime.atomic import write_text
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_text(path, new + "\n")
+            return new
+        except OSError:
+            pass
+    for f in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            return hashlib.sha256(b"roadseg:" + Path(f).read_bytes().strip()).hexdigest()[:8]
+        except OSError:
+            continue
+    log.warning("no writable state directory and no machine id: the MQTT client id is random for this run")
+    return secrets.token_hex(4)
+
+
+def credentials_from_env(password_file: str | None = None) -> tuple[str | None, str | None]:
+    """``(username, password)`` from ``ROADSEG_MQTT_USERNAME`` and
+    ``ROADSEG_MQTT_PASSWORD`` (or the first line of ``password_file`` /
+    ``ROADSEG_MQTT_PASSWORD_FILE``). Raises ValueError (naming the file,
+    never its content) when the file cannot be read or is empty."""
+    user = os.environ.get("ROADSEG_MQTT_USERNAME")
+    pw = os.environ.get("ROADSEG_MQTT_PASSWORD")
+    pfile = password_file or os.environ.get("ROADSEG_MQTT_PASSWORD_FILE")
+    if pfile:
+        try:
+            pw = Path(pfile).read_text().splitlines()[0].strip()
+        except (OSError, IndexError, UnicodeDecodeError) as e:
+            reason = "it is empty" if isinstance(e, IndexError) else type(e).__name__
+            raise ValueError(f"cannot read the MQTT password file {pfile}: {reason}") from None
+    return user, pw
+
+
+# -- what a refusal or failure means ---------------------------------------------------------
+
+#: CONNACK reason (OASIS MQTT 5.0, 3.2.2.2; 3.1.1 return codes map onto these) -> what to do about it
+CONNACK_CAUSES = {
+    0x80: "the broker refused the connection (unspecified error)",
+    0x84: "the broker does not speak MQTT {protocol}: try --mqtt-protocol {other}",
+    0x85: "the broker refused the client id {client_id} (--mqtt-client-id)",
+    0x86: "bad user name or password (ROADSEG_MQTT_USERNAME, ROADSEG_MQTT_PASSWORD or --mqtt-password-file)",
+    0x87: "not authorised: wrong user name or password, or user {user} may not connect (ROADSEG_MQTT_USERNAME, "
+          "ROADSEG_MQTT_PASSWORD or --mqtt-password-file)",
+    0x88: "the broker is unavailable", 0x89: "the broker is busy", 0x8A: "this client is banned by the broker",
+    0x8C: "bad authentication method", 0x9C: "the broker says: use another server",
+    0x9D: "the broker has moved", 0x9F: "connection rate exceeded",
+}
+#: DISCONNECT reasons that mean "the broker refused what this client sent" (OASIS MQTT 5.0, 3.14.2.1);
+#: paho reports a PUBACK it cannot parse as 0x82 (protocol error)
+REFUSAL_REASONS = {0x81, 0x82, 0x83, 0x87, 0x90, 0x93, 0x94, 0x95, 0x97, 0x99}
+#: DISCONNECT reason: another connection with the same client id took the session over
+SESSION_TAKEN_OVER = 0x8E
+
+
+def connack_cause(value: int, name: str, s: MqttSettings, client_id: str, user: str | None) -> str:
+    """One line for a refused CONNACK: ``value`` its reason code, ``name`` paho's name for it."""
+    if value == 0x87 and not user:
+        return ("not authorised: the broker wants a user name and password (ROADSEG_MQTT_USERNAME and "
+                "ROADSEG_MQTT_PASSWORD or --mqtt-password-file)")
+    text = CONNACK_CAUSES.get(value, f"the broker refused the connection: {name}")
+    return text.format(protocol=s.mqtt_protocol, other="3.1.1" if s.mqtt_protocol == "5" else "5",
+                       client_id=client_id, user=repr(user))
+
+
+def connect_error_cause(err: BaseException | None, s: MqttSettings) -> str:
+    """One line for a connection that failed before MQTT (``err`` from the socket or TLS layer)."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({err.verify_message}; --tls-ca names the CA)"
+    plain_answer = isinstance(err, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)) or (
+        isinstance(err, ssl.SSLError) and ("WRONG_VERSION_NUMBER" in str(err) or "record layer" in str(err).lower()))
+    if s.tls_ca or s.tls_cert:
+        if plain_answer:  # a plain MQTT listener reads the TLS hello as a bad packet and hangs up
+            return ("TLS handshake failed: the port does not speak TLS (a plain MQTT port? use the TLS port or "
+                    "drop --tls-ca)")
+        if isinstance(err, ssl.SSLError):
+            return f"TLS handshake failed: {err.reason or err}"
+    if isinstance(err, ConnectionRefusedError):
+        return "unreachable: connection refused (no broker listening there?)"
+    if isinstance(err, socket.gaierror):
+        return f"unreachable: cannot resolve {s.host} ({err.strerror})"
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return "unreachable: no answer in time"
+    return f"unreachable: {getattr(err, 'strerror', None) or err or 'connection failed'}"
+
+
+def closed_before_connack(s: MqttSettings) -> str:
+    """One line for a broker that closed the connection before answering CONNECT."""
+    if s.tls_context() is None:
+        return (f"the broker closed the connection before answering: a TLS port? (give --tls-ca), or it does not "
+                f"accept MQTT {s.mqtt_protocol}")
+    return f"the broker closed the connection before answering (MQTT {s.mqtt_protocol} over TLS)"
+
+
+def packet_size(topic: str, payload_bytes: int, qos: int, mqtt5: bool) -> int:
+    """Bytes of a PUBLISH packet without properties (OASIS MQTT 5.0 and 3.1.1, 3.3):
+    fixed header (1 byte + Remaining Length, 1 to 4 bytes) + topic (2 + UTF-8
+    bytes) + packet id (2, QoS > 0) + property length (1, MQTT 5) + payload."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + (1 if mqtt5 else 0) + payload_bytes
+    header = 1 + next(n for n, top in ((1, 128), (2, 16_384), (3, 2_097_152), (4, 1 << 62)) if remaining < top)
+    return header + remaining
+
+
+class Throttled:
+    """Warnings logged at most once per ``every`` seconds per key; the next
+    line says how many were held back. Keys are a small fixed set (a cause)."""
+
+    def __init__(self, every: float = 60.0, max_keys: int = 64):
+        self.every, self.max_keys = every, max_keys
+        self._seen: dict[str, list] = {}  # key -> [monotonic time logged, held back since]
+
+    def warn(self, key: str, message: str) -> bool:
+        """Log ``message`` unless ``key`` was logged less than ``every`` s ago; True when logged."""
+        now = time.monotonic()
+        if len(self._seen) > self.max_keys:
+            self._seen.clear()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.every:
+            seen[1] += 1
+            return False
+        held = seen[1] if seen else 0
+        log.warning("%s%s", message, f" ({held} more like it in the last {self.every:g} s)" if held else "")
+        self._seen[key] = [now, 0]
+        return True
+
+
+# -- the publisher -------------------------------------------------------------------------------
+
+@dataclass
+class _InFlight:
+    topic: str
+    size: int
+    row_id: int | None
+    strikes: int = 0
+
+
+@dataclass
+class _Subscription:
+    topic: str
+    callback: Callable[[bytes], None]
+    max_bytes: int
+    min_interval: float
+    last: float = -float("inf")
+
+
+class MqttPublisher:
+    """Publishes through paho; see the module docstring for what it checks.
+
+    ``counts`` (the ``mqtt`` block of ``stats``): ``queued`` messages
+    waiting now, ``queued_total`` ever queued, ``sent`` delivered (acknowledged
+    at QoS >= 1), ``dropped`` (oldest, when the queue was full), ``skipped``
+    (not queued while the broker was away: snapshots), ``refused`` (the broker
+    refused them), ``oversize`` (larger than the broker accepts: not sent),
+    ``requests`` / ``requests_limited`` / ``requests_oversize`` (messages
+    received on subscribed topics: served, under their minimum interval,
+    too large), ``connections`` (accepted by the broker), ``connect_failures``;
+    ``connected`` and ``last_error``.
+
+    ``credentials``: ``(username, password)`` (:func:`credentials_from_env`).
+    Raises ValueError for settings it cannot use (bad TLS files)."""
+
+    #: seconds between reconnection attempts (min, max) after a lost connection
+    RECONNECT_DELAY = (1, 2)
+    #: after a refused connection (credentials, TLS): the broker will not change its mind every second
+    REFUSED_DELAY = (5, 60)
+    #: after a session takeover: first back-off in seconds, doubled each time up to TAKEOVER_MAX
+    TAKEOVER_DELAY, TAKEOVER_MAX = 30, 300
+    #: a connection closed this soon (s) after CONNACK, TAKEOVER_STRIKES times in a row, is a takeover fight
+    SHORT_SESSION, TAKEOVER_STRIKES = 3.0, 3
+    #: QoS >= 1 messages unacknowledged at once (also capped by the CONNACK's Receive Maximum)
+    WINDOW = 20
+    #: messages received on a subscribed topic larger than this (bytes) are ignored
+    MAX_REQUEST_BYTES = 4096
+
+    def __init__(self, settings: MqttSettings, credentials: tuple[str | None, str | None] = (None, None)):
+        self.s = settings
+        self._user, self._password = credentials
+        self._tls = settings.tls_context()
+        self.client_id = (settings.mqtt_client_id
+                          or f"roadseg-{settings.device_id}-{installation_id(settings.state_dir)}")
+        self.outbox = self._open_outbox()
+        self._counts = dict.fromkeys(("queued_total", "sent", "skipped", "refused", "oversize", "requests",
+                                      "requests_limited", "requests_oversize", "connections", "connect_failures"), 0)
+        self.last_error: str | None = None
+        self._lock = threading.Lock()          # publish() and the worker: one order of sending
+        self._ack_lock = threading.Condition()  # in-flight bookkeeping (paho's thread takes only this one)
+        self._inflight: collections.OrderedDict[int, _InFlight] = collections.OrderedDict()
+        self._early: collections.OrderedDict[int, object] = collections.OrderedDict()  # acks before publish() returned
+        self._retained: dict[str, tuple[bytes, int]] = {}  # latest retained message per topic while offline
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._announce_wanted = False
+        self._connack_seen = False
+        self._connected_at = 0.0
+        self._short_sessions = self._takeovers = 0
+        self._delay = self.RECONNECT_DELAY
+        self._max_packet, self._max_qos, self._retain_ok, self._window = self._limits(None)
+        self._status: dict = {}
+        self._state, self._state_extra = "online", {}
+        self._subs: list[_Subscription] = []
+        self._client = None
+        self._worker: threading.Thread | None = None
+        self._stopping = self._closed = False
+        self._throttle = Throttled()
+        self.on_connected: list[Callable[[], None]] = []  # run on the worker thread after every (re)connection
+
+    def _open_outbox(self) -> Outbox:
+        path = None
+        if self.s.state_dir:
+            path = Path(self.s.state_dir) / f"outbox-{self.s.device_id}.sqlite"
+        max_bytes = int(self.s.queue_max_mb * 1024 * 1024)
+        try:
+            box = Outbox(path, max_bytes, self.s.max_queued)
+        except (OutboxBusy, OSError, sqlite3.Error) as e:
+            log.warning("offline queue kept in memory (lost at a power cut): %s", e)
+            return Outbox(None, max_bytes, self.s.max_queued)
+        if len(box):
+            log.info("MQTT: %d messages from the last run wait in %s; delivered first", len(box), path)
+        return box
+
+    @property
+    def counts(self) -> dict:
+        """The counters above, with ``connected`` (bool) and ``last_error`` (str or None)."""
+        return {"queued": len(self.outbox) + len(self._retained), "dropped": self.outbox.dropped, **self._counts,
+                "connected": self.connected, "last_error": self.last_error}
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the connection."""
+        return self._connected.is_set()
+
+    def topic(self, kind: str) -> str:
+        """``<prefix>/<kind>``."""
+        return f"{self.s.prefix}/{kind}"
+
+    def next_seq(self) -> int:
+        """The next ``seq`` of this device's summaries, continued across restarts (Outbox.next_seq)."""
+        return self.outbox.next_seq()
+
+    def payload_limit(self, kind: str, qos: int = 0) -> int:
+        """The largest payload in bytes the broker accepts on ``kind``'s topic at ``qos`` now."""
+        topic = self.topic(kind) if "/" not in kind else kind
+        mqtt5 = self.s.mqtt_protocol == "5"
+        limit = self._max_packet - packet_size(topic, 0, qos, mqtt5)
+        while limit > 0 and packet_size(topic, limit, qos, mqtt5) > self._max_packet:
+            limit -= 1  # a longer Remaining Length field (at most 3 more bytes)
+        return limit
+
+    def delivery_problem(self) -> str | None:
+        """One line when nothing at all was delivered (no message acknowledged), else None."""
+        if self._counts["sent"]:
+            return None
+        kept = f"; {len(self.outbox)} messages kept in {self.outbox.path} for the next start" \
+            if self.outbox.path and len(self.outbox) else ""
+        return (f"nothing was delivered to the MQTT broker {self.s.host}:{self.s.mqtt_port}: "
+                f"{self.last_error or 'it never accepted the connection'}{kept}")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, status: dict | None = None) -> None:
+        """Connect in the background (paho's thread) with ``status`` (extra
+        fields of every ``status`` message: model, source, ...) as the online
+        announcement; the Last Will says ``offline``."""
+        import paho.mqtt.client as mqtt
+        self._status = status or {}
+        proto = mqtt.MQTTv5 if self.s.mqtt_protocol == "5" else mqtt.MQTTv311
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto)
+        c.will_set(self.topic("status"), json.dumps(self._status_payload("offline", reason="lost")), qos=1,
+                   retain=True)
+        if self._tls is not None:
+            c.tls_set_context(self._tls)
+        if self._user:
+            c.username_pw_set(self._user, self._password)
+        c.reconnect_delay_set(*self._delay)
+        c.max_queued_messages_set(0)  # the Outbox bounds what waits
+        c.max_inflight_messages_set(self.WINDOW)
+        c.suppress_exceptions = True  # a callback's exception is logged by paho, never kills its thread
+        c.on_pre_connect, c.on_connect = self._on_pre_connect, self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect, c.on_publish = self._on_disconnect, self._on_publish
+        for sub in self._subs:
+            c.message_callback_add(sub.topic, self._receiver(sub))
+        self._client = c
+        # one long-lived worker, not a thread per reconnection: a process that runs for days must not create
+        # threads (and their malloc arenas) for every broker outage
+        self._worker = threading.Thread(target=self._work, name="mqtt-worker", daemon=True)
+        self._worker.start()
+        log.info("MQTT %s:%d (MQTT %s%s) as %s, topics %s/{status,coverage,stats}; offline queue %s",
+                 self.s.host, self.s.mqtt_port, self.s.mqtt_protocol, ", TLS" if self._tls else "", self.client_id,
+                 self.s.prefix, self.outbox.path or "in memory")
+        c.connect_async(self.s.host, self.s.mqtt_port, keepalive=self.s.mqtt_keepalive)
+        c.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected (True) or ``timeout`` seconds passed (False)."""
+        return self._connected.wait(timeout)
+
+    def wait_until(self, predicate: Callable[[dict], bool], timeout: float) -> bool:
+        """Block until ``predicate(counts)`` holds, woken by every acknowledgement,
+        connection, disconnection, failure and received request; False on timeout."""
+        with self._ack_lock:
+            return self._ack_lock.wait_for(lambda: predicate(self.counts), timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` (retained), deliver what waits within ``timeout``
+        seconds (also waiting for a first connection still being made), then
+        disconnect cleanly (the broker drops the Last Will). What is left stays
+        in the Outbox: on disk, it is delivered at the next start."""
+        if self._client is None:
+            return
+        self._state = "offline"
+        self.publish("status", self._status_payload("offline", reason="stopped"), retain=True)
+        self._wake.set()
+        with self._ack_lock:
+            self._ack_lock.wait_for(self._settled, timeout)
+        left = len(self.outbox) + len(self._inflight)
+        if left:
+            where = f"kept in {self.outbox.path} for the next start" if self.outbox.path else "lost (queue in memory)"
+            log.warning("MQTT: %d messages not delivered at stop: %s", left, where)
+        self._stopping = True
+        self._wake.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+        self._client = None
+        self._closed = True
+        self.outbox.close()
+
+    def _settled(self) -> bool:
+        """Nothing left to deliver, or no connection to deliver it (and none being made for the first time)."""
+        if not (len(self.outbox) or self._inflight or self._retained):
+            return True
+        first_try = not self._counts["connect_failures"] and self._connected_at == 0.0
+        return not (self._connected.is_set() or first_try)
+
+    def _status_payload(self, state: str, **extra) -> dict:
+        return payloads.status(state, self.s.device_id, **self._status, **extra)
+
+    def set_state(self, state: str, **extra) -> None:
+        """Publish a new retained ``status`` (e.g. ``camera_lost``, then
+        ``online`` again); it is also what a reconnection announces."""
+        self._state, self._state_extra = state, extra
+        self.publish("status", self._status_payload(state, **extra), retain=True)
+
+    def subscribe(self, topic: str, callback: Callable[[bytes], None], *, min_interval: float = 0.0,
+                  max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        """``callback(payload)`` on paho's thread for messages on ``topic``
+        (subscribed again after every reconnection). A message over
+        ``max_bytes`` bytes, or less than ``min_interval`` seconds after the
+        last one served, is counted (``requests_oversize``,
+        ``requests_limited``) and not served; an exception in ``callback`` is
+        logged, never raised into paho."""
+        sub = _Subscription(topic, callback, max_bytes, min_interval)
+        self._subs.append(sub)
+        if self._client is not None:
+            self._client.message_callback_add(topic, self._receiver(sub))
+            if self.connected:
+                self._client.subscribe(topic, qos=min(1, self._max_qos))
+
+    # -- publishing ------------------------------------------------------------------------------
+    def publish(self, kind: str, payload: dict | bytes, retain: bool = False, queue: bool = True,
+                qos: int | None = None) -> bool:
+        """Send ``payload`` (a dict, sent as JSON, or bytes) on ``<prefix>/<kind>``
+        (or on ``kind`` itself when it holds a ``/``) at ``qos`` (default
+        ``mqtt_qos``), or queue it while the broker is away. ``queue=False``:
+        dropped (``skipped``) rather than queued. A retained message waits as
+        the latest of its topic only. Returns False when it was neither sent
+        nor queued (too large for the broker: ``oversize``; skipped; dropped)."""
+        topic = self.topic(kind) if "/" not in kind else kind
+        body = bytes(payload) if isinstance(payload, (bytes, bytearray)) else json.dumps(payload).encode()
+        qos = self.s.mqtt_qos if qos is None else qos
+        if self._closed or not self._fits(topic, body, qos):
+            return False
+        with self._lock:
+            backlog = self._retained or self.outbox.waiting or len(self._inflight) >= self._window
+            if self._connected.is_set() and (not backlog or not queue) and self._send(topic, body, qos, retain):
+                return True
+            if not queue:
+                self._counts["skipped"] += 1
+                return False
+            if retain:
+                self._retained[topic] = (body, qos)
+            elif not self._enqueue(topic, body, qos):
+                return False
+        self._wake.set()
+        return True
+
+    def _fits(self, topic: str, body: bytes, qos: int) -> bool:
+        size = packet_size(topic, len(body), min(qos, self._max_qos), self.s.mqtt_protocol == "5")
+        if size <= self._max_packet:
+            return True
+        self._counts["oversize"] += 1
+        self.last_error = (f"a {size}-byte message on {topic} is over the {self._max_packet} bytes the broker "
+                           f"accepts: not sent")
+        self._throttle.warn("oversize", f"MQTT: {self.last_error} (the smaller of the broker's Maximum Packet Size "
+                                        f"and --mqtt-max-packet-kb {self.s.mqtt_max_packet_kb})")
+        return False
+
+    def _enqueue(self, topic: str, body: bytes, qos: int) -> bool:
+        before = self.outbox.dropped
+        try:
+            queued = self.outbox.append(topic, body, qos)
+        except sqlite3.Error as e:  # a full or failing disk: this message is lost, the loop goes on
+            self.outbox.dropped += 1
+            self._throttle.warn("queue-write", f"MQTT: cannot queue a message in {self.outbox.path}: {e}")
+            return False
+        if queued:
+            self._counts["queued_total"] += 1
+        if self.outbox.dropped > before:
+            self._throttle.warn("queue-full", f"MQTT queue full (--max-queued {self.s.max_queued}, --queue-max-mb "
+                                              f"{self.s.queue_max_mb:g}): dropped the oldest, {self.outbox.dropped} "
+                                              f"in all")
+        return queued
+
+    def _send(self, topic: str, body: bytes, qos: int, retain: bool, row_id: int | None = None) -> bool:
+        """Hand one message to paho (caller holds ``_lock``); False when it was not taken (no connection, QoS 0)."""
+        import paho.mqtt.client as mqtt
+        qos = min(qos, self._max_qos)
+        info = self._client.publish(topic, body, qos=qos, retain=retain and self._retain_ok)
+        if qos == 0:
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return False
+            with self._ack_lock:
+                self._counts["sent"] += 1
+            if row_id is not None:
+                self.outbox.remove(row_id)
+            return True
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho keeps it for the reconnection
+            return False
+        with self._ack_lock:
+            msg = _InFlight(topic, len(body), row_id)
+            if info.mid in self._early:
+                self._settle(msg, self._early.pop(info.mid))
+            else:
+                self._inflight[info.mid] = msg
+        return True
+
+    def _settle(self, msg: _InFlight, reason) -> None:
+        """An acknowledgement (caller holds ``_ack_lock``): delivered, or refused by the broker (never resent)."""
+        if getattr(reason, "is_failure", False):
+            self._counts["refused"] += 1
+            self.last_error = f"the broker refused a {msg.size}-byte message on {msg.topic}: {reason}"
+            self._throttle.warn(f"refused:{msg.topic}", f"MQTT: {self.last_error}; counted as refused, not resent")
+        else:
+            self._counts["sent"] += 1
+        if msg.row_id is not None:
+            self.outbox.remove(msg.row_id)
+        self._ack_lock.notify_all()
+
+    # -- the worker: announcements and the queue, off paho's thread --------------------------------
+    def _work(self) -> None:
+        while not self._stopping:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._stopping or not self._connected.is_set():
+                continue
+            try:
+                if self._announce_wanted:
+                    self._announce_wanted = False
+                    self._announce()
+                self._flush()
+            except Exception as e:  # never let the worker die: the next wake-up tries again
+                self._throttle.warn("worker", f"MQTT worker: {type(e).__name__}: {e}")
+
+    def _announce(self) -> None:
+        """After each connection: the current status, the subscriptions, the on_connected hooks."""
+        extra = self._state_extra if self._state != "online" else {}
+        with self._lock:
+            self._retained.pop(self.topic("status"), None)
+            self._send(self.topic("status"), json.dumps(self._status_payload(self._state, **extra)).encode(),
+                       1, True)
+        for sub in self._subs:
+            self._client.subscribe(sub.topic, qos=min(1, self._max_qos))
+        if len(self.outbox):
+            log.info("MQTT: delivering %d queued messages", len(self.outbox))
+        for fn in list(self.on_connected):
+            fn()
+
+    def _flush(self) -> None:
+        """Retained messages waiting, then the queue in order, at most ``_window`` unacknowledged."""
+        with self._lock:
+            for topic, (body, qos) in list(self._retained.items()):
+                if not self._send(topic, body, qos, True):
+                    return
+                del self._retained[topic]
+            while self._connected.is_set() and (room := self._window - len(self._inflight)) > 0:
+                rows = self.outbox.take(room)
+                for row in rows:
+                    if not self._send(row.topic, row.payload, row.qos, False, row.id):
+                        self.outbox.give_back(row.id)
+                        return
+                if not rows:
+                    break
+        with self._ack_lock:
+            self._ack_lock.notify_all()
+
+    # -- paho's callbacks (its network thread: bookkeeping only, never raise) -------------------------
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._connack_seen = False
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        try:
+            self._connack_seen = True
+            if reason_code.is_failure:
+                self._fail(connack_cause(reason_code.value, str(reason_code), self.s, self.client_id, self._user),
+                           self.REFUSED_DELAY)
+                return
+            self._max_packet, self._max_qos, self._retain_ok, self._window = self._limits(properties)
+            if self._delay == self.REFUSED_DELAY:  # a takeover back-off stays until a connection lasts
+                self._set_delay(self.RECONNECT_DELAY)
+            self._connected_at = time.monotonic()
+            self._counts["connections"] += 1
+            self._connected.set()
+            with self._ack_lock:
+                self._ack_lock.notify_all()
+            self._announce_wanted = True
+            self._wake.set()
+            log.info("MQTT connected to %s:%d", self.s.host, self.s.mqtt_port)
+        except Exception as e:
+            self._throttle.warn("callback", f"MQTT on_connect: {type(e).__name__}: {e}")
+
+    def _limits(self, properties) -> tuple[int, int, bool, int]:
+        """(max packet bytes, max QoS, retain available, window) from a CONNACK's properties (None: defaults)."""
+        ours = self.s.mqtt_max_packet_kb * 1024
+        theirs = getattr(properties, "MaximumPacketSize", None)
+        receive = getattr(properties, "ReceiveMaximum", None)
+        return (min(ours, theirs) if theirs else ours, getattr(properties, "MaximumQoS", 2),
+                bool(getattr(properties, "RetainAvailable", 1)), min(self.WINDOW, receive or self.WINDOW))
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        try:  # paho calls this inside its `except OSError` block: the error is sys.exc_info()'s
+            err = sys.exc_info()[1]
+            self._fail(connect_error_cause(err, self.s),
+                       self.REFUSED_DELAY if isinstance(err, ssl.SSLError) else self.RECONNECT_DELAY)
+        except Exception as e:
+            self._throttle.warn("callback", f"MQTT on_connect_fail: {type(e).__name__}: {e}")
+
+    def _fail(self, cause: str, delay: tuple[int, int]) -> None:
+        """A connection attempt failed: remember and report ``cause`` (rate-limited), retry after ``delay``."""
+        self._counts["connect_failures"] += 1
+        self.last_error = cause
+        self._set_delay(delay)
+        with self._ack_lock:
+            self._ack_lock.notify_all()  # stop() waits for a first connection only until it fails
+        self._throttle.warn(f"connect:{cause}", f"MQTT {self.s.host}:{self.s.mqtt_port}: {cause}; retrying every "
+                                                f"{delay[0]}-{delay[1]} s, {len(self.outbox)} messages queued")
+
+    def _set_delay(self, delay: tuple[int, int]) -> None:
+        if delay != self._delay and self._client is not None:
+            self._delay = delay
+            self._client.reconnect_delay_set(*delay)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        try:
+            was = self._connected.is_set()
+            self._connected.clear()
+            with self._ack_lock:
+                self._ack_lock.notify_all()
+            if self._stopping:
+                return
+            if not was:
+                if not self._connack_seen:
+                    self._fail(closed_before_connack(self.s), self.REFUSED_DELAY)
+                return
+            lasted = time.monotonic() - self._connected_at
+            if reason_code.value in REFUSAL_REASONS:
+                self._strike_oldest(str(reason_code))
+            elif not self._takeover(reason_code.value, lasted):
+                self.last_error = f"disconnected after {lasted:.0f} s: {reason_code}"
+                self._throttle.warn("disconnect", f"MQTT {self.last_error}; queueing up to {self.s.max_queued} "
+                                                  f"messages, reconnecting with backoff")
+        except Exception as e:
+            self._throttle.warn("callback", f"MQTT on_disconnect: {type(e).__name__}: {e}")
+
+    def _takeover(self, reason: int, lasted: float) -> bool:
+        """Count connections closed right after they were accepted; True (and a
+        back-off) when another client is taking this client id's session."""
+        if reason != SESSION_TAKEN_OVER and lasted >= self.SHORT_SESSION:
+            self._short_sessions = self._takeovers = 0
+            self._set_delay(self.RECONNECT_DELAY)
+            return False
+        self._short_sessions += 1
+        if reason != SESSION_TAKEN_OVER and self._short_sessions < self.TAKEOVER_STRIKES:
+            return False
+        self._short_sessions = 0
+        self._takeovers += 1
+        delay = min(self.TAKEOVER_DELAY * 2 ** (self._takeovers - 1), self.TAKEOVER_MAX)
+        self._set_delay((delay, delay))
+        self.last_error = (f"another client is using device id {self.s.device_id} (client id {self.client_id}): the "
+                           f"broker closed this connection {lasted:.1f} s after accepting it; backing off {delay} s")
+        self._throttle.warn("takeover", f"MQTT: {self.last_error} (two vehicles with one --device-id, or a cloned "
+                                        f"SD card: give each its own id)")
+        return True
+
+    def _strike_oldest(self, reason: str) -> None:
+        """The broker closed the connection over something this client sent: the
+        oldest unacknowledged message (acknowledgements come in order) is the
+        suspect; the second time it is, it is dropped rather than resent."""
+        with self._ack_lock:
+            if not self._inflight:
+                return
+            mid, msg = next(iter(self._inflight.items()))
+            msg.strikes += 1
+            if msg.strikes < 2:
+                return
+            del self._inflight[mid]
+            self._counts["refused"] += 1
+            if msg.row_id is not None:
+                self.outbox.remove(msg.row_id)
+        _forget(self._client, mid)
+        self.last_error = f"the broker refused a {msg.size}-byte message on {msg.topic} ({reason})"
+        self._throttle.warn(f"refused:{msg.topic}", f"MQTT: {self.last_error} by closing the connection twice: "
+                                                    f"dropped, not resent (over the broker's size limit? set "
+                                                    f"--mqtt-max-packet-kb to it)")
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
+        try:
+            with self._ack_lock:
+                msg = self._inflight.pop(mid, None)
+                if msg is not None:
+                    self._settle(msg, reason_code)
+                else:  # acknowledged before publish() returned (or a QoS 0 message): kept briefly
+                    self._early[mid] = reason_code
+                    while len(self._early) > 64:
+                        self._early.popitem(last=False)
+            self._wake.set()
+        except Exception as e:
+            self._throttle.warn("callback", f"MQTT on_publish: {type(e).__name__}: {e}")
+
+    def _receiver(self, sub: _Subscription):
+        def on_message(client, userdata, msg):
+            try:
+                now = time.monotonic()
+                if len(msg.payload) > sub.max_bytes:
+                    self._counts["requests_oversize"] += 1
+                    self._throttle.warn(f"request-size:{sub.topic}",
+                                        f"MQTT: ignored a {len(msg.payload)}-byte message on {msg.topic} (at most "
+                                        f"{sub.max_bytes})")
+                elif now - sub.last < sub.min_interval:
+                    self._counts["requests_limited"] += 1
+                    self._throttle.warn(f"request-rate:{sub.topic}", f"MQTT: requests on {msg.topic} come faster "
+                                                                     f"than one per {sub.min_interval:g} s: counted, "
+                                                                     f"not served")
+                else:
+                    sub.last = now
+                    self._counts["requests"] += 1
+                    sub.callback(msg.payload)
+                with self._ack_lock:
+                    self._ack_lock.notify_all()
+            except Exception as e:  # never into paho's thread
+                self._throttle.warn("callback", f"MQTT message on {sub.topic}: {type(e).__name__}: {e}")
+        return on_message
+
+
+def _forget(client, mid: int) -> bool:
+    """Remove ``mid`` from paho's resend list so a refused message is not sent
+    again after the reconnection. paho has no public call for this; its
+    ``_out_messages`` / ``_out_message_mutex`` exist in paho 1.x and 2.x.
+    False when they are missing (a future paho): then it may be resent."""
+    store, lock = getattr(client, "_out_messages", None), getattr(client, "_out_message_mutex", None)
+    if store is None or lock is None:
+        return False
+    with lock:
+        return store.pop(mid, None) is not None
+
+
+class NullPublisher:
+    """The publisher's interface, publishing nothing (benchmarks, tests of the loop alone)."""
+
+    def __init__(self):
+        self.counts = {"queued": 0, "sent": 0, "dropped": 0, "connected": True, "last_error": None}
+        self._seq = 0
+
+    def start(self, status: dict | None = None) -> None:
+        """Nothing to start."""
+
+    def set_state(self, state: str, **extra) -> None:
+        """Nothing to announce."""
+
+    def publish(self, kind: str, payload: dict | bytes, retain: bool = False, queue: bool = True,
+                qos: int | None = None) -> bool:
+        """Serialize ``payload`` (the cost is part of the pipeline) and count it as sent."""
+        if not isinstance(payload, (bytes, bytearray)):
+            json.dumps(payload)
+        self.counts["sent"] += 1
+        return True
+
+    def subscribe(self, topic: str, callback, **limits) -> None:
+        """Nothing arrives."""
+
+    def next_seq(self) -> int:
+        """1, 2, ... (in memory)."""
+        self._seq += 1
+        return self._seq
+
+    def payload_limit(self, kind: str, qos: int = 0) -> int:
+        """No broker: MQTT's own limit."""
+        return MQTT_MAX_PACKET
+
+    def delivery_problem(self) -> str | None:
+        """Never a problem."""
+        return None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Nothing to stop."""
+
+    @property
+    def connected(self) -> bool:
+        """Always True."""
+        return True

@@ -1,0 +1,96 @@
+"""The offline queue (edge_runtime/io/outbox.py): on disk, bounded in bytes and count, in order,
+kept over a crash, one process at a time, sequence numbers never reused."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.io.outbox import SEQ_BLOCK, Outbox, OutboxBusy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _topics(box: Outbox) -> list[str]:
+    return [r.topic for r in box.take(10_000)]
+
+
+def test_rows_come_back_in_order_after_a_reopen(tmp_path):
+    path = tmp_path / "q.sqlite"
+    box = Outbox(path, 1 << 20, 100)
+    for i in range(5):
+        assert box.append(f"t/{i}", b"x" * i, 1)
+    box.close()
+    box = Outbox(path, 1 << 20, 100)
+    assert len(box) == 5 and box.bytes == sum(len(f"t/{i}") + i for i in range(5))
+    rows = box.take(3)
+    assert [r.topic for r in rows] == ["t/0", "t/1", "t/2"] and rows[2].payload == b"xx"
+    assert [r.topic for r in box.take(3)] == ["t/3", "t/4"]  # in flight ones are not handed out twice
+    assert box.take(3) == [] and box.waiting == 0 and len(box) == 5
+    box.remove(rows[0].id)
+    box.give_back(rows[1].id)  # the link went down before it left
+    assert [r.topic for r in box.take(10)] == ["t/1", "t/2", "t/3", "t/4"]
+    box.close()
+
+
+def test_bounded_in_bytes_and_count_oldest_waiting_dropped_and_counted(tmp_path):
+    box = Outbox(tmp_path / "q.sqlite", max_bytes=100, max_count=1000)
+    for i in range(10):
+        assert box.append(f"t{i}", b"y" * 18, 1)  # 20 bytes each: 5 fit
+    assert len(box) == 5 and box.bytes == 100 and box.dropped == 5
+    assert _topics(box) == ["t5", "t6", "t7", "t8", "t9"]
+    assert not box.append("big", b"z" * 200, 1) and box.dropped == 6  # alone over the bound
+    box.close()
+    box = Outbox(None, max_bytes=1 << 20, max_count=3)  # in memory: the same rules
+    for i in range(5):
+        box.append(f"m{i}", b"", 0)
+    assert _topics(box) == ["m2", "m3", "m4"] and box.dropped == 2 and box.path is None
+
+
+def test_a_crash_keeps_the_queue_and_never_reuses_a_sequence_number(tmp_path):
+    """A process that dies without closing (power cut): its rows are all there, in order, and the
+    next process's sequence numbers start after every number the dead one could have used."""
+    path = tmp_path / "q.sqlite"
+    code = ("import os; from edge_runtime.io.outbox import Outbox\n"
+            f"box = Outbox({str(path)!r}, 1 << 20, 100)\n"
+            "for i in range(7):\n"
+            "    box.append(f'cov/{box.next_seq()}', b'{}', 1)\n"
+            "os._exit(0)\n")  # no close(): as a power cut
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    box = Outbox(path, 1 << 20, 100)
+    assert _topics(box) == [f"cov/{i}" for i in range(1, 8)]
+    first = box.next_seq()
+    assert 7 < first <= SEQ_BLOCK + 1
+    box.close()
+    box = Outbox(path, 1 << 20, 100)  # a clean close: the next number follows exactly
+    assert box.next_seq() == first + 1
+    box.close()
+    assert Outbox(None, 10, 10).next_seq() == 1
+
+
+def test_one_process_at_a_time(tmp_path):
+    path = tmp_path / "q.sqlite"
+    box = Outbox(path, 1000, 10)
+    code = f"from edge_runtime.io.outbox import Outbox\nOutbox({str(path)!r}, 1000, 10)\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "OutboxBusy: another process is using the offline queue" in r.stderr
+    box.close()
+    with pytest.raises(OutboxBusy):
+        box2 = Outbox(path, 1000, 10)
+        Outbox(path, 1000, 10)  # the same process twice: refused as well
+    box2.close()
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_an_unreadable_file_is_moved_aside_not_fatal(tmp_path, content, caplog):
+    path = tmp_path / "q.sqlite"
+    path.write_bytes(content)
+    with caplog.at_level("WARNING", logger="roadseg.mqtt"):
+        box = Outbox(path, 1000, 10)
+    assert len(box) == 0 and box.append("t", b"1", 1)
+    assert any("not readable" in r.message for r in caplog.records)
+    assert len(list(tmp_path.glob("q.sqlite.corrupt-*"))) == 1
+    box.close()
+    assert (path.stat().st_mode & 0o077) == 0  # the owner's data only
