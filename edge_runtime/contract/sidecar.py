@@ -3,9 +3,10 @@
 One schema, :class:`Sidecar`, validated by pydantic v2 in strict mode: it is
 written by calibration through :func:`build_sidecar` and :func:`write_pair`,
 read by the runtime through :func:`read_sidecar`, and published for
-integrators as JSON Schema (:func:`json_schema`; ``python -m
-edge_runtime.contract.sidecar --schema`` prints it). The runtime needs
-nothing else to run a model correctly.
+integrators as JSON Schema (:func:`json_schema`, ``docs/schemas/sidecar.json``;
+``python -m edge_runtime.contract.sidecar --schema`` prints it, ``python -m
+edge_runtime.contract.sidecar docs/schemas`` rewrites the file). The runtime
+needs nothing else to run a model correctly.
 
 Every wrong type or value is a :class:`SidecarError` of one line naming the
 key (``input.channel_order: Input should be 'rgb' or 'bgr' (got 'xyz')``).
@@ -277,17 +278,31 @@ def write_pair(model_bytes: bytes, meta: dict, model: str | Path) -> tuple[Path,
     return model, side
 
 
+SCHEMA_FILE = "sidecar.json"
+
+
 def json_schema() -> dict:
-    """The sidecar's JSON Schema (draft 2020-12), for integrators who write
-    sidecars for their own models."""
-    schema = Sidecar.model_json_schema(by_alias=True)
-    schema["title"] = "roadseg model sidecar (roadseg.model/1)"
-    return schema
+    """The sidecar's JSON Schema (draft 2020-12, as pydantic writes it), for
+    integrators who write sidecars for their own models; checked in as
+    ``docs/schemas/sidecar.json`` beside the payloads' schemas."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://roadseg.example/schemas/{SCHEMA_FILE}",
+            "title": "roadseg model sidecar (roadseg.model/1)",
+            **{k: v for k, v in Sidecar.model_json_schema(by_alias=True).items() if k != "title"}}
 
 
-if __name__ == "__main__":  # python -m edge_runtime.contract.sidecar --schema
-    if sys.argv[1:] not in ([], ["--schema"]):
-        print("usage: python -m edge_runtime.contract.sidecar [--schema]  (prints the sidecar's JSON Schema)",
-              file=sys.stderr)
+def write_json_schema(folder: str | Path) -> Path:
+    """Write :func:`json_schema` to ``folder/sidecar.json`` (atomically); returns the path."""
+    from edge_runtime.atomic import write_text
+    return write_text(Path(folder) / SCHEMA_FILE, json.dumps(json_schema(), indent=2) + "\n")
+
+
+if __name__ == "__main__":  # python -m edge_runtime.contract.sidecar --schema | FOLDER (e.g. docs/schemas)
+    if len(sys.argv) != 2:
+        print("usage: python -m edge_runtime.contract.sidecar --schema (print the sidecar's JSON Schema) "
+              "| FOLDER (write FOLDER/sidecar.json)", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(json_schema(), indent=2))
+    if sys.argv[1] == "--schema":
+        print(json.dumps(json_schema(), indent=2))
+    else:
+        print(write_json_schema(sys.argv[1]))

@@ -69,8 +69,8 @@ def fit_input(interp, path: Path, sidecar: dict | None, size: tuple[int, int] | 
                                f"model's {fixed[0]}x{fixed[1]}")
         return d
     if want is None:
-        raise ModelError(f"{path}: the input height and width are dynamic (signature {sig}) and neither its "
-                         "sidecar nor --size gives the size to run it at")
+        raise ModelError(f"{path}: the input height and width are dynamic (signature {sig}) and no size to run "
+                         "it at was given: write its sidecar with input.height and input.width (or pass a size)")
     try:
         interp.resize_tensor_input(d["index"], [1, want[0], want[1], 3])
         interp.allocate_tensors()

@@ -109,7 +109,7 @@ def test_dynamic_input_is_resized_to_the_size_asked_or_the_sidecars(name, tmp_pa
     from edge_runtime.model.segmenter import DeviceSegmenter
     if name.endswith(".onnx"):
         pytest.importorskip("onnxruntime")
-    with pytest.raises(ModelError, match="dynamic .* neither its sidecar nor --size"):
+    with pytest.raises(ModelError, match=r"dynamic \(signature .*\) and no size .* sidecar with input.height and input.width"):
         DeviceSegmenter(ODD / name, threads=1, warn_without_sidecar=False)
     seg = DeviceSegmenter(ODD / name, threads=1, warn_without_sidecar=False, size=(6, 10))
     assert seg.input_size == (6, 10) and seg.output_size == (6, 10)
