@@ -70,15 +70,20 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("mutate,key", BROKEN, ids=[k for _, k in BROKEN])
-def test_wrong_type_or_value_is_one_line_naming_the_key(mutate, key, tiny_tflite, tmp_path):
-    model = tmp_path / "m.tflite"
+def _broken_pair(tiny_tflite, folder: Path, mutate) -> Path:
+    """A copy of the tiny model with its sidecar changed by ``mutate``."""
+    model = folder / "m.tflite"
     model.write_bytes(tiny_tflite.read_bytes())
     meta = _meta()
     mutate(meta)
     model.with_suffix(".json").write_text(json.dumps(meta))
+    return model
+
+
+@pytest.mark.parametrize("mutate,key", BROKEN, ids=[k for _, k in BROKEN])
+def test_wrong_type_or_value_is_one_line_naming_the_key(mutate, key, tiny_tflite, tmp_path):
     with pytest.raises(SidecarError) as e:
-        read_sidecar(model)
+        read_sidecar(_broken_pair(tiny_tflite, tmp_path, mutate))
     msg = str(e.value)
     assert "\n" not in msg and f": {key}: " in msg, msg
 
@@ -104,13 +109,8 @@ def test_the_sidecar_is_checked_against_the_model(tiny_tflite, tmp_path):
              (_set("output.dtype", "uint8"), "output.dtype"), (_set("input.zero_point", 3), "input.zero_point"),
              (_set("output.class_mapping", [0, 1, 2]), "output.class_mapping")]
     for mutate, key in cases:
-        model = tmp_path / "m.tflite"
-        model.write_bytes(tiny_tflite.read_bytes())
-        meta = _meta()
-        mutate(meta)
-        model.with_suffix(".json").write_text(json.dumps(meta))
         with pytest.raises(SidecarError) as e:
-            DeviceSegmenter(model, threads=1)
+            DeviceSegmenter(_broken_pair(tiny_tflite, tmp_path, mutate), threads=1)
         assert key in str(e.value) and "\n" not in str(e.value), (key, str(e.value))
 
 
@@ -172,11 +172,7 @@ def test_json_schema_is_published_and_agrees_with_the_model(tmp_path):
 
 
 def test_roadseg_run_with_a_broken_sidecar_is_one_line_exit_2(tiny_tflite, tmp_path):
-    model = tmp_path / "m.tflite"
-    model.write_bytes(tiny_tflite.read_bytes())
-    meta = _meta()
-    meta["classes"] = list(meta["categories"])
-    model.with_suffix(".json").write_text(json.dumps(meta))
+    model = _broken_pair(tiny_tflite, tmp_path, _set("classes", list(_meta()["categories"])))
     r = subprocess.run([sys.executable, "-c", "import sys; from edge_runtime.commands.launch import run; "
                         "sys.exit(run(sys.argv[1:]))", "--model", str(model), "--source", "synthetic",
                         "--max-frames", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
