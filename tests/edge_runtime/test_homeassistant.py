@@ -1,8 +1,7 @@
-"""Home Assistant MQTT discovery."""
+"""Home Assistant MQTT discovery (edge_runtime/io/homeassistant.py), against mosquitto."""
 from __future__ import annotations
 
 import threading
-import time
 
 from tests.support import Broker, Subscriber
 
@@ -40,16 +39,17 @@ def test_home_assistant_discovery_survives_broker_restart_and_follows_birth(tiny
         late.close()
         assert runner.ha.discoveries > n
         n = runner.ha.discoveries
+        again = Subscriber(b.port, "homeassistant/sensor/#", client_id="ha-again")
+        assert again.wait_for_count(lambda m: m[0].endswith("/config") and m[2], 8)  # the retained ones
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         c.connect("127.0.0.1", b.port)
         c.loop_start()
         c.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)  # Home Assistant restarted
-        deadline = time.time() + 10
-        while runner.ha.discoveries == n and time.time() < deadline:
-            time.sleep(0.05)
-        assert runner.ha.discoveries == n + 1
+        assert again.wait_for_count(lambda m: m[0].endswith("/config") and not m[2], 8)  # sent again, live
+        again.close()
         states = Subscriber(b.port, "roadseg/ha_car/ha", client_id="ha-states")
         assert states.wait_for_count(lambda m: m[0].endswith("/ha"), 4, timeout=20)
+        assert runner.ha.discoveries == n + 1
         got, arrived = states.of("/ha"), states.arrival_times("/ha")
         states.close()
         c.loop_stop()
@@ -62,3 +62,46 @@ def test_home_assistant_discovery_survives_broker_restart_and_follows_birth(tiny
         runner.request_stop()
         t.join(timeout=30)
         b.stop()
+
+
+STATES = [("online", {}), ("offline", {"reason": "stopped"}), ("offline", {"reason": "lost"}),
+          ("camera_lost", {"error": "no frame"}), ("starting", {})]  # the last: a state a later version adds
+
+
+def _available(cfg: dict, status_payload: bytes) -> bool:
+    """What Home Assistant does with a status message: the availability template (Jinja2, as Home
+    Assistant renders it) gives payload_available, payload_not_available, or neither (unknown)."""
+    import json
+
+    import jinja2
+    value = jinja2.Environment().from_string(cfg["availability_template"]).render(
+        value_json=json.loads(status_payload))
+    assert value in (cfg["payload_available"], cfg["payload_not_available"]), f"{value!r}: neither"
+    return value == cfg["payload_available"]
+
+
+def test_every_state_the_vehicle_publishes_is_available_or_not_and_values_expire(broker):
+    """A sensor is available only while the vehicle says online: offline, camera_lost and states
+    a later version may add all read as unavailable, and a state not refreshed expires."""
+    import json
+
+    from edge_runtime.io.homeassistant import EXPIRE_INTERVALS, HomeAssistant
+    from edge_runtime.io.mqtt import MqttPublisher, MqttSettings
+    pub = MqttPublisher(MqttSettings(mqtt_port=broker.port, device_id="ha2",
+                                     mqtt_protocol="5" if broker.mqtt5 else "3.1.1"))
+    ha = HomeAssistant(pub, "tiny", interval=20.0)
+    sub = Subscriber(broker.port, "#", client_id="ha2-sub")
+    pub.start({"source": "synthetic"})
+    try:
+        assert sub.wait_for(lambda m: m[0] == "homeassistant/sensor/roadseg_ha2_flat/config")
+        cfg = next(m[1] for m in sub.of("roadseg_ha2_flat/config"))
+        assert cfg["expire_after"] == EXPIRE_INTERVALS * 20 and ha.expire_after == 60
+        for i, (state, extra) in enumerate(STATES):
+            pub.set_state(state, **extra)
+            assert sub.wait_for_count(lambda m: m[0] == "roadseg/ha2/status", i + 2)  # the announcement + i
+            last = sub.of("roadseg/ha2/status")[-1][1]
+            assert last["state"] == state
+            assert _available(cfg, json.dumps(last).encode()) is (state == "online"), state
+    finally:
+        pub.stop(1)
+        sub.close()

@@ -306,3 +306,71 @@ def test_a_plain_client_at_a_tls_listener_exits_4_saying_so(tiny_tflite, tmp_pat
                    if "WARNING" in line) == 1, r.stderr
     finally:
         b.stop()
+
+
+# -- one client id per installation; a takeover is backed off, not fought (item 3) -------------------
+def test_the_client_id_is_per_installation_and_kept(tmp_path):
+    from edge_runtime.io.mqtt import installation_id
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = installation_id(str(a))
+    assert first == installation_id(str(a)) == (a / "installation-id").read_text().strip()
+    assert installation_id(str(b)) != first  # another SD card, another id
+    assert installation_id(None) == installation_id(None)  # no state directory: from /etc/machine-id
+    pub = MqttPublisher(MqttSettings(device_id="car1", state_dir=str(a)))
+    assert pub.client_id == f"roadseg-car1-{first}"
+    assert MqttPublisher(MqttSettings(device_id="car1", mqtt_client_id="fleet-7")).client_id == "fleet-7"
+
+
+@needs_mosquitto
+def test_two_vehicles_with_one_device_id_back_off_instead_of_fighting(tiny_tflite, broker, caplog):
+    """Two runners with one device id and one installation id (a cloned SD card): the broker
+    hands the session from one to the other; after a few takeovers one of them says why and backs
+    off, and the other keeps the session."""
+    status = Subscriber(broker.port, "roadseg/car1/status", client_id="twin-sub")
+    cov = Subscriber(broker.port, "roadseg/car1/coverage", client_id="twin-cov")
+    settings = _settings(tiny_tflite, broker, device_id="car1", duration=60.0)
+    told = "another client is using device id car1"
+    with caplog.at_level("WARNING", logger="roadseg.mqtt"), Running(settings) as one, Running(settings) as two:
+        a, b = one.publisher, two.publisher
+        assert a.client_id == b.client_id
+        assert a.wait_until(lambda c: told in str(c["last_error"]) or told in str(b.counts["last_error"]), 30)
+        backed, kept = (a, b) if told in str(a.counts["last_error"]) else (b, a)
+        assert kept.wait_until(lambda c: c["connected"], timeout=10)
+        seq = max(m[1]["seq"] for m in cov.of("/coverage"))
+        assert cov.wait_for(lambda m: m[1]["seq"] >= seq + 5, timeout=20)  # its announcement has arrived
+        connections, flips = kept.counts["connections"], len(status.of("/status"))
+        assert cov.wait_for(lambda m: m[1]["seq"] >= seq + 20, timeout=20)  # 3 s of summaries later
+        assert kept.counts["connections"] == connections and kept.connected and not backed.connected
+        assert len(status.of("/status")) == flips  # the retained status no longer flips
+    assert sum(told in r.message for r in caplog.records) == 1
+    assert flips <= 12, [m[1]["state"] for m in status.of("/status")]
+    status.close()
+    cov.close()
+
+
+# -- the offline queue is kept over a restart (item 8) -----------------------------------------------
+@needs_mosquitto
+def test_summaries_queued_for_an_absent_broker_arrive_in_order_after_a_restart(tiny_tflite, tmp_path):
+    port = free_port()
+    first = Running(load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 20,
+                                   "device_id": "tun1", "mqtt_host": "127.0.0.1", "mqtt_port": port,
+                                   "publish_interval": 0.2, "duration": 1.5}, None, env={}))
+    with first:
+        first.thread.join(30)
+    queued = first.result["mqtt"]["queued"]
+    assert first.result["mqtt"]["sent"] == 0 and queued >= 5
+    b = Broker(tmp_path)
+    b.port = port  # the broker comes back where the vehicle expects it
+    b.start()
+    sub = Subscriber(port, "roadseg/tun1/coverage", client_id="tun-sub")
+    second = Running(_settings(tiny_tflite, b, device_id="tun1", duration=1.5))
+    try:
+        with second as vehicle:
+            second.thread.join(30)
+        last = vehicle.runner.seq
+        assert sub.wait_for(lambda m: m[1]["seq"] == last, timeout=20)
+        seqs = [m[1]["seq"] for m in sub.of("/coverage")]  # in the order they arrived
+        assert seqs == list(range(1, last + 1)) and last > queued
+    finally:
+        sub.close()
+        b.stop()

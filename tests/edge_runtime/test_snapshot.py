@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -36,41 +35,66 @@ def test_mosquitto_sub_receives_a_jpeg_snapshot(tiny_tflite, broker):
         run.wait(timeout=30)
 
 
-def test_snapshot_on_request_only_by_default(tiny_tflite, broker):
+def _request(port: int, device: str, n: int = 1) -> None:
     import paho.mqtt.client as mqtt
-
-    from edge_runtime.commands.settings import load_settings
-
-    from edge_runtime.commands.run import Vehicle
-    got = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    c.on_message = lambda c_, u, m: got.append(m.payload)
-    c.connect("127.0.0.1", broker.port)
-    c.subscribe("roadseg/snap2/snapshot", qos=1)
+    c.connect("127.0.0.1", port)
     c.loop_start()
-    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 20, "device_id": "snap2",
+    for _ in range(n):
+        c.publish(f"roadseg/{device}/snapshot/request", b"", qos=1).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def _vehicle(tiny_tflite, broker, device: str, **kw):
+    from edge_runtime.commands.run import Vehicle
+    from edge_runtime.commands.settings import load_settings
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 20, "device_id": device,
                        "mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "mqtt_protocol": "3.1.1",
-                       "duration": 8.0}, None, env={})
+                       "publish_interval": 0.2, "duration": 30.0, **kw}, None, env={})
     vehicle = Vehicle(s)
-    t = threading.Thread(target=vehicle.run)
-    t.start()
+    thread = threading.Thread(target=vehicle.run)
+    thread.start()
+    assert vehicle.ready.wait(30)
+    return vehicle, thread
+
+
+def test_snapshot_on_request_only_by_default(tiny_tflite, broker):
+    from tests.support import Subscriber
+    sub = Subscriber(broker.port, "roadseg/snap2/#", client_id="snap2-sub")
+    vehicle, thread = _vehicle(tiny_tflite, broker, "snap2")
     try:
-        assert vehicle.ready.wait(30)
-        deadline = time.time() + 20
-        while not vehicle.publisher.connected and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(2.0)
-        assert got == [] and vehicle.snapshots.sent == 0  # off by default: metered links
-        c.publish("roadseg/snap2/snapshot/request", b"", qos=1)
-        deadline = time.time() + 10
-        while not got and time.time() < deadline:
-            time.sleep(0.05)
-        assert got and got[0][:2] == b"\xff\xd8" and vehicle.snapshots.sent == 1
+        assert sub.wait_for_count(lambda m: m[0].endswith("/coverage"), 10)  # 2 s of frames, and no snapshot
+        assert sub.of("/snapshot") == [] and vehicle.snapshots.sent == 0  # off by default: metered links
+        _request(broker.port, "snap2")
+        assert sub.wait_for(lambda m: m[0].endswith("/snapshot"), timeout=10)
+        assert sub.of("/snapshot")[0][1][:2] == b"\xff\xd8" and vehicle.snapshots.sent == 1
     finally:
         vehicle.request_stop()
-        t.join(timeout=30)
-        c.loop_stop()
-        c.disconnect()
+        thread.join(timeout=30)
+        sub.close()
+
+
+def test_snapshot_requests_are_counted_not_served_within_the_minimum_interval(tiny_tflite, broker):
+    """50 requests in a burst: one snapshot (--snapshot-min-interval, default 10 s), 49 counted."""
+    from tests.support import Subscriber
+    sub = Subscriber(broker.port, "roadseg/snap3/#", client_id="snap3-sub")
+    vehicle, thread = _vehicle(tiny_tflite, broker, "snap3")
+    try:
+        pub = vehicle.publisher
+        assert pub.wait_connected(10)
+        _request(broker.port, "snap3", 50)
+        assert pub.wait_until(lambda c: c["requests"] + c["requests_limited"] == 50, timeout=10)
+        assert sub.wait_for(lambda m: m[0].endswith("/snapshot"), timeout=10)
+        seq = vehicle.runner.seq
+        assert sub.wait_for(lambda m: m[0].endswith("/coverage") and m[1]["seq"] >= seq + 5, timeout=10)
+        assert len(sub.of("/snapshot")) == 1 and vehicle.snapshots.sent == 1
+        mqtt_stats = vehicle.runner.stats_payload()["mqtt"]
+        assert (mqtt_stats["requests"], mqtt_stats["requests_limited"]) == (1, 49)
+    finally:
+        vehicle.request_stop()
+        thread.join(timeout=30)
+        sub.close()
 
 
 def test_snapshot_fits_its_byte_limit():
