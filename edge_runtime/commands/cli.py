@@ -154,6 +154,16 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, 
                                                   IsADirectoryError, NotADirectoryError)
 
 
+def extra_hint(e: BaseException) -> str:
+    """``'; pip install "roadseg[EXTRA]"'`` when ``e`` is a ModuleNotFoundError of a
+    package an extra brings (commands.launch.EXTRA_OF) and does not say so; else ""."""
+    if not isinstance(e, ModuleNotFoundError) or "roadseg[" in str(e):
+        return ""
+    from edge_runtime.commands.launch import EXTRA_OF
+    extra = EXTRA_OF.get((e.name or "").split(".")[0])
+    return f'; pip install "roadseg[{extra}]"' if extra else ""
+
+
 def run(prog: str, body: Callable[[], int | None], *, interrupted_hint: str = "") -> int:
     """Run ``body`` under the convention: its return value (default 0) is the
     exit code; known exceptions become one line on stderr and their code."""
@@ -169,7 +179,7 @@ def run(prog: str, body: Callable[[], int | None], *, interrupted_hint: str = ""
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_RUNTIME
     except USAGE_ERRORS as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}{extra_hint(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (RuntimeError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

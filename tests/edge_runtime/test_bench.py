@@ -60,8 +60,9 @@ def test_plot_without_matplotlib_is_one_line_before_measuring(tiny_tflite, synth
     import subprocess
     import sys
     from pathlib import Path
-    r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None\n"
-                        "from edge_runtime.commands.bench import main; sys.exit(main(sys.argv[1:]))",
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from edge_runtime.commands.bench import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code,
                         "--model", str(tiny_tflite), "--frames", "4", "--data", str(synth_cityscapes),
                         "--plot", str(tmp_path / "p.png")], cwd=Path(__file__).resolve().parents[2],
                        capture_output=True, text=True, timeout=120)

@@ -101,3 +101,14 @@ def test_a_package_missing_inside_main_names_its_extra():
             "sys.exit(launch.launch('roadseg-x', []))")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert 'pip install "roadseg[dashboard]"' in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_lazy_import_inside_a_command_body_names_its_extra(capsys):
+    """cli.run's one line for a missing package says which extra brings it."""
+    from edge_runtime.commands import cli
+
+    def body():
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+    assert cli.run("roadseg-x", body) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith('pip install "roadseg[plot]"'), err

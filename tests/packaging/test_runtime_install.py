@@ -1,0 +1,172 @@
+"""README's vehicle section, walked in a fresh venv that has ``pip install ".[runtime]"`` only.
+
+Every ``roadseg-*`` command the section names, and every one the install put
+on the PATH, either works or prints one line naming the extra to add; none
+ends in a traceback. The venv is clean (no system site packages) and pip
+reaches PyPI through its usual configuration and cache.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("edge_runtime", "trainer", "distill", "calibration", "fleet")
+
+pytestmark = pytest.mark.integration
+
+
+def vehicle_section() -> str:
+    """README.md from "## Vehicle" to the next second-level heading."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Vehicle")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def code_lines(section: str) -> list[str]:
+    """The shell lines of the section's fenced code blocks: comments and ``[--optional parts]``
+    removed, lines with an elided ``...`` left out."""
+    lines, inside = [], False
+    for ln in section.splitlines():
+        if ln.startswith("```"):
+            inside = not inside
+        elif inside and ln.strip() and "..." not in ln:
+            lines.append(re.sub(r"\[--[^\]]*\]", "", ln.split("  #")[0]).strip())
+    return lines
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A clean venv with the source tree's ``[runtime]`` extra and nothing else."""
+    work = tmp_path_factory.mktemp("rt")
+    src = work / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    for pkg in PACKAGES:  # a copy: an in-tree build would write build/ and *.egg-info into the checkout
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{src}[runtime]"],
+                       capture_output=True, text=True, timeout=1200)
+    if r.returncode != 0:
+        if "Could not find a version" in r.stderr or "NewConnectionError" in r.stderr:
+            pytest.skip(f"PyPI is not reachable: {r.stderr.strip().splitlines()[-1]}")
+        pytest.fail(f"pip install .[runtime] failed:\n{r.stderr[-3000:]}")
+    return venv
+
+
+def _run(venv: Path, argv: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", PYTHONPATH="")
+    env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def works_or_names_its_extra(r: subprocess.CompletedProcess, what: str) -> str:
+    """"works" (exit 0) or "extra" (exit 2, exactly one line ``pip install "roadseg[X]"``); never a traceback."""
+    assert "Traceback" not in r.stderr, f"{what}: a traceback\n{r.stderr[-2000:]}"
+    if r.returncode == 0:
+        return "works"
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and 'pip install "roadseg[' in lines[0], \
+        f"{what}: exit {r.returncode}, neither works nor names its extra:\n{r.stderr[-2000:]}"
+    return "extra"
+
+
+def _substitute(argv: list[str], model: Path, broker_port: int) -> list[str]:
+    """The README's placeholders made real: a model file, the test broker, a faked camera, a bounded run."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a == "--model":
+            out += [a, str(model)]
+            next(it)
+        elif a == "--source":
+            out += [a, "synthetic:64x128@30"]
+            next(it)
+        elif a == "--mqtt-host":  # broker.local
+            out += [a, "127.0.0.1", "--mqtt-port", str(broker_port)]
+            next(it)
+        else:
+            out.append(a)
+    return out
+
+
+def test_readme_vehicle_section_in_a_runtime_only_install(runtime_venv, tiny_tflite, broker, tmp_path):
+    section = vehicle_section()
+    assert 'pip install ".[runtime]"' in section  # the install this venv was made with
+    named = set(re.findall(r"\broadseg-[a-z]+\b", section))
+    lines = [shlex.split(ln) for ln in code_lines(section) if ln.startswith(("roadseg-", "mosquitto_sub"))]
+    sub = None
+    if shutil.which("mosquitto_sub"):
+        sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "roadseg/+/coverage",
+                                "-C", "1", "-W", "120", "-v"], stdout=subprocess.PIPE, text=True)
+    outcome = {}
+    for argv in lines:
+        if argv[0] == "mosquitto_sub":
+            continue  # started above, before the vehicle publishes
+        argv = _substitute(argv, tiny_tflite, broker.port)
+        if argv[0] == "roadseg-run":
+            argv += ["--mqtt-protocol", "5" if broker.mqtt5 else "3.1.1", "--max-frames", "10", "--json"]
+        elif argv[0] == "roadseg-monitor":
+            argv += ["--count", "1", "--duration", "3"]  # it runs: what it prints is the fleet zone's
+        elif argv[0] == "roadseg-dashboard":
+            argv += ["--http", "127.0.0.1:1"]  # never reached without the extra
+        r = _run(runtime_venv, argv, tmp_path)
+        outcome[argv[0]] = works_or_names_its_extra(r, " ".join(argv))
+    assert outcome.get("roadseg-run") == "works"
+    if sub is not None:
+        out, _ = sub.communicate(timeout=150)
+        topic, payload = out.split(" ", 1)
+        assert topic.endswith("/coverage") and json.loads(payload)["schema"] == "roadseg.coverage/1"
+    for prog in sorted(named - set(outcome)):  # named in the prose: each run for real
+        outcome[prog] = works_or_names_its_extra(_run(runtime_venv, [prog, *real_args(prog, tiny_tflite, broker,
+                                                                                       tmp_path)], tmp_path), prog)
+    assert outcome.get("roadseg-doctor") == "works" and outcome.get("roadseg-serve") == "extra"
+    assert outcome.get("roadseg-dashboard") == "extra"
+
+
+def real_args(prog: str, model: Path, broker, tmp: Path) -> list[str]:
+    """A real invocation of ``prog`` (not --help), bounded in time."""
+    mqtt = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port)]
+    return {
+        "roadseg-run": ["--model", str(model), "--source", "synthetic:64x128@30", *mqtt, "--max-frames", "5"],
+        "roadseg-doctor": [],
+        "roadseg-serve": ["--model", str(model), "--http", "127.0.0.1:1"],
+        "roadseg-monitor": [*mqtt, "--count", "1", "--duration", "3"],
+        "roadseg-dashboard": [*mqtt, "--http", "127.0.0.1:1"],
+        "roadseg-bench": ["--model", str(model), "--frames", "4", "--warmup", "1", "--rounds", "1"],
+        "roadseg-data": ["synth", "--out", str(tmp / "synth"), "--train", "1", "--val", "1", "--size", "32x64"],
+        "roadseg-train": ["--data", str(tmp), "--out", str(tmp / "run")],
+        "roadseg-eval": ["--model", str(model), "--data", str(tmp)],
+        "roadseg-distill": ["--data", str(tmp), "--out", str(tmp / "student")],
+        "roadseg-calibrate": ["--model", str(model), "--data", str(tmp), "--out", str(tmp / "dist")],
+    }[prog]
+
+
+def test_every_command_on_the_path_works_or_names_its_extra(runtime_venv, tiny_tflite, broker, tmp_path):
+    progs = sorted(p.name for p in (runtime_venv / "bin").glob("roadseg-*"))
+    assert "roadseg-run" in progs and "roadseg-train" in progs
+    outcome = {p: works_or_names_its_extra(_run(runtime_venv, [p, *real_args(p, tiny_tflite, broker, tmp_path)],
+                                                tmp_path), p) for p in progs}
+    assert {p for p, o in outcome.items() if o == "works"} >= {"roadseg-run", "roadseg-bench", "roadseg-doctor",
+                                                                "roadseg-data"}, outcome
+    assert {p for p, o in outcome.items() if o == "extra"} >= {"roadseg-train", "roadseg-eval", "roadseg-distill",
+                                                                "roadseg-calibrate", "roadseg-serve",
+                                                                "roadseg-dashboard"}, outcome
+    r = _run(runtime_venv, ["roadseg-bench", "--model", str(tiny_tflite), "--frames", "2", "--data", str(tmp_path),
+                            "--plot", str(tmp_path / "p.png")], tmp_path)
+    assert works_or_names_its_extra(r, "roadseg-bench --plot") == "extra" and "roadseg[plot]" in r.stderr
+    code = ("import edge_runtime.commands.run, edge_runtime.loop, sys; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+    r = _run(runtime_venv, ["python", "-c", code], tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
