@@ -57,7 +57,7 @@ COMMANDS = {
     "roadseg-train": Command("trainer.commands.train", "train", TRAIN_NEEDS),
     "roadseg-eval": Command("trainer.commands.evaluate", "train", TRAIN_NEEDS),
     "roadseg-distill": Command("distill.commands.distill", "train", TRAIN_NEEDS),
-    "roadseg-calibrate": Command("calibration.calibrate", "train", TRAIN_NEEDS),
+    "roadseg-calibrate": Command("calibration.commands.calibrate", "train", TRAIN_NEEDS),
 }
 
 
@@ -122,56 +122,22 @@ def _cannot_start(prog: str, e: BaseException) -> int:
     return 4
 
 
-def run(argv: list[str] | None = None) -> int:
-    """roadseg-run."""
-    return launch("roadseg-run", argv)
+def _entry(prog: str, name: str):
+    def entry(argv: list[str] | None = None) -> int:
+        return launch(prog, argv)
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"The ``{prog}`` console script: :func:`launch` (argv None: sys.argv[1:]); the exit code."
+    return entry
 
 
-def bench(argv: list[str] | None = None) -> int:
-    """roadseg-bench."""
-    return launch("roadseg-bench", argv)
-
-
-def serve(argv: list[str] | None = None) -> int:
-    """roadseg-serve."""
-    return launch("roadseg-serve", argv)
-
-
-def doctor(argv: list[str] | None = None) -> int:
-    """roadseg-doctor."""
-    return launch("roadseg-doctor", argv)
-
-
-def monitor(argv: list[str] | None = None) -> int:
-    """roadseg-monitor."""
-    return launch("roadseg-monitor", argv)
-
-
-def dashboard(argv: list[str] | None = None) -> int:
-    """roadseg-dashboard."""
-    return launch("roadseg-dashboard", argv)
-
-
-def data(argv: list[str] | None = None) -> int:
-    """roadseg-data."""
-    return launch("roadseg-data", argv)
-
-
-def train(argv: list[str] | None = None) -> int:
-    """roadseg-train."""
-    return launch("roadseg-train", argv)
-
-
-def evaluate(argv: list[str] | None = None) -> int:
-    """roadseg-eval."""
-    return launch("roadseg-eval", argv)
-
-
-def distill(argv: list[str] | None = None) -> int:
-    """roadseg-distill."""
-    return launch("roadseg-distill", argv)
-
-
-def calibrate(argv: list[str] | None = None) -> int:
-    """roadseg-calibrate."""
-    return launch("roadseg-calibrate", argv)
+run = _entry("roadseg-run", "run")
+bench = _entry("roadseg-bench", "bench")
+serve = _entry("roadseg-serve", "serve")
+doctor = _entry("roadseg-doctor", "doctor")
+monitor = _entry("roadseg-monitor", "monitor")
+dashboard = _entry("roadseg-dashboard", "dashboard")
+data = _entry("roadseg-data", "data")
+train = _entry("roadseg-train", "train")
+evaluate = _entry("roadseg-eval", "evaluate")
+distill = _entry("roadseg-distill", "distill")
+calibrate = _entry("roadseg-calibrate", "calibrate")

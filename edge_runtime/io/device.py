@@ -45,7 +45,8 @@ def heartbeat_age(path: str) -> float:
 # --- device health --------------------------------------------------------------
 
 def cpu_temperature() -> float | None:
-    """Celsius from the thermal zones Pi and Jetson kernels expose."""
+    """Celsius from the first readable thermal zone (Pi and Jetson kernels expose
+    millidegrees in /sys/class/thermal/thermal_zone*/temp); None where there is none."""
     for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
         try:
             return round(int(zone.read_text().strip()) / 1000.0, 1)
@@ -55,6 +56,9 @@ def cpu_temperature() -> float | None:
 
 
 def memory_mb() -> dict:
+    """``{"rss_mb": resident set size now (MiB, from /proc/self/status; None where
+    there is none), "peak_rss_mb": the process's peak (MiB, getrusage, which Linux
+    reports in KiB)}``."""
     rss = None
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
