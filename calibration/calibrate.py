@@ -1,28 +1,23 @@
-"""roadseg-calibrate: a run's export -> ``dist/NAME.tflite`` (or ``.onnx``) + ``dist/NAME.json``.
+"""Calibration and conversion of a run's export into a deployable pair,
+``NAME.tflite`` (or ``.onnx``) + its sidecar ``NAME.json``: what
+``roadseg-calibrate`` runs (its command line is
+:mod:`calibration.commands.calibrate`).
 
-    roadseg-calibrate --model runs/NAME --data PATH --out dist/NAME.tflite \
-        [--size HxW] [--precision int8|fp16|fp32|dynamic] [--samples 200] \
-        [--selection diverse|random] [--output logits|class_map] [--max-drop 1.0] [--force]
-
-The extension of ``--out`` chooses the format: ``.tflite`` for LiteRT
-(int8 by default), ``.onnx`` for ONNX Runtime (fp32 through tf2onnx; on a
-Jetson, TensorRT's execution provider builds its fp16 engine from it when
-roadseg-run is given that provider with the option trt_fp16_enable=1).
-
-The accuracy gate evaluates the float SavedModel and the converted model
-(through ``edge_runtime``'s interpreter, as on the vehicle) on the val split,
-prints mIoU of both, the drop, per-class IoU drops and the pixel agreement,
-and refuses to write the model when the mIoU-8 drop exceeds ``--max-drop``
-points or the agreement falls below ``--min-agreement``, unless ``--force``. Nothing is written until the gate passes; the
-.tflite and its sidecar are then written together atomically.
+The extension of ``out`` chooses the format: ``.tflite`` for LiteRT (int8
+by default, calibrated on a representative set of training frames,
+:mod:`calibration.representative_data`), ``.onnx`` for ONNX Runtime (fp32
+through tf2onnx). The accuracy gate (:func:`accuracy_gate`) evaluates the
+float SavedModel and the converted model (through ``edge_runtime``'s
+interpreter, as on the vehicle) on the val split and refuses the model
+(:class:`GateError`) when the float mIoU-7 is under ``min_miou``, the
+mIoU-8 drop exceeds ``max_drop`` points or the pixel agreement falls below
+``min_agreement``, unless ``force``. Nothing is written until the gate
+passes; the model and its sidecar are then written together atomically.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +43,8 @@ DEFAULT_MIN_MIOU = 0.25
 
 
 def git_commit() -> str | None:
+    """The checkout's ``HEAD`` commit (40 hex digits) recorded in the
+    sidecar, or None outside a git checkout (never raises)."""
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                            cwd=Path(__file__).resolve().parent)
@@ -57,8 +54,11 @@ def git_commit() -> str | None:
 
 
 def accuracy_gate(float_seg, quant_seg, samples, fmt: str, split: str = "val") -> dict:
-    """Evaluate both on ``samples``; mIoU (both conventions), drop in points,
-    per-class IoU drop and pixel agreement between the two predictions."""
+    """Evaluate both segmenters (``segment(RGB uint8 [H,W,3]) -> class map``)
+    on ``samples`` of layout ``fmt``: mIoU (both conventions, 0..1), the
+    drop in points (100 x difference, float minus quantized), the per-class
+    IoU drop in points and the fraction of pixels where the two predictions
+    agree. Raises ``DatasetError`` for an unreadable frame."""
     from edge_runtime.eval.evaluation import evaluate_segmenters
     from edge_runtime.contract.labels import CATEGORIES
     ev = evaluate_segmenters({"float": float_seg, "quantized": quant_seg}, samples, fmt, keep=0)
@@ -76,6 +76,7 @@ def accuracy_gate(float_seg, quant_seg, samples, fmt: str, split: str = "val") -
 
 
 def format_gate(g: dict, precision: str) -> str:
+    """The gate's report as printed by ``roadseg-calibrate`` (``g`` from :func:`accuracy_gate`)."""
     lines = [f"accuracy gate on {g['images']} {g['split']} images ({precision} vs float):",
              f"  mIoU-8  float {g['float']['miou8']:.4f}  {precision} {g['quantized']['miou8']:.4f}  "
              f"drop {g['drop_points']:+.2f} points",
@@ -87,20 +88,11 @@ def format_gate(g: dict, precision: str) -> str:
     return "\n".join(lines)
 
 
-def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str | None = None,
-              samples: int = 200, selection: str = "diverse", output: str = "logits", max_drop: float = 1.0,
-              force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None,
-              min_agreement: float = 0.95, train_split: str = "train", val_split: str = "val",
-              min_miou: float = DEFAULT_MIN_MIOU) -> dict:
-    from calibration import representative_data as rd
-    from calibration.convert import convert, convert_onnx, onnx_report, tensor_report
-    from edge_runtime.contract.sidecar import build_sidecar, write_pair
-    from edge_runtime.model.segmenter import DeviceSegmenter
-    from trainer.datasets import list_samples
-    from trainer.export import ExportedModel
-
-    run = Path(model)
-    out = Path(out)
+def check_out(out: Path, precision: str | None) -> str:
+    """The precision for ``out`` (default int8 for ``.tflite``, fp32 for
+    ``.onnx``). Raises ``ValueError`` for another extension, a precision
+    ``.onnx`` is not made in here, or a model of the other format already
+    at the same stem (one sidecar per stem)."""
     if out.suffix not in (".tflite", ".onnx"):
         raise ValueError(f"--out {out} must end in .tflite (LiteRT) or .onnx (ONNX Runtime)")
     onnx = out.suffix == ".onnx"
@@ -112,39 +104,63 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
     if onnx and precision != "fp32":
         raise ValueError(f"--precision {precision} is not made for .onnx here: export fp32 and let the provider "
                          "reduce it (TensorRT: --delegate-option trt_fp16_enable=1), or use a .tflite for int8")
-    try:
-        exported = ExportedModel(run)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"--model {model}: {e}") from None
-    meta = exported.meta
-    size = tuple(size or exported.size)
-    fmt, train = list_samples(data, train_split, fmt)
-    _, val = list_samples(data, val_split, fmt)
+    return precision
 
+
+def convert_export(exported, out: Path, size: tuple[int, int], precision: str, output: str, train, fmt: str,
+                   samples: int, selection: str, seed: int) -> tuple[bytes, str, dict, dict | None]:
+    """Convert ``exported`` (a ``trainer.export.ExportedModel``) at ``size``
+    into ``out``'s format: ``(model bytes, output kind, tensor report,
+    calibration summary or None)``. int8 is calibrated on ``samples``
+    frames of ``train`` picked by ``selection`` (diverse or random, with
+    ``seed``). Raises what the converters raise for a graph they cannot convert."""
+    from calibration import representative_data as rd
+    from calibration.convert import convert, convert_onnx, onnx_report, tensor_report
     t0 = time.time()
-    picked, summary = ([], None)
-    rep = None
+    summary, rep = None, None
     if precision == "int8":
         picked, summary = rd.select(train, fmt, samples, selection, seed)
         log.info("calibration set: %d %s frames from train (files digest %s)", len(picked), selection,
                  summary["files_sha256"][:12])
         rep = lambda: rd.frames(picked, fmt, size)  # noqa: E731
     log.info("converting %s to %s at %dx%d (%s output)", exported.path, precision, size[0], size[1], output)
-    if onnx:
+    if out.suffix == ".onnx":
         model_bytes, kind = convert_onnx(exported, size, output)
         report = onnx_report(model_bytes)
     else:
         model_bytes, kind = convert(exported, size, precision, rep, output)
         report = tensor_report(model_bytes)
     log.info("converted in %.1fs: %d bytes, ops %s", time.time() - t0, len(model_bytes), ", ".join(report["ops"]))
+    return model_bytes, kind, report, summary
 
+
+def gate_converted(model_bytes: bytes, out: Path, kind: str, exported, size: tuple[int, int], val, fmt: str,
+                   val_split: str, threads: int | None) -> tuple[dict, dict]:
+    """Score the converted model (loaded by the runtime's interpreter from a
+    temporary copy) against the float export on ``val``:
+    ``(gate from accuracy_gate, the sidecar's input/output blocks as the
+    runtime reads them)``. Raises :class:`GateError` when the runtime
+    refuses to load the converted model (e.g. a calibration that left the
+    uint8 input unable to hold 0..255): nothing can be scored or shipped,
+    so ``--force`` does not write it either."""
+    from edge_runtime.model.errors import ModelError
+    from edge_runtime.model.segmenter import DeviceSegmenter
     with tempfile.TemporaryDirectory(prefix="roadseg-cal-") as td:
         tmp_model = Path(td) / out.name
         tmp_model.write_bytes(model_bytes)
-        q = DeviceSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)  # its sidecar comes after the gate
+        try:  # its sidecar comes after the gate
+            q = DeviceSegmenter(tmp_model, threads=threads, warn_without_sidecar=False)
+        except ModelError as e:
+            raise GateError(f"gate failed: the runtime refuses the converted model ({e}); no model written "
+                            "(look at the calibration set)") from None
         gate = accuracy_gate(exported.segmenter(size, like_device=True), q.segment_classes, val, fmt, val_split)
-        blocks = q.sidecar_blocks(kind)  # the contract's builder: input/output as the runtime reads them
-    print(format_gate(gate, precision), flush=True)
+        return gate, q.sidecar_blocks(kind)  # the contract's builder: input/output as the runtime reads them
+
+
+def gate_problems(gate: dict, val_split: str, max_drop: float, min_agreement: float, min_miou: float) -> list[str]:
+    """What the gate refuses, one phrase each (empty: it passes): float
+    mIoU-7 under ``min_miou``, an mIoU-8 drop over ``max_drop`` points, a
+    pixel agreement under ``min_agreement`` (a fraction)."""
     problems = []
     if gate["float"]["miou7"] < min_miou:
         problems.append(f"float mIoU-7 {gate['float']['miou7']:.3f} on {val_split} is under the floor "
@@ -155,6 +171,47 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
         # a weak model's mIoU can move either way by chance; disagreement with float cannot hide
         problems.append(f"pixel agreement with the float model {100 * gate['pixel_agreement']:.1f}% is below "
                         f"--min-agreement {100 * min_agreement:.1f}%")
+    return problems
+
+
+def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = None, precision: str | None = None,
+              samples: int = 200, selection: str = "diverse", output: str = "logits", max_drop: float = 1.0,
+              force: bool = False, fmt: str = "auto", seed: int = 0, threads: int | None = None,
+              min_agreement: float = 0.95, train_split: str = "train", val_split: str = "val",
+              min_miou: float = DEFAULT_MIN_MIOU) -> dict:
+    """Convert the export of run ``model`` (at ``size``, default its frame
+    size), gate it on ``val_split`` of ``data`` and write ``out`` with its
+    sidecar; returns the sidecar (a dict).
+
+    ``samples`` frames of ``train_split`` calibrate int8; ``max_drop`` is in
+    mIoU-8 points, ``min_agreement`` a pixel fraction, ``min_miou`` the float
+    model's mIoU-7 floor (see :data:`DEFAULT_MIN_MIOU`).
+
+    Raises:
+        ValueError: a bad ``out``/``precision`` (:func:`check_out`), a
+            ``size`` the export cannot take, an unreadable dataset.
+        FileNotFoundError: ``model`` has no export.
+        GateError: the gate refused the model and ``force`` is not set, or
+            the runtime cannot load the converted model (nothing is written).
+    """
+    from edge_runtime.contract.sidecar import build_sidecar, write_pair
+    from trainer.datasets import list_samples
+    from trainer.export import ExportedModel
+
+    run, out = Path(model), Path(out)
+    precision = check_out(out, precision)
+    try:
+        exported = ExportedModel(run)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--model {model}: {e}") from None
+    size = tuple(size or exported.size)
+    fmt, train = list_samples(data, train_split, fmt)
+    _, val = list_samples(data, val_split, fmt)
+    model_bytes, kind, report, summary = convert_export(exported, out, size, precision, output, train, fmt, samples,
+                                                        selection, seed)
+    gate, blocks = gate_converted(model_bytes, out, kind, exported, size, val, fmt, val_split, threads)
+    print(format_gate(gate, precision), flush=True)
+    problems = gate_problems(gate, val_split, max_drop, min_agreement, min_miou)
     if problems:
         msg = ("gate failed: " + "; ".join(problems) + "; no model written (look for per-tensor weights, hard-swish, bilinear "
                "resizes or a poor calibration set; --force writes it anyway)")
@@ -162,52 +219,8 @@ def calibrate(model: str, data: str, out: str, size: tuple[int, int] | None = No
             raise GateError(msg)
         log.warning("%s; writing anyway (--force)", msg)
     sidecar = build_sidecar(model_bytes, name=out.stem, **blocks, precision=precision, calibration=summary,
-                            accuracy=gate, conversion=report, source_run=str(run), source_arch=meta.get("arch"),
-                            git_commit=git_commit())
+                            accuracy=gate, conversion=report, source_run=str(run),
+                            source_arch=exported.meta.get("arch"), git_commit=git_commit())
     model_path, side = write_pair(model_bytes, sidecar, out)
     log.info("wrote %s (%.2f MB) and %s", model_path, len(model_bytes) / 1e6, side)
     return sidecar
-
-
-def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.contract.preprocessing import parse_size
-    p = cli.parser("roadseg-calibrate", __doc__)
-    p.add_argument("--model", required=True, help="run directory (with export/) or SavedModel folder")
-    p.add_argument("--data", required=True, help="dataset root: train for calibration, val for the gate")
-    p.add_argument("--out", required=True,
-                   help="dist/NAME.tflite or dist/NAME.onnx (the extension chooses the format; the sidecar goes beside it)")
-    p.add_argument("--format", default="auto", choices=["auto", "cityscapes", "camvid"])
-    p.add_argument("--size", type=parse_size, help="device input size (default: the run's frame size)")
-    p.add_argument("--precision", choices=["int8", "fp16", "fp32", "dynamic"],
-                   help="default int8 for .tflite, fp32 (the only one) for .onnx")
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--selection", default="diverse", choices=["diverse", "random"])
-    p.add_argument("--output", default="logits", choices=["logits", "class_map"],
-                   help="int8 logits at the model's stride (default, fastest end to end) or an argmax class map")
-    p.add_argument("--max-drop", type=float, default=1.0, help="largest mIoU-8 drop in points")
-    p.add_argument("--min-agreement", type=float, default=0.95,
-                   help="smallest fraction of pixels where the converted and float models agree")
-    p.add_argument("--min-miou", type=float, default=DEFAULT_MIN_MIOU,
-                   help="refuse a float model whose mIoU-7 on --val-split is under this floor, however small its "
-                        f"int8 drop (default {DEFAULT_MIN_MIOU}; 0 turns it off for smoke-scale models)")
-    p.add_argument("--force", action="store_true", help="write the model even when the gate fails")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="interpreter threads for the gate")
-    p.add_argument("--train-split", default="train", help="frames to calibrate on (see roadseg-train)")
-    p.add_argument("--val-split", default="val", help="frames the gate scores on, e.g. holdout:0006R0")
-    p.add_argument("--json", action="store_true", help="print the sidecar as one JSON object")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    def body():
-        sidecar = calibrate(args.model, args.data, args.out, args.size, args.precision, args.samples,
-                            args.selection, args.output, args.max_drop, args.force, args.format, args.seed,
-                            args.threads, args.min_agreement, args.train_split, args.val_split, args.min_miou)
-        if args.json:
-            print(json.dumps(sidecar))
-
-    return cli.run("roadseg-calibrate", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,8 +46,22 @@ def _signature_fn(exported, size: tuple[int, int], output: str):
 
 def convert(export, size: tuple[int, int], precision: str = "int8",
             representative=None, output: str = "logits") -> tuple[bytes, str]:
-    """``export``: an :class:`ExportedModel` or its folder. Return ``(tflite bytes, output kind)``. int8: weights per channel and
-    activations int8, uint8 input, int8 output, TFLITE_BUILTINS_INT8 only."""
+    """Convert ``export`` (a ``trainer.export.ExportedModel`` or its folder)
+    at ``size`` = (height, width) to TFLite: ``(tflite bytes, output kind)``
+    with the kind ``logits``, ``probabilities`` or ``class_map``.
+
+    ``precision``: ``fp32``, ``fp16`` (float16 weights), ``dynamic``
+    (int8 weights, float activations) or ``int8``: full-integer
+    post-training quantization (Jacob et al. 2018; weights per channel,
+    activations per tensor, calibrated on ``representative()``, an iterable
+    of float32 ``[1,h,w,3]`` RGB 0..255), uint8 input, int8 output,
+    TFLITE_BUILTINS_INT8 ops only.
+
+    Raises:
+        ValueError: an unknown ``precision`` or ``output``, int8 without
+            ``representative``, or a fixed-size export asked for another size.
+        FileNotFoundError: ``export`` is a folder without a SavedModel.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if output not in OUTPUTS:
@@ -75,8 +89,11 @@ def convert(export, size: tuple[int, int], precision: str = "int8",
 
 def convert_onnx(export, size: tuple[int, int], output: str = "logits", opset: int = 17) -> tuple[bytes, str]:
     """The same graph as :func:`convert` (same signature, same output), as
-    ONNX through tf2onnx, taking uint8 RGB ``[1,h,w,3]`` so the device writes
-    pixels straight into the input. Return ``(onnx bytes, output kind)``."""
+    ONNX through tf2onnx (fp32, ``opset``), taking uint8 RGB ``[1,h,w,3]``
+    so the device writes pixels straight into the input. Return ``(onnx
+    bytes, output kind)``. Raises ``ImportError`` (naming the extra) without
+    tf2onnx, ``ValueError`` for an unknown ``output`` or a size a fixed-size
+    export cannot take."""
     if output not in OUTPUTS:
         raise ValueError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
     try:
@@ -97,7 +114,10 @@ def convert_onnx(export, size: tuple[int, int], output: str = "logits", opset: i
 
 
 def onnx_report(model: bytes) -> dict:
-    """Ops and tensor types of an ONNX model, like :func:`tensor_report`."""
+    """Ops and tensor types of an ONNX model, like :func:`tensor_report`:
+    ``{"ops", "opset", "initializers", "input", "output"}`` (each I/O with
+    its dtype name and shape). Raises ``onnx``'s ``DecodeError`` for bytes
+    that are not a model."""
     import onnx
     m = onnx.load_from_string(model)
     kinds = {v: k for k, v in onnx.TensorProto.DataType.items()}
@@ -111,7 +131,11 @@ def onnx_report(model: bytes) -> dict:
 
 
 def tensor_report(tflite: bytes) -> dict:
-    """Dtypes of the model's tensors and ops, to show what runs in int8."""
+    """What runs in int8 in a TFLite model: ``{"tensor_dtypes": {dtype:
+    count}, "ops", "float_ops"`` (ops with a float32 output; empty for a
+    full-integer model), ``"input"``/``"output"`` dtype, shape and
+    ``(scale, zero_point)``}. Raises ``ValueError`` for bytes the
+    interpreter cannot load."""
     from edge_runtime.model.interpreter import interpreter_api
     Interpreter, *_ = interpreter_api()
     it = Interpreter(model_content=tflite)

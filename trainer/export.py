@@ -158,7 +158,8 @@ class ExportedModel:
 
     @staticmethod
     def resolve(path: str | Path) -> Path:
-        """A run directory or its ``export/`` folder -> the SavedModel folder."""
+        """A run directory or its ``export/`` folder -> the SavedModel folder.
+        Raises ``FileNotFoundError`` when there is no ``saved_model.pb``."""
         path = Path(path)
         if (path / "export").is_dir():
             path = path / "export"
@@ -174,6 +175,7 @@ class ExportedModel:
         return self.serving(**{self._input_name: images})["probabilities"]
 
     def info(self) -> dict:
+        """The export as reports describe it: kind, path, frame size and ``roadseg.json``'s fields."""
         return {"kind": "savedmodel", "path": str(self.path), "size": list(self.size), **self.meta}
 
     def segmenter(self, size: tuple[int, int] | None = None, like_device: bool = False):
@@ -184,7 +186,8 @@ class ExportedModel:
         ``like_device`` scores the size-agnostic logits the way the device
         does (logits at the model's stride, bilinear upsampling, argmax): the
         float reference of the int8 gate. Otherwise the serving signature's
-        probabilities are used, which need ``size`` to be the frame size."""
+        probabilities are used, which need ``size`` to be the frame size
+        (``ValueError`` otherwise)."""
         from edge_runtime.contract.preprocessing import preprocess
         from trainer.evaluate import class_map
         size = tuple(size or self.size)

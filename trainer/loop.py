@@ -9,6 +9,7 @@ best-by-val-mIoU weights are kept separately.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -54,6 +55,9 @@ def set_mixed_precision(mode: str, framework: str) -> str:
 
 
 def make_optimizer(framework: str, lr: float, weight_decay: float):
+    """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) of the Keras
+    that builds the model: ``keras3`` or ``tf_keras``; ``lr`` is replaced
+    every step by the schedule."""
     if framework == "keras3":
         import keras
         return keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay, clipnorm=None)
@@ -88,6 +92,8 @@ class Checkpointer:
         self.load_from = (load_dir or run_dir) / "checkpoints" / "last.npz"
 
     def save(self, model, opt, state: dict) -> None:
+        """Write ``checkpoints/last.npz``: weights ``w*``, optimizer variables
+        ``o*`` and ``state`` as JSON. Raises ``OSError`` when it cannot."""
         self.dir.mkdir(parents=True, exist_ok=True)
         arrays = {f"w{i}": _value(v) for i, v in enumerate(model.weights)}
         arrays.update({f"o{i}": _value(v) for i, v in enumerate(_opt_variables(opt))})
@@ -95,6 +101,9 @@ class Checkpointer:
             np.savez(tmp, __state__=np.array(json.dumps(state)), **arrays)
 
     def load(self, model, opt) -> dict:
+        """Restore weights and optimizer variables; returns the loop state.
+        Raises ``FileNotFoundError`` without a checkpoint and ``ValueError``
+        when the optimizer's variables do not match the checkpoint's."""
         if not self.load_from.is_file():
             raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.load_from}")
         data = np.load(self.load_from, allow_pickle=False)
@@ -112,12 +121,17 @@ class Checkpointer:
 
 
 def save_weights(model, path: Path) -> None:
+    """``model.save_weights`` to ``path`` through a temporary name."""
     with atomic_path(path) as tmp:
         model.save_weights(str(tmp))
 
 
 @dataclass
 class LoopConfig:
+    """What the loop needs of the settings: ``epochs`` of ``steps_per_epoch``
+    steps, the peak ``lr`` (AdamW, ``weight_decay``), ``warmup_steps`` and
+    ``schedule`` (:func:`lr_at`), the ``seed`` and ``time_budget_s``
+    (wall-clock seconds this process may train; None: no limit)."""
     epochs: int
     steps_per_epoch: int
     lr: float
@@ -150,28 +164,11 @@ def evaluate(predict: Callable, batches: Iterable) -> ConfusionMatrix:
     return cm
 
 
-def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
-             train_batches: Callable[[int], tf.data.Dataset], step_loss: Callable,
-             val_batches: Callable[[], Iterable], predict: Callable,
-             resume: bool, strategy: tf.distribute.Strategy | None = None,
-             weights_name: str = "best.weights.h5", resume_dir: Path | None = None) -> dict:
-    """Train ``model``; returns the final state dict. ``train_batches(epoch)``
-    is a dataset of tuples whose first two items are (images, labels);
-    ``step_loss(model, batch, training)`` returns the scalar loss."""
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        opt = make_optimizer(framework, cfg.lr, cfg.weight_decay)
-        _build_optimizer(opt, model.trainable_variables)
+def _train_step_fn(model, opt, strategy: tf.distribute.Strategy, step_loss: Callable) -> Callable:
+    """One optimizer step on a batch under ``strategy`` (a ``tf.function``):
+    the loss per replica, scaled by the replica count for the gradient,
+    averaged over replicas for the log."""
     tvars = model.trainable_variables
-    ckpt = Checkpointer(run_dir, resume_dir)
-    state = {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": -1}
-    history_file = run_dir / "history.csv"
-    if resume:
-        state = ckpt.load(model, opt)
-        log.info("resumed from %s at epoch %d (best val mIoU-8 %.4f)", ckpt.load_from, state["epoch"], state["best_miou"])
-    elif history_file.exists():
-        history_file.unlink()
-    total_steps = cfg.epochs * cfg.steps_per_epoch
 
     def _step(batch):
         with tf.GradientTape() as tape:
@@ -185,50 +182,126 @@ def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
     def train_step(batch):
         per_replica = strategy.run(_step, args=(batch,))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+    return train_step
 
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT and SIGTERM set the yielded flag (the loop finishes its step and
+    stops, keeping the last checkpoint); the previous handlers come back after."""
     stop = {"flag": False}
 
-    def on_signal(signum, frame):  # finish the step, keep the last checkpoint
+    def on_signal(signum, frame):
         stop["flag"] = True
         log.warning("signal %d: stopping after this step; resume with --resume", signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    started = time.time()
     try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _check_budget(cfg: LoopConfig, state: dict, epoch: int, started: float) -> None:
+    """Raise :class:`BudgetReached` before an epoch (not the first of this
+    invocation) that would end past ``cfg.time_budget_s``, judged by the
+    last epoch's duration."""
+    if cfg.time_budget_s is not None and epoch > state.get("_first_epoch", epoch) and \
+            time.time() - started + state.get("_epoch_s", 0.0) > cfg.time_budget_s:
+        raise BudgetReached(f"time budget of {cfg.time_budget_s / 60:g} min reached after epoch "
+                            f"{epoch}/{cfg.epochs}; continue with --resume")
+
+
+def _train_epoch(epoch: int, cfg: LoopConfig, state: dict, opt, train_step: Callable, data, stop: dict) -> list:
+    """``cfg.steps_per_epoch`` steps from the iterator ``data``, each at
+    :func:`lr_at` of the global step; returns the step losses. Raises
+    :class:`StopRequested` when a signal set ``stop``."""
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    losses = []
+    for i in range(cfg.steps_per_epoch):
+        if stop["flag"]:
+            raise StopRequested()
+        _set_lr(opt, lr_at(state["step"], total_steps, cfg.lr, cfg.warmup_steps, cfg.schedule))
+        losses.append(float(train_step(next(data))))
+        state["step"] += 1
+        if (i + 1) % max(1, cfg.steps_per_epoch // 4) == 0 or i + 1 == cfg.steps_per_epoch:
+            log.info("epoch %d/%d step %d/%d loss %.4f", epoch + 1, cfg.epochs, i + 1,
+                     cfg.steps_per_epoch, float(np.mean(losses[-20:])))
+    return losses
+
+
+def _append_history(history_file: Path, row: dict) -> None:
+    """One epoch's row appended to ``history.csv`` (a header first in a new file)."""
+    new_file = not history_file.exists()
+    with history_file.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new_file:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _start_state(ckpt: Checkpointer, model, opt, history_file: Path, resume: bool) -> dict:
+    """The loop state: a fresh one (and no stale ``history.csv``), or the
+    checkpoint's when resuming (weights and optimizer slots restored)."""
+    if resume:
+        state = ckpt.load(model, opt)
+        log.info("resumed from %s at epoch %d (best val mIoU-8 %.4f)", ckpt.load_from, state["epoch"],
+                 state["best_miou"])
+        return state
+    if history_file.exists():
+        history_file.unlink()
+    return {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": -1}
+
+
+def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
+             train_batches: Callable[[int], tf.data.Dataset], step_loss: Callable,
+             val_batches: Callable[[], Iterable], predict: Callable,
+             resume: bool, strategy: tf.distribute.Strategy | None = None,
+             weights_name: str = "best.weights.h5", resume_dir: Path | None = None) -> dict:
+    """Train ``model``; returns the final state ``{"epoch", "step",
+    "best_miou", "best_epoch"}`` (mIoU-8 on val, 0..1).
+
+    ``train_batches(epoch)`` is a dataset of tuples whose first two items are
+    (images, labels); ``step_loss(model, batch, training)`` returns the
+    scalar loss; ``predict(images)`` logits at the labels' size (or any size:
+    argmax is resized by nearest) for ``val_batches()``. Every epoch appends
+    to ``run_dir/history.csv``, keeps the best weights in ``weights_name``
+    and checkpoints (``resume`` continues from ``resume_dir``'s, default
+    ``run_dir``'s).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint.
+        ValueError: a checkpoint of another optimizer.
+        BudgetReached: ``cfg.time_budget_s`` ran out (after a checkpoint).
+        StopRequested: SIGINT or SIGTERM (the last finished epoch is checkpointed).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        opt = make_optimizer(framework, cfg.lr, cfg.weight_decay)
+        _build_optimizer(opt, model.trainable_variables)
+    ckpt = Checkpointer(run_dir, resume_dir)
+    history_file = run_dir / "history.csv"
+    state = _start_state(ckpt, model, opt, history_file, resume)
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    train_step = _train_step_fn(model, opt, strategy, step_loss)
+    started = time.time()
+    with _stop_on_signals() as stop:
         for epoch in range(state["epoch"], cfg.epochs):
-            if cfg.time_budget_s is not None and epoch > state.get("_first_epoch", epoch) and \
-                    time.time() - started + state.get("_epoch_s", 0.0) > cfg.time_budget_s:
-                raise BudgetReached(f"time budget of {cfg.time_budget_s / 60:g} min reached after epoch "
-                                    f"{epoch}/{cfg.epochs}; continue with --resume")
+            _check_budget(cfg, state, epoch, started)
             state.setdefault("_first_epoch", epoch)
             t0 = time.time()
-            losses = []
             ds = train_batches(epoch)
             if strategy.num_replicas_in_sync > 1:
                 ds = strategy.experimental_distribute_dataset(ds)
-            data = iter(ds)
-            for i in range(cfg.steps_per_epoch):
-                if stop["flag"]:
-                    raise StopRequested()
-                _set_lr(opt, lr_at(state["step"], total_steps, cfg.lr, cfg.warmup_steps, cfg.schedule))
-                batch = next(data)
-                losses.append(float(train_step(batch)))
-                state["step"] += 1
-                if (i + 1) % max(1, cfg.steps_per_epoch // 4) == 0 or i + 1 == cfg.steps_per_epoch:
-                    log.info("epoch %d/%d step %d/%d loss %.4f", epoch + 1, cfg.epochs, i + 1,
-                             cfg.steps_per_epoch, float(np.mean(losses[-20:])))
+            losses = _train_epoch(epoch, cfg, state, opt, train_step, iter(ds), stop)
             train_time = time.time() - t0
             metrics = evaluate(predict, val_batches()).compute()
             row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou8": metrics.miou8,
                    "val_miou7": metrics.miou7, "val_pixel_accuracy": metrics.pixel_accuracy,
                    "lr": float(lr_at(state["step"] - 1, total_steps, cfg.lr, cfg.warmup_steps, cfg.schedule)),
                    "time_s": round(time.time() - t0, 2), "train_time_s": round(train_time, 2)}
-            new_file = not history_file.exists()
-            with history_file.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                if new_file:
-                    w.writeheader()
-                w.writerow(row)
+            _append_history(history_file, row)
             score = metrics.miou8 if not np.isnan(metrics.miou8) else 0.0
             if score > state["best_miou"]:
                 state["best_miou"], state["best_epoch"] = float(score), epoch + 1
@@ -239,13 +312,13 @@ def run_loop(*, model, framework: str, run_dir: Path, cfg: LoopConfig,
             log.info("epoch %d/%d loss %.4f val mIoU-8 %.4f mIoU-7 %.4f (%.1fs)%s", epoch + 1, cfg.epochs,
                      row["loss"], metrics.miou8, metrics.miou7, row["time_s"],
                      " best" if state["best_epoch"] == epoch + 1 else "")
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
     return {k: v for k, v in state.items() if not k.startswith("_")}
 
 
 def plot_curves(history_file: Path, out: Path) -> None:
+    """``curves.png`` at ``out`` from ``history.csv``: training loss and val
+    mIoU (both conventions) per epoch; nothing for an empty history. Needs
+    matplotlib (``ImportError``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -22,6 +22,9 @@ def _prepare(logits, labels):
 
 
 def cross_entropy(logits, labels, class_weights=None):
+    """Softmax cross-entropy (nats) averaged over labelled pixels; with
+    ``class_weights`` (``[C]``, e.g. :func:`class_weights_from_counts`) a
+    weighted mean, each pixel weighted by its true class."""
     logits, y, valid = _prepare(logits, labels)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
     w = valid
@@ -43,19 +46,24 @@ def _soft_overlap(logits, labels):
 
 
 def tversky(logits, labels, alpha=0.3, beta=0.7, eps=1.0):
-    """Tversky loss (Salehi et al., 2017); alpha = beta = 0.5 is Dice. Averaged
-    over classes present in the batch's ground truth."""
+    """Tversky loss (Salehi et al., 2017): per class ``1 - (TP + eps) / (TP +
+    alpha FP + beta FN + eps)`` on soft (softmax) counts over labelled
+    pixels; alpha = beta = 0.5 is Dice. Averaged over classes present in the
+    batch's ground truth; a scalar in 0..1."""
     tp, fp, fn, present = _soft_overlap(logits, labels)
     score = (tp + eps) / (tp + alpha * fp + beta * fn + eps)
     return tf.reduce_sum((1 - score) * present) / tf.maximum(tf.reduce_sum(present), 1.0)
 
 
 def dice(logits, labels):
+    """Soft Dice loss (Milletari et al., V-Net 2016): :func:`tversky` with
+    alpha = beta = 0.5."""
     return tversky(logits, labels, 0.5, 0.5)
 
 
 def make_loss(name: str, class_weights=None):
-    """``loss(logits, labels) -> scalar`` for a name in :data:`LOSSES`."""
+    """``loss(logits, labels) -> scalar`` for a name in :data:`LOSSES` (terms
+    joined by ``+`` are summed). Raises ``ValueError`` for another name."""
     parts = {
         "ce": lambda lo, la: cross_entropy(lo, la, class_weights),
         "dice": dice,

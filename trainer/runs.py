@@ -140,7 +140,11 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
 def start_run(cfg: RunConfig, resume: bool = False, extra_config: dict | None = None) -> Run:
     """Check the data, create the strategy (before any other TensorFlow work,
     as multi-worker training requires), prepare the run directory, write
-    ``config.json`` (chief) and seed everything."""
+    ``config.json`` (chief) and seed everything. Raises
+    ``FileNotFoundError`` for a missing ``--data`` (or checkpoint when
+    resuming), ``PermissionError`` for an unwritable ``--out``,
+    ``ValueError`` when the splits share images (except ``trainval``) or the
+    train split is smaller than one batch."""
     import keras
     import numpy as np
     import tensorflow as tf

@@ -63,7 +63,7 @@ def test_gate_refuses_blank_calibration(tiny_student_run, synth_cityscapes, tmp_
 
 
 def test_gate_accepts_good_model_and_cli_exit_codes(tiny_student_run, synth_cityscapes, tmp_path, capsys):
-    from calibration.calibrate import main
+    from calibration.commands.calibrate import main
     out = tmp_path / "good.tflite"
     rc = main(["--model", str(tiny_student_run), "--data", str(synth_cityscapes), "--out", str(out),
                "--samples", "4", "--max-drop", "2.0", "--min-miou", "0"])
@@ -87,7 +87,7 @@ def test_floor_refuses_a_weak_float_model_however_small_its_drop(tiny_student_ru
     """Issue 21: a model that labels nearly everything one class must not ship, even with a 0.0 int8 drop."""
     import json
 
-    from calibration.calibrate import main
+    from calibration.commands.calibrate import main
     report = json.loads((tiny_student_run / "metrics.json").read_text())
     floor = report["metrics"]["miou7"] + 0.05  # just above what the tiny model scores
     out = tmp_path / "weak.tflite"

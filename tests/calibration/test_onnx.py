@@ -49,7 +49,7 @@ def test_onnx_export_agrees_with_tflite_fp32(pair, synth_cityscapes):
 
 
 def test_onnx_refusals(tiny_student_run, synth_cityscapes, tmp_path, capsys):
-    from calibration.calibrate import main as cal_main
+    from calibration.commands.calibrate import main as cal_main
     from edge_runtime.model.interpreter import ModelError
     from edge_runtime.model.segmenter import DeviceSegmenter
     assert cal_main(["--model", str(tiny_student_run), "--data", str(synth_cityscapes), "--out",

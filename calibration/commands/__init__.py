@@ -1,0 +1,2 @@
+"""Command lines of calibration (every argparse of ``calibration`` lives
+here): :mod:`calibration.commands.calibrate` is ``roadseg-calibrate``."""
