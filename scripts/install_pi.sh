@@ -160,6 +160,8 @@ RestartSec=3
 WatchdogSec=60
 # /var/cache/roadseg, made by systemd and owned by User=: TensorRT's engine cache for a .onnx on a Jetson
 CacheDirectory=roadseg
+# /var/lib/roadseg (\$STATE_DIRECTORY): the offline MQTT queue, kept over a power cut, and the installation id
+StateDirectory=roadseg
 # two glibc malloc arenas instead of up to 8 per core: same frame rate, ~12 MB less resident memory in the soak
 Environment=MALLOC_ARENA_MAX=2
 # credentials, if any: ROADSEG_MQTT_USERNAME / ROADSEG_MQTT_PASSWORD

@@ -77,9 +77,11 @@ class Broker:
 
     @property
     def mqtt5(self) -> bool:
+        """True for mosquitto (MQTT 5 and 3.1.1), False for amqtt (3.1.1 only)."""
         return self.kind == "mosquitto"
 
     def start(self):
+        """Start (or start again, on the same port); returns self."""
         if self.kind == "amqtt":
             from edge_runtime.io.broker import EmbeddedBroker
             self.embedded = EmbeddedBroker("127.0.0.1", self.port).start()
@@ -90,6 +92,7 @@ class Broker:
         return self
 
     def stop(self):
+        """Stop it (SIGTERM for mosquitto: persistent sessions are saved)."""
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
@@ -130,6 +133,7 @@ class Subscriber:
             self.lock.notify_all()
 
     def of(self, suffix):
+        """The ``(topic, payload, retained)`` received so far on topics ending with ``suffix``."""
         with self.lock:
             return [m for m in self.messages if m[0].endswith(suffix)]
 
@@ -154,5 +158,6 @@ class Subscriber:
             return self.lock.wait_for(lambda: all(any(p(m) for m in self.messages) for p in preds), timeout)
 
     def close(self):
+        """Stop the client."""
         self.c.loop_stop()
         self.c.disconnect()

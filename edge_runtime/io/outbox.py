@@ -60,6 +60,7 @@ class Row:
 
     @property
     def size(self) -> int:
+        """Payload + UTF-8 topic bytes: what counts against ``max_bytes``."""
         return len(self.payload) + len(self.topic.encode())
 
 
