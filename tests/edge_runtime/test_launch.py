@@ -54,7 +54,7 @@ def test_every_flag_has_help_and_no_empty_metavar():
 def test_model_is_optional_and_says_so():
     for prog, p in _parsers().items():
         model = next(a for a in p._actions if "--model" in a.option_strings)
-XX
+        if prog != "roadseg-doctor":  # doctor's --model only adds a check
             assert not model.required and "default: the shipped model" in model.help, prog
 
 
