@@ -55,13 +55,25 @@ def probe(name: str, code: str, timeout: float = 120) -> dict:
     return {"ok": False, "error": last[-400:], "numpy_abi": any(h in (r.stderr or "") for h in NUMPY_ABI_HINTS)}
 
 
-def diagnose(camera: str = "none", model: str | None = None) -> dict:
-    """Probe numpy, cv2, the interpreter (and picamera2 for ``camera``
-    "picamera2", onnxruntime when installed, ``model`` when given), each in
+def shipped_probe(folder: str | None = None) -> str:
+    """Probe code that reads the shipped model's sidecar and checks the .tflite's sha256 against it
+    (``folder``: another copy of ``edge_runtime/models``, for tests)."""
+    where = "from edge_runtime.models import default_model; m = default_model()" if folder is None else \
+        f"from pathlib import Path; m = Path({folder!r}) / 'roadseg-default.tflite'"
+    return ("import json; from edge_runtime.contract.sidecar import read_sidecar; " + where + "; "
+            "s = read_sidecar(m); assert s is not None, f'{m.name} has no sidecar'; "
+            "print(json.dumps({'version': s['name'] + ' sha256 ' + s['sha256'][:12] + ' ok', 'path': str(m)}))")
+
+
+def diagnose(camera: str = "none", model: str | None = None, shipped: str | None = None) -> dict:
+    """Probe numpy, cv2, the interpreter, the shipped model's sha256 against
+    its sidecar (in ``shipped``, default the package's), and picamera2 for ``camera``
+    "picamera2", onnxruntime when installed, ``model`` when given, each in
     its own process. Returns ``{"python", "executable", "venv", "numpy_major",
     "checks": {name: probe result}, "problems": [one line with its fix, ...],
     "ok"}``; raises nothing (a failing probe is a problem, not an exception)."""
     checks = {n: probe(n, PROBES[n]) for n in ("numpy", "cv2", "interpreter")}
+    checks["shipped"] = probe("shipped", shipped_probe(shipped))
     if camera == "picamera2":
         checks["picamera2"] = probe("picamera2", PROBES["picamera2"])
     ort = probe("onnxruntime", PROBES["onnxruntime"])
@@ -85,7 +97,9 @@ def diagnose(camera: str = "none", model: str | None = None) -> dict:
                     "interpreter": "pip install ai-edge-litert (tflite-runtime where it has no wheel)",
                     "numpy": "apt install python3-numpy, or pip install numpy off the Pi/Jetson",
                     "onnxruntime": "pip install onnxruntime (onnxruntime-gpu from NVIDIA's Jetson index on a Jetson)",
-                    "model": "check the file with roadseg-bench --model"}.get(name, "")
+                    "model": "check the file with roadseg-bench --model",
+                    "shipped": "reinstall roadseg (pip install --force-reinstall '.[runtime]'): the shipped model "
+                               "is missing or does not match its sidecar"}.get(name, "")
             problems.append(f"{name}: {c['error']}" + (f". Fix: {hint}" if hint else ""))
     if camera == "csi" and checks["cv2"]["ok"] and not checks["cv2"].get("gstreamer"):
         problems.append(f"cv2 {checks['cv2'].get('version')} ({checks['cv2'].get('path')}) has no GStreamer, so a "

@@ -22,3 +22,23 @@ def test_doctor_names_the_problem_and_its_fix_in_one_line(tmp_path, capsys):
     assert "FAIL model" in out and "ok   numpy" in out
     problems = [ln for ln in err.splitlines() if ln.startswith("roadseg-doctor: model:")]
     assert len(problems) == 1 and "Fix:" in problems[0] and "Traceback" not in err
+
+
+def test_doctor_checks_the_shipped_models_sha256(tmp_path, capsys):
+    """Issue 21: roadseg-doctor verifies the shipped model against its sidecar; a tampered copy is one FAIL line."""
+    import shutil
+
+    from edge_runtime.commands.doctor import diagnose
+    from edge_runtime.models import default_model
+    good = diagnose()
+    assert good["checks"]["shipped"]["ok"] and "sha256" in good["checks"]["shipped"]["version"]
+    shutil.copyfile(default_model(), tmp_path / "roadseg-default.tflite")
+    shutil.copyfile(default_model().with_suffix(".json"), tmp_path / "roadseg-default.json")
+    with open(tmp_path / "roadseg-default.tflite", "r+b") as f:  # one flipped byte
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    bad = diagnose(shipped=str(tmp_path))
+    assert not bad["ok"] and not bad["checks"]["shipped"]["ok"]
+    assert any(p.startswith("shipped:") and "does not match its sidecar" in p for p in bad["problems"])
