@@ -434,7 +434,8 @@ class MqttPublisher:
         self._announce_wanted = False
         self._connack_seen = False
         self._connected_at = 0.0
-        self._short_sessions = self._takeovers = 0
+        self._short_sessions = self._takeovers = self._disconnects = 0
+        self._unplaced: tuple[int, str] | None = None  # a refusal that found nothing in flight yet
         self._delay = self.RECONNECT_DELAY
         self._max_packet, self._max_qos, self._retain_ok, self._window = self._limits(None)
         self._status: dict = {}
@@ -658,6 +659,7 @@ class MqttPublisher:
         """Hand one message to paho (caller holds ``_lock``); False when it was not taken (no connection, QoS 0)."""
         import paho.mqtt.client as mqtt
         qos = min(qos, self._max_qos)
+        before = self._disconnects
         info = self._client.publish(topic, body, qos=qos, retain=retain and self._retain_ok)
         if qos == 0:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -669,12 +671,19 @@ class MqttPublisher:
             return True
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho keeps it for the reconnection
             return False
+        out = None
         with self._ack_lock:
             msg = _InFlight(topic, len(body), row_id)
             if info.mid in self._early:
                 self._settle(msg, self._early.pop(info.mid))
             else:
                 self._inflight[info.mid] = msg
+                unplaced, self._unplaced = self._unplaced, None
+                if unplaced and unplaced[0] > before and next(iter(self._inflight)) == info.mid:
+                    reason = unplaced[1]  # the broker hung up over this one before publish() returned
+                    out = self._strike_first()
+        if out is not None:
+            self._drop_refused(*out, reason)
         return True
 
     def _settle(self, msg: _InFlight, reason) -> None:
@@ -837,18 +846,31 @@ class MqttPublisher:
     def _strike_oldest(self, reason: str) -> None:
         """The broker closed the connection over something this client sent: the
         oldest unacknowledged message (acknowledgements come in order) is the
-        suspect; the second time it is, it is dropped rather than resent."""
+        suspect; the second time it is, it is dropped rather than resent. When
+        nothing is registered in flight yet (the refusal overtook publish()'s
+        return), the strike waits for that registration (:meth:`_send`)."""
         with self._ack_lock:
+            self._disconnects += 1
             if not self._inflight:
+                self._unplaced = (self._disconnects, reason)
                 return
-            mid, msg = next(iter(self._inflight.items()))
-            msg.strikes += 1
-            if msg.strikes < 2:
-                return
-            del self._inflight[mid]
-            self._counts["refused"] += 1
-            if msg.row_id is not None:
-                self.outbox.remove(msg.row_id)
+            out = self._strike_first()
+        if out is not None:
+            self._drop_refused(*out, reason)
+
+    def _strike_first(self) -> tuple[int, _InFlight] | None:
+        """(Caller holds ``_ack_lock``.) One strike to the oldest in flight; ``(mid, message)`` at its second."""
+        mid, msg = next(iter(self._inflight.items()))
+        msg.strikes += 1
+        if msg.strikes < 2:
+            return None
+        del self._inflight[mid]
+        self._counts["refused"] += 1
+        if msg.row_id is not None:
+            self.outbox.remove(msg.row_id)
+        return mid, msg
+
+    def _drop_refused(self, mid: int, msg: _InFlight, reason: str) -> None:
         _forget(self._client, mid)
         self.last_error = f"the broker refused a {msg.size}-byte message on {msg.topic} ({reason})"
         self._throttle.warn(f"refused:{msg.topic}", f"MQTT: {self.last_error} by closing the connection twice: "
