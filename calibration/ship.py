@@ -1,6 +1,6 @@
 """Put a calibrated model inside the runtime package, with its model card.
 
-    python -m calibration.ship --model dist/shipped/shipped.tflite --twin dist/shipped/twin.tflite \
+    python -m calibration.commands.ship --model dist/shipped/shipped.tflite --twin dist/shipped/twin.tflite \
         --bench dist/shipped/bench.json [--aarch64 dist/shipped/aarch64.json] [--out edge_runtime/models]
 
 ``--model`` is the pair to ship (trained on every train and val frame);
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from edge_runtime import atomic
-from edge_runtime.commands import cli
 from edge_runtime.contract.labels import CATEGORIES
 
 NAME = "roadseg-default"
@@ -143,29 +141,3 @@ def ship(model: Path, twin: Path, out: Path, bench: Path | None, aarch64: Path |
     atomic.write_text(out / "card.json", json.dumps(card, indent=2))
     atomic.write_text(out / "MODEL_CARD.md", card_markdown(card))
     return card
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m calibration.ship``: exit 0, or 2 with one line."""
-    p = cli.parser("python -m calibration.ship", __doc__)
-    p.add_argument("--model", required=True, type=Path, help="the calibrated .tflite to ship (sidecar beside it)")
-    p.add_argument("--twin", required=True, type=Path, help="the same recipe with the held-out sequence left out")
-    p.add_argument("--bench", type=Path, help="roadseg-bench --out JSON with the shipped model and a reference")
-    p.add_argument("--aarch64", type=Path, help="JSON {agreement, frames} from the aarch64 check")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "edge_runtime" / "models")
-    p.add_argument("--command", default="scripts/train_shipped.sh CAMVID_DIR", help="the command that trained it")
-    p.add_argument("--results", type=Path, help="also print the docs/RESULTS.md section to this file")
-    args = p.parse_args(argv)
-
-    def body():
-        card = ship(args.model, args.twin, args.out, args.bench, args.aarch64, args.command)
-        if args.results:
-            atomic.write_text(args.results, results_section(card))
-        print(f"shipped {args.model} as {args.out / NAME}.tflite (held-out int8 mIoU-7 "
-              f"{card['heldout']['int8_miou7']:.3f})")
-
-    return cli.run("python -m calibration.ship", body)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

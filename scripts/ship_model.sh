@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # After scripts/train_shipped.sh: measure the shipped model's speed beside LR-ASPP MobileNetV3-Large
 # int8 at the same size (trained one short epoch: its speed, not its accuracy, is the point), then put
-# the model, its sidecar and its card inside the runtime package (python -m calibration.ship).
+# the model, its sidecar and its card inside the runtime package (python -m calibration.commands.ship).
 # Usage: scripts/ship_model.sh CAMVID_DIR      (env: SIZE, RUNS, DIST as for train_shipped.sh;
 #        FRAMES (300) per round, ROUNDS (5); AARCH64=path/to/agreement.json to quote the aarch64 check)
 set -euo pipefail
@@ -26,6 +26,6 @@ echo "==> roadseg-bench: shipped vs speed reference, 1 and 2 threads, interleave
 "$bin/roadseg-bench" --model "$DIST/shipped.tflite" --model "$DIST/speedref.tflite" --threads 1 --threads 2 \
     --frames "$FRAMES" --rounds "$ROUNDS" --source "$data/val" --out "$DIST/bench.json"
 aarch=(); [ -n "${AARCH64:-}" ] && aarch=(--aarch64 "$AARCH64")
-"$bin/python" -m calibration.ship --model "$DIST/shipped.tflite" --twin "$DIST/twin.tflite" \
+"$bin/python" -m calibration.commands.ship --model "$DIST/shipped.tflite" --twin "$DIST/twin.tflite" \
     --bench "$DIST/bench.json" "${aarch[@]}" --results "$DIST/results-section.md" \
     --command "SIZE=$SIZE scripts/train_shipped.sh CAMVID_DIR && scripts/ship_model.sh CAMVID_DIR"

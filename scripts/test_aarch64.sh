@@ -78,56 +78,11 @@ chroot "$ROOTFS" /bin/bash -c "cd /opt/roadseg-src && export DEBIAN_FRONTEND=non
 log "roadseg-run + roadseg-bench inside the arm64 root"
 rm -rf "$ROOTFS/tmp/arm-check"
 set +e
-chroot "$ROOTFS" /opt/roadseg/venv/bin/python /opt/roadseg-src/scripts/aarch64_check.py \
+chroot "$ROOTFS" /opt/roadseg/venv/bin/python -m roadseg_lab aarch64-check \
     /opt/roadseg-src/m/model.tflite /tmp/arm-check
 rc=$?
 set -e
 [ -f "$ROOTFS/tmp/arm-check/report.json" ] || { echo "no report from the arm64 check (rc $rc)" >&2; exit 4; }
 
 # -- compare with x86 and record ----------------------------------------------------------------------
-.venv/bin/python - "$MODEL" "$ROOTFS/tmp/arm-check" "$rc" "$(( $(date +%s) - t0 ))" <<'PY'
-import datetime as dt, json, platform, sys
-from pathlib import Path
-import numpy as np
-from edge_runtime import atomic
-from edge_runtime.model.segmenter import DeviceSegmenter
-model, arm, rc, secs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rep = json.loads((arm / "report.json").read_text())
-seg = DeviceSegmenter(model, threads=1)
-frame = np.random.default_rng(7).integers(0, 256, (*seg.input_size, 3), np.uint8)
-seg.segment(frame)
-x86 = seg.interpreter.get_tensor(seg.interpreter.get_output_details()[0]["index"]).astype(np.int32)
-a64 = np.load(arm / "raw_output.npy").astype(np.int32)
-steps = int(np.abs(x86 - a64).max())
-ax, aa = x86.argmax(-1), a64.argmax(-1)
-same = float((ax == aa).mean())
-# a pixel may only change its class where x86's own top two scores are within the int8 steps that differ
-margin = np.take_along_axis(x86, ax[..., None], -1)[..., 0] - np.take_along_axis(x86, aa[..., None], -1)[..., 0]
-flips_explained = bool((margin[ax != aa] <= steps).all())
-ok = rc == 0 and steps <= 2 and flips_explained
-last = rep.get("last_coverage", {})
-md = ["## aarch64 under qemu (issue 15)", "",
-      f"**{'Passed' if ok else 'FAILED'}** {dt.date.today().isoformat()}, `sudo scripts/test_aarch64.sh` on {platform.machine()} "
-      f"({secs} s with the cached root; about 20 minutes the first time, debootstrap and apt under qemu): an arm64 Debian bookworm root (debootstrap), the runtime installed in it "
-      "by `scripts/install_pi.sh --venv-only --platform debian-bookworm` on apt's NumPy "
-      f"{rep.get('numpy')} and OpenCV ({rep.get('cv2_path')}), {rep.get('interpreter')} on "
-      f"{rep.get('bench_machine')}.", "",
-      f"- roadseg-run on a 40-frame video with the embedded broker: exit {rep['run_rc']}, "
-      f"{rep['coverage_messages']} coverage messages read back over MQTT (schema {last.get('schema')}, "
-      f"coverage sums to 1: {rep.get('coverage_sums_to_1')}), final stats frames "
-      f"{rep.get('final_stats', {}).get('frames')}.",
-      f"- roadseg-bench for 5 frames: exit {rep['bench_rc']}.",
-      f"- the int8 model's raw output on a fixed frame: at most {steps} int8 step(s) from x86's, "
-      f"argmax identical on {100 * same:.1f}% of pixels"
-      + ("" if same == 1.0 else f"; every pixel that differs is a near-tie on x86 too (top-two margin within "
-         f"{steps} step(s): {flips_explained})") + ".", "",
-      "Emulated: no timing from this run means anything about a Pi (qemu translates every instruction). "
-      "It shows that the install, the wheels and the code work on aarch64, not how fast.", ""]
-out = Path("docs/measurements/40-aarch64.md")
-atomic.write_text(out, "\n".join(md))
-sys.path.insert(0, "scripts")
-from results_report import upsert_section
-upsert_section("\n".join(md).rstrip())
-print("\n".join(md))
-sys.exit(0 if ok else 1)
-PY
+.venv/bin/python -m roadseg_lab aarch64-compare "$MODEL" "$ROOTFS/tmp/arm-check" "$rc" "$(( $(date +%s) - t0 ))"

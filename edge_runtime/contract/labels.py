@@ -6,7 +6,7 @@ index 0..7 = void, flat, construction, object, nature, sky, human, vehicle
 Understanding", CVPR 2016, table of classes and categories). The index equals
 Cityscapes' official ``categoryId``, so the lookup from raw Cityscapes
 labelIds is generated from ``cityscapesscripts.helpers.labels`` (see
-``scripts/gen_cityscapes_lut.py``) and pinned by
+``python -m roadseg_lab cityscapes-lut``) and pinned by
 ``tests/edge_runtime/test_labels.py``; the runtime itself never needs
 cityscapesscripts.
 

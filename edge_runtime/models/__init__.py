@@ -2,7 +2,7 @@
 
 The pair ``roadseg-default.tflite`` + ``roadseg-default.json`` (the sidecar) and
 its model card ``MODEL_CARD.md`` are package data, written by
-``python -m calibration.ship`` from a run of ``scripts/train_shipped.sh``
+``python -m calibration.commands.ship`` from a run of ``scripts/train_shipped.sh``
 (the project's own commands; never edited by hand). The card's numbers live in
 ``card.json`` beside it, the same numbers docs/RESULTS.md quotes.
 

@@ -13,8 +13,8 @@ Stages (each skipped when its outputs exist; training resumes from its
 last checkpoint):
 
  1. teacher    FPN on ImageNet EfficientNet-Lite2. With TEACHER_WEIGHTS (the
-               folder ``scripts/teacher_keras_backend.py train`` wrote on a GPU
-               machine) it is imported with ``roadseg-train --epochs 0
+               folder ``python -m distill.commands.keras_backend train`` wrote
+               on a GPU machine) it is imported with ``roadseg-train --epochs 0
                --init-weights``; otherwise trained here at TEACHER_SIZE for
                TEACHER_EPOCHS (the CPU budget: far below what a GPU does). TEACHER_NOTE
                names the machine that trained an imported teacher, for the report.
@@ -24,7 +24,7 @@ last checkpoint):
                (the folder ``scripts/gpu_students.sh`` wrote on a GPU machine)
                every student in it is imported instead (``roadseg-distill
                --epochs 0 --init-weights``; SIZE must be the size they trained
-               at), and the report is scripts/gpu_students_report.py's
+               at), and the report is the gpu-students-report
                (docs/measurements/06-gpu-students.md); STUDENT_NOTE names the GPU.
  3. int8       every student calibrated to int8 at SIZE, scored on 0006R0 through
                the LiteRT interpreter by calibration's gate.
@@ -46,8 +46,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_camvid import BIN, ROOT, log, run, stage_done  # noqa: E402
+from roadseg_lab.pages import ROOT
+from roadseg_lab.recipes.stages import BIN, log, repeat, resume_flag, run, stage_done
 
 E = os.environ.get
 SIZE = E("SIZE", "192x256")
@@ -67,11 +67,12 @@ STUDENT = "lraspp-efficientnet-lite0"
 
 
 def init_weight_args(folder: Path, train_log: dict) -> list[str]:
-    """``--init-weights`` for every part that teacher_keras_backend.py wrote into ``folder``."""
-    return sum((["--init-weights", str(folder / f)] for f in train_log["weight_files"]), [])
+    """``--init-weights`` for every part the any-backend trainer wrote into ``folder``."""
+    return repeat("--init-weights", [folder / f for f in train_log["weight_files"]])
 
 
 def teacher(data: str, logs: Path) -> Path:
+    """Stage 1: the teacher run, imported from TEACHER_WEIGHTS or trained here."""
     out = RUNS / "teacher-fpn-lite2"
     if stage_done(out):
         return out
@@ -83,12 +84,12 @@ def teacher(data: str, logs: Path) -> Path:
     else:
         run([str(BIN / "roadseg-train"), "--arch", "fpn-efficientnet-lite2", "--encoder-weights", "imagenet",
              "--data", data, "--size", TEACHER_SIZE, "--epochs", TEACHER_EPOCHS, "--batch", "8", "--lr", "1e-3",
-             "--seed", "0", *SPLIT, "--out", str(out),
-             *(["--resume"] if (out / "checkpoints" / "last.npz").is_file() else [])], logs / "teacher.log")
+             "--seed", "0", *SPLIT, "--out", str(out), *resume_flag(out)], logs / "teacher.log")
     return out
 
 
 def students(data: str, t: Path, logs: Path) -> list[str]:
+    """Stage 2: each student with and without KD from ``t``; returns their names."""
     jobs = [(STUDENT, s, kd) for s in SEEDS for kd in (False, True)]
     if FAST:
         jobs += [("roadseg-fast", 0, False), ("roadseg-fast", 0, True)]
@@ -104,15 +105,15 @@ def students(data: str, t: Path, logs: Path) -> list[str]:
                    "--temperature", "2", "--alpha", "1.0"] if kd else ["--no-kd"]
         run([str(BIN / "roadseg-distill"), "--student", arch, *enc, "--data", data, "--size", SIZE,
              "--epochs", STUDENT_EPOCHS, "--batch", "8", "--lr", "2e-3", "--seed", str(seed), *SPLIT, *kd_args,
-             "--out", str(out), *(["--resume"] if (out / "checkpoints" / "last.npz").is_file() else [])],
-            logs / f"{name}.log")
+             "--out", str(out), *resume_flag(out)], logs / f"{name}.log")
     return names
 
 
 def imported_students(data: str, logs: Path) -> list[str]:
     """Every student that ``scripts/gpu_students.sh`` left in STUDENT_WEIGHTS
     with weights (a run stopped by a time limit keeps its last evaluated
-    ones), imported as a run directory of the same name."""
+    ones), imported as a run directory of the same name. Raises
+    ``SystemExit`` for a student trained at another SIZE or an empty folder."""
     names = []
     for tl_path in sorted(Path(STUDENT_WEIGHTS).glob("*/train_log.json")):
         tl, name = json.loads(tl_path.read_text()), tl_path.parent.name
@@ -124,15 +125,16 @@ def imported_students(data: str, logs: Path) -> list[str]:
         if stage_done(out):
             continue
         width = ["--width", str(tl["args"]["width"])] if tl["arch"] == "roadseg-fast" else []
-        parts = init_weight_args(tl_path.parent, tl)
         run([str(BIN / "roadseg-distill"), "--student", tl["arch"], *width, "--no-kd", "--epochs", "0",
-             "--size", SIZE, "--data", data, *parts, *SPLIT, "--out", str(out)], logs / f"{name}.log")
+             "--size", SIZE, "--data", data, *init_weight_args(tl_path.parent, tl), *SPLIT, "--out", str(out)],
+            logs / f"{name}.log")
     if not names:
         raise SystemExit(f"STUDENT_WEIGHTS={STUDENT_WEIGHTS} holds no NAME/train_log.json")
     return names
 
 
 def calibrate(data: str, name: str, logs: Path, gate: bool = True) -> Path:
+    """Stage 3 for one run: its int8 model at SIZE (gated unless ``gate`` is false)."""
     out = DIST / f"{name}-int8-{SIZE}.tflite"
     if not (out.is_file() and out.with_suffix(".json").is_file()):
         run([str(BIN / "roadseg-calibrate"), "--model", str(RUNS / name), "--data", data, "--out", str(out),
@@ -142,51 +144,45 @@ def calibrate(data: str, name: str, logs: Path, gate: bool = True) -> Path:
     return out
 
 
-def main(data: str) -> None:
-    t_start = time.time()
-    logs = RUNS / "logs"
-    t = teacher(data, logs)
-    names = imported_students(data, logs) if STUDENT_WEIGHTS else students(data, t, logs)
-    ints = {n: calibrate(data, n, logs) for n in names}
+def speed(data: str, ints: dict[str, Path], names: list[str], logs: Path) -> tuple[str, Path]:
+    """Stage 4: the best int8 student of each architecture beside the
+    MobileNetV3-Large reference; returns ``(best student, bench JSON)``."""
     ref = RUNS / "lraspp-mnv3-large-speedref"
     if not stage_done(ref):
         run([str(BIN / "roadseg-distill"), "--student", "lraspp-mobilenetv3-large", "--no-kd", "--data", data,
              "--size", SIZE, "--epochs", "1", "--steps-per-epoch", "10", "--batch", "8", *SPLIT, "--out", str(ref)],
             logs / "speedref.log")
     ref_tfl = calibrate(data, ref.name, logs, gate=False)
+
     def score(n):
         return json.loads(ints[n].with_suffix(".json").read_text())["accuracy"]["quantized"]["miou7"]
-    done = [n for n in names if ints[n].is_file()]
-    best = max(done, key=score)
-    # the best of each student architecture, next to the reference
-    per_arch = {}
-    for n in sorted(done, key=score, reverse=True):
+    done = sorted((n for n in names if ints[n].is_file()), key=score, reverse=True)
+    per_arch: dict[str, str] = {}
+    for n in done:
         per_arch.setdefault(n.split("-")[0], n)
     bench = RUNS / "bench.json"
     if not bench.is_file():
-        models = sum((["--model", str(ints[n])] for n in per_arch.values()), [])
-        run([str(BIN / "roadseg-bench"), *models, "--model", str(ref_tfl), "--threads", "1",
-             "--threads", "2", "--frames", BENCH_FRAMES, "--warmup", "20", "--frame-size", "360x480",
-             "--out", str(bench)], logs / "bench.log")
+        run([str(BIN / "roadseg-bench"), *repeat("--model", [ints[n] for n in per_arch.values()]), "--model",
+             str(ref_tfl), "--threads", "1", "--threads", "2", "--frames", BENCH_FRAMES, "--warmup", "20",
+             "--frame-size", "360x480", "--out", str(bench)], logs / "bench.log")
+    return done[0], bench
+
+
+def main(data: str) -> None:
+    """Run every stage on the CamVid folder ``data``, then the report."""
+    t_start = time.time()
+    logs = RUNS / "logs"
+    t = teacher(data, logs)
+    names = imported_students(data, logs) if STUDENT_WEIGHTS else students(data, t, logs)
+    ints = {n: calibrate(data, n, logs) for n in names}
+    best, bench = speed(data, ints, names, logs)
     if STUDENT_WEIGHTS:
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_students_report.py"), "--kd", STUDENT_WEIGHTS,
-                        "--runs", str(RUNS), "--dist", str(DIST), "--bench", str(bench), "--teacher", str(t),
-                        "--size", SIZE, "--gpu", E("STUDENT_NOTE", "a GPU"), "--date", time.strftime("%Y-%m-%d")],
-                       check=True, cwd=ROOT)
-        log(f"all stages done in {(time.time() - t_start) / 60:.1f} min (this invocation)")
-        return
-    report(data, names, best, t, bench, time.time() - t_start)
-
-
-def report(data: str, names: list[str], best: str, t: Path, bench: Path, seconds: float) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrained_report.py"), "--runs", str(RUNS),
-                    "--dist", str(DIST), "--size", SIZE, "--best", best, "--teacher", str(t), "--bench", str(bench),
-                    "--holdout", HOLDOUT, "--minutes", f"{seconds / 60:.0f}", "--teacher-note", E("TEACHER_NOTE", ""),
-                    *names], check=True, cwd=ROOT)
-    log(f"all stages done in {seconds / 60:.1f} min (this invocation)")
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        raise SystemExit(f"usage: {sys.argv[0]} CAMVID_DIR  (a folder with train/, trainannot/, val/, valannot/)")
-    main(sys.argv[1])
+        report = ["gpu-students-report", "--kd", STUDENT_WEIGHTS, "--runs", str(RUNS), "--dist", str(DIST),
+                  "--bench", str(bench), "--teacher", str(t), "--size", SIZE, "--gpu", E("STUDENT_NOTE", "a GPU"),
+                  "--date", time.strftime("%Y-%m-%d")]
+    else:
+        report = ["pretrained-report", "--runs", str(RUNS), "--dist", str(DIST), "--size", SIZE, "--best", best,
+                  "--teacher", str(t), "--bench", str(bench), "--holdout", HOLDOUT,
+                  "--minutes", f"{(time.time() - t_start) / 60:.0f}", "--teacher-note", E("TEACHER_NOTE", ""), *names]
+    subprocess.run([sys.executable, "-m", "roadseg_lab", *report], check=True, cwd=ROOT)
+    log(f"all stages done in {(time.time() - t_start) / 60:.1f} min (this invocation)")

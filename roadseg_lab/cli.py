@@ -1,0 +1,223 @@
+"""``python -m roadseg_lab COMMAND``: every command of the lab (argparse lives
+here only; the modules it calls raise, they do not exit).
+
+    reproduce-scratch DATA          from-scratch CamVid recipe -> docs/RESULTS.md
+    reproduce-pretrained DATA       pretrained, sequence-disjoint recipe -> its section
+    results-report DATA RUNS DIST BEST SIZE BENCH_SIZE MINUTES
+    pretrained-report NAME... --runs --dist --size --best --teacher [...]
+    gpu-students-report --kd --runs --dist --teacher [...]
+    soak --model X.tflite [--minutes 35 ...]      (exit 1 when a goal is missed)
+    soak-report LABEL=JSON... [--plot PNG] [--markdown MD]
+    aarch64-check MODEL OUT_DIR                 (inside the arm64 root)
+    aarch64-compare MODEL ARM_DIR RC SECONDS    (on x86, after it)
+    cityscapes-lut                              regenerate edge_runtime/contract/_cityscapes_lut.py
+
+Each subcommand's ``--help`` lists its flags. A run that fails says why in
+one line on stderr and exits non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_runtime.commands.cli import plain
+from roadseg_lab.pages import IMG, MEASUREMENTS
+
+
+def _parser(sub, name: str, doc: str) -> argparse.ArgumentParser:
+    doc = plain(doc)
+    return sub.add_parser(name, help=doc.split("\n\n")[0].replace("\n", " "), description=doc, allow_abbrev=False,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_recipes_and_results(sub) -> None:
+    """``reproduce-scratch``, ``reproduce-pretrained`` and ``results-report``."""
+    from roadseg_lab.recipes import pretrained, scratch
+    from roadseg_lab.reports import results
+    for name, mod in (("reproduce-scratch", scratch), ("reproduce-pretrained", pretrained)):
+        _parser(sub, name, mod.__doc__).add_argument("data", help="CamVid folder (train/, trainannot/, val/, valannot/)")
+    r = _parser(sub, "results-report", results.__doc__)
+    for a in ("data", "runs", "dist", "best", "size", "bench_size", "minutes"):
+        r.add_argument(a)
+
+
+def add_pretrained_report(sub) -> None:
+    """``pretrained-report``'s flags."""
+    from roadseg_lab.reports import pretrained
+    p = _parser(sub, "pretrained-report", pretrained.__doc__)
+    p.add_argument("names", nargs="+")
+    for flag in ("--runs", "--dist", "--size", "--best", "--teacher"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--bench")
+    p.add_argument("--holdout", default="0006R0")
+    p.add_argument("--minutes")
+    p.add_argument("--teacher-note", default="", help="where the imported teacher was trained (machine)")
+    p.add_argument("--title", default=pretrained.DEFAULT_TITLE,
+                   help="the section's heading (a new heading makes a new section of RESULTS.md)")
+    p.add_argument("--how", help="what made these runs, replacing the sentence about the recipe")
+    p.add_argument("--extra", default="", help="a paragraph of reading, placed before the caveats")
+    p.add_argument("--out", default=str(MEASUREMENTS / "05-pretrained.md"))
+    p.add_argument("--figure", default=str(IMG / "pretrained-per-class.png"))
+
+
+def add_gpu_students_report(sub) -> None:
+    """``gpu-students-report``'s flags."""
+    from roadseg_lab.reports import gpu_students
+    p = _parser(sub, "gpu-students-report", gpu_students.__doc__)
+    p.add_argument("--kd", required=True, help="gpu_students.sh output: NAME.log and NAME/train_log.json")
+    p.add_argument("--rerun", help="optional second output folder (runs stopped early and rerun)")
+    p.add_argument("--runs", required=True, help="imported run directories, one per NAME")
+    p.add_argument("--dist", required=True, help="calibrated NAME-int8-SIZE.tflite and sidecars")
+    p.add_argument("--bench", help="roadseg-bench --out JSON of the int8 models side by side")
+    p.add_argument("--teacher", required=True, help="the teacher's run directory (metrics.json)")
+    p.add_argument("--size", default="352x480")
+    p.add_argument("--gpu", default="a GPU")
+    p.add_argument("--date", default="2026-11-26")
+    p.add_argument("--bench-note", default="", help="what else ran during the benchmark, appended to its line")
+    p.add_argument("--extra", default="", help="a paragraph of reading, placed before the caveats")
+    p.add_argument("--out", default=str(MEASUREMENTS / "06-gpu-students.md"))
+    p.add_argument("--figure", default=str(IMG / "gpu-students-kd.png"))
+
+
+def add_soak(sub) -> None:
+    """``soak``'s and ``soak-report``'s flags."""
+    from roadseg_lab.checks import soak
+    from roadseg_lab.reports import soak as soak_report
+    p = _parser(sub, "soak", soak.__doc__)
+    p.add_argument("--model", required=True)
+    for flag, default in (("--minutes", 35.0), ("--warmup-minutes", 10.0), ("--fps", 30.0)):
+        p.add_argument(flag, type=float, default=default)
+    p.add_argument("--frame-size", default="480x640", help="synthetic camera frames HEIGHTxWIDTH")
+    for flag, default in (("--broker-every", 180.0), ("--broker-down", 10.0), ("--camera-every", 150.0),
+                          ("--camera-down", 8.0)):
+        p.add_argument(flag, type=float, default=default)
+    p.add_argument("--watchdog-s", type=float, default=10.0, help="the service's WatchdogSec")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--api-every", type=float, default=5.0,
+                   help="seconds between API request pairs (an upload and a stats request); 0: API off")
+    p.add_argument("--http-client", choices=["shared", "per-request", "new-connection"], default="shared",
+                   help="shared: one client, one kept-alive connection; new-connection: one client, a new TCP "
+                        "connection for every call (as browsers and scripts come and go); per-request: a new client "
+                        "(and TLS context) for every call, as this harness did before 2026-11-26")
+    p.add_argument("--verbose", action="store_true", help="the runtime's warnings too (drops, reconnections)")
+    p.add_argument("--out", help="write the report as JSON here")
+    r = _parser(sub, "soak-report", soak_report.__doc__)
+    r.add_argument("runs", nargs="+", metavar="LABEL=JSON")
+    r.add_argument("--plot")
+    r.add_argument("--markdown")
+
+
+def add_checks(sub) -> None:
+    """``aarch64-check``, ``aarch64-compare`` and ``cityscapes-lut``."""
+    from roadseg_lab import cityscapes_lut
+    from roadseg_lab.checks import aarch64
+    c = _parser(sub, "aarch64-check", aarch64.check.__doc__)
+    c.add_argument("model")
+    c.add_argument("out_dir")
+    c = _parser(sub, "aarch64-compare", aarch64.compare.__doc__)
+    c.add_argument("model")
+    c.add_argument("arm_dir")
+    c.add_argument("rc", type=int)
+    c.add_argument("seconds", type=int)
+    _parser(sub, "cityscapes-lut", cityscapes_lut.__doc__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every lab command."""
+    p = argparse.ArgumentParser(prog="python -m roadseg_lab", description=plain(__doc__), allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for add in (add_recipes_and_results, add_pretrained_report, add_gpu_students_report, add_soak, add_checks):
+        add(sub)
+    return p
+
+
+def _data_dir(data: str) -> str:
+    if not Path(data).is_dir():
+        raise SystemExit(f"usage: python -m roadseg_lab reproduce-... CAMVID_DIR  (a folder with train/, trainannot/, "
+                         f"val/, valannot/); {data} is not a folder")
+    return data
+
+
+def _pretrained_report(a: argparse.Namespace) -> int:
+    from roadseg_lab.reports.pretrained import Settings, write_report
+    out = write_report(Settings(names=a.names, runs=Path(a.runs), dist=Path(a.dist), size=a.size, best=a.best,
+                                teacher=Path(a.teacher), bench=a.bench, holdout=a.holdout, minutes=a.minutes,
+                                teacher_note=a.teacher_note, title=a.title, how=a.how, extra=a.extra,
+                                out=Path(a.out), figure=Path(a.figure)))
+    print(f"wrote {out} and {a.figure}")
+    return 0
+
+
+def _gpu_students_report(a: argparse.Namespace) -> int:
+    from roadseg_lab.reports.gpu_students import Settings, write_report
+    print(write_report(Settings(kd=Path(a.kd), runs=Path(a.runs), dist=Path(a.dist), teacher=Path(a.teacher),
+                                rerun=Path(a.rerun) if a.rerun else None, bench=a.bench, size=a.size, gpu=a.gpu,
+                                date=a.date, bench_note=a.bench_note, extra=a.extra, out=Path(a.out),
+                                figure=Path(a.figure))))
+    return 0
+
+
+def _results_report(a: argparse.Namespace) -> int:
+    from roadseg_lab.reports.results import write_results
+    print(f"wrote {write_results(a.data, a.runs, a.dist, a.best, a.size, a.bench_size)}")
+    return 0
+
+
+def _soak(a: argparse.Namespace) -> int:
+    from roadseg_lab.checks.soak import SoakSettings, run_soak
+    return run_soak(SoakSettings(**{k: v for k, v in vars(a).items() if k != "cmd"}))
+
+
+def _soak_report(a: argparse.Namespace) -> int:
+    from edge_runtime import atomic
+    from roadseg_lab.reports.soak import load_runs, plot, soak_table
+    try:
+        runs = load_runs(a.runs)
+    except ValueError as e:
+        print(f"soak-report: {e}", file=sys.stderr)
+        return 1
+    text = soak_table(runs)
+    print(text)
+    if a.markdown:
+        atomic.write_text(a.markdown, text + "\n")
+    if a.plot:
+        plot(runs, a.plot)
+    return 0
+
+
+def _cityscapes_lut(a: argparse.Namespace) -> int:
+    from roadseg_lab.cityscapes_lut import write
+    print(f"wrote {write()}")
+    return 0
+
+
+def _recipe(module: str):
+    def run(a: argparse.Namespace) -> int:
+        import importlib
+        importlib.import_module(f"roadseg_lab.recipes.{module}").main(_data_dir(a.data))
+        return 0
+    return run
+
+
+def _aarch64_check(a: argparse.Namespace) -> int:
+    from roadseg_lab.checks.aarch64 import check
+    return check(a.model, a.out_dir)
+
+
+def _aarch64_compare(a: argparse.Namespace) -> int:
+    from roadseg_lab.checks.aarch64 import compare
+    return compare(a.model, a.arm_dir, a.rc, a.seconds)
+
+
+HANDLERS = {"reproduce-scratch": _recipe("scratch"), "reproduce-pretrained": _recipe("pretrained"),
+            "results-report": _results_report, "pretrained-report": _pretrained_report,
+            "gpu-students-report": _gpu_students_report, "soak": _soak, "soak-report": _soak_report,
+            "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and run one lab command; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    return HANDLERS[args.cmd](args)
