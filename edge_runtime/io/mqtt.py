@@ -65,6 +65,8 @@ log = logging.getLogger("roadseg.mqtt")
 
 #: longest topic prefix in UTF-8 bytes (MQTT allows 65535 per topic; the suffixes are short)
 MAX_PREFIX_BYTES = 1024
+#: ``counts["last_error"]`` is cut to this many characters (payloads.MqttCounters.last_error's bound)
+MAX_ERROR_CHARS = 200
 #: MQTT's largest packet: 1 + 4 bytes of header + 268,435,455 (OASIS MQTT 5.0, 1.5.5 and 2.1.4)
 MQTT_MAX_PACKET = 268_435_460
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -464,8 +466,11 @@ class MqttPublisher:
     @property
     def counts(self) -> dict:
         """The counters above, with ``connected`` (bool) and ``last_error`` (str or None)."""
+        error = self.last_error
+        if error is not None and len(error) > MAX_ERROR_CHARS:  # the stats schema bounds its strings
+            error = error[:MAX_ERROR_CHARS - 1] + "…"
         return {"queued": len(self.outbox) + len(self._retained), "dropped": self.outbox.dropped, **self._counts,
-                "connected": self.connected, "last_error": self.last_error}
+                "connected": self.connected, "last_error": error}
 
     @property
     def connected(self) -> bool:

@@ -214,6 +214,16 @@ def test_a_message_over_a_known_limit_is_never_sent(tmp_path):
         b.stop()
 
 
+def test_counts_fit_the_stats_schema_whatever_the_error():
+    """A refusal names the topic, which may be 1000 bytes long: stats must still be buildable."""
+    from edge_runtime.contract import payloads
+    pub = MqttPublisher(MqttSettings(topic_prefix="fleet/" + "n" * 1000, mqtt_max_packet_kb=1))
+    assert not pub.publish("coverage", {"pad": "x" * 2000})
+    assert len(pub.last_error) > 1000 and pub.counts["oversize"] == 1
+    payloads.MqttCounters.model_validate(pub.counts)
+    pub.outbox.close()
+
+
 def packet_size_overhead(topic: str) -> int:
     """A QoS 0 MQTT 5 PUBLISH's bytes besides its payload, for a payload near 7 KiB: 1 + 2 (Remaining
     Length) + 2 + topic + 1 (property length), OASIS MQTT 5.0 3.3."""
