@@ -329,11 +329,13 @@ def connect_error_cause(err: BaseException | None, s: MqttSettings) -> str:
 
 
 def closed_before_connack(s: MqttSettings) -> str:
-    """One line for a broker that closed the connection before answering CONNECT."""
+    """One line for a broker that closed the connection, or let it time out, before answering CONNECT."""
+    other = "3.1.1" if s.mqtt_protocol == "5" else "5"
     if s.tls_context() is None:
         return (f"the broker closed the connection before answering: a TLS port? (give --tls-ca), or it does not "
-                f"accept MQTT {s.mqtt_protocol}")
-    return f"the broker closed the connection before answering (MQTT {s.mqtt_protocol} over TLS)"
+                f"accept MQTT {s.mqtt_protocol} (try --mqtt-protocol {other})")
+    return (f"the broker closed the connection before answering (MQTT {s.mqtt_protocol} over TLS; try "
+            f"--mqtt-protocol {other})")
 
 
 def packet_size(topic: str, payload_bytes: int, qos: int, mqtt5: bool) -> int:

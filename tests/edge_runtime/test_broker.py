@@ -69,3 +69,17 @@ def test_mosquitto_config_lines_go_where_mosquitto_reads_them(tmp_path):
     with pytest.raises(RuntimeError, match="mosquitto did not start on port"):
         broken.start(timeout=30)  # mosquitto exits on a bad config: the wait ends with the process
     assert broken.proc is None
+
+
+def test_an_mqtt5_client_at_the_embedded_broker_is_told_to_try_3_1_1():
+    """amqtt speaks MQTT 3.1.1 only and never answers an MQTT 5 CONNECT: the connection times out
+    after the keepalive, and the cause names the protocol."""
+    broker = EmbeddedBroker("127.0.0.1", free_port()).start()
+    pub = MqttPublisher(MqttSettings(mqtt_port=broker.port, mqtt_protocol="5", mqtt_keepalive=5))
+    try:
+        pub.start()
+        assert pub.wait_until(lambda c: c["connect_failures"] >= 1, timeout=30)
+        assert "does not accept MQTT 5 (try --mqtt-protocol 3.1.1)" in pub.counts["last_error"]
+    finally:
+        pub.stop(0.1)
+        broker.stop()
