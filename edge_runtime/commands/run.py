@@ -255,8 +255,10 @@ class Vehicle:
             self.broker = _embedded_broker(self.s.mqtt_port)
             stack.callback(self.broker.stop)
             # in-process broker: nothing waits for a broker, so nothing is kept on disk either
+            local_id = self.s.mqtt_client_id or f"roadseg-{self.s.device_id}"  # alone on its own broker
             settings = self.s.model_copy(update={"mqtt_host": "127.0.0.1", "mqtt_port": self.broker.port,
-                                                 "mqtt_protocol": "3.1.1", "state_dir": None})
+                                                 "mqtt_protocol": "3.1.1", "state_dir": None,
+                                                 "mqtt_client_id": local_id})
         pub = MqttPublisher(settings, creds)
         stack.callback(pub.stop, self.s.stop_timeout)
         return pub
