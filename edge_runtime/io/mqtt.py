@@ -721,14 +721,16 @@ class MqttPublisher:
                 self._throttle.warn("worker", f"MQTT worker: {type(e).__name__}: {e}")
 
     def _announce(self) -> None:
-        """After each connection: the current status, the subscriptions, the on_connected hooks."""
+        """After each connection: the subscriptions, then the current status (the
+        broker handles them in order, so whoever sees the status can send
+        requests), then the on_connected hooks."""
+        for sub in self._subs:
+            self._client.subscribe(sub.topic, qos=min(1, self._max_qos))
         extra = self._state_extra if self._state != "online" else {}
         with self._lock:
             self._retained.pop(self.topic("status"), None)
             self._send(self.topic("status"), json.dumps(self._status_payload(self._state, **extra)).encode(),
                        1, True)
-        for sub in self._subs:
-            self._client.subscribe(sub.topic, qos=min(1, self._max_qos))
         if len(self.outbox):
             log.info("MQTT: delivering %d queued messages", len(self.outbox))
         for fn in list(self.on_connected):

@@ -64,6 +64,7 @@ def test_snapshot_on_request_only_by_default(tiny_tflite, broker):
     sub = Subscriber(broker.port, "roadseg/snap2/#", client_id="snap2-sub")
     vehicle, thread = _vehicle(tiny_tflite, broker, "snap2")
     try:
+        assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "online")  # it listens
         assert sub.wait_for_count(lambda m: m[0].endswith("/coverage"), 10)  # 2 s of frames, and no snapshot
         assert sub.of("/snapshot") == [] and vehicle.snapshots.sent == 0  # off by default: metered links
         _request(broker.port, "snap2")
@@ -82,7 +83,7 @@ def test_snapshot_requests_are_counted_not_served_within_the_minimum_interval(ti
     vehicle, thread = _vehicle(tiny_tflite, broker, "snap3")
     try:
         pub = vehicle.publisher
-        assert pub.wait_connected(10)
+        assert sub.wait_for(lambda m: m[0].endswith("/status") and m[1]["state"] == "online")  # it listens
         _request(broker.port, "snap3", 50)
         assert pub.wait_until(lambda c: c["requests"] + c["requests_limited"] == 50, timeout=10)
         assert sub.wait_for(lambda m: m[0].endswith("/snapshot"), timeout=10)
