@@ -117,7 +117,7 @@ class Runner:
             from edge_runtime.model.interpreter import parse_delegate_options
             from edge_runtime.model.segmenter import DeviceSegmenter
             segmenter = DeviceSegmenter(settings.model, settings.threads, settings.delegate,
-                                        parse_delegate_options(settings.delegate_options))
+                                        parse_delegate_options(settings.delegate_options), size=settings.input_size())
         self.s, self.seg, self.source, self.publisher = settings, segmenter, source, publisher
         self.views, self.on_summary = list(views), list(on_summary)
         self.target_fps = settings.fps

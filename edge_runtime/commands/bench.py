@@ -73,6 +73,8 @@ def build_parser():
                    help="a .tflite or .onnx (repeat to compare, e.g. both backends side by side); default: the "
                         "shipped model")
     p.add_argument("--threads", action="append", help="interpreter threads (repeat to sweep; default: all cores)")
+    p.add_argument("--size", type=cli.size_arg, metavar="HxW",
+                   help="input size for models whose input height and width are dynamic (default: their sidecar's)")
     p.add_argument("--frames", type=int, default=300, help="measured frames per model and thread count; default 300")
     p.add_argument("--warmup", type=int, default=20, help="frames run first and not measured; default 20")
     p.add_argument("--rounds", type=int, default=5,
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         from edge_runtime.eval.bench import benchmark, format_markdown, format_table, plot_pareto
         report = benchmark(args.model or [cli.shipped_model()], threads, args.frames, args.warmup,
                            max(1, min(args.rounds, args.frames)), args.source, args.frame_size, args.data,
-                           args.split, args.publish_interval)
+                           args.split, args.publish_interval, args.size)
         print(json.dumps(report) if args.json else format_table(report))
         if args.out:
             atomic.write_text(args.out, json.dumps(report, indent=2))

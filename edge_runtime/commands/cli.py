@@ -200,3 +200,11 @@ def shipped_model() -> str:
         raise ValueError("--model is required: this install has no shipped model "
                          "(a .tflite or .onnx with its sidecar .json)") from None
     return str(default_model())
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse ``type=`` for ``--size HxW``: (height, width) pixels. Imports the preprocessing
+    contract only when the flag is given, so ``--help`` stays light. Raises ValueError (argparse
+    turns it into a one-line usage error naming the flag)."""
+    from edge_runtime.contract.preprocessing import parse_size
+    return parse_size(text)

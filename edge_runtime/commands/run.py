@@ -32,6 +32,9 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help=cli.MODEL_HELP)
     g.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    g.add_argument("--size", metavar="HxW", help="input size for a model whose input height and width are "
+                                                "dynamic (default: its sidecar's); refused for a fixed-size model "
+                                                "of another size")
     g.add_argument("--delegate", help="external delegate library, e.g. libedgetpu.so.1; for a .onnx model an ONNX "
                                       "Runtime execution provider, e.g. TensorrtExecutionProvider")
     g.add_argument("--delegate-option", action="append", metavar="KEY=VALUE",
@@ -218,7 +221,8 @@ class Vehicle:
     def _segmenter(self, threads: int | None):
         from edge_runtime.model.interpreter import parse_delegate_options
         from edge_runtime.model.segmenter import DeviceSegmenter
-        return DeviceSegmenter(self.s.model, threads, self.s.delegate, parse_delegate_options(self.s.delegate_options))
+        return DeviceSegmenter(self.s.model, threads, self.s.delegate, parse_delegate_options(self.s.delegate_options),
+                               size=self.s.input_size())
 
     def _local_views(self, stack: contextlib.ExitStack) -> list:
         from edge_runtime.io.views import Display, Preview

@@ -42,6 +42,8 @@ def build_parser():
     p.add_argument("--model", help=cli.MODEL_HELP)
     p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT (default loopback only)")
     p.add_argument("--threads", type=int, help="interpreter threads (default: all cores)")
+    p.add_argument("--size", type=cli.size_arg, metavar="HxW",
+                   help="input size for a model whose input height and width are dynamic (default: its sidecar's)")
     add_api_limits(p)
     p.add_argument("--api-token-file", help="file holding the bearer token (or ROADSEG_API_TOKEN)")
     cli.deprecated(p, "--token-file", "--api-token-file", "api_token_file")
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ImportError(f"{e}; install the api extra: pip install '.[api]'") from None
         from edge_runtime.model.segmenter import DeviceSegmenter
         host, port = parse_http(args.http)
-        seg = DeviceSegmenter(args.model or cli.shipped_model(), threads=args.threads)
+        seg = DeviceSegmenter(args.model or cli.shipped_model(), threads=args.threads, size=args.size)
         limits = upload_limits(args.max_upload_mb, args.max_pixels, args.max_inflight)
         token = load_token(args.api_token_file)
         d = seg.describe()

@@ -42,6 +42,7 @@ class RunSettings(MqttSettings):
     stats_interval: Positive = 10.0
     log_interval: Positive = 5.0
     threads: PositiveInt | None = None
+    size: str | None = None                 # "HEIGHTxWIDTH": the input size of a model whose input is dynamic
     delegate: str | None = None
     delegate_options: str | None = None     # "key=value;key=value" (TOML/env); --delegate-option repeats
     max_frames: PositiveInt | None = None
@@ -63,6 +64,19 @@ class RunSettings(MqttSettings):
     snapshot_interval: NonNegative = 0.0
     snapshot_max_kb: PositiveInt = 48
     snapshot_min_interval: NonNegative = 10.0
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None:
+            from edge_runtime.contract.preprocessing import parse_size
+            parse_size(v)  # ValueError names the text
+        return v
+
+    def input_size(self) -> tuple[int, int] | None:
+        """``size`` as (height, width) pixels, or None (the model's or its sidecar's size)."""
+        from edge_runtime.contract.preprocessing import parse_size
+        return parse_size(self.size) if self.size else None
 
     @field_validator("snapshot_max_kb")
     @classmethod

@@ -88,13 +88,13 @@ class Bench:
     """One model at one thread count, and what was measured on it: invoke
     latencies (ms), end-to-end seconds, frames and CPU seconds, per round."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, size: tuple[int, int] | None = None):
         from edge_runtime.contract.coverage import CoverageAggregator
         from edge_runtime.io.device import memory_mb
         from edge_runtime.model.segmenter import DeviceSegmenter
         self.path = Path(path)
         self.threads = threads
-        self.seg = DeviceSegmenter(path, threads=threads)
+        self.seg = DeviceSegmenter(path, threads=threads, size=size)
         self.invoke_ms: list[float] = []
         self.e2e_s = 0.0
         self.e2e_frames = 0
@@ -198,7 +198,7 @@ def _result(b: Bench, acc: dict | None) -> dict:
 
 def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: int = 20, rounds: int = 5,
               source: str = "synthetic", frame_size: tuple[int, int] = (480, 640), data: str | None = None,
-              split: str = "val", publish_interval: float = 1.0) -> dict:
+              split: str = "val", publish_interval: float = 1.0, size: tuple[int, int] | None = None) -> dict:
     """Measure every model at every thread count, interleaved in ``rounds``
     rounds of ``frames // rounds`` invokes and end-to-end frames each, after
     ``warmup`` end-to-end frames; accuracy on ``data`` when given.
@@ -212,7 +212,7 @@ def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: 
     holds the frame size the source really delivered. Raises what the
     segmenter raises for a bad model (ModelError, FileNotFoundError)."""
     feed = FrameFeed(source, frame_size)
-    benches = [Bench(m, t) for m in models for t in threads]
+    benches = [Bench(m, t, size) for m in models for t in threads]
     _log_start(benches, feed, frames, warmup, rounds)
     for b in benches:  # warm-up: first invokes allocate and pack weights
         _run_e2e(b, feed, warmup, publish_interval)

@@ -1,6 +1,7 @@
 """The device segmenter: model, sidecar, delegates, one-line errors."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,19 @@ def test_odd_models_exit_2_with_one_line(entry, model, extra, needle, tmp_path):
     errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
     assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr
     assert "Traceback" not in r.stderr and "IndexError" not in r.stderr
+
+
+@pytest.mark.parametrize("entry", ["run", "bench"])
+def test_size_flag_runs_a_dynamic_model_at_that_size(entry, tmp_path):
+    """Issue 22 item 5: a model with dynamic height and width runs at --size (roadseg-serve takes it too)."""
+    argv = {"run": ["--source", "synthetic:64x128@50", "--max-frames", "3", "--no-realtime", "--mqtt-host",
+                    "127.0.0.1", "--mqtt-port", "1", "--stop-timeout", "0", "--json"],
+            "bench": ["--frames", "4", "--warmup", "1", "--rounds", "1", "--threads", "1", "--json"]}[entry]
+    r = subprocess.run([sys.executable, "-c", f"import sys; from edge_runtime.commands.launch import {entry}; "
+                        f"sys.exit({entry}(sys.argv[1:]))", "--model", str(ODD / "dynamic.tflite"),
+                        "--size", "32x64", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "no size" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    if entry == "bench":
+        assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["input"] == "32x64", r.stderr
+    elif entry == "run":
+        assert "32x64" in r.stderr  # the start-up line names the input size it runs at
