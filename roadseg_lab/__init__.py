@@ -11,6 +11,8 @@ the reports that turn their artifacts into pages of ``docs/``.
   are formatted; :mod:`roadseg_lab.pages`: where pages live and how a section
   is put into one
 * :mod:`roadseg_lab.cityscapes_lut`: regenerates the runtime's Cityscapes table
+* :mod:`roadseg_lab.figures`: the pictures of ``docs/img``, in the project's
+  palette, from the pages' numbers and from models given as arguments
 
 Every command runs as ``python -m roadseg_lab COMMAND`` (:mod:`roadseg_lab.cli`);
 the shell scripts in ``scripts/`` call them. Importing the package is cheap:

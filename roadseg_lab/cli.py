@@ -11,6 +11,7 @@ here only; the modules it calls raise, they do not exit).
     aarch64-check MODEL OUT_DIR                 (inside the arm64 root)
     aarch64-compare MODEL ARM_DIR RC SECONDS    (on x86, after it)
     cityscapes-lut                              regenerate edge_runtime/contract/_cityscapes_lut.py
+    figures NAME... [--twin X.tflite --data DIR] [--model LABEL=X.tflite ...]   docs/img/*.png
 
 Each subcommand's ``--help`` lists its flags. A run that fails says why in
 one line on stderr and exits non-zero.
@@ -72,7 +73,8 @@ def add_gpu_students_report(sub) -> None:
     p.add_argument("--bench", help="roadseg-bench --out JSON of the int8 models side by side")
     p.add_argument("--teacher", required=True, help="the teacher's run directory (metrics.json)")
     p.add_argument("--size", default="352x480")
-    p.add_argument("--gpu", default="a GPU")
+    p.add_argument("--gpu", default="a GPU", help="the hardware the students trained on, as it is named (e.g. "
+                   "'one NVIDIA H200 (JAX, float32)'), for the page and the figure's title")
     p.add_argument("--date", default="2026-11-26")
     p.add_argument("--bench-note", default="", help="what else ran during the benchmark, appended to its line")
     p.add_argument("--extra", default="", help="a paragraph of reading, placed before the caveats")
@@ -123,12 +125,39 @@ def add_checks(sub) -> None:
     _parser(sub, "cityscapes-lut", cityscapes_lut.__doc__)
 
 
+def _labelled(text: str) -> tuple[str, str]:
+    """argparse ``type=`` for ``LABEL=PATH`` (a bare PATH is labelled with its own name)."""
+    label, _, path = text.rpartition("=")
+    return (label or Path(path).name, path)
+
+
+def add_figures(sub) -> None:
+    """``figures``'s flags."""
+    from roadseg_lab import figures
+    p = _parser(sub, "figures", figures.__doc__)
+    p.add_argument("names", nargs="+", choices=[*figures.NAMES, "all"], metavar="NAME",
+                   help=f"one or more of {', '.join(figures.NAMES)}, or all")
+    p.add_argument("--out-dir", default=str(IMG), help="where the PNGs go; default docs/img")
+    p.add_argument("--data", help="CamVid folder (qualitative)")
+    p.add_argument("--twin", help="int8 .tflite never trained on the held-out sequence (qualitative)")
+    p.add_argument("--frames", type=int, default=4, help="held-out frames shown (qualitative); default 4")
+    p.add_argument("--model", action="append", type=_labelled, default=[], metavar="LABEL=X.tflite",
+                   help="int8 model with a held-out accuracy block in its sidecar (fps-vs-miou; repeat)")
+    p.add_argument("--bench", help="a roadseg-bench --out report of those models, instead of measuring them")
+    p.add_argument("--bench-out", help="keep the new benchmark report here (JSON)")
+    for flag, default, what in (("--bench-frames", 150, "measured frames per model"),
+                                ("--rounds", 5, "interleaved rounds"), ("--threads", 2, "interpreter threads")):
+        p.add_argument(flag, type=int, default=default, help=f"{what} (fps-vs-miou); default {default}")
+    p.add_argument("--note", default="", help="what else ran during the benchmark, for the caption")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every lab command."""
     p = argparse.ArgumentParser(prog="python -m roadseg_lab", description=plain(__doc__), allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (add_recipes_and_results, add_pretrained_report, add_gpu_students_report, add_soak, add_checks):
+    for add in (add_recipes_and_results, add_pretrained_report, add_gpu_students_report, add_soak, add_checks,
+                add_figures):
         add(sub)
     return p
 
@@ -211,10 +240,27 @@ def _aarch64_compare(a: argparse.Namespace) -> int:
     return compare(a.model, a.arm_dir, a.rc, a.seconds)
 
 
+def _figures(a: argparse.Namespace) -> int:
+    from edge_runtime.commands.cli import run
+    from roadseg_lab import figures
+    names = figures.NAMES if "all" in a.names else a.names
+    s = figures.Settings(out_dir=Path(a.out_dir), data=a.data and Path(a.data), twin=a.twin and Path(a.twin),
+                         frames=a.frames, models={k: Path(v) for k, v in a.model}, bench=a.bench,
+                         bench_out=a.bench_out, bench_frames=a.bench_frames, rounds=a.rounds, threads=a.threads,
+                         note=a.note)
+
+    def render_all() -> int:
+        for n in names:
+            print(f"wrote {figures.render(n, s)}")
+        return 0
+    return run("python -m roadseg_lab figures", render_all)
+
+
 HANDLERS = {"reproduce-scratch": _recipe("scratch"), "reproduce-pretrained": _recipe("pretrained"),
             "results-report": _results_report, "pretrained-report": _pretrained_report,
             "gpu-students-report": _gpu_students_report, "soak": _soak, "soak-report": _soak_report,
-            "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut}
+            "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut,
+            "figures": _figures}
 
 
 def main(argv: list[str] | None = None) -> int:

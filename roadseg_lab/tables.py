@@ -50,3 +50,37 @@ def per_class_table(label: str, classes: Sequence[str], rows: dict[str, dict], m
     class of ``classes``; ``rows[name][class]`` is an IoU (0..1) or None."""
     return table([label, *classes], ([name, *(f3(ious.get(c), missing) for c in classes)]
                                      for name, ious in rows.items()))
+
+
+def read_tables(text: str, header: Sequence[str]) -> list[list[dict[str, str]]]:
+    """Every Markdown table in ``text`` whose header row starts with the
+    cells ``header`` (the inverse of :func:`table`), in order: each a list of
+    rows, one dict per row, header cell -> cell text (stripped, ``**`` bold
+    marks removed)."""
+    lines, tables = text.splitlines(), []
+    for i, line in enumerate(lines):
+        cells = _cells(line)
+        if cells[:len(header)] == list(header) and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            rows = []
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                rows.append(dict(zip(cells, _cells(body))))
+            tables.append(rows)
+    return tables
+
+
+def read_table(text: str, header: Sequence[str]) -> list[dict[str, str]]:
+    """The first table :func:`read_tables` finds. Raises ``ValueError``
+    naming ``header`` when ``text`` holds no such table."""
+    tables = read_tables(text, header)
+    if not tables:
+        raise ValueError(f"no Markdown table with a header starting {' | '.join(header)!r}")
+    return tables[0]
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one ``| a | b |`` line ([] for a line that is not a table row)."""
+    if not line.startswith("|"):
+        return []
+    return [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]

@@ -139,27 +139,26 @@ def kd_vs_labels(s: Settings, names: list[str], curves: dict) -> list[str]:
 def curves_figure(s: Settings, curves: dict, teacher: dict) -> list[str]:
     """Held-out mIoU-7 during training, KD vs labels only, one panel per
     configuration, as a PNG at ``s.figure``; returns the line that shows it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from edge_runtime import atomic
+    from roadseg_lab.figures import style
+    plt = style.pyplot()
     fig, axes = plt.subplots(1, len(CONFIGS), figsize=(11, 4), sharey=True)
     for ax, cfg in zip(axes, CONFIGS):
         for n, c in curves.items():
             if n.startswith(cfg + "-") and c:
                 e = sorted(c)
                 ax.plot(e, [c[i]["holdout_miou7"] for i in e], "-o" if "-kd-" in n else "--s", ms=4,
-                        color="C1" if "-kd-" in n else "C0", alpha=0.6 if n.endswith("s1") else 1.0,
+                        color=style.series_colour(int("-kd-" in n)), alpha=0.6 if n.endswith("s1") else 1.0,
                         label=f"{'KD' if '-kd-' in n else 'labels only'}, seed {n[-1]}")
-        ax.axhline(teacher["miou7"], color="grey", lw=1, ls=":", label="teacher")
+        ax.axhline(teacher["miou7"], color=style.class_colour("void"), lw=1, ls=":", label="teacher")
         ax.set_title(CONFIGS[cfg], fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out mIoU-7 (0006R0, float)")
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].set_ylim(0, 1)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="center right")
     fig.suptitle(f"Students at {s.size} on {s.gpu}: KD from the FPN-EfficientNet-Lite2 teacher vs labels only")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
     atomic.save_figure(fig, s.figure)
     return ["", f"![held-out mIoU-7 during training](img/{Path(s.figure).name})"]
 

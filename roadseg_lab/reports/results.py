@@ -209,8 +209,11 @@ def section_precisions(x: Inputs) -> list[str]:
 
 
 def section_speed(x: Inputs) -> list[str]:
-    """Speed at the benchmark size (``roadseg-bench``'s table), frames at the
-    model's size when measured, and the FPS-vs-mIoU figure."""
+    """Speed at the benchmark size (``roadseg-bench``'s table) and frames at
+    the model's size when measured. No speed-vs-accuracy figure: this recipe
+    measures speed at ``bench_size`` and accuracy at ``size``, and a figure
+    of one against the other would mix the two sizes (``python -m roadseg_lab
+    figures fps-vs-miou`` draws both at the same size)."""
     from edge_runtime.eval.bench import format_markdown
     lines = [f"## Speed at {x.bench_size} on this machine", "", format_markdown(x.bench), "",
              "Command: `roadseg-bench --model dist/camvid/<each>-" + x.bench_size + ".tflite ... --threads 1 --threads 2 "
@@ -231,11 +234,7 @@ def section_speed(x: Inputs) -> list[str]:
                   "(about 0.02 ms), argmax and coverage at 1/8 resolution and the JSON summary (together under 0.1 "
                   "ms). For a model that runs in 2 to 3 ms, these fixed costs are more than 10% of the frame; for "
                   "slower models they shrink to a few percent.", ""]
-    acc = {f.stem.replace(f"-int8-{x.size}", ""): jload(f.with_suffix(".json"))["accuracy"]["quantized"]["miou8"]
-           for f in x.dist.glob(f"*-int8-{x.size}.tflite")}
-    pareto(x.bench, acc, x.size, x.docs / "img" / "fps_vs_miou.png")
-    return lines + [f"![FPS vs mIoU](img/fps_vs_miou.png)  \nFPS: end-to-end at {x.bench_size}, 2 threads, int8. "
-                    f"mIoU: val mIoU-8 of the same model's int8 conversion at {x.size}.", ""]
+    return lines
 
 
 def goal_rows(x: Inputs, best_teacher: tuple[str, float]) -> list[tuple[str, str, bool]]:
@@ -289,13 +288,13 @@ def section_goals(x: Inputs, best_teacher: tuple[str, float]) -> list[str]:
 def section_closing(x: Inputs, best_teacher: tuple[str, float]) -> list[str]:
     """The qualitative figure, the comparison with the seed project and the caveats with the time budget."""
     grid(x.data, x.runs / best_teacher[0], x.dist / f"{x.best}-int8-{x.size}.tflite",
-         x.docs / "img" / "qualitative.png")
+         x.docs / "img" / "scratch-qualitative.png")
     runs_all = [d for d in sorted(x.runs.iterdir()) if (d / "history.csv").is_file() and d.parent == x.runs]
     total = sum(train_minutes(d) for d in runs_all)
     return [
         "## Qualitative results", "",
-        f"![image | truth | teacher | student int8](img/qualitative.png)  \nval frames: image | ground truth | "
-        f"{best_teacher[0]} | {x.best} int8.", "",
+        f"![image | truth | teacher | student int8](img/scratch-qualitative.png)  \nval frames (sequence 0016E5, "
+        f"which the training split shares): image | ground truth | {best_teacher[0]} | {x.best} int8.", "",
         "## How these numbers compare with the seed project, and what they do not show", "",
         "The seed project reported mIoU on Cityscapes' 8 categories of about 0.69 (U-Net), 0.81 (FPN-EfficientNet "
         "with augmentation) and 0.77 (SegFormer-B5). The numbers here are lower for known reasons: every model "
@@ -341,26 +340,6 @@ def write_results(data: str, runs: str | Path, dist: str | Path, best: str, size
     for extra in sorted((docs / "measurements").glob("*.md")):
         lines += ["", extra.read_text().rstrip()]
     return atomic.write_text(docs / "RESULTS.md", "\n".join(lines) + "\n")
-
-
-def pareto(bench: dict, acc: dict[str, float], size: str, out: Path) -> None:
-    """Speed vs accuracy of the int8 models (2 threads): e2e FPS against
-    val mIoU-8 (``acc`` by model name), as a PNG at ``out``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for r in bench["results"]:
-        if r["threads"] != 2 or "-int8-" not in r["model"]:
-            continue
-        name = r["model"].split("-int8-")[0]
-        if name in acc:
-            ax.scatter(r["e2e_fps"], acc[name], s=50)
-            ax.annotate(name, (r["e2e_fps"], acc[name]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set(xlabel="end-to-end FPS, int8, 2 threads (higher is better)", ylabel=f"val mIoU-8 (int8 at {size})",
-           title="speed vs accuracy")
-    fig.tight_layout()
-    atomic.save_figure(fig, out, dpi=110)
 
 
 def grid(data: str, teacher_run: Path, student_tflite: Path, out: Path, n: int = 4) -> None:

@@ -68,18 +68,24 @@ def load_runs(items: list[str]) -> dict[str, dict]:
 
 
 def plot(runs: dict[str, dict], path: str | Path) -> None:
-    """Resident memory over the run (MB against minutes), one line per run, as a PNG at ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Resident memory over the run (MB from 0, against minutes), one line per
+    run in the project's palette, as a PNG at ``path``. A run whose HTTP
+    client was ``per-request`` (a new client and TLS context per call, inside
+    the measured process) is labelled as the test harness's, not the runtime's."""
+    from roadseg_lab.figures import style
+    plt = style.pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
-    for label, r in runs.items():
+    for i, (label, r) in enumerate(runs.items()):
         t = [s[0] / 60 for s in r["rss_samples"]]
-        ax.plot(t, [s[1] for s in r["rss_samples"]], label=label, lw=1.2)
+        if r.get("http_client") == "per-request":
+            label += " (the test harness's own clients grow, not the runtime)"
+        ax.plot(t, [s[1] for s in r["rss_samples"]], label=label, lw=1.2, color=style.series_colour(i))
+    ax.set_ylim(0, None)
+    ax.set_xlim(0, None)
     ax.set_xlabel("minutes")
-    ax.set_ylabel("resident memory, MB")
+    ax.set_ylabel("resident memory of roadseg-run, MB")
     ax.set_title("roadseg-run soak: broker and camera failing, device API in use")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     atomic.save_figure(fig, path)

@@ -62,7 +62,8 @@ def test_results_page_unchanged(tmp_path, monkeypatch, bench_table):
     (docs / "measurements" / "99-extra.md").write_text("## An extra measurement\n\nMeasured by hand.\n")
     page = results.write_results(**r, docs=docs)
     _same_page(page.read_text(), (DATA / "results.md").read_text())
-    assert (docs / "img" / "fps_vs_miou.png").is_file() and len(drawn) == 1
+    assert len(drawn) == 1 and drawn[0][-1] == docs / "img" / "scratch-qualitative.png"
+    assert not (docs / "img" / "fps_vs_miou.png").exists()  # issue 24: no speed-vs-accuracy at two input sizes
 
 
 def test_soak_report_unchanged(tmp_path):

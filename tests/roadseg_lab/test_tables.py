@@ -53,3 +53,14 @@ def test_results_page_uses_the_taxonomy_not_its_own_class_list():
     literals = [n for n in ast.walk(tree) if isinstance(n, (ast.Tuple, ast.List))
                 and {getattr(e, "value", None) for e in n.elts} >= {"void", "flat", "sky"}]
     assert literals == [] and "CATEGORIES" in Path(results.__file__).read_text()
+
+
+def test_read_table_is_the_inverse_of_table():
+    from roadseg_lab.tables import read_table
+    text = "\n".join(["intro", *table(["model", "flat", "sky"], [["a (int8)", "0.900", "**0.800**"], ["b", "", "x"]]),
+                      "", *table(["model", "void"], [["c", "0.1"]]), "after"])
+    assert read_table(text, ["model", "flat"]) == [{"model": "a (int8)", "flat": "0.900", "sky": "0.800"},
+                                                   {"model": "b", "flat": "", "sky": "x"}]
+    assert read_table(text, ["model", "void"]) == [{"model": "c", "void": "0.1"}]
+    with pytest.raises(ValueError, match="model | human"):
+        read_table(text, ["model", "human"])
