@@ -1,81 +1,128 @@
-"""roadseg-monitor: subscribe to vehicles' topics and print their summaries.
+"""roadseg-monitor: subscribe to vehicles' topics and print their summaries, one line each.
 
-    roadseg-monitor [--mqtt-host 127.0.0.1] [--mqtt-port 1883] [--topic 'roadseg/+/#'] [--duration S] [--count N]
+    roadseg-monitor [--mqtt-host 127.0.0.1] [--mqtt-port 1883] [--mqtt-username U] [--tls-ca ca.crt]
+                    [--topic 'roadseg/+/#'] [--duration S] [--count N]
+
+Each line starts with the time it arrived (UTC). Every message passes the
+fleet's intake (size, then schema) first; what it refuses is printed as a
+``dropped`` line with the reason. Nothing a sender chose reaches the terminal
+as a control sequence. Exit codes: 0 done, 4 the broker could not be reached,
+refused the login, or the subscriber stopped.
 """
 from __future__ import annotations
 
-import json
+import datetime as dt
 import sys
-import threading
 import time
 
+from fleet.text import clean
 
-def describe(topic: str, p: dict) -> str:
-    kind = topic.rsplit("/", 1)[-1]
-    if kind == "coverage":
-        top = sorted(p["coverage"].items(), key=lambda kv: -kv[1])[:4]
-        return (f"{p['device_id']} coverage #{p['seq']}: {p['frames']} frames, {p['fps']:.1f} FPS, "
+KINDS = ("status", "coverage", "stats", "snapshot", "ha")
+
+
+def stamp(epoch: float | None = None) -> str:
+    """``HH:MM:SS.mmm`` UTC of ``epoch`` (default now)."""
+    t = dt.datetime.fromtimestamp(time.time() if epoch is None else epoch, dt.timezone.utc)
+    return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def describe(m) -> str:
+    """One line for a :class:`fleet.intake.Message` (payload already validated), control characters removed."""
+    p, who = m.payload, m.device
+    if m.kind == "coverage":
+        top = sorted(((c, getattr(p.coverage, c)) for c in type(p.coverage).model_fields), key=lambda kv: -kv[1])[:4]
+        return (f"{who} coverage #{p.seq}: {p.frames} frames, {p.fps:.1f} FPS, "
                 + ", ".join(f"{c} {100 * v:.0f}%" for c, v in top)
-                + f"; road ahead drivable {100 * p['zones']['road_ahead']['drivable']:.0f}%")
-    if kind == "status":
-        return f"{p.get('device_id')} status: {p.get('state')}"
-    if kind == "stats":
-        return (f"{p['device_id']} stats: {p['fps']['achieved']} FPS (target {p['fps']['target']}), "
-                f"{p['dropped_frames']} dropped, latency p50 {p['latency_ms']['p50']} ms")
-    return f"{topic}: {json.dumps(p)[:120]}"
+                + f"; road ahead drivable {100 * p.zones.road_ahead.drivable:.0f}%")
+    if m.kind == "status":
+        extra = [f"since {p.since}" if p.since else f"at {p.ts}"]
+        extra += [f"reason {clean(p.reason, 80)}"] if p.reason else []
+        extra += [f"error {clean(p.error, 160)}"] if p.error else []
+        return f"{who} status: {clean(p.state, 32)} ({', '.join(extra)})"
+    if m.kind == "stats":
+        return (f"{who} stats: {p.fps.achieved:g} FPS (target {p.fps.target:g}), {p.dropped_frames} dropped, "
+                f"latency p50 {p.latency_ms.p50:g} ms, camera {clean(p.camera.state, 32)}")
+    if m.kind == "ha":
+        return f"{who} ha: " + ", ".join(f"{c} {getattr(p.coverage, c):g}%" for c in type(p.coverage).model_fields)
+    return f"{who} {m.kind}: {m.size} bytes"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import paho.mqtt.client as mqtt
-
+def build_parser():
+    """The monitor's options: the broker's as :func:`fleet.broker.add_arguments`, then its own."""
     from edge_runtime.commands import cli
+    from fleet import broker
     p = cli.parser("roadseg-monitor", __doc__)
-    p.add_argument("--mqtt-host", default="127.0.0.1", help="broker host")
-    p.add_argument("--mqtt-port", type=int, default=1883)
+    broker.add_arguments(p)
     cli.deprecated(p, "--host", "--mqtt-host", "mqtt_host")
     cli.deprecated(p, "--port", "--mqtt-port", "mqtt_port", type=int)
     p.add_argument("--topic", default="roadseg/+/#")
     p.add_argument("--duration", type=float, help="seconds to listen")
     p.add_argument("--count", type=int, help="stop after this many coverage summaries")
-    p.add_argument("--connect-timeout", type=float, default=30.0)
-    args = p.parse_args(argv)
-    done = threading.Event()
-    seen = {"coverage": 0}
+    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to reach the broker; default 30")
+    return p
 
-    def on_connect(c, u, f, rc, props=None):
-        c.subscribe(args.topic, qos=1)
 
-    def on_message(c, u, msg):
+class Printer:
+    """The subscriber's handler: checks each message, prints one line, counts coverage summaries."""
+
+    def __init__(self, out=sys.stdout):
+        from fleet.intake import Intake
+        self.intake, self.out, self.coverage = Intake(KINDS), out, 0
+        self.subscriber = None
+
+    def __call__(self, topic: str, body: bytes, retained: bool) -> None:
+        from fleet.intake import Dropped
         try:
-            payload = json.loads(msg.payload)
-        except ValueError:
-            return
-        print(describe(msg.topic, payload), flush=True)
-        if msg.topic.endswith("/coverage"):
-            seen["coverage"] += 1
-            if args.count and seen["coverage"] >= args.count:
-                done.set()
+            m = self.intake.accept(topic, body, retained)
+            line = describe(m) if m is not None else f"{clean(topic, 120)}: {len(body)} bytes"
+        except Dropped as e:
+            line = f"dropped from {clean(e.sender, 64)}: {clean(e, 200)}"
+            m = None
+        print(f"{stamp()} {line}", file=self.out, flush=True)
+        if m is not None and m.kind == "coverage":
+            self.coverage += 1
+            if self.subscriber is not None:
+                self.subscriber.notify()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    c.on_connect, c.on_message = on_connect, on_message
-    deadline = time.monotonic() + args.connect_timeout
-    while True:  # the broker may still be starting
+
+def watch(sub, printer: Printer, *, count: int | None = None, duration: float | None = None,
+          connect_timeout: float = 30.0) -> None:
+    """Wait until ``count`` coverage summaries were printed or ``duration`` seconds passed
+    (woken by each summary and each change of the subscriber, never polling). Raises
+    :class:`edge_runtime.commands.cli.RuntimeFailure` when the broker cannot be reached
+    within ``connect_timeout`` s, refuses the login, or the subscriber stops."""
+    from edge_runtime.commands import cli
+    if not sub.wait_for(lambda: sub.connected or sub.refused or sub.stopped, connect_timeout):
+        raise cli.RuntimeFailure(sub.error or f"cannot reach {sub.s.address}")
+    deadline = None if duration is None else time.monotonic() + duration
+
+    def finished():
+        return (sub.refused or sub.stopped is not None or bool(count and printer.coverage >= count)
+                or (deadline is not None and time.monotonic() >= deadline))
+    while not finished():
+        sub.wait_for(finished, None if deadline is None else max(deadline - time.monotonic(), 0.01))
+    if sub.refused:
+        raise cli.RuntimeFailure(sub.error or "the broker refused the login")
+    if sub.stopped is not None:
+        raise cli.RuntimeFailure(f"the subscriber stopped: {sub.stopped}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge_runtime.commands import cli
+    args = build_parser().parse_args(argv)
+
+    def body():
+        from fleet import broker
+        printer = Printer()
+        sub = broker.BrokerSubscriber(broker.from_args(args), [args.topic], printer)
+        printer.subscriber = sub
         try:
-            c.connect(args.mqtt_host, args.mqtt_port, keepalive=15)
-            break
-        except OSError as e:
-            if time.monotonic() > deadline:
-                print(f"roadseg-monitor: error: cannot reach {args.mqtt_host}:{args.mqtt_port}: {e}", file=sys.stderr)
-                return cli.EXIT_RUNTIME
-            time.sleep(0.3)
-    c.loop_start()
-    try:
-        done.wait(args.duration)
-    except KeyboardInterrupt:
-        pass
-    c.loop_stop()
-    c.disconnect()
-    return 0
+            watch(sub, printer, count=args.count, duration=args.duration, connect_timeout=args.connect_timeout)
+        finally:
+            if sub.stopped is None:
+                sub.close()
+
+    return cli.run("roadseg-monitor", body)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,19 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError, WithJsonSchema,
-                      create_model, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
 from edge_runtime.contract.coverage import ZONES
 from edge_runtime.contract.labels import CATEGORIES
@@ -63,8 +72,8 @@ Timestamp = Annotated[str, StringConstraints(
     max_length=40, pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)$")]
 ApiUrl = Annotated[str, StringConstraints(max_length=300, pattern=API_URL_PATTERN)]
 # a JSON number that stays an int when sent as one (15, not 15.0); finite (model config)
-Number = Annotated[Union[StrictInt, float], WithJsonSchema({"type": "number"})]
-NonNegative = Annotated[Union[StrictInt, float], Field(ge=0), WithJsonSchema({"type": "number", "minimum": 0})]
+Number = Annotated[StrictInt | float, WithJsonSchema({"type": "number"})]
+NonNegative = Annotated[StrictInt | float, Field(ge=0), WithJsonSchema({"type": "number", "minimum": 0})]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -148,14 +157,14 @@ class Memory(_Payload):
     peak_rss_mb: NonNegative | None = None
 
 
-MqttExtra = Union[bool, StrictInt, float, ShortText, None]
+MqttExtra = bool | StrictInt | float | ShortText | None
 
 
 class MqttCounters(_Payload):
     """The publisher's counters (:attr:`edge_runtime.io.mqtt.MqttPublisher.counts`) and link state.
     Up to :data:`MAX_MQTT_EXTRA` more counters (snake_case names, scalar values) are accepted."""
-    model_config = ConfigDict(extra="allow", json_schema_extra={
-        "maxProperties": 8 + MAX_MQTT_EXTRA, "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,31}$"}})
+    model_config = ConfigDict(extra="allow", json_schema_extra=lambda schema, cls: schema.update(
+        maxProperties=len(cls.model_fields) + MAX_MQTT_EXTRA, propertyNames={"pattern": r"^[a-z][a-z0-9_]{0,31}$"}))
     __pydantic_extra__: dict[str, MqttExtra] = Field(init=False)
 
     queued: Count | None = None
@@ -164,6 +173,11 @@ class MqttCounters(_Payload):
     dropped: Count | None = None
     skipped: Count | None = None
     refused: Count | None = None
+    oversize: Count | None = None
+    requests: Count | None = None
+    requests_limited: Count | None = None
+    requests_oversize: Count | None = None
+    connect_failures: Count | None = None
     connected: bool | None = None
     last_error: ShortText | None = None
 

@@ -1,26 +1,51 @@
 """roadseg-dashboard: the fleet dashboard (Streamlit) over MQTT.
 
-    roadseg-dashboard [--mqtt-host H] [--mqtt-port P] [--device-api URL] [--http 127.0.0.1:8501]
+    roadseg-dashboard [--mqtt-host H] [--mqtt-port P] [--mqtt-username dashboard] [--tls-ca ca.crt]
+                      [--vehicle car1 --vehicle car2] [--device-api URL] [--http 127.0.0.1:8501]
+
+The password comes from ROADSEG_MQTT_PASSWORD or --mqtt-password-file, never
+the command line. --vehicle lists the ids the dashboard always keeps (and
+alerts about when they send nothing), however many others appear.
 """
 import os
+import re
 import sys
 from pathlib import Path
 
 from edge_runtime.commands import cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
+    """The dashboard's options: the broker's as :func:`fleet.broker.add_arguments`, then its own."""
+    from fleet import broker
     p = cli.parser("roadseg-dashboard", __doc__)
-    p.add_argument("--mqtt-host", default="127.0.0.1", help="broker host")
-    p.add_argument("--mqtt-port", type=int, default=1883)
-    p.add_argument("--device-api", default="", help="a device API URL for the one-image page")
+    broker.add_arguments(p)
+    p.add_argument("--vehicle", action="append", default=[], metavar="ID",
+                   help="a vehicle id always kept and shown (repeat); alerts while it sends nothing")
+    p.add_argument("--device-api", default="", help="http(s)://HOST:PORT of a device API for the one-image page "
+                                                    "and every live-view link (ROADSEG_API_TOKEN is sent there)")
     p.add_argument("--http", default="127.0.0.1:8501", help="HOST:PORT the dashboard serves on")
     cli.deprecated(p, "--address", "--http HOST:PORT", "address")
     cli.deprecated(p, "--port", "--http HOST:PORT", "port", type=int)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body():
-        from edge_runtime.api import parse_http  # no FastAPI import: the dashboard extra has none
+        from edge_runtime.api import (
+            parse_http,  # no FastAPI import: the dashboard extra has none
+        )
+        from edge_runtime.contract.payloads import API_URL_PATTERN, DEVICE_ID_PATTERN
+        from fleet import broker
+        settings = broker.from_args(args)
+        bad = [v for v in args.vehicle if not re.fullmatch(DEVICE_ID_PATTERN, v)]
+        if bad:
+            raise ValueError(f"--vehicle {bad[0]!r}: use 1 to 64 letters, digits, _ or -")
+        api = args.device_api.rstrip("/")
+        if api and not re.fullmatch(API_URL_PATTERN, api):
+            raise ValueError(f"--device-api {args.device_api!r}: use http(s)://HOST[:PORT]")
         host, port = parse_http(args.http)
         host = getattr(args, "address", None) or host
         port = getattr(args, "port", None) or port
@@ -28,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             from streamlit.web import cli as stcli
         except ImportError:
             raise ImportError("install the dashboard extra: pip install '.[dashboard]'") from None
-        os.environ.update(ROADSEG_DASH_MQTT_HOST=args.mqtt_host, ROADSEG_DASH_MQTT_PORT=str(args.mqtt_port),
-                          ROADSEG_DASH_DEVICE_API=args.device_api)
+        os.environ.update(broker.to_env(settings, args.mqtt_password_file), ROADSEG_DASH_DEVICE_API=api,
+                          ROADSEG_DASH_VEHICLES=",".join(args.vehicle))
         sys.argv = ["streamlit", "run", str(Path(__file__).with_name("app.py")), "--server.headless", "true",
                     "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                    "--client.toolbarMode", "minimal"]  # no Deploy button
+                    "--client.toolbarMode", "minimal",  # no Deploy button
+                    "--client.showErrorDetails", "none"]  # no message, type or trace ("false" still shows traces)
         return stcli.main()
 
     return cli.run("roadseg-dashboard", body)

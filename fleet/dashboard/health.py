@@ -1,92 +1,167 @@
 """What is wrong with a vehicle, and since when: the dashboard's alerts, from
-what the vehicles publish (``status`` and ``stats``). Pure functions over the
-fleet's state, so they are tested without a browser."""
+what the vehicles publish (``status`` and ``stats``). Pure functions over
+:class:`fleet.dashboard.state.VehicleView`, so they are tested without a browser.
+
+Reachability first (:func:`condition`): a vehicle is ``online``, lost its
+camera, ``offline`` (its Last Will or another failure), ``stopped`` on purpose
+(a clean stop: greyed, never an alert), ``silent`` (no message for
+``silent_after_s``) or, for an id the operator listed, ``never_seen``. An
+operator may acknowledge an offline, silent or never-seen vehicle: its alert is
+then hidden until its condition changes (:func:`ack_key`).
+"""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 from dataclasses import dataclass
+
+#: ``status.reason`` of an ``offline`` status that means the vehicle was stopped on purpose
+#: (edge_runtime's clean stop says ``stopped``; the loop's exit reasons are the others)
+DELIBERATE_STOPS = frozenset({"stopped", "stop", "signal", "duration", "max-frames", "end of source"})
+#: conditions in which a vehicle is shown greyed, without camera state or live view
+UNREACHABLE = frozenset({"offline", "stopped", "silent", "never_seen"})
 
 
 @dataclass
 class Thresholds:
-    silent_after_s: float = 30.0     # no message for this long: offline (3 stats intervals by default)
-    min_fps_fraction: float = 0.8    # achieved below this fraction of the target
-    max_temp_c: float = 80.0         # CPU temperature above this
-    max_queued: int = 10             # MQTT messages waiting, and growing
+    """Alert settings (the dashboard's sidebar): seconds of silence before a vehicle counts as offline
+    (3 stats intervals by default), the fraction of its target FPS below which it is slow, the CPU
+    temperature limit in °C (a Pi 4 throttles at 80), and how many waiting MQTT messages, growing, alert."""
+    silent_after_s: float = 30.0
+    min_fps_fraction: float = 0.8
+    max_temp_c: float = 80.0
+    max_queued: int = 10
 
 
 @dataclass
 class Alert:
+    """One alert: ``kind`` is offline, never_seen, camera_lost, fps_low, hot or queue_growing;
+    ``since`` in epoch seconds; ``message`` is composed by the dashboard from validated values,
+    ``detail`` is text the vehicle sent (a reason or an error: shown verbatim, as code)."""
     vehicle: str
-    kind: str          # offline, camera_lost, fps_low, hot, queue_growing
+    kind: str
     message: str
-    since: float       # epoch seconds
+    since: float
+    detail: str = ""
 
     @property
     def since_text(self) -> str:
-        return dt.datetime.fromtimestamp(self.since, dt.timezone.utc).strftime("%H:%M:%S UTC")
+        """``since`` as ``HH:MM:SS UTC``."""
+        return hhmmss(self.since)
 
 
-def parse_ts(ts: str | None) -> float | None:
-    """The vehicles' RFC 3339 ``ts`` -> epoch seconds."""
-    if not ts:
+@dataclass(frozen=True)
+class Condition:
+    """How reachable a vehicle is: ``kind`` (online, camera_lost, offline, stopped, silent,
+    never_seen), since when (epoch s) and the status's reason or error (plain text, may be empty)."""
+    kind: str
+    since: float
+    why: str = ""
+
+
+def hhmmss(epoch: float | None) -> str:
+    """Epoch seconds as ``HH:MM:SS UTC``; ``—`` where unknown or out of range."""
+    try:
+        return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "—"
+
+
+def parse_ts(ts: object) -> float | None:
+    """The vehicles' RFC 3339 ``ts`` -> epoch seconds; None for anything else (a number,
+    an impossible date, a year outside what the platform's clock can hold)."""
+    if not isinstance(ts, str) or not ts:
         return None
     try:
         return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
 
 
-def _since(history: list[dict], bad) -> float | None:
-    """The ``ts`` of the first of the trailing run of stats for which ``bad`` holds."""
+def condition(v, now: float, th: Thresholds) -> Condition:
+    """``v``: a :class:`fleet.dashboard.state.VehicleView`."""
+    st = v.status
+    since = (parse_ts(st.since) or parse_ts(st.ts)) if st is not None else None
+    since = since or v.last_seen or v.first_seen
+    if st is None and v.last_seen is None:
+        return Condition("never_seen", v.first_seen)
+    if st is not None and st.state == "offline":
+        why = st.reason or ""
+        return Condition("stopped" if why in DELIBERATE_STOPS else "offline", since, why)
+    if v.last_seen is not None and now - v.last_seen > th.silent_after_s:
+        return Condition("silent", v.last_seen)
+    if st is not None and st.state == "camera_lost":
+        return Condition("camera_lost", since, st.error or "")
+    return Condition("online", since)
+
+
+def ack_key(v, now: float, th: Thresholds) -> str | None:
+    """What an operator acknowledges: the vehicle's unreachable condition and
+    since when (a later change makes a new key, so the alert returns); None when reachable."""
+    c = condition(v, now, th)
+    return f"{c.kind}@{c.since:.3f}" if c.kind in UNREACHABLE else None
+
+
+def _reachability_alert(v, c: Condition, now: float) -> Alert | None:
+    name = v.device_id
+    if c.kind == "offline":
+        if c.why == "lost":
+            return Alert(name, "offline", f"{name} is offline (Last Will: connection lost)", c.since)
+        return Alert(name, "offline", f"{name} is offline", c.since, c.why)
+    if c.kind == "silent":
+        return Alert(name, "offline", f"{name} silent for {now - c.since:.0f} s", c.since)
+    if c.kind == "never_seen":
+        return Alert(name, "never_seen", f"{name} has sent nothing since the dashboard started", c.since)
+    if c.kind == "camera_lost":
+        return Alert(name, "camera_lost", f"{name} lost its camera", c.since, c.why)
+    return None
+
+
+def _trailing_since(rows, bad) -> float | None:
+    """The ``ts`` (column 0) of the first of the trailing run of ``rows`` for which ``bad(row)`` holds."""
     since = None
-    for s in reversed(history):
-        if not bad(s):
+    for r in rows[::-1]:
+        if not bad(r):
             break
-        since = parse_ts(s.get("ts")) or since
+        since = r[0] if math.isfinite(r[0]) else since
     return since
 
 
-def vehicle_alerts(v: dict, now: float, th: Thresholds) -> list[Alert]:
-    """``v``: a vehicle as :class:`fleet.dashboard.state.Fleet` keeps it."""
-    name, out = v["device_id"], []
-    state = v.get("state")
-    state_since = parse_ts(v.get("status", {}).get("ts")) or v.get("last_seen") or now
-    if state == "offline":
-        why = v.get("status", {}).get("reason", "")
-        out.append(Alert(name, "offline", f"{name} is offline" + (" (Last Will: connection lost)" if why == "lost"
-                                                                   else f" ({why})" if why else ""), state_since))
-    elif v.get("last_seen") and now - v["last_seen"] > th.silent_after_s:
-        out.append(Alert(name, "offline", f"{name} silent for {now - v['last_seen']:.0f} s", v["last_seen"]))
-    if state == "camera_lost":
-        err = v.get("status", {}).get("error")
-        out.append(Alert(name, "camera_lost", f"{name} lost its camera" + (f": {err}" if err else ""), state_since))
-    hist = list(v.get("stats_history", ()))
-    if not hist or state == "offline":
+def vehicle_alerts(v, now: float, th: Thresholds) -> list[Alert]:
+    """Alerts of one vehicle (a :class:`fleet.dashboard.state.VehicleView`); an acknowledged
+    unreachable condition gives none, a deliberate stop never does."""
+    c = condition(v, now, th)
+    out = []
+    first = _reachability_alert(v, c, now)
+    if first is not None and not (c.kind in UNREACHABLE and v.acknowledged == ack_key(v, now, th)):
+        out.append(first)
+    rows = v.stats_rows  # columns: ts, achieved, target, cpu_temp_c, queued (NaN where unknown)
+    if c.kind in UNREACHABLE or not len(rows):
         return out
+    name = v.device_id
 
-    def fps_low(s):
-        f = s.get("fps", {})
-        return bool(f.get("target")) and f.get("achieved", 0) < th.min_fps_fraction * f["target"]
+    def fps_low(r):
+        return r[2] > 0 and r[1] < th.min_fps_fraction * r[2]
 
-    def hot(s):
-        return s.get("cpu_temp_c") is not None and s["cpu_temp_c"] > th.max_temp_c
+    def hot(r):
+        return r[3] > th.max_temp_c  # NaN compares False: unknown is not hot
 
-    last = hist[-1]
+    last = rows[-1]
     if fps_low(last):
-        f = last["fps"]
-        out.append(Alert(name, "fps_low", f"{name} at {f['achieved']:.1f} FPS, target {f['target']:g}",
-                         _since(hist, fps_low) or now))
+        out.append(Alert(name, "fps_low", f"{name} at {last[1]:.1f} FPS, target {last[2]:g}",
+                         _trailing_since(rows, fps_low) or now))
     if hot(last):
-        out.append(Alert(name, "hot", f"{name} CPU at {last['cpu_temp_c']:.0f} °C (limit {th.max_temp_c:g})",
-                         _since(hist, hot) or now))
-    queued = [s.get("mqtt", {}).get("queued", 0) for s in hist[-3:]]
-    if queued[-1] > th.max_queued and all(b >= a for a, b in zip(queued, queued[1:])) and queued[-1] > queued[0]:
-        out.append(Alert(name, "queue_growing", f"{name} has {queued[-1]} MQTT messages waiting, growing",
-                         _since(hist, lambda s: s.get("mqtt", {}).get("queued", 0) > th.max_queued) or now))
+        out.append(Alert(name, "hot", f"{name} CPU at {last[3]:.0f} °C (limit {th.max_temp_c:g})",
+                         _trailing_since(rows, hot) or now))
+    queued = [0.0 if math.isnan(r[4]) else r[4] for r in rows[-3:]]
+    if queued[-1] > th.max_queued and all(b >= a for a, b in itertools.pairwise(queued)) and queued[-1] > queued[0]:
+        out.append(Alert(name, "queue_growing", f"{name} has {queued[-1]:.0f} MQTT messages waiting, growing",
+                         _trailing_since(rows, lambda r: r[4] > th.max_queued) or now))
     return out
 
 
-def fleet_alerts(vehicles: list[dict], now: float, th: Thresholds) -> list[Alert]:
+def fleet_alerts(vehicles: list, now: float, th: Thresholds) -> list[Alert]:
+    """Every vehicle's alerts, oldest first."""
     alerts = [a for v in vehicles for a in vehicle_alerts(v, now, th)]
     return sorted(alerts, key=lambda a: a.since)

@@ -24,11 +24,11 @@ def _summary():
 
 
 def _stats(**over):
-    kw = dict(achieved_fps=14.234, target_fps=15, frames=900, dropped_frames=12, skipped_ticks=3,
-              camera_reconnects=0, camera_state="live", latency_ms={"p50": 20.1, "p90": 25.0, "p99": 31.4},
-              cpu_temp_c=71.5, memory={"rss_mb": 140.2, "peak_rss_mb": 150.0}, uptime_s=61.04,
-              mqtt={"queued": 0, "queued_total": 10, "sent": 10, "dropped": 0, "skipped": 0, "connected": True},
-              model=MODEL)
+    kw = {"achieved_fps": 14.234, "target_fps": 15, "frames": 900, "dropped_frames": 12, "skipped_ticks": 3,
+          "camera_reconnects": 0, "camera_state": "live", "latency_ms": {"p50": 20.1, "p90": 25.0, "p99": 31.4},
+          "cpu_temp_c": 71.5, "memory": {"rss_mb": 140.2, "peak_rss_mb": 150.0}, "uptime_s": 61.04,
+          "mqtt": {"queued": 0, "queued_total": 10, "sent": 10, "dropped": 0, "skipped": 0, "connected": True},
+          "model": MODEL}
     return payloads.stats("bus9", **(kw | over))
 
 
@@ -123,6 +123,12 @@ def test_size_is_checked_before_parsing():
         payloads.parse("status", big)
     for kind in payloads.MODELS:  # every reader has a cap, and the vehicle's own payloads fit with room to spare
         assert len(json.dumps(_built()[kind])) * 4 < payloads.MAX_BYTES[kind]
+
+
+def test_the_publishers_own_counters_fit_the_stats_schema():
+    from edge_runtime.io.mqtt import MqttPublisher, MqttSettings
+    counts = MqttPublisher(MqttSettings(device_id="bus9")).counts  # not started: nothing connects
+    assert _stats(mqtt=counts)["mqtt"] == counts
 
 
 def test_mqtt_block_takes_new_counters_within_bounds():
