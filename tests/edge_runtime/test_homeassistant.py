@@ -40,12 +40,17 @@ def test_home_assistant_discovery_survives_broker_restart_and_follows_birth(tiny
         assert runner.ha.discoveries > n
         n = runner.ha.discoveries
         again = Subscriber(b.port, "homeassistant/sensor/#", client_id="ha-again")
-        assert again.wait_for_count(lambda m: m[0].endswith("/config") and m[2], 8)  # the retained ones
+        # all eight configs are there (retained, or live if the re-discovery was still under way when it subscribed)
+        with again.lock:
+            assert again.lock.wait_for(lambda: len({m[0] for m in again.messages if m[0].endswith("/config")}) >= 8,
+                                       20)
+            live_before = sum(1 for m in again.messages if m[0].endswith("/config") and not m[2])
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         c.connect("127.0.0.1", b.port)
         c.loop_start()
         c.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)  # Home Assistant restarted
-        assert again.wait_for_count(lambda m: m[0].endswith("/config") and not m[2], 8)  # sent again, live
+        # sent again, live: eight more than were live before the birth message
+        assert again.wait_for_count(lambda m: m[0].endswith("/config") and not m[2], live_before + 8)
         again.close()
         states = Subscriber(b.port, "roadseg/ha_car/ha", client_id="ha-states")
         assert states.wait_for_count(lambda m: m[0].endswith("/ha"), 4, timeout=20)
