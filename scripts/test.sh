@@ -3,7 +3,8 @@
 # creates .venv if absent, installs .[train,runtime,dev], installs with apt where
 # it can what the tests run for real (the mosquitto broker and clients, Chromium,
 # prometheus-mqtt-exporter), then runs pytest.
-# Extra arguments go to pytest (e.g. ./scripts/test.sh -m slow).
+# With no arguments: the default suite, then the integration tests (-m integration: they build
+# venvs and install packages). Extra arguments go to one pytest run instead (e.g. ./scripts/test.sh -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,16 @@ if [ -f /etc/debian_version ] && ! /usr/bin/python3 -c "import numpy, cv2, venv"
         || echo "    could not install them; the system-site-packages test will skip"
 fi
 
-echo "==> running tests"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+    echo "==> running pytest $*"
+    exec .venv/bin/python -m pytest "$@"
+fi
+# no arguments (CI): the default suite, then the integration tests (they build venvs and install
+# packages); both always run, the exit status is the first failure's
+rc=0
+echo "==> running the default suite"
+.venv/bin/python -m pytest || rc=$?
+echo "==> running the integration tests (-m integration)"
+.venv/bin/python -m pytest -m integration || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
+exit "$rc"
