@@ -71,7 +71,7 @@ def time_chart(df: pd.DataFrame, title: str, y_title: str, colors: list[str] | N
 
 def chart_with_table(df: pd.DataFrame, title: str, y_title: str, colors=None):
     """``title`` is built by the page from a validated device id; the table is an HTML table (screen readers)."""
-    st.altair_chart(time_chart(df, title, y_title, colors), use_container_width=True)
+    st.altair_chart(time_chart(df, title, y_title, colors), width="stretch")
     with st.expander(f"{title}: data table (last 30 rows)"):
         tail = df.tail(30).copy()
         tail.index = tail.index.strftime("%H:%M:%S")
@@ -127,7 +127,7 @@ def drops_banner(fleet) -> int:
                    f"(too large, or not a valid payload).")
         with st.expander("dropped messages per sender"):
             st.dataframe(pd.DataFrame([{"sender": s, "dropped": d.count, "last reason": d.last_reason}
-                                       for s, d in bad[:200]]), hide_index=True, use_container_width=True)
+                                       for s, d in bad[:200]]), hide_index=True, width="stretch")
     return refused
 
 
@@ -155,8 +155,8 @@ def alerts_section(fleet, vehicles, now: float, th: Thresholds, refused: int) ->
 
 
 def table(vehicles, now: float, th: Thresholds, api_override: str) -> None:
-    """The health table. Cells are text: a missing value reads — (the grid would draw a null as "None"),
-    numbers in fixed formats; unreachable vehicles' rows are grey, without a live-view link."""
+    """The health table: numbers stay numbers (sortable), a missing value reads — (``placeholder``),
+    unreachable vehicles' rows are grey and have no live-view link."""
     rows, grey = [], []
     for v in vehicles:
         c = health.condition(v, now, th)
@@ -165,21 +165,23 @@ def table(vehicles, now: float, th: Thresholds, api_override: str) -> None:
         api = api_override or (v.status.api if v.status else None)
         rows.append({
             "vehicle": v.device_id, "state": c.kind.replace("_", " "),
-            "fps": fmt(cov.fps if cov else (s.fps.achieved if s else None), ".1f"),
-            "target fps": fmt(s.fps.target if s else None), "dropped frames": fmt(s.dropped_frames if s else None),
-            "latency p50 ms": fmt(s.latency_ms.p50 if s else None, ".1f"),
-            "latency p99 ms": fmt(s.latency_ms.p99 if s else None, ".1f"),
-            "CPU °C": fmt(s.cpu_temp_c if s else None, ".1f"), "RSS MB": fmt(s.memory.rss_mb if s else None, ".0f"),
-            "MQTT queued": fmt(s.mqtt.queued if s else None), "MQTT dropped": fmt(s.mqtt.dropped if s else None),
-            "uptime min": fmt(s.uptime_s / 60 if s else None, ".1f"),
-            "road ahead drivable %": fmt(100 * cov.zones.road_ahead.drivable if cov else None, ".1f"),
-            "model": clean(model.name, 80) if model else UNKNOWN,
-            "sha256": clean(model.sha256, 12) if model and model.sha256 else UNKNOWN, "summaries": str(v.summaries),
-            "last seen s ago": fmt(now - v.last_seen if v.last_seen else None, ".0f"),
-            "live view": f"{api}/v1/stream.mjpg" if api and c.kind not in health.UNREACHABLE else ""})
+            "fps": cov.fps if cov else (s.fps.achieved if s else None), "target fps": s.fps.target if s else None,
+            "dropped frames": s.dropped_frames if s else None, "latency p50 ms": s.latency_ms.p50 if s else None,
+            "latency p99 ms": s.latency_ms.p99 if s else None, "CPU °C": s.cpu_temp_c if s else None,
+            "RSS MB": s.memory.rss_mb if s else None, "MQTT queued": s.mqtt.queued if s else None,
+            "MQTT dropped": s.mqtt.dropped if s else None,
+            "uptime min": round(s.uptime_s / 60, 1) if s else None,
+            "road ahead drivable %": round(100 * cov.zones.road_ahead.drivable, 1) if cov else None,
+            "model": clean(model.name, 80) if model else None,
+            "sha256": clean(model.sha256, 12) if model and model.sha256 else None, "summaries": v.summaries,
+            "last seen s ago": round(now - v.last_seen, 1) if v.last_seen else None,
+            "live view": f"{api}/v1/stream.mjpg" if api and c.kind not in health.UNREACHABLE else None})
         grey.append(c.kind in health.UNREACHABLE)
-    styled = pd.DataFrame(rows).style.apply(lambda r: [f"color: {GREY}" if grey[r.name] else ""] * len(r), axis=1)
-    st.dataframe(styled, hide_index=True, use_container_width=True,
+    counts = ("dropped frames", "MQTT queued", "MQTT dropped", "summaries")
+    df = pd.DataFrame(rows).astype(dict.fromkeys(counts, "Int64"))  # counts stay integers beside missing values
+    styled = (df.style.format(precision=1, na_rep=UNKNOWN)
+              .apply(lambda r: [f"color: {GREY}" if grey[r.name] else ""] * len(r), axis=1))
+    st.dataframe(styled, hide_index=True, width="stretch", placeholder=UNKNOWN,
                  column_config={"live view": st.column_config.LinkColumn("live view")})
 
 
@@ -225,7 +227,7 @@ def vehicle_section(v, now: float, th: Thresholds, api_override: str) -> None:
     with right:
         if v.snapshot:
             st.image(v.snapshot, caption=f"{name}: latest snapshot over MQTT, received {now - v.snapshot_at:.0f} s ago",
-                     use_container_width=True)
+                     width="stretch")
         else:
             st.caption(f"No snapshot from {name} (roadseg-run --snapshot-interval S sends them).")
 
