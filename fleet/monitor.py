@@ -108,6 +108,7 @@ def watch(sub, printer: Printer, *, count: int | None = None, duration: float | 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``roadseg-monitor``: the exit code (0, 2 bad options, 4 broker unreachable, login refused, subscriber stopped)."""
     from edge_runtime.commands import cli
     args = build_parser().parse_args(argv)
 

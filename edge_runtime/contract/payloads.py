@@ -137,22 +137,26 @@ class Coverage(_Payload):
 
 
 class Fps(_Payload):
+    """Frames per second: achieved since start, and the target (``--fps``; 0 = as fast as possible)."""
     achieved: NonNegative
     target: NonNegative
 
 
 class Camera(_Payload):
-    state: Token   # opening, live, lost, ended
+    """The camera source's state (opening, live, lost, ended) and how often it was reopened."""
+    state: Token
     reconnects: Count
 
 
 class Percentiles(_Payload):
+    """Milliseconds per frame from capture to class map: 50th, 90th and 99th percentile."""
     p50: NonNegative
     p90: NonNegative
     p99: NonNegative
 
 
 class Memory(_Payload):
+    """Resident memory of the runtime process in MB: now and at its peak (None where unknown)."""
     rss_mb: NonNegative | None = None
     peak_rss_mb: NonNegative | None = None
 
@@ -233,6 +237,7 @@ class HaState(_Payload):
 
 
 class HaDevice(_Payload):
+    """The Home Assistant device a vehicle's sensors belong to."""
     identifiers: list[ShortText]
     name: ShortText
     model: ShortText

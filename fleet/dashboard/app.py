@@ -99,6 +99,7 @@ def settings_from_env():
 
 
 def subscriber_banner(fleet) -> None:
+    """Whether the subscriber is connected, refused, reconnecting (and why) or stopped for good."""
     sub = fleet.subscriber
     where = literal(f"broker {fleet.settings.address}")
     if sub.stopped:
@@ -132,6 +133,7 @@ def drops_banner(fleet) -> int:
 
 
 def alerts_section(fleet, vehicles, now: float, th: Thresholds, refused: int) -> None:
+    """Alerts oldest first, each with an acknowledge button where it is about reachability; else one summary line."""
     alerts = health.fleet_alerts(vehicles, now, th)
     by_id = {v.device_id: v for v in vehicles}
     for a in alerts:
@@ -272,6 +274,7 @@ auto = st.sidebar.checkbox("auto-refresh every 2 s", value=True)
 
 @st.fragment(run_every=2 if auto else None)
 def fleet_view():
+    """The fleet page, redrawn every 2 s: subscriber, drops, alerts, table, legend, vehicles in detail."""
     subscriber_banner(fleet)
     now = time.time()
     vehicles = fleet.view()

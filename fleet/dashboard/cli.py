@@ -31,6 +31,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``roadseg-dashboard``: checks its options (exit 2, one line), then runs Streamlit on ``--http``."""
     args = build_parser().parse_args(argv)
 
     def body():

@@ -50,6 +50,7 @@ class Ring:
         self._n = 0
 
     def append(self, row) -> None:
+        """Keep ``row`` (``columns`` numbers), overwriting the oldest once full."""
         self._a[self._n % len(self._a)] = row
         self._n += 1
 
@@ -66,6 +67,7 @@ class Ring:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the fixed array (the same however many rows were appended)."""
         return self._a.nbytes
 
 
@@ -254,6 +256,7 @@ class Fleet(FleetState):
         return self.subscriber.connected and self.subscriber.stopped is None
 
     def close(self) -> None:
+        """Disconnect and end the subscriber's thread."""
         self.subscriber.close()
 
 

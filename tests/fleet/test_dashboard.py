@@ -357,3 +357,21 @@ def _fresh_shared_fleets():
         state._shared.clear()
     for f in fleets:
         f.close()
+
+
+def test_error_details_are_off_and_bad_options_are_one_line(broker, monkeypatch, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from streamlit import config
+    _app_env(monkeypatch, broker)
+    _page()
+    assert config.get_option("client.showErrorDetails") == "none"  # "false" would still show the stack trace
+    root = Path(__file__).resolve().parents[2]
+    for args, needle in ((["--vehicle", "car 1"], "--vehicle"), (["--device-api", "javascript:alert(1)"], "--device-api"),
+                         (["--device-api", "http://car1:8080/x"], "--device-api"),
+                         (["--mqtt-password-file", str(tmp_path / "missing")], "password file")):
+        r = subprocess.run([sys.executable, "-m", "fleet.dashboard.cli", *args], cwd=root, check=False,
+                           env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
