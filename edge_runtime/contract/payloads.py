@@ -58,9 +58,10 @@ MAX_BYTES = {"status": 8 * 1024, "coverage": 8 * 1024, "stats": 16 * 1024, "ha":
              "segment": 8 * 1024, "snapshot": 512 * 1024}
 #: A device id, as ``roadseg-run --device-id`` accepts it (it names MQTT topics).
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-#: The announced device API: ``http(s)://host[:port]`` only (DNS name, IPv4 or [IPv6]; no path, user or query).
-API_URL_PATTERN = (r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9]"
-                   r"(?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
+#: The announced device API: ``http(s)://host[:port]`` only (a host name, also with ``_`` as some machines'
+#: names have, IPv4 or [IPv6]; no path, user, query or fragment).
+API_URL_PATTERN = (r"^https?://(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_]"
+                   r"(?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
 #: Extra counters a newer publisher may add to ``stats.mqtt``: this many at most.
 MAX_MQTT_EXTRA = 16
 

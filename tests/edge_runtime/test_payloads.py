@@ -149,6 +149,7 @@ def test_mqtt_block_takes_new_counters_within_bounds():
 @pytest.mark.parametrize("url, ok", [
     ("http://10.0.0.9:8080", True), ("https://car1.fleet.example", True), ("http://car-1:80", True),
     ("http://[fe80::1]:8080", True), ("https://evil.example", True),     # well-formed: what the ACL is for
+    ("http://my_pi:8080", True), ("http://::1:8080", False),            # a hostname with _; IPv6 needs brackets
     ("javascript:alert(1)", False), ("http://evil.example/phish", False), ("http://user:pw@car1:8080", False),
     ("ftp://car1", False), ("http://car1:8080?x=1", False), ("http://car1#x", False), ("http://", False),
     ("http://car1:8080/", False), ("HTTP://car1 ", False), ("http://car_1\n:80", False), ("data:text/html,x", False),
