@@ -44,17 +44,24 @@ def code_lines(section: str) -> list[str]:
     return lines
 
 
-@pytest.fixture(scope="module")
-def runtime_venv(tmp_path_factory) -> Path:
-    """A clean venv with the source tree's ``[runtime]`` extra and nothing else."""
-    work = tmp_path_factory.mktemp("rt")
+def source_copy(work: Path) -> Path:
+    """The project's packaging files and packages copied under ``work/src`` (an in-tree build
+    would write build/ and *.egg-info into the checkout)."""
     src = work / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
-    for pkg in PACKAGES:  # a copy: an in-tree build would write build/ and *.egg-info into the checkout
+    for pkg in PACKAGES:
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return src
+
+
+@pytest.fixture(scope="module")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A clean venv with the source tree's ``[runtime]`` extra and nothing else."""
+    work = tmp_path_factory.mktemp("rt")
+    src = source_copy(work)
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{src}[runtime]"],
@@ -170,3 +177,19 @@ def test_every_command_on_the_path_works_or_names_its_extra(runtime_venv, tiny_t
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     r = _run(runtime_venv, ["python", "-c", code], tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+def test_edge_runtime_tests_pass_without_tensorflow(tmp_path):
+    """Issue 25: `pytest tests/edge_runtime` passes in a venv with `.[runtime,api]` and pytest only,
+    no TensorFlow (the runtime's tests read the checked-in tiny model, never train one)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    src = source_copy(tmp_path)
+    r = subprocess.run([py, "-m", "pip", "install", "-q", f"{src}[runtime,api]", "pytest", "pytest-timeout",
+                        "requests", "httpx"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert subprocess.run([py, "-c", "import tensorflow"], capture_output=True).returncode != 0
+    r = subprocess.run([py, "-m", "pytest", "tests/edge_runtime", "-q", "-p", "no:cacheprovider", "-x"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:]
