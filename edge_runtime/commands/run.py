@@ -247,7 +247,8 @@ class Vehicle:
                          max_inflight=self.s.max_inflight)
         self.http_server = serve_in_thread(app, host, port)
         stack.callback(setattr, self.http_server, "should_exit", True)
-        self.api_url = f"http://{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
+        shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+        self.api_url = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"  # IPv6 literals in brackets
         return self.live
 
     def _mqtt(self, stack: contextlib.ExitStack, creds: tuple[str | None, str | None]):

@@ -557,7 +557,8 @@ class MqttPublisher:
         in the Outbox: on disk, it is delivered at the next start."""
         if self._client is None:
             return
-        self._state = "offline"
+        # the state and its reason together: a reconnection announced during stop says why it is offline
+        self._state, self._state_extra = "offline", {"reason": "stopped"}
         self.publish("status", self._status_payload("offline", reason="stopped"), retain=True)
         self._wake.set()
         with self._ack_lock:
