@@ -18,7 +18,7 @@ from roadseg_lab.tables import read_table
 
 #: the 7 scored categories of the mIoU-7 convention (void ignored), in CATEGORIES order
 CLASSES7 = tuple(c for i, c in enumerate(CATEGORIES) if i != VOID)
-TEACHER = ("FPN-EfficientNet-Lite2 teacher: 352x480, trained on one NVIDIA H200 (JAX float32), scored as a "
+TEACHER = ("FPN-EfficientNet-Lite2 teacher: 352x480, trained on one NVIDIA H200 (JAX), imported and scored as a "
            "SavedModel on AMD EPYC (2 cores).")
 
 
