@@ -3,7 +3,8 @@
 # the accuracy gate -> roadseg-run on a video, streaming coverage over MQTT.
 # Needs only Python 3.10+ and git: creates .venv and installs what it needs.
 #   ./scripts/demo.sh                      synthetic street scenes, embedded MQTT broker
-#   DATA=/path/to/cityscapes ./scripts/demo.sh   the same on real data (Cityscapes or CamVid layout)
+#   DATA=/path/to/cityscapes ./scripts/demo.sh   the same on real data (Cityscapes or CamVid layout); the
+#                                                live run then plays its val frames through the shipped model
 #   MQTT_HOST=broker.local ./scripts/demo.sh     publish to your broker instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL=2
 B=.venv/bin
 mkdir -p "$OUT"
 
+REAL_DATA=${DATA:-}
 if [ -z "${DATA:-}" ]; then
     DATA="$OUT/synthetic"
     step "2/7 no DATA given: synthetic street scenes in the Cityscapes layout -> $DATA"
@@ -46,6 +48,21 @@ $B/roadseg-calibrate --model "$OUT/student" --data "$DATA" --out "$OUT/dist/stud
     --samples 32 --max-drop 5 --min-agreement 0.8 --min-miou 0
 
 step "6/7 a short video to play as the camera"
+if [ -n "${REAL_DATA:-}" ]; then  # real street frames: the dataset's val split, at its own size
+$B/python - "$OUT/drive.mp4" "$DATA" <<'PY'
+import sys, cv2
+from edge_runtime.eval.datasets import list_samples
+fmt, samples = list_samples(sys.argv[2], "val")
+frames = [cv2.imread(str(s.image)) for s in samples[:90]]
+frames = [f for f in frames if f is not None]
+h, w = frames[0].shape[:2]
+out = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"mp4v"), 15, (w, h))
+for f in frames:
+    out.write(cv2.resize(f, (w, h)))
+out.release()
+print(f"wrote {sys.argv[1]} ({len(frames)} real {fmt} val frames, {w}x{h}, 15 fps)")
+PY
+else
 $B/python - "$OUT/drive.mp4" "$SIZE" <<'PY'
 import sys, cv2
 from edge_runtime.contract.preprocessing import parse_size
@@ -57,14 +74,18 @@ for i in range(90):
 out.release()
 print(f"wrote {sys.argv[1]} (90 frames, {w}x{h}, 15 fps)")
 PY
+fi
 
-step "7/7 roadseg-run on the video at 10 FPS, subscribing to its own MQTT topics"
+# on real frames the model that ships inside the package runs (no --model); on synthetic scenes, the smoke student
+if [ -n "$REAL_DATA" ]; then RUN_MODEL=(); WHICH="the shipped model (edge_runtime/models)"
+else RUN_MODEL=(--model "$OUT/dist/student-int8.tflite"); WHICH="the smoke-scale student"; fi
+step "7/7 roadseg-run ($WHICH) on the video at 10 FPS, subscribing to its own MQTT topics"
 PORT=$($B/python -c "from edge_runtime.io.broker import free_port; print(free_port())")
 if [ -n "${MQTT_HOST:-}" ]; then BROKER=(--mqtt-host "$MQTT_HOST" --mqtt-port "${MQTT_PORT:-1883}"); MON=(--mqtt-host "$MQTT_HOST" --mqtt-port "${MQTT_PORT:-1883}")
 else BROKER=(--mqtt-port "$PORT"); MON=(--mqtt-port "$PORT"); fi
 $B/roadseg-monitor "${MON[@]}" --topic 'roadseg/demo-car/#' --duration 25 &
 MON_PID=$!
-$B/roadseg-run --model "$OUT/dist/student-int8.tflite" --source "$OUT/drive.mp4" --fps 10 \
+$B/roadseg-run "${RUN_MODEL[@]}" --source "$OUT/drive.mp4" --fps 10 \
     --device-id demo-car "${BROKER[@]}" --publish-interval 1 --stats-interval 3 --preview "$OUT/preview.mp4" \
     --duration 8
 sleep 1; kill "$MON_PID" 2>/dev/null || true; wait "$MON_PID" 2>/dev/null || true
