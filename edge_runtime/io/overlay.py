@@ -74,7 +74,7 @@ def draw_legend(img: np.ndarray, classes: np.ndarray) -> None:
 
 def draw_fps(img: np.ndarray, fps: float) -> None:
     """The achieved frame rate at the top right of ``img`` (BGR, in place), on a backdrop;
-    "— FPS" until the first measurement window has closed (``fps`` <= 0), never a false 0.0."""
+    "-- FPS" until the first measurement window has closed (``fps`` <= 0), never a false 0.0."""
     scale, thick = _scale(img.shape[0])
     text = f"{fps:.1f} FPS" if fps > 0 else "-- FPS"
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
