@@ -48,7 +48,8 @@ def _speed(bench: dict, model_path: str) -> list[dict]:
     return rows
 
 
-def build_card(model: Path, twin: Path, bench: dict | None, aarch64: dict | None, command: str) -> dict:
+def build_card(model: Path, twin: Path, bench: dict | None, aarch64: dict | None, command: str,
+               speed_note: str = "") -> dict:
     """Every number of the model card, from the two sidecars and the benchmark.
 
     Raises:
@@ -68,7 +69,8 @@ def build_card(model: Path, twin: Path, bench: dict | None, aarch64: dict | None
                     "drop_points_miou7": acc["drop_points_miou7"], "pixel_agreement": acc["pixel_agreement"],
                     "iou7": q["iou7"], "mdice7": q.get("mdice7")},
         "trainval_gate": {"split": meta["accuracy"]["split"], "int8_miou7": meta["accuracy"]["quantized"]["miou7"]},
-        "speed": None if bench is None else {"machine": bench.get("machine", {}), "rows": _speed(bench, str(model))},
+        "speed": None if bench is None else {"machine": bench.get("machine", {}), "rows": _speed(bench, str(model)),
+                                             "note": speed_note},
         "aarch64": aarch64,
     }
     return card
@@ -76,6 +78,18 @@ def build_card(model: Path, twin: Path, bench: dict | None, aarch64: dict | None
 
 def _f3(x) -> str:
     return "—" if x is None else f"{x:.3f}"
+
+
+def _speed_ratios(rows: list[dict]) -> list[str]:
+    """One line per thread count: the shipped model's end-to-end FPS over each reference's."""
+    out = []
+    for r in rows:
+        if not r["shipped"]:
+            mine = [x for x in rows if x["shipped"] and x["threads"] == r["threads"]]
+            if mine:
+                out.append(f"- {r['threads']} thread(s): {mine[0]['e2e_fps'] / r['e2e_fps']:.2f}x the end-to-end FPS "
+                           f"of {r['model']}.")
+    return out
 
 
 def card_markdown(card: dict) -> str:
@@ -99,10 +113,10 @@ def card_markdown(card: dict) -> str:
         lines += [f"## Speed (roadseg-bench, end to end, interleaved rounds; {m.get('cpu', '?')}, "
                   f"{m.get('cores', '?')} cores, {m.get('date', m.get('when', '?'))})", "",
                   "| model | threads | input | e2e FPS | invoke FPS | p50 ms |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['model']}{' (shipped)' if r['shipped'] else ''} | {r['threads']} | {r['input']} | "
+        lines += [f"| {NAME if r['shipped'] else r['model'] + ' (reference)'} | {r['threads']} | {r['input']} | "
                   f"{r['e2e_fps']:.1f} | {r['invoke_fps']:.1f} | {r['latency_p50_ms']:.2f} |"
                   for r in card["speed"]["rows"]]
-        lines.append("")
+        lines += ["", *_speed_ratios(card["speed"]["rows"]), "", card["speed"].get("note") or "", ""]
     if card["aarch64"]:
         a = card["aarch64"]
         lines += [f"Under aarch64 (qemu emulation, timings meaningless): class agreement with x86 "
@@ -119,7 +133,8 @@ def results_section(card: dict) -> str:
     return "## The shipped model\n\n" + body.replace("\n## ", "\n### ")
 
 
-def ship(model: Path, twin: Path, out: Path, bench: Path | None, aarch64: Path | None, command: str) -> dict:
+def ship(model: Path, twin: Path, out: Path, bench: Path | None, aarch64: Path | None, command: str,
+         speed_note: str = "") -> dict:
     """Copy the pair into ``out`` under the shipped name and write its card; returns the card.
 
     Raises:
@@ -132,7 +147,7 @@ def ship(model: Path, twin: Path, out: Path, bench: Path | None, aarch64: Path |
     if [c["name"] for c in meta["classes"]] != list(CATEGORIES):
         raise ValueError(f"{model}: classes differ from the runtime's taxonomy")
     card = build_card(model, twin, json.loads(bench.read_text()) if bench else None,
-                      json.loads(aarch64.read_text()) if aarch64 else None, command)
+                      json.loads(aarch64.read_text()) if aarch64 else None, command, speed_note)
     out.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(out / f"{NAME}.json") as tmp_side, atomic.atomic_path(out / f"{NAME}.tflite") as tmp:
         shutil.copyfile(model, tmp)

@@ -7,13 +7,13 @@
 #   3. int8:    both calibrated at SIZE with the accuracy gate and the absolute floor
 # Every stage is skipped when its output exists; a training cut off (Ctrl-C, power, or
 # BUDGET_MIN minutes per invocation) continues from its checkpoint when rerun.
-# Env: SIZE (192x256), EPOCHS (20), SEED (0), RUNS (runs/shipped), DIST (dist/shipped),
+# Env: SIZE (288x384), EPOCHS (30), SEED (0), RUNS (runs/shipped), DIST (dist/shipped),
 #      BUDGET_MIN (unset: no limit), MIN_MIOU (0.40).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
 data=$1
-SIZE=${SIZE:-192x256}; EPOCHS=${EPOCHS:-20}; SEED=${SEED:-0}
+SIZE=${SIZE:-288x384}; EPOCHS=${EPOCHS:-30}; SEED=${SEED:-0}
 RUNS=${RUNS:-runs/shipped}; DIST=${DIST:-dist/shipped}; MIN_MIOU=${MIN_MIOU:-0.40}
 bin=.venv/bin
 budget=(); [ -n "${BUDGET_MIN:-}" ] && budget=(--time-budget "$BUDGET_MIN")

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "edge_runtime" / "models")
     p.add_argument("--command", default="scripts/train_shipped.sh CAMVID_DIR", help="the command that trained it")
     p.add_argument("--results", type=Path, help="also print the docs/RESULTS.md section to this file")
+    p.add_argument("--speed-note", default="", help="a sentence on how the speed was measured (load, reference)")
     return p
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
-        card = ship(args.model, args.twin, args.out, args.bench, args.aarch64, args.command)
+        card = ship(args.model, args.twin, args.out, args.bench, args.aarch64, args.command, args.speed_note)
         if args.results:
             atomic.write_text(args.results, results_section(card))
         print(f"shipped {args.model} as {args.out / NAME}.tflite (held-out int8 mIoU-7 "
