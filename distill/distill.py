@@ -49,6 +49,7 @@ class DistillConfig(RunConfig):
     cwd: float = 0.0
     cwd_temperature: float = 4.0
     teacher_weighting: str = "iou"
+    teacher_tta: str = ""      # test-time augmentation of every teacher: "flip", scales, e.g. "flip,0.75,1.25"
     teacher_cache: str | None = None
     cache_views: int = 4
     no_kd: bool = False
@@ -56,6 +57,32 @@ class DistillConfig(RunConfig):
     bn_momentum: float = 0.9
     encoder_weights: str = "none"
     init_weights: list[str] = field(default_factory=list)
+
+
+def parse_tta(text: str) -> tuple[bool, tuple[float, ...]]:
+    """``"flip,0.75,1.25"`` -> (flip, scales other than 1). Raises ValueError naming a bad item.
+
+    Test-time augmentation of a teacher: the average of its predictions on the mirrored and
+    rescaled views (e.g. Chen et al., DeepLab v3+, ECCV 2018: left-right flips and scales 0.5-1.75)."""
+    flip, scales = False, []
+    for item in (t.strip() for t in (text or "").split(",") if t.strip()):
+        if item == "flip":
+            flip = True
+            continue
+        try:
+            s = float(item)
+        except ValueError:
+            raise ValueError(f"--teacher-tta item {item!r}: use flip or a scale such as 0.75") from None
+        if not 0.25 <= s <= 4.0:
+            raise ValueError(f"--teacher-tta scale {s:g} is outside 0.25..4")
+        if s != 1.0 and s not in scales:
+            scales.append(s)
+    return flip, tuple(scales)
+
+
+def tf_mean(tf, tensors: list):
+    """The elementwise mean of same-shaped tensors (a mean of distributions is a distribution)."""
+    return tensors[0] if len(tensors) == 1 else tf.add_n(tensors) / float(len(tensors))
 
 
 class Teachers:
@@ -68,7 +95,7 @@ class Teachers:
     ``mean``. Raises ``FileNotFoundError`` for a run without an export and
     ``ValueError`` for another weighting."""
 
-    def __init__(self, runs: list[str], weighting: str = "iou"):
+    def __init__(self, runs: list[str], weighting: str = "iou", tta: str = ""):
         import tensorflow as tf
         from distill.losses import teacher_class_weights
         from edge_runtime.contract.labels import CATEGORIES
@@ -76,6 +103,12 @@ class Teachers:
         self.tf = tf
         self.runs = [Path(r) for r in runs]
         self.models = [ExportedModel(check_teacher(r)) for r in self.runs]
+        self.flip, self.scales = parse_tta(tta)
+        if self.scales:
+            flat = [str(r) for r, m in zip(self.runs, self.models) if m.logits is None]
+            if flat:
+                raise ValueError(f"--teacher-tta scales need a size-agnostic teacher export (a 'logits' signature); "
+                                 f"{flat[0]} has none: use 'flip' only for it")
         self.class_weights = None
         if weighting not in ("iou", "mean"):
             raise ValueError(f"unknown --teacher-weighting {weighting!r}; valid: iou, mean")
@@ -89,7 +122,8 @@ class Teachers:
     def describe(self) -> list[dict]:
         """Each teacher's run, architecture and frame size (recorded in the
         student's export and the teacher cache's key)."""
-        return [{"run": str(r), "arch": m.meta.get("arch"), "size": list(m.size)} for r, m in zip(self.runs, self.models)]
+        return [{"run": str(r), "arch": m.meta.get("arch"), "size": list(m.size), "flip": self.flip,
+                 "scales": list(self.scales)} for r, m in zip(self.runs, self.models)]
 
     def probs(self, images, out_size: tuple[int, int]):
         """Combined teacher probabilities float32 ``[B,h,w,C]`` at
@@ -99,17 +133,32 @@ class Teachers:
         distribution per pixel) and combined
         (:func:`distill.losses.combine_teachers`)."""
         from distill.losses import combine_teachers
-        tf = self.tf
         outs = []
-        h, w = images.shape[1], images.shape[2]
         for m in self.models:
-            x = images
-            if (h, w) != m.size:
-                x = tf.cast(tf.image.resize(images, m.size, method="bilinear") + 0.5, tf.uint8)
-            p = m(x)
-            # area resize averages probabilities: still a distribution per pixel
-            outs.append(tf.image.resize(p, out_size, method="area"))
+            views = [self._view(m, images, out_size, False, 1.0)]
+            views += [self._view(m, images, out_size, True, 1.0)] if self.flip else []
+            views += [self._view(m, images, out_size, f, s) for s in self.scales for f in ([False, True] if self.flip
+                                                                                          else [False])]
+            outs.append(tf_mean(self.tf, views))
         return combine_teachers(outs, self.class_weights)
+
+    def _view(self, m, images, out_size, flip: bool, scale: float):
+        """One teacher's probabilities ``[B,h,w,C]`` at ``out_size`` for one test-time view: the
+        images mirrored left-right (and the prediction mirrored back) and/or resized by ``scale``
+        (through the size-agnostic logits signature); area resizing keeps a distribution per pixel."""
+        tf = self.tf
+        x = tf.image.flip_left_right(images) if flip else images
+        h, w = images.shape[1], images.shape[2]
+        if scale == 1.0:
+            if (h, w) != m.size:
+                x = tf.cast(tf.image.resize(x, m.size, method="bilinear") + 0.5, tf.uint8)
+            p = m(x)
+        else:
+            size = (max(8, round(m.size[0] * scale)), max(8, round(m.size[1] * scale)))
+            x = tf.image.resize(tf.cast(x, tf.float32), size, method="bilinear")
+            p = tf.nn.softmax(m.logits(images=x)["logits"], axis=-1)
+        p = tf.image.resize(p, out_size, method="area")
+        return tf.image.flip_left_right(p) if flip else p
 
 
 def _cache_key(cfg: DistillConfig, teachers: Teachers, samples, out_size, crop) -> dict:
@@ -275,7 +324,7 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
 
     kwargs = check_config(cfg)
     run = start_run(cfg, resume, extra_config={"kind": "student"})
-    teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting)
+    teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting, cfg.teacher_tta)
     seg = build_student_for(run, cfg, kwargs, resume)
     stride = seg.output_stride
     out_size = (cfg.size[0] // stride, cfg.size[1] // stride)

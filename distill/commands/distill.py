@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--alpha", type=float, help="weight of the pixel-wise KD term")
     a("--cwd", type=float, help="weight of channel-wise distillation (0 = off)")
     a("--teacher-weighting", choices=["iou", "mean"])
+    a("--teacher-tta", metavar="VIEWS", help="test-time augmentation of every teacher, averaged: 'flip' and/or "
+                                              "scales, e.g. flip,0.75,1.25 (scales need size-agnostic teachers)")
     a("--teacher-cache", help="folder for cached teacher predictions")
     a("--cache-views", type=int)
     a("--no-kd", action="store_true", default=None)

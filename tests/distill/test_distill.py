@@ -212,3 +212,28 @@ def test_every_student_converts_to_full_int8(name, tmp_path):
     rep = tensor_report(tfl)
     assert kind == "logits" and rep["input"]["dtype"] == "uint8" and rep["output"]["dtype"] == "int8"
     assert rep["float_ops"] == [], rep
+
+
+def test_teacher_test_time_augmentation(tiny_student_run):
+    """Issue 21: one teacher object combines models and test-time views. A flip view is the mirrored
+    prediction of the mirrored image, averaged with the plain one; scales go through the size-agnostic
+    signature; every result is a distribution per pixel; bad TTA items are one-line errors."""
+    import tensorflow as tf
+
+    from distill.distill import Teachers, parse_tta
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (2, 64, 128, 3), dtype=np.uint8))
+    plain = Teachers([str(tiny_student_run)], "mean").probs(images, (16, 32)).numpy()
+    flipped = Teachers([str(tiny_student_run)], "mean", "flip")
+    got = flipped.probs(images, (16, 32)).numpy()
+    m = flipped.models[0]
+    mirror = tf.image.flip_left_right(tf.image.resize(m(tf.image.flip_left_right(images)), (16, 32), method="area"))
+    np.testing.assert_allclose(got, (plain + mirror.numpy()) / 2, atol=1e-5)
+    assert not np.allclose(got, plain, atol=1e-4)  # the flip view changed something on random images
+    multi = Teachers([str(tiny_student_run)], "mean", "flip,0.75,1.25").probs(images, (16, 32)).numpy()
+    np.testing.assert_allclose(multi.sum(-1), 1.0, atol=1e-4)
+    assert flipped.describe()[0]["flip"] is True
+    assert parse_tta("flip, 0.5,1,0.5") == (True, (0.5,))
+    for bad, msg in (("mirror", "use flip or a scale"), ("9", "outside 0.25..4")):
+        with pytest.raises(ValueError, match=msg):
+            parse_tta(bad)
