@@ -11,6 +11,7 @@ here only; the modules it calls raise, they do not exit).
     aarch64-check MODEL OUT_DIR                 (inside the arm64 root)
     aarch64-compare MODEL ARM_DIR RC SECONDS    (on x86, after it)
     cityscapes-lut                              regenerate edge_runtime/contract/_cityscapes_lut.py
+    teacher-eval --teacher RUN [...] --data D   each teacher, with --tta, and their combination
     figures NAME... [--twin X.tflite --data DIR] [--model LABEL=X.tflite ...]   docs/img/*.png
 
 Each subcommand's ``--help`` lists its flags. A run that fails says why in
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (add_recipes_and_results, add_pretrained_report, add_gpu_students_report, add_soak, add_checks,
-                add_figures):
+                add_figures, add_teacher_eval):
         add(sub)
     return p
 
@@ -240,6 +241,36 @@ def _aarch64_compare(a: argparse.Namespace) -> int:
     return compare(a.model, a.arm_dir, a.rc, a.seconds)
 
 
+def add_teacher_eval(sub) -> None:
+    """``teacher-eval``'s flags."""
+    from roadseg_lab.checks import teachers
+    p = _parser(sub, "teacher-eval", teachers.__doc__)
+    p.add_argument("--teacher", action="append", required=True, help="a teacher run directory (repeat to combine)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="holdout:0006R0")
+    p.add_argument("--size", default="192x256", help="the student's input HEIGHTxWIDTH the frames are resized to")
+    p.add_argument("--tta", default="", help="test-time views, e.g. flip or flip,0.75,1.25")
+    p.add_argument("--out", help="write the rows as JSON here")
+
+
+def _teacher_eval(a: argparse.Namespace) -> int:
+    import json
+
+    from edge_runtime.commands.cli import run
+    from edge_runtime.contract.preprocessing import parse_size
+    from roadseg_lab.checks import teachers
+
+    def body() -> int:
+        rows = teachers.evaluate(a.teacher, a.tta, a.data, a.split, parse_size(a.size))
+        for r in rows:
+            print(json.dumps(r))
+        if a.out:
+            from edge_runtime import atomic
+            atomic.write_text(a.out, json.dumps(rows, indent=2))
+        return 0
+    return run("python -m roadseg_lab teacher-eval", body)
+
+
 def _figures(a: argparse.Namespace) -> int:
     from edge_runtime.commands.cli import run
     from roadseg_lab import figures
@@ -260,7 +291,7 @@ HANDLERS = {"reproduce-scratch": _recipe("scratch"), "reproduce-pretrained": _re
             "results-report": _results_report, "pretrained-report": _pretrained_report,
             "gpu-students-report": _gpu_students_report, "soak": _soak, "soak-report": _soak_report,
             "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut,
-            "figures": _figures}
+            "figures": _figures, "teacher-eval": _teacher_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
