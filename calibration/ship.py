@@ -119,8 +119,10 @@ def card_markdown(card: dict) -> str:
         lines += ["", *_speed_ratios(card["speed"]["rows"]), "", card["speed"].get("note") or "", ""]
     if card["aarch64"]:
         a = card["aarch64"]
-        lines += [f"Under aarch64 (qemu emulation, timings meaningless): class agreement with x86 "
-                  f"{100 * a['agreement']:.2f}% on {a['frames']} frames.", ""]
+        lines += [f"Under aarch64 (arm64 Debian bookworm under qemu, `scripts/test_aarch64.sh`; timings meaningless): "
+                  f"argmax identical to x86's on {100 * a['agreement']:.1f}% of the pixels of {a['frames']} fixed "
+                  f"frame(s), raw int8 outputs within {a.get('max_steps', '?')} quantization step(s); "
+                  f"{a.get('note', '')}", ""]
     lines += ["What these numbers do not show: one held-out road sequence (CamVid 0006R0, daylight, one "
               "camera) is not every road; human and object stay weak at this input size; the speed is of this "
               "machine, not of a Raspberry Pi or a Jetson (run `roadseg-bench` there).", ""]
