@@ -121,3 +121,11 @@ def test_sequence_holdout_splits(tmp_path):
         list_samples(tmp_path, "holdout:XYZ")
     with pytest.raises(DatasetError, match="use train, val, trainval, holdout:PREFIX or except:PREFIX"):
         list_samples(tmp_path, "seq:0006R0")
+
+
+def test_trainval_split_is_every_train_and_val_frame(synth_camvid):
+    """`--train-split trainval` (a model to ship) trains on every train and val frame, sorted by name."""
+    _, train = list_samples(synth_camvid, "train")
+    _, val = list_samples(synth_camvid, "val")
+    _, both = list_samples(synth_camvid, "trainval")
+    assert [s.name for s in both] == sorted(s.name for s in train + val) and len(both) == len(train) + len(val)

@@ -140,3 +140,31 @@ def test_cli_errors(synth_cityscapes, tmp_path, capsys):
     blocker.write_text("")  # --out below a regular file cannot be created, even as root
     rc = train_main(["--arch", "segformer-b0", "--data", str(synth_cityscapes), "--out", str(blocker / "x")])
     assert rc != 0 and "cannot write" in capsys.readouterr().err
+
+
+def test_time_budget_stops_between_epochs_and_resume_goes_on(synth_cityscapes, tmp_path, capsys):
+    """Issue 21: a long CPU run is time-budgeted: it stops before an epoch that would overrun the budget,
+    keeps its checkpoint, exits 75 in one line, and --resume (with a new budget) finishes it."""
+    from trainer.commands.common import EXIT_BUDGET
+    from trainer.loop import BudgetReached
+    from distill.distill import DistillConfig, distill  # the loop every training shares, on a light model
+    out = tmp_path / "r"
+    base = dict(student="roadseg-fast", no_kd=True, width=0.25, data=str(synth_cityscapes), out=str(out),
+                size=(32, 64), epochs=3, steps_per_epoch=2, batch=2)
+    with pytest.raises(BudgetReached, match=r"after epoch 1/3; continue with --resume"):
+        distill(DistillConfig(time_budget_min=1e-4, **base))  # 6 ms: the first epoch always runs, then it stops
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 2 and not (out / "export").exists()
+    distill(DistillConfig(time_budget_min=60, **base), resume=True)
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"] and (out / "export").is_dir()
+    assert EXIT_BUDGET == 75
+
+
+def test_time_budget_exit_code_is_75_in_one_line(synth_cityscapes, tmp_path, capsys):
+    from distill.commands.distill import main as distill_main  # the same run plumbing, a lighter model
+    rc = distill_main(["--student", "roadseg-fast", "--no-kd", "--width", "0.25", "--data", str(synth_cityscapes),
+                       "--out", str(tmp_path / "b"), "--size", "32x64", "--epochs", "3", "--steps-per-epoch", "1",
+                       "--batch", "2", "--time-budget", "0.0001"])
+    err = capsys.readouterr().err.strip().splitlines()
+    stops = [ln for ln in err if "time budget" in ln]
+    assert rc == 75 and len(stops) == 1 and "continue with --resume" in stops[0]
