@@ -193,3 +193,21 @@ def test_edge_runtime_tests_pass_without_tensorflow(tmp_path):
     r = subprocess.run([py, "-m", "pytest", "tests/edge_runtime", "-q", "-p", "no:cacheprovider", "-x"],
                        cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_run_without_model_uses_the_shipped_model_in_a_runtime_only_install(runtime_venv, broker, tmp_path):
+    """Issue 21: in a `[runtime]`-only install, `roadseg-run --source VIDEO --no-realtime --max-frames 30`
+    without `--model` runs the model shipped inside the package and says so in its start-up line."""
+    import cv2
+
+    from edge_runtime.eval.synthetic import synthetic_scene
+    video = tmp_path / "street.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(40):
+        w.write(cv2.cvtColor(synthetic_scene(i, 240, 320)[0], cv2.COLOR_RGB2BGR))
+    w.release()
+    r = _run(runtime_venv, ["roadseg-run", "--source", str(video), "--no-realtime", "--max-frames", "30",
+                            "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "roadseg-default.tflite" in r.stderr and str(runtime_venv) in r.stderr  # the package's own copy
+    assert json.loads(r.stdout.strip().splitlines()[-1])["frames"] == 30
