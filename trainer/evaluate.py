@@ -16,27 +16,16 @@ import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from edge_runtime import atomic
 from edge_runtime.atomic import save_figure
 from edge_runtime.contract.labels import CATEGORIES, PALETTE, colorize
-from edge_runtime.contract.preprocessing import preprocess, resize_mask
+from edge_runtime.contract.preprocessing import preprocess, resize_mask, scores_to_classes
 from edge_runtime.eval.evaluation import Segmenter, evaluate_segmenter
 from edge_runtime.eval.metrics import ConfusionMatrix
 
 log = logging.getLogger("roadseg.eval")
-
-
-def class_map(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Class map uint8 ``[H,W]`` at ``size = (H, W)`` from logits (or
-    scores) ``[h,w,C]`` at any stride: upsampled bilinearly, then argmax, as
-    the float export and the vehicle's ``segment_classes`` do."""
-    h, w = size
-    if logits.shape[:2] != (h, w):
-        logits = cv2.resize(np.asarray(logits, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.argmax(logits, axis=-1).astype(np.uint8)
 
 
 def evaluate_frames(predict: Callable[[np.ndarray], np.ndarray], frames: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -47,7 +36,7 @@ def evaluate_frames(predict: Callable[[np.ndarray], np.ndarray], frames: Sequenc
     any resolution. Each image is resized to ``size`` by the preprocessing
     contract; ``predict(uint8 [B,h,w,3]) -> logits [B,h/s,w/s,C]`` (any
     stride ``s``, any array type :func:`numpy.asarray` takes) is called on
-    batches of ``batch``; :func:`class_map` brings the logits to ``size`` and
+    batches of ``batch``; :func:`edge_runtime.contract.preprocessing.scores_to_classes` brings the logits to ``size`` and
     the class map is scored at the label's resolution (nearest).
     Raises ``ValueError`` for a frame that is not uint8 ``[H,W,3]``."""
     cm = ConfusionMatrix()
@@ -55,7 +44,7 @@ def evaluate_frames(predict: Callable[[np.ndarray], np.ndarray], frames: Sequenc
         chunk = frames[k:k + batch]
         logits = np.asarray(predict(np.stack([preprocess(img, size) for img, _ in chunk])), np.float32)
         for (_, lab), lg in zip(chunk, logits):
-            cm.update(resize_mask(class_map(lg, size), lab.shape[:2]), lab)
+            cm.update(resize_mask(scores_to_classes(lg, size).astype(np.uint8), lab.shape[:2]), lab)
     return cm
 
 

@@ -188,15 +188,15 @@ class ExportedModel:
         float reference of the int8 gate. Otherwise the serving signature's
         probabilities are used, which need ``size`` to be the frame size
         (``ValueError`` otherwise)."""
-        from edge_runtime.contract.preprocessing import preprocess
-        from trainer.evaluate import class_map
+        from edge_runtime.contract.preprocessing import preprocess, scores_to_classes
         size = tuple(size or self.size)
         if like_device and self.logits is not None:
             sig = self.logits
 
             def segment(image):
                 x = preprocess(image, size).astype(np.float32)[None]
-                return class_map(sig(images=tf.constant(x))["logits"].numpy()[0], size)
+                logits = sig(images=tf.constant(x))["logits"].numpy()[0]
+                return scores_to_classes(logits, size).astype(np.uint8)
             return segment
         if size != self.size:
             raise ValueError(f"--size {size[0]}x{size[1]} differs from the export's fixed input "

@@ -59,6 +59,16 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+def scores_to_classes(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class ids (int64 [height, width]) from per-class scores or logits ``[h, w, C]`` at any stride:
+    upsampled bilinearly to ``size`` = (height, width), then argmax. The one rule by which the float
+    export, the training evaluation and the vehicle's ``segment_classes`` turn scores into classes."""
+    h, w = size
+    if scores.shape[:2] != (h, w):
+        scores = cv2.resize(np.asarray(scores, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.argmax(scores, axis=-1)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """Parse ``HEIGHTxWIDTH`` (e.g. ``256x512``) into (height, width) pixels.
     Raises ValueError naming the text when it is not two positive integers."""

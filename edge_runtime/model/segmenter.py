@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge_runtime.contract.labels import NUM_CLASSES
-from edge_runtime.contract.preprocessing import preprocess, resize_mask
+from edge_runtime.contract.preprocessing import preprocess, resize_mask, scores_to_classes
 from edge_runtime.contract.sidecar import input_block, output_block, read_sidecar
 from edge_runtime.model import checks
 from edge_runtime.model.interpreter import ModelError, describe_interpreter, make_interpreter
@@ -177,9 +176,7 @@ class DeviceSegmenter:
             return classes.copy()
         if self.output_kind == "class_map":
             return resize_mask(classes, self.input_size)
-        h, w = self.input_size
-        up = cv2.resize(self.scores(), (w, h), interpolation=cv2.INTER_LINEAR)
-        ids = np.argmax(up, axis=-1)
+        ids = scores_to_classes(self.scores(), self.input_size)
         return (ids if self._lut is None else self._lut[ids]).astype(np.uint8)
 
     def sidecar_blocks(self, kind: str | None = None) -> dict:
