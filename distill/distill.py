@@ -50,6 +50,8 @@ class DistillConfig(RunConfig):
     cwd_temperature: float = 4.0
     teacher_weighting: str = "iou"
     teacher_tta: str = ""      # test-time augmentation of every teacher: "flip", scales, e.g. "flip,0.75,1.25"
+    kd_stride: int = 4
+    cutmix: float = 0.0
     teacher_cache: str | None = None
     cache_views: int = 4
     no_kd: bool = False
@@ -235,6 +237,10 @@ def check_config(cfg: DistillConfig) -> dict:
         raise ValueError("--teacher-cache has no use with --no-kd")
     if cfg.size[0] % 32 or cfg.size[1] % 32:
         raise ValueError(f"student sizes must be divisible by 32, got {cfg.size[0]}x{cfg.size[1]}")
+    if cfg.kd_stride not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"--kd-stride must be 1, 2, 4, 8, 16 or 32, got {cfg.kd_stride}")
+    if not 0.0 <= cfg.cutmix <= 1.0:
+        raise ValueError(f"--cutmix is a share of batches, 0..1, got {cfg.cutmix:g}")
     kwargs = student_kwargs(cfg.student, cfg.width, cfg.encoder_weights, cfg.bn_momentum)
     for t in ([] if cfg.no_kd else cfg.teacher):
         check_teacher(t)
@@ -248,8 +254,11 @@ def kd_step_loss(cfg: DistillConfig, teachers: Teachers | None, cached: bool, ou
     (``cfg.loss``, :func:`trainer.losses.make_loss`) plus ``alpha`` x
     pixel-wise KD (Hinton et al. 2015) over labelled pixels plus ``cwd`` x
     channel-wise KD (Shu et al. 2021), against the teachers' probabilities
-    at the student's output grid ``out_size`` (from the cache when
-    ``cached``, else the teachers run on the batch, without gradient)."""
+    at the KD grid ``out_size`` (1/``cfg.kd_stride`` of the frame; the
+    student's logits are resized onto it bilinearly when their grid
+    differs), from the cache when ``cached``, else the teachers run on the
+    batch, without gradient. Void pixels count in the KD terms (void is a
+    category the teacher predicts); only padding (``IGNORE_INDEX``) does not."""
     import tensorflow as tf
 
     from distill.losses import channel_kd, pixel_kd, valid_mask_at
@@ -263,20 +272,35 @@ def kd_step_loss(cfg: DistillConfig, teachers: Teachers | None, cached: bool, ou
         if teachers is None:
             return loss
         t = batch[2] if cached else tf.stop_gradient(teachers.probs(x, out_size))
+        s = logits
+        if tuple(logits.shape[1:3]) != tuple(out_size):
+            s = tf.image.resize(logits, out_size, method="bilinear")
         if cfg.alpha:
-            loss += cfg.alpha * pixel_kd(logits, t, cfg.temperature, valid_mask_at(y, out_size))
+            loss += cfg.alpha * pixel_kd(s, t, cfg.temperature, valid_mask_at(y, out_size))
         if cfg.cwd:
-            loss += cfg.cwd * channel_kd(logits, t, cfg.cwd_temperature)
+            loss += cfg.cwd * channel_kd(s, t, cfg.cwd_temperature)
         return loss
     return step_loss
+
+
+def cutmix_grid(cfg: DistillConfig) -> int:
+    """The lattice of CutMix rectangles in pixels: 8, or the KD grid's cell when coarser, so
+    that cached teacher probabilities (at 1/``kd_stride``) cut along the same edges."""
+    return max(8, cfg.kd_stride)
 
 
 def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, int]):
     """``train_batches(epoch)``: the epoch's augmented view of ``split``,
     repeated; with a teacher ``cache`` (``[K,N,h,w,C]``) epoch ``e`` replays
-    view ``e % K`` and each batch carries the cached probabilities third."""
+    view ``e % K`` and each batch carries the cached probabilities third.
+    With ``cfg.cutmix`` > 0, batch ``b`` of epoch ``e`` is mixed
+    (:func:`trainer.augment.cutmix_batch`) when a generator seeded
+    ``(seed, e, b)`` draws under the share: the same batches in a KD run and
+    its labels-only twin."""
     import numpy as np
     import tensorflow as tf
+
+    from trainer.augment import cutmix_batch
 
     def train_batches(epoch):
         view = epoch % cfg.cache_views if cache is not None else epoch
@@ -290,7 +314,24 @@ def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, 
                 t.set_shape([None, *out_size, 8])
                 return images, labels, t
             ds = ds.map(add)
+        if cfg.cutmix > 0:
+            ds = ds.enumerate().map(lambda b, batch: mix(epoch, b, batch))
         return ds.repeat()
+
+    def mix(epoch, b, batch):
+        images, labels, third = batch
+
+        def one(bi, im, lab, t):
+            rng = np.random.default_rng([int(cfg.seed), int(epoch), int(bi)])
+            if rng.uniform() >= cfg.cutmix:
+                return im, lab, t
+            im, lab, maps = cutmix_batch(im, lab, rng, cutmix_grid(cfg), (t,) if cache is not None else ())
+            return im, lab, maps[0] if maps else t
+        out = tf.numpy_function(one, [b, images, labels, third], [images.dtype, labels.dtype, third.dtype],
+                                stateful=False)
+        for o, ref in zip(out, (images, labels, third)):
+            o.set_shape(ref.shape)
+        return tuple(out)
     return train_batches
 
 
@@ -327,16 +368,18 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
     teachers = None if cfg.no_kd else Teachers(cfg.teacher, cfg.teacher_weighting, cfg.teacher_tta)
     seg = build_student_for(run, cfg, kwargs, resume)
     stride = seg.output_stride
-    out_size = (cfg.size[0] // stride, cfg.size[1] // stride)
+    out_size = (cfg.size[0] // cfg.kd_stride, cfg.size[1] // cfg.kd_stride)
     aug = AugmentConfig(enabled=cfg.augment)
     split = DecodedSplit(run.train_samples, run.fmt)
     cache = None
     if teachers is not None and cfg.teacher_cache:
         cache = build_teacher_cache(Path(cfg.teacher_cache), split, teachers, cfg, cfg.size, out_size, aug)
+    how = "labels only (--no-kd)" if teachers is None else (
+        f"KD from {len(teachers.models)} teacher(s), T={cfg.temperature}, alpha={cfg.alpha}, cwd={cfg.cwd} at "
+        f"1/{cfg.kd_stride}, {'cached' if cache is not None else 'online'} teachers")
+    how += f", CutMix on {cfg.cutmix:.0%} of batches" if cfg.cutmix else ""
     log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs, %d replica(s)", seg.arch,
-             seg.model.count_params(), cfg.data, "labels only (--no-kd)" if teachers is None else
-             f"KD from {len(teachers.models)} teacher(s), T={cfg.temperature}, alpha={cfg.alpha}, cwd={cfg.cwd}, "
-             f"{'cached' if cache is not None else 'online'} teachers", run.steps, cfg.epochs, run.replicas)
+             seg.model.count_params(), cfg.data, how, run.steps, cfg.epochs, run.replicas)
     return fit_and_finish(run, seg, train_batches=student_batches(split, cfg, aug, cache, out_size),
                           step_loss=kd_step_loss(cfg, teachers, cache is not None, out_size), extra_meta={
         "kind": "student", "output_stride": stride, "macs": macs_entry(count_macs(seg.model, cfg.size), cfg.size),

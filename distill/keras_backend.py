@@ -31,7 +31,8 @@ class AnyBackendRun(BackendConfig):
     ``encoder_weights`` and ``width``, the ``holdout`` sequence prefix, and,
     for KD, the teacher's weight files, architecture and encoder
     (``teacher_encoder_weights``: where its encoder's architecture is read),
-    the temperature T and the KD weight ``alpha``."""
+    the temperature T, the KD weight ``alpha`` and its grid, 1/``kd_stride``
+    of the frame (as ``roadseg-distill --kd-stride``)."""
     packed: str
     out: str
     arch: str = "fpn-efficientnet-lite2"
@@ -43,6 +44,7 @@ class AnyBackendRun(BackendConfig):
     teacher_encoder_weights: str = "none"
     temperature: float = 2.0
     alpha: float = 1.0
+    kd_stride: int = 4
 
 
 def build_net(arch: str, size: tuple[int, int], encoder_weights: str, width: float = 1.0):
@@ -86,23 +88,30 @@ def kd_loss(temperature: float) -> Callable:
     return loss
 
 
-def pixel_kd_loss(teacher, temperature: float, alpha: float) -> ExtraLoss:
-    """The KD term as an :class:`ExtraLoss` named ``kd``: its output is the
-    student's logits beside the teacher's softmax, area-averaged onto the
-    student's grid; its target the labels sampled at the centre of each
-    student cell (which pixels count)."""
+def pixel_kd_loss(teacher, temperature: float, alpha: float, kd_stride: int = 4) -> ExtraLoss:
+    """The KD term as an :class:`ExtraLoss` named ``kd`` on the grid
+    1/``kd_stride`` of the frame (``roadseg-distill --kd-stride``): its
+    output is the student's logits (upsampled bilinearly when coarser than
+    the grid) beside the teacher's softmax area-averaged onto the grid; its
+    target the labels sampled at the centre of each grid cell (which pixels
+    count: all but padding, void included)."""
     from keras import layers
 
     def output(inp, s):
+        size = int(inp.shape[1]) // kd_stride
+        if int(s.shape[1]) < size:
+            s = layers.UpSampling2D(size // int(s.shape[1]), interpolation="bilinear")(s)
+        elif int(s.shape[1]) > size:
+            s = layers.AveragePooling2D(int(s.shape[1]) // size)(s)
         t = layers.Softmax(axis=-1)(teacher(inp))
-        if int(t.shape[1]) != int(s.shape[1]):
-            t = layers.AveragePooling2D(int(t.shape[1]) // int(s.shape[1]))(t)
+        if int(t.shape[1]) != size:
+            t = layers.AveragePooling2D(int(t.shape[1]) // size)(t)
         return layers.Concatenate(name="kd")([s, t])
 
     def target(labels: np.ndarray, stride: int) -> np.ndarray:
-        return labels[:, stride // 2::stride, stride // 2::stride]
+        return labels[:, kd_stride // 2::kd_stride, kd_stride // 2::kd_stride]
 
-    return ExtraLoss("kd", output, kd_loss(temperature), alpha, target, {"kd": True})
+    return ExtraLoss("kd", output, kd_loss(temperature), alpha, target, {"kd": True, "kd_stride": kd_stride})
 
 
 def run(cfg: AnyBackendRun, echo: Callable[[str], None] = print) -> dict:
@@ -120,8 +129,8 @@ def run(cfg: AnyBackendRun, echo: Callable[[str], None] = print) -> dict:
     if cfg.teacher_weights:
         teacher = frozen_teacher(cfg.teacher_arch, cfg.size, cfg.teacher_encoder_weights, cfg.teacher_weights)
         echo(f"teacher {cfg.teacher_arch} from {', '.join(cfg.teacher_weights)}; KD T={cfg.temperature} "
-             f"alpha={cfg.alpha} at 1/{output_stride(model, cfg.size)}")
-        extra = pixel_kd_loss(teacher, cfg.temperature, cfg.alpha)
+             f"alpha={cfg.alpha} at 1/{cfg.kd_stride} (student logits at 1/{output_stride(model, cfg.size)})")
+        extra = pixel_kd_loss(teacher, cfg.temperature, cfg.alpha, cfg.kd_stride)
     log = {"arch": cfg.arch, "size": list(cfg.size), "backend": backend, "args": {"cmd": "train", **asdict(cfg)}}
     log = fit(model, cfg, frames, held, cfg.out, log, extra, echo)
     echo(f"wrote {len(log['weight_files'])} weight files to {cfg.out} after {log['train_seconds']} s")

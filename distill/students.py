@@ -2,7 +2,7 @@
 
 All students take RGB 0..255 of any size divisible by 32 (uint8, or float32
 holding the same values, which lets the int8 converter see the raw pixel range
-and give the TFLite model a plain uint8 input; normalization is inside), return logits ``[N, H/8, W/8, 8]``, use only ops that quantize well
+and give the TFLite model a plain uint8 input; normalization is inside), return logits ``[N, H/8, W/8, 8]`` (``-s4``: ``[N, H/4, W/4, 8]``), use only ops that quantize well
 to TFLite int8 (no LayerNorm, GELU or attention), and are set up to train from
 scratch: BatchNormalization momentum is lowered from keras.applications'
 0.999, whose moving statistics otherwise stay wrong after a few thousand steps.
@@ -31,9 +31,9 @@ from trainer.models import SegModel
 OUTPUT_STRIDE = 8
 
 
-def _student(model: keras.Model, name: str) -> SegModel:
-    """Students take any size divisible by 32 and return logits at 1/8."""
-    return SegModel(model, "keras3", name, None, output_stride=OUTPUT_STRIDE, size_agnostic=True)
+def _student(model: keras.Model, name: str, stride: int = OUTPUT_STRIDE) -> SegModel:
+    """Students take any size divisible by 32 and return logits at 1/``stride`` (8 unless said)."""
+    return SegModel(model, "keras3", name, None, output_stride=stride, size_agnostic=True)
 
 
 class ResizeLike(layers.Layer):
@@ -121,7 +121,7 @@ def build_lraspp(variant: str = "small", width: float = 1.0, bn_momentum: float 
     return _student(model, f"lraspp-mobilenetv3-{variant}")
 
 
-def _lraspp_head(low, high, head_channels: int):
+def _lraspp_head(low, high, head_channels: int, name: str = "logits"):
     """LR-ASPP's head: 1/32 (or 1/16) features gated by their pooled
     sigmoid, upsampled to the 1/8 features, each with a 1x1 classifier, summed."""
     a = _conv_bn_relu(high, head_channels, 1)
@@ -129,26 +129,36 @@ def _lraspp_head(low, high, head_channels: int):
     g = layers.Conv2D(head_channels, 1, activation="sigmoid")(g)
     a = layers.Multiply()([a, g])
     a = ResizeLike("bilinear")(a, low)
-    return layers.Add(name="logits")([layers.Conv2D(NUM_CLASSES, 1)(a), layers.Conv2D(NUM_CLASSES, 1)(low)])
+    return layers.Add(name=name)([layers.Conv2D(NUM_CLASSES, 1)(a), layers.Conv2D(NUM_CLASSES, 1)(low)])
 
 
 def build_lraspp_lite(variant: str = "lite0", encoder_weights: str | None = "none", head_channels: int = 128,
-                      bn_momentum: float = 0.9, **_) -> SegModel:
+                      bn_momentum: float = 0.9, stride4: bool = False, skip4_channels: int = 32, **_) -> SegModel:
     """LR-ASPP on EfficientNet-Lite (ReLU6, no squeeze-excite: int8-friendly),
     whose ImageNet weights are read offline (``encoder_weights='imagenet'``,
     a ``.pth``/``.npz`` path, or ``none``). RGB 0..255 ``[N,H,W,3]`` ->
-    logits ``[N,H/8,W/8,8]``. Raises ``FileNotFoundError`` for missing
-    weights (see :func:`trainer.efficientnet_lite.build_efficientnet_lite`)."""
+    logits ``[N,H/8,W/8,8]``, or ``[N,H/4,W/4,8]`` with ``stride4``: a
+    stride-4 skip for thin classes (poles, signs, people), the 1/8 logits
+    upsampled bilinearly and summed with a classifier on the encoder's 1/4
+    features after a ``skip4_channels`` 1x1 projection (the low-level skip of
+    DeepLab v3+, Chen et al. ECCV 2018, reduced to LR-ASPP's sum of
+    classifiers). Raises ``FileNotFoundError`` for missing weights (see
+    :func:`trainer.efficientnet_lite.build_efficientnet_lite`)."""
     from trainer.efficientnet_lite import build_efficientnet_lite
     weights = None if encoder_weights in (None, "none") else encoder_weights
     encoder = build_efficientnet_lite(variant, weights, (None, None, 3), input_dtype="float32",
                                       name=f"efficientnet_{variant}")
     inp = keras.Input((None, None, 3), dtype="float32", name="image")
-    _, low, _, high = encoder(inp)  # strides 4, 8, 16, 32
-    model = keras.Model(inp, _lraspp_head(low, high, head_channels), name=f"lraspp_efficientnet_{variant}")
+    f4, low, _, high = encoder(inp)  # strides 4, 8, 16, 32
+    logits = _lraspp_head(low, high, head_channels, name="logits8" if stride4 else "logits")
+    if stride4:
+        skip = _conv_bn_relu(f4, skip4_channels, 1, name="skip4")
+        logits = layers.Add(name="logits")([ResizeLike("bilinear")(logits, f4), layers.Conv2D(NUM_CLASSES, 1)(skip)])
+    suffix = "-s4" if stride4 else ""
+    model = keras.Model(inp, logits, name=f"lraspp_efficientnet_{variant}{suffix.replace('-', '_')}")
     if weights is None:
         _set_bn_momentum(model, bn_momentum)
-    return _student(model, f"lraspp-efficientnet-{variant}")
+    return _student(model, f"lraspp-efficientnet-{variant}{suffix}", 4 if stride4 else OUTPUT_STRIDE)
 
 
 def build_roadseg_fast(width: float = 1.0, bn_momentum: float = 0.9, blocks: tuple[int, int, int] = (2, 2, 2),
@@ -192,6 +202,7 @@ STUDENTS: dict[str, Callable[..., SegModel]] = {
     "lraspp-mobilenetv3-large": lambda **kw: build_lraspp("large", **kw),
     "roadseg-fast": build_roadseg_fast,
     "lraspp-efficientnet-lite0": lambda **kw: build_lraspp_lite("lite0", **kw),
+    "lraspp-efficientnet-lite0-s4": lambda **kw: build_lraspp_lite("lite0", stride4=True, **kw),
 }
 
 

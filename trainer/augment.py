@@ -102,3 +102,55 @@ def augment(img: np.ndarray, lab: np.ndarray, crop: tuple[int, int], base_height
         x = _photometric(img.astype(np.float32) / 255.0, cfg, rng)
         img = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
+
+
+def cutmix_box(height: int, width: int, grid: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A CutMix rectangle ``(y0, x0, h, w)`` in pixels of a ``height x width``
+    frame, on a ``grid``-pixel lattice (so that maps at 1/``grid`` of the
+    frame, e.g. cached teacher probabilities, cut along the same edges).
+
+    Its area is ``1 - lam`` of the frame with ``lam ~ U(0, 1)`` (Yun et al.,
+    "CutMix", ICCV 2019, Beta(1, 1)), kept wholly inside the frame (the
+    paper clips a box drawn about a uniform centre instead). Raises
+    ``ValueError`` when the frame is not a whole number of grid cells."""
+    if grid < 1 or height % grid or width % grid:
+        raise ValueError(f"a {height}x{width} frame is not a whole number of {grid}-pixel cells")
+    gh, gw = height // grid, width // grid
+    cut = float(np.sqrt(1.0 - rng.uniform()))
+    bh, bw = int(round(gh * cut)), int(round(gw * cut))
+    y0 = int(rng.integers(0, gh - bh + 1))
+    x0 = int(rng.integers(0, gw - bw + 1))
+    return y0 * grid, x0 * grid, bh * grid, bw * grid
+
+
+def cutmix_batch(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, grid: int = 8,
+                 maps: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """CutMix within a batch (Yun et al., ICCV 2019; for segmentation, French
+    et al., "Semi-supervised semantic segmentation needs strong, varied
+    perturbations", BMVC 2020): frame ``i`` gets a rectangle
+    (:func:`cutmix_box`, one per frame) of frame ``(i + 1) % B``, and its
+    labels (and every array of ``maps``, e.g. teacher probabilities at a
+    coarser grid) get the same rectangle, so every pixel keeps its own label.
+
+    ``images`` uint8 ``[B,H,W,3]``, ``labels`` uint8 ``[B,H,W]``, ``maps``
+    arrays ``[B,h,w,...]`` with ``H/h`` a divisor of ``grid``. Returns new
+    arrays (the inputs are not changed). Raises ``ValueError`` for a map
+    whose grid does not divide ``grid`` or a frame not made of whole cells."""
+    b, h, w = labels.shape[:3]
+    images, labels = images.copy(), labels.copy()
+    maps = tuple(m.copy() for m in maps)
+    for m in maps:
+        if h % m.shape[1] or w % m.shape[2] or grid % (h // m.shape[1]) or h // m.shape[1] != w // m.shape[2]:
+            raise ValueError(f"a map of {m.shape[1]}x{m.shape[2]} does not lie on the {grid}-pixel grid "
+                             f"of {h}x{w} frames")
+    src_images, src_labels, src_maps = images.copy(), labels.copy(), tuple(m.copy() for m in maps)
+    for i in range(b):
+        j = (i + 1) % b
+        y0, x0, bh, bw = cutmix_box(h, w, grid, rng)
+        images[i, y0:y0 + bh, x0:x0 + bw] = src_images[j, y0:y0 + bh, x0:x0 + bw]
+        labels[i, y0:y0 + bh, x0:x0 + bw] = src_labels[j, y0:y0 + bh, x0:x0 + bw]
+        for m, src in zip(maps, src_maps):
+            s = h // m.shape[1]
+            m[i, y0 // s:(y0 + bh) // s, x0 // s:(x0 + bw) // s] = src[j, y0 // s:(y0 + bh) // s,
+                                                                       x0 // s:(x0 + bw) // s]
+    return images, labels, maps

@@ -3,7 +3,7 @@ teachers' soft predictions.
 
     roadseg-distill --teacher runs/A [--teacher runs/B ...] --student roadseg-fast \
         --data PATH --out runs/NAME [--size 192x256] [--epochs 30] [--steps-per-epoch N] \
-        [--temperature 2] [--alpha 1.0] [--cwd 0] [--teacher-weighting iou|mean] \
+        [--temperature 2] [--alpha 1.0] [--cwd 0] [--kd-stride 4] [--cutmix 0] [--teacher-weighting iou|mean] \
         [--teacher-cache DIR] [--cache-views 4] [--no-kd] [--width 1.0] [--init-weights FILE ...] \
         [--resume] [--time-budget MINUTES]
 
@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--temperature", type=float)
     a("--alpha", type=float, help="weight of the pixel-wise KD term")
     a("--cwd", type=float, help="weight of channel-wise distillation (0 = off)")
+    a("--kd-stride", type=int, choices=[1, 2, 4, 8, 16, 32],
+      help="the KD terms' grid: 1/N of the frame (default 4: the student's logits upsampled bilinearly onto it)")
+    a("--cutmix", type=float, metavar="SHARE",
+      help="share of batches mixed by CutMix, 0..1 (default 0; the same batches with --no-kd)")
     a("--teacher-weighting", choices=["iou", "mean"])
     a("--teacher-tta", metavar="VIEWS", help="test-time augmentation of every teacher, averaged: 'flip' and/or "
                                               "scales, e.g. flip,0.75,1.25 (scales need size-agnostic teachers)")

@@ -69,6 +69,8 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
     a("--width", type=float, default=1.0, help="width multiplier (roadseg-fast and MobileNetV3 students)")
     a("--temperature", type=float, default=2.0)
     a("--alpha", type=float, default=1.0, help="weight of the KD term")
+    a("--kd-stride", type=int, default=4, choices=[1, 2, 4, 8],
+      help="the KD term's grid: 1/N of the frame (default 4: the student's logits upsampled onto it)")
 
 
 def build_parser() -> argparse.ArgumentParser:

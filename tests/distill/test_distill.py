@@ -126,7 +126,8 @@ def test_distill_online_from_one_teacher(synth_cityscapes, tmp_path):
     t = build_model("segformer-b0", (32, 32), num_stages=2, hidden_dims=[16, 32], projection=32)
     export_savedmodel(t, (64, 128), tmp_path / "sf" / "export")
     cfg = DistillConfig(student="roadseg-fast", width=0.25, data=str(synth_cityscapes), out=str(tmp_path / "st"),
-                        teacher=[str(tmp_path / "sf")], size=(64, 128), epochs=1, steps_per_epoch=2, batch=2, cwd=0.5)
+                        teacher=[str(tmp_path / "sf")], size=(64, 128), epochs=1, steps_per_epoch=2, batch=2, cwd=0.5,
+                        cutmix=1.0, kd_stride=4)
     out = distill(cfg)
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"])) and float(rows[0]["loss"]) > 0
@@ -149,7 +150,7 @@ def test_distill_with_two_teachers_cache_replays_views(two_teachers, synth_citys
     meta = json.loads((out / "export" / "roadseg.json").read_text())
     assert "logits" in meta["signatures"] and meta["output_stride"] == 8
     views = np.load(cache / "views.npy")
-    assert views.shape == (2, 6, 8, 16, 8)
+    assert views.shape == (2, 6, 16, 32, 8)  # at 1/4 of the frame (--kd-stride 4)
     np.testing.assert_allclose(views.astype(np.float32).sum(-1), 1.0, atol=1e-2)
     # the cache holds exactly what the teachers say on that view's augmented images
     teachers = Teachers(cfg.teacher)
@@ -157,7 +158,7 @@ def test_distill_with_two_teachers_cache_replays_views(two_teachers, synth_citys
     split = DecodedSplit(samples, fmt)
     images, _, idx = next(iter(split.views(1, (64, 128), (64, 128), 3, seed=0, shuffle=True,
                                            augment_cfg=AugmentConfig())))
-    online = teachers.probs(images, (8, 16)).numpy()
+    online = teachers.probs(images, (16, 32)).numpy()
     np.testing.assert_allclose(views[1, idx.numpy()].astype(np.float32), online, atol=2e-3)
     # a second run with the same teachers reuses the cache
     mtime = (cache / "views.npy").stat().st_mtime
@@ -197,7 +198,8 @@ def test_students_registry_and_output_stride():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large", "roadseg-fast"])
+@pytest.mark.parametrize("name", ["lraspp-mobilenetv3-small", "lraspp-mobilenetv3-large", "roadseg-fast",
+                                  "lraspp-efficientnet-lite0-s4"])
 def test_every_student_converts_to_full_int8(name, tmp_path):
     import dataclasses
 
@@ -237,3 +239,87 @@ def test_teacher_test_time_augmentation(tiny_student_run):
     for bad, msg in (("mirror", "use flip or a scale"), ("9", "outside 0.25..4")):
         with pytest.raises(ValueError, match=msg):
             parse_tta(bad)
+
+
+def test_kd_term_at_the_upsampled_output_includes_void():
+    """Issue 21: with --kd-stride 4 the KD term is KL at 1/4 of the frame against the student's 1/8
+    logits upsampled bilinearly; void pixels (category 0) count, padding (IGNORE_INDEX) does not."""
+    from distill.distill import DistillConfig, kd_step_loss
+    from distill.students import build_student
+    from edge_runtime.contract.labels import IGNORE_INDEX
+    from trainer.losses import make_loss
+    st = build_student("roadseg-fast", width=0.25)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8))
+    y = np.zeros((2, 64, 96), np.uint8)                  # all void ...
+    y[:, :, 48:] = IGNORE_INDEX                          # ... but the right half is padding
+    t = _rand_probs((2, 16, 24, 8), 1)
+    logits = st.model(x, training=False)
+    up = tf.image.resize(logits, (16, 24), method="bilinear")
+    mask = np.zeros((2, 16, 24), np.float32)
+    mask[:, :, :12] = 1
+    for stride, expect_grid in ((4, up), (8, logits)):
+        cfg = DistillConfig(student="roadseg-fast", data="-", out="-", teacher=["-"], kd_stride=stride,
+                            temperature=2.0, alpha=1.0)
+        size = (64 // stride, 96 // stride)
+        tt = t if stride == 4 else tf.image.resize(t, size, method="area")
+        m = mask if stride == 4 else mask[:, ::2, ::2]
+        got = float(kd_step_loss(cfg, object(), True, size)(st.model, (x, tf.constant(y), tt), False))
+        want = float(make_loss(cfg.loss)(logits, tf.constant(y)) + pixel_kd(expect_grid, tt, 2.0, m))
+        assert got == pytest.approx(want, rel=1e-4)
+    # void counts: a mask that left it out would give 0 KD on these all-void labels
+    assert float(pixel_kd(up, t, 2.0, mask)) > 0
+
+
+def test_cutmix_batches_are_the_same_with_and_without_kd(synth_cityscapes):
+    """The labels-only twin sees exactly the KD run's mixed batches (seeded by seed, epoch, batch);
+    a share of 0 mixes nothing, 1 every batch; with a cache the teacher targets move with the pixels."""
+    from distill.distill import DistillConfig, student_batches
+    from trainer.datasets import list_samples
+    from trainer.pipeline import AugmentConfig, DecodedSplit
+    fmt, samples = list_samples(synth_cityscapes, "train")
+    split = DecodedSplit(samples, fmt)
+
+    def first(cfg, cache=None, out_size=(16, 32)):
+        return next(iter(student_batches(split, cfg, AugmentConfig(), cache, out_size)(1)))
+
+    base = dict(student="roadseg-fast", data="-", out="-", size=(64, 128), batch=3, seed=4)
+    plain = first(DistillConfig(**base, no_kd=True))
+    kd = first(DistillConfig(**base, teacher=["-"], cutmix=1.0))
+    twin = first(DistillConfig(**base, no_kd=True, cutmix=1.0))
+    none = first(DistillConfig(**base, no_kd=True, cutmix=0.0))
+    np.testing.assert_array_equal(kd[0].numpy(), twin[0].numpy())
+    np.testing.assert_array_equal(kd[1].numpy(), twin[1].numpy())
+    np.testing.assert_array_equal(none[0].numpy(), plain[0].numpy())
+    assert not np.array_equal(twin[0].numpy(), plain[0].numpy())
+    # cached targets: a cache whose every cell holds its frame's index moves with the pasted pixels
+    n = len(samples)
+    cache = np.broadcast_to(np.arange(n, dtype=np.float16)[None, :, None, None, None], (4, n, 16, 32, 8))
+    cached = first(DistillConfig(**base, teacher=["-"], cutmix=1.0, cache_views=4), cache)
+    idx = first(DistillConfig(**base, no_kd=True))[2].numpy()
+    np.testing.assert_array_equal(cached[0].numpy(), kd[0].numpy())
+    src = cached[2].numpy()[..., 0].astype(int)
+    assert set(np.unique(src[0])) <= {idx[0], idx[1]} and len(np.unique(src[0])) == 2
+
+
+def test_stride4_student_doubles_the_output_grid():
+    """Issue 21 item 3: the Lite0 student with a stride-4 skip returns logits at 1/4, costs more MACs
+    than the 1/8 one, and records its stride for the export."""
+    from distill.students import build_student, count_macs
+    s8 = build_student("lraspp-efficientnet-lite0", encoder_weights="none")
+    s4 = build_student("lraspp-efficientnet-lite0-s4", encoder_weights="none")
+    x = np.zeros((1, 64, 96, 3), np.uint8)
+    assert s8.model(x).shape == (1, 8, 12, 8) and s8.output_stride == 8
+    assert s4.model(x).shape == (1, 16, 24, 8) and s4.output_stride == 4
+    assert count_macs(s4.model, (64, 96)) > count_macs(s8.model, (64, 96))
+
+
+def test_distill_cli_refuses_bad_kd_grid_and_cutmix_share(synth_cityscapes, tmp_path, capsys):
+    from distill.commands.distill import main
+    common = ["--student", "roadseg-fast", "--no-kd", "--data", str(synth_cityscapes)]
+    assert main(common + ["--out", str(tmp_path / "a"), "--cutmix", "1.5"]) == 2
+    assert "--cutmix is a share of batches" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(common + ["--out", str(tmp_path / "b"), "--kd-stride", "3"])
+    assert e.value.code == 2 and "--kd-stride: invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -86,3 +86,60 @@ def test_tf_pipeline_draws_the_same_views(synth_cityscapes):
     for img, lab, i in zip(x.numpy(), y.numpy(), idx.numpy()):
         a, b = augment(*load_sample(samples[i], fmt), (48, 64), 48, AugmentConfig(), view_rng(4 * 1000 + 2, i))
         assert np.array_equal(img, a) and np.array_equal(lab, b)
+
+
+@pytest.mark.parametrize("h,w,grid", [(64, 128, 8), (192, 256, 8), (96, 96, 32), (64, 64, 4)])
+def test_cutmix_box_on_grid_inside_frame_area_uniform(h, w, grid):
+    """Issue 21: CutMix rectangles lie on the grid (cached teacher maps cut along the same edges),
+    inside the frame, with an area share of about U(0, 1) (Yun et al. 2019)."""
+    from trainer.augment import cutmix_box
+    rng = np.random.default_rng(3)
+    shares = []
+    for _ in range(400):
+        y0, x0, bh, bw = cutmix_box(h, w, grid, rng)
+        assert all(v % grid == 0 for v in (y0, x0, bh, bw))
+        assert 0 <= y0 and y0 + bh <= h and 0 <= x0 and x0 + bw <= w
+        shares.append(bh * bw / (h * w))
+    assert 0.4 < np.mean(shares) < 0.6 and min(shares) < 0.1 and max(shares) > 0.8
+
+
+@pytest.mark.parametrize("h,w,grid", [(60, 128, 8), (64, 128, 0), (64, 100, 8)])
+def test_cutmix_box_refuses_frames_off_the_grid(h, w, grid):
+    from trainer.augment import cutmix_box
+    with pytest.raises(ValueError, match="whole number"):
+        cutmix_box(h, w, grid, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("b,grid,map_stride", [(2, 8, 4), (5, 8, 8), (4, 16, 16), (3, 8, 1)])
+def test_cutmix_batch_keeps_every_pixel_with_its_own_label_and_map(b, grid, map_stride):
+    """Every pixel of a mixed frame comes, with its label and its cached map, from the frame itself or
+    from its partner (i + 1) % B at the same place; the inputs are left as they were."""
+    from trainer.augment import cutmix_batch
+    h, w = 64, 96
+    frame_id = np.arange(b, dtype=np.uint8)[:, None, None]
+    yy, xx = np.mgrid[0:h, 0:w]
+    images = np.stack([frame_id + 0 * yy, (yy % 251) + 0 * frame_id, (xx % 251) + 0 * frame_id], -1).astype(np.uint8)
+    labels = (frame_id + 10 + 0 * yy).astype(np.uint8)
+    maps = np.broadcast_to(np.arange(b, dtype=np.float32)[:, None, None, None],
+                           (b, h // map_stride, w // map_stride, 3)).copy()
+    before = (images.copy(), labels.copy(), maps.copy())
+    mi, ml, (mm,) = cutmix_batch(images, labels, np.random.default_rng(7), grid, (maps,))
+    for a, c in zip((images, labels, maps), before):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(mi[..., 1:], images[..., 1:])          # every pixel stays where it was
+    np.testing.assert_array_equal(ml, mi[..., 0] + 10)                   # with its own frame's label
+    src = mi[..., 0]
+    partner = (np.arange(b) + 1) % b
+    assert ((src == np.arange(b)[:, None, None]) | (src == partner[:, None, None])).all()
+    # the map takes the same rectangle: its source frame is the image's, cell by cell
+    cell_src = src[:, ::map_stride, ::map_stride]
+    np.testing.assert_array_equal(mm[..., 0], cell_src.astype(np.float32))
+    pasted = (src != np.arange(b)[:, None, None]).mean()
+    assert 0 < pasted < 1
+
+
+def test_cutmix_batch_refuses_a_map_off_the_grid():
+    from trainer.augment import cutmix_batch
+    images, labels = np.zeros((2, 64, 64, 3), np.uint8), np.zeros((2, 64, 64), np.uint8)
+    with pytest.raises(ValueError, match="does not lie on the 8-pixel grid"):
+        cutmix_batch(images, labels, np.random.default_rng(0), 8, (np.zeros((2, 4, 4, 8), np.float32),))

@@ -85,6 +85,7 @@ def test_student_distilled_by_the_backend_free_trainer_imports_as_a_student_run(
     assert r.returncode == 0, r.stderr[-3000:]
     log = json.loads((out / "train_log.json").read_text())
     assert log["backend"] == "jax" and log["kd"] and log["output_stride"] == 8 and len(log["epochs"]) == 2
+    assert log["kd_stride"] == 4  # the KD term at the upsampled output (--kd-stride, default 4)
     assert all(np.isfinite(e["kd"]) and e["kd"] >= 0 and np.isfinite(e["ce"]) for e in log["epochs"])
     parts = [str(out / f) for f in log["weight_files"]]
     with np.load(parts[0]) as z:  # kernels in float16, BatchNormalization statistics in float32
