@@ -102,7 +102,7 @@ def students(data: str, t: Path, logs: Path) -> list[str]:
             continue
         enc = ["--encoder-weights", "imagenet"] if arch == STUDENT else []
         kd_args = ["--teacher", str(t), "--teacher-cache", str(RUNS / f"cache-{arch}-s{seed}"), "--cache-views", "4",
-                   "--temperature", "2", "--alpha", "1.0"] if kd else ["--no-kd"]
+                   "--temperature", "2", "--alpha", "1.0", "--kd-stride", "8"] if kd else ["--no-kd"]
         run([str(BIN / "roadseg-distill"), "--student", arch, *enc, "--data", data, "--size", SIZE,
              "--epochs", STUDENT_EPOCHS, "--batch", "8", "--lr", "2e-3", "--seed", str(seed), *SPLIT, *kd_args,
              "--out", str(out), *resume_flag(out)], logs / f"{name}.log")

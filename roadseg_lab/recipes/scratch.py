@@ -60,9 +60,10 @@ def distill_cmd(data: str, student: str, out: Path, *extra: str) -> list[str]:
 
 
 def kd_args(teachers: list[Path], cache: Path) -> list[str]:
-    """KD from ``teachers`` through a teacher cache, at the recipe's T and weight."""
+    """KD from ``teachers`` through a teacher cache, at the recipe's T, weight and grid (1/8, the
+    student's own output: what the published table ran before ``--kd-stride`` existed)."""
     return [*repeat("--teacher", teachers), "--teacher-cache", str(cache), "--cache-views", str(CACHE_VIEWS),
-            "--temperature", E("KD_T", "2"), "--alpha", E("KD_ALPHA", "1.0")]
+            "--temperature", E("KD_T", "2"), "--alpha", E("KD_ALPHA", "1.0"), "--kd-stride", E("KD_STRIDE", "8")]
 
 
 def train_models(data: str, logs: Path) -> None:
