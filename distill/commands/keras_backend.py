@@ -74,14 +74,54 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser: ``pack DATA OUT`` and ``train PACKED OUT [flags]``."""
+    """The parser: ``pack DATA OUT``, ``train PACKED OUT [flags]`` and ``imports SESSION``."""
     p = cli.parser(PROG, __doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack", allow_abbrev=False)
     pk.add_argument("data")
     pk.add_argument("out")
     add_train_arguments(sub.add_parser("train", allow_abbrev=False))
+    im = sub.add_parser("imports", allow_abbrev=False,
+                        help="write SESSION/import.sh: the commands that import scripts/gpu_session.sh's runs")
+    im.add_argument("session")
+    im.add_argument("--size", type=parse_size, default=(352, 480))
+    im.add_argument("--teacher-arch", default="fpn-efficientnet-lite2")
+    im.add_argument("--holdout", default="0006R0")
     return p
+
+
+def write_imports(session: Path, size: tuple[int, int], teacher_arch: str, holdout: str) -> Path:
+    """``session/import.sh`` (``bash import.sh CAMVID_DIR [RUNS_DIR]``): a
+    ``roadseg-train --epochs 0`` line for ``session/teacher`` and a
+    ``roadseg-distill --epochs 0`` line for every ``session/students/NAME``,
+    each from its ``train_log.json`` (weight files, architecture, width).
+    Raises ``FileNotFoundError`` when the teacher has no ``train_log.json``."""
+    import json
+    import shlex
+
+    from edge_runtime.atomic import write_text
+    split = f"--train-split except:{holdout} --val-split holdout:{holdout}"
+    hw = f"{size[0]}x{size[1]}"
+
+    def weights(d: Path) -> tuple[dict, str]:
+        log = json.loads((d / "train_log.json").read_text())
+        return log, " ".join(f"--init-weights {shlex.quote(str(d / f))}" for f in log["weight_files"])
+
+    _, w = weights(session / "teacher")
+    lines = ["#!/usr/bin/env bash", "# import scripts/gpu_session.sh's runs: bash import.sh CAMVID_DIR [RUNS_DIR]",
+             "set -euo pipefail", 'data=${1:?CamVid folder}; runs=${2:-runs/gpu}',
+             f'roadseg-train --arch {teacher_arch} --size {hw} --epochs 0 {w} --data "$data" {split} '
+             f'--out "$runs/teacher"']
+    students = session / "students"
+    for d in sorted(p for p in (students.iterdir() if students.is_dir() else []) if (p / "train_log.json").is_file()):
+        log, w = weights(d)
+        arch = log["args"]["arch"]
+        width = f" --width {log['args']['width']}" if arch == "roadseg-fast" else ""
+        lines.append(f'roadseg-distill --student {arch}{width} --no-kd --epochs 0 --size {hw} {w} --data "$data" '
+                     f'{split} --out "$runs/{d.name}"')
+    out = session / "import.sh"
+    write_text(out, "\n".join(lines) + "\n")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "pack":
             from trainer.packed import pack
             print(f"packed {pack(args.data, args.out)} frames into {Path(args.out)}", flush=True)
+            return
+        if args.cmd == "imports":
+            out = write_imports(Path(args.session), args.size, args.teacher_arch, args.holdout)
+            print(f"wrote {out}", flush=True)
             return
         from distill.keras_backend import AnyBackendRun, run
         run(AnyBackendRun(**{k: v for k, v in vars(args).items() if k != "cmd"}), lambda s: print(s, flush=True))
