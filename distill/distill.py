@@ -37,8 +37,18 @@ class DistillConfig(RunConfig):
     momentum; the ``teacher`` run directories and how they are combined
     (``teacher_weighting``: per-class by val IoU, or a plain mean); the KD
     temperature T and weight ``alpha``, the channel-wise KD weight ``cwd``
-    and its temperature; the teacher cache folder and its number of
-    augmented views; ``no_kd`` for the labels-only baseline; ``init_weights``."""
+    and its temperature; ``kd_stride``: the KD terms' grid, 1/``kd_stride``
+    of the frame (the student's logits are resized onto it: 4 distils at the
+    upsampled output, as CIRKD and Af-DCD do; 8 at a Lite0 student's own
+    1/8 grid, what runs before this setting used, see ``LEGACY_DEFAULTS``);
+    ``cutmix``: the share of batches mixed by CutMix
+    (:func:`trainer.augment.cutmix_batch`: images, labels and cached teacher
+    targets alike, with the same draws in the labels-only twin); the teacher
+    cache folder and its number of augmented views; ``no_kd`` for the
+    labels-only baseline; ``init_weights``."""
+    #: values of settings added later, for a resumed run whose config.json predates them (what it ran with)
+    LEGACY_DEFAULTS = {"kd_stride": 8, "cutmix": 0.0}
+
     student: str
     teacher: list[str] = field(default_factory=list)
     epochs: int = 30
@@ -241,6 +251,8 @@ def check_config(cfg: DistillConfig) -> dict:
         raise ValueError(f"--kd-stride must be 1, 2, 4, 8, 16 or 32, got {cfg.kd_stride}")
     if not 0.0 <= cfg.cutmix <= 1.0:
         raise ValueError(f"--cutmix is a share of batches, 0..1, got {cfg.cutmix:g}")
+    if cfg.cutmix and cfg.batch < 2:
+        raise ValueError("--cutmix mixes frames within a batch: it needs --batch 2 or more")
     kwargs = student_kwargs(cfg.student, cfg.width, cfg.encoder_weights, cfg.bn_momentum)
     for t in ([] if cfg.no_kd else cfg.teacher):
         check_teacher(t)
@@ -255,10 +267,12 @@ def kd_step_loss(cfg: DistillConfig, teachers: Teachers | None, cached: bool, ou
     pixel-wise KD (Hinton et al. 2015) over labelled pixels plus ``cwd`` x
     channel-wise KD (Shu et al. 2021), against the teachers' probabilities
     at the KD grid ``out_size`` (1/``cfg.kd_stride`` of the frame; the
-    student's logits are resized onto it bilinearly when their grid
-    differs), from the cache when ``cached``, else the teachers run on the
-    batch, without gradient. Void pixels count in the KD terms (void is a
-    category the teacher predicts); only padding (``IGNORE_INDEX``) does not."""
+    student's logits are resized onto it, bilinearly up or averaged over
+    each cell down, so that every logit gets a gradient), from the cache when ``cached``, else
+    the teachers run on the batch, without gradient. Void pixels count in
+    the pixel-wise term (void is a category the teacher predicts); padding
+    (``IGNORE_INDEX``) does not. The channel-wise term spans every position
+    of the grid, padding included (its distributions are over positions)."""
     import tensorflow as tf
 
     from distill.losses import channel_kd, pixel_kd, valid_mask_at
@@ -273,8 +287,11 @@ def kd_step_loss(cfg: DistillConfig, teachers: Teachers | None, cached: bool, ou
             return loss
         t = batch[2] if cached else tf.stop_gradient(teachers.probs(x, out_size))
         s = logits
-        if tuple(logits.shape[1:3]) != tuple(out_size):
+        if out_size[0] > logits.shape[1]:
             s = tf.image.resize(logits, out_size, method="bilinear")
+        elif out_size[0] < logits.shape[1]:  # a mean over each cell: every logit gets a gradient
+            f = logits.shape[1] // out_size[0]
+            s = tf.nn.avg_pool2d(logits, f, f, "VALID")
         if cfg.alpha:
             loss += cfg.alpha * pixel_kd(s, t, cfg.temperature, valid_mask_at(y, out_size))
         if cfg.cwd:
@@ -295,8 +312,10 @@ def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, 
     view ``e % K`` and each batch carries the cached probabilities third.
     With ``cfg.cutmix`` > 0, batch ``b`` of epoch ``e`` is mixed
     (:func:`trainer.augment.cutmix_batch`) when a generator seeded
-    ``(seed, e, b)`` draws under the share: the same batches in a KD run and
-    its labels-only twin."""
+    ``(seed, e, b)`` draws under the share, with rectangles from the same
+    generator: an online KD run and its labels-only twin get identical
+    batches; a cached run replays view ``e % K`` where the twin draws view
+    ``e``, so from epoch K on only the mixing draws are shared."""
     import numpy as np
     import tensorflow as tf
 

@@ -94,11 +94,19 @@ def pixel_kd_loss(teacher, temperature: float, alpha: float, kd_stride: int = 4)
     output is the student's logits (upsampled bilinearly when coarser than
     the grid) beside the teacher's softmax area-averaged onto the grid; its
     target the labels sampled at the centre of each grid cell (which pixels
-    count: all but padding, void included)."""
+    count: all but padding, void included). Raises ``ValueError`` for a
+    ``kd_stride`` outside 1..32, or (when the network is built) a grid finer
+    than the teacher's output or not dividing the frame."""
     from keras import layers
+
+    if kd_stride not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"--kd-stride must be 1, 2, 4, 8, 16 or 32, got {kd_stride}")
 
     def output(inp, s):
         size = int(inp.shape[1]) // kd_stride
+        if int(inp.shape[1]) % kd_stride or int(teacher.output.shape[1]) < size:
+            raise ValueError(f"--kd-stride {kd_stride}: a {int(inp.shape[1])}-pixel-tall frame's KD grid must be whole "
+                             f"and no finer than the teacher's output ({int(teacher.output.shape[1])} rows)")
         if int(s.shape[1]) < size:
             s = layers.UpSampling2D(size // int(s.shape[1]), interpolation="bilinear")(s)
         elif int(s.shape[1]) > size:

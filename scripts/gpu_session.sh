@@ -31,5 +31,8 @@ echo "==> teacher $tarch at $size, $tmin min $(date -u +%H:%M:%S)"
     --lr "${TEACHER_LR:-1e-3}" --workers 3 > "$out/teacher.log" 2>&1 || { tail -n 20 "$out/teacher.log" >&2; exit 4; }
 tail -n 1 "$out/teacher.log"
 echo "==> students, $smin min $(date -u +%H:%M:%S)"
-SIZE=$size TEACHER_ENCODER=none "$here/gpu_students.sh" "$packed" "$out/teacher" "$out/students" "$smin"
+rc=0  # a student that failed must not cost the import lines of the runs that finished
+SIZE=$size TEACHER_ENCODER=none "$here/gpu_students.sh" "$packed" "$out/teacher" "$out/students" "$smin" || rc=$?
 "$py" -m distill.commands.keras_backend imports "$out" --size "$size" --teacher-arch "$tarch" --holdout "$holdout"
+[ $rc -eq 0 ] || echo "gpu_session: a student run failed (exit $rc); import.sh lists the ones that finished" >&2
+exit $rc

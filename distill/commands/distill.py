@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--kd-stride", type=int, choices=[1, 2, 4, 8, 16, 32],
       help="the KD terms' grid: 1/N of the frame (default 4: the student's logits upsampled bilinearly onto it)")
     a("--cutmix", type=float, metavar="SHARE",
-      help="share of batches mixed by CutMix, 0..1 (default 0; the same batches with --no-kd)")
+      help="share of batches mixed by CutMix, 0..1 (default 0; the same draws with --no-kd; needs --batch 2+)")
     a("--teacher-weighting", choices=["iou", "mean"])
     a("--teacher-tta", metavar="VIEWS", help="test-time augmentation of every teacher, averaged: 'flip' and/or "
                                               "scales, e.g. flip,0.75,1.25 (scales need size-agnostic teachers)")

@@ -97,28 +97,29 @@ def write_imports(session: Path, size: tuple[int, int], teacher_arch: str, holdo
     each from its ``train_log.json`` (weight files, architecture, width).
     Raises ``FileNotFoundError`` when the teacher has no ``train_log.json``."""
     import json
-    import shlex
+    from shlex import quote
 
     from edge_runtime.atomic import write_text
-    split = f"--train-split except:{holdout} --val-split holdout:{holdout}"
+    split = f"--train-split except:{quote(holdout)} --val-split holdout:{quote(holdout)}"
     hw = f"{size[0]}x{size[1]}"
 
-    def weights(d: Path) -> tuple[dict, str]:
+    def weights(d: Path) -> tuple[dict, str]:  # paths relative to import.sh, so the session folder can move
         log = json.loads((d / "train_log.json").read_text())
-        return log, " ".join(f"--init-weights {shlex.quote(str(d / f))}" for f in log["weight_files"])
+        return log, " ".join(f'--init-weights "$here"/{quote(str((d / f).relative_to(session)))}'
+                             for f in log["weight_files"])
 
     _, w = weights(session / "teacher")
     lines = ["#!/usr/bin/env bash", "# import scripts/gpu_session.sh's runs: bash import.sh CAMVID_DIR [RUNS_DIR]",
-             "set -euo pipefail", 'data=${1:?CamVid folder}; runs=${2:-runs/gpu}',
-             f'roadseg-train --arch {teacher_arch} --size {hw} --epochs 0 {w} --data "$data" {split} '
-             f'--out "$runs/teacher"']
+             "set -euo pipefail", 'here=$(cd "$(dirname "$0")" && pwd); data=${1:?CamVid folder}; runs=${2:-runs/gpu}',
+             f'roadseg-train --arch {quote(teacher_arch)} --size {hw} --epochs 0 {w} --data "$data" {split} '
+             f'--out "$runs"/teacher']
     students = session / "students"
     for d in sorted(p for p in (students.iterdir() if students.is_dir() else []) if (p / "train_log.json").is_file()):
         log, w = weights(d)
         arch = log["args"]["arch"]
-        width = f" --width {log['args']['width']}" if arch == "roadseg-fast" else ""
-        lines.append(f'roadseg-distill --student {arch}{width} --no-kd --epochs 0 --size {hw} {w} --data "$data" '
-                     f'{split} --out "$runs/{d.name}"')
+        width = f" --width {float(log['args']['width']):g}" if arch == "roadseg-fast" else ""
+        lines.append(f'roadseg-distill --student {quote(arch)}{width} --no-kd --epochs 0 --size {hw} {w} '
+                     f'--data "$data" {split} --out "$runs"/{quote(d.name)}')
     out = session / "import.sh"
     write_text(out, "\n".join(lines) + "\n")
     return out

@@ -107,7 +107,7 @@ def time_kd_modes(data: str, logs: Path) -> None:
         extra = ["--teacher-cache", str(RUNS / "teacher-cache"), "--cache-views", str(CACHE_VIEWS)] \
             if mode == "cached" else []
         run([str(BIN / "roadseg-distill"), "--student", "roadseg-fast", "--data", data, "--size", SIZE,
-             "--epochs", "1", "--steps-per-epoch", "12", "--batch", "8", "--seed", "0", "--out", str(out),
+             "--epochs", "1", "--steps-per-epoch", "12", "--batch", "8", "--seed", "0", "--kd-stride", "8", "--out", str(out),
              *repeat("--teacher", [RUNS / t for t in TEACHERS]), *extra], logs / f"kd-mode-{mode}.log")
         row = list(csv.DictReader((out / "history.csv").open()))[-1]
         modes[mode] = {"steps": 12, "train_seconds": float(row["train_time_s"])}

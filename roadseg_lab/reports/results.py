@@ -173,7 +173,8 @@ def section_students(x: Inputs) -> list[str]:
         *per_class_table("student", CATEGORIES, {n: mm["iou"] for n, mm in metrics.items()}), "",
         "Command: `roadseg-distill --teacher runs/camvid/fpn-efficientnetb0 --teacher runs/camvid/segformer-b0 "
         "--student NAME --data DATA --size 192x256 --epochs 30 --batch 8 --lr 2e-3 --teacher-cache "
-        "runs/camvid/teacher-cache --cache-views 4 --temperature 2 --alpha 1.0` (and `--no-kd` for the baseline). "
+        "runs/camvid/teacher-cache --cache-views 4 --temperature 2 --alpha 1.0 --kd-stride 8` (and `--no-kd` for the "
+        "baseline). "
         "The reproduction uses the cached mode: on this machine online distillation would run both teachers' "
         "forward passes on every student step, which the teacher cost makes the dominant cost of the run; "
         "the cache computes them once per view (its build time is in the cache's `meta.json`).", "",

@@ -323,3 +323,91 @@ def test_distill_cli_refuses_bad_kd_grid_and_cutmix_share(synth_cityscapes, tmp_
         main(common + ["--out", str(tmp_path / "b"), "--kd-stride", "3"])
     assert e.value.code == 2 and "--kd-stride: invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_resumed_run_keeps_the_kd_grid_it_started_with(tmp_path):
+    """A run whose config.json predates --kd-stride and --cutmix resumes with what it ran with (the
+    student's 1/8 grid, no CutMix), not today's defaults; a new run gets the defaults."""
+    import argparse
+
+    from distill.commands.distill import add_arguments
+    from distill.distill import DistillConfig
+    from trainer.commands.common import add_run_arguments, config_from_args
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"student": "roadseg-fast", "data": "d", "out": str(run),
+                                                 "teacher": ["t"], "size": [64, 128]}))
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    add_arguments(p)
+    old = config_from_args(p.parse_args(["--out", str(run), "--resume"]), DistillConfig, ("student",))
+    assert (old.kd_stride, old.cutmix) == (8, 0.0)
+    given = config_from_args(p.parse_args(["--out", str(run), "--resume", "--kd-stride", "2"]), DistillConfig, ())
+    assert given.kd_stride == 2
+    new = config_from_args(p.parse_args(["--out", str(tmp_path / "new"), "--student", "roadseg-fast", "--data", "d"]),
+                           DistillConfig, ("student",))
+    assert (new.kd_stride, new.cutmix) == (4, 0.0)
+
+
+@pytest.mark.parametrize("kd_stride", [16, 32])
+def test_kd_on_a_coarser_grid_reaches_every_logit(kd_stride):
+    """A KD grid coarser than the student's output averages its logits (area), so each one gets a gradient."""
+    from distill.distill import DistillConfig, kd_step_loss
+    from distill.students import build_student
+    st = build_student("roadseg-fast", width=0.25)
+    x = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 64, 128, 3), dtype=np.uint8))
+    size = (64 // kd_stride, 128 // kd_stride)
+    logits_var = tf.Variable(st.model(x, training=False))
+
+    class Fixed:  # the student's logits as a variable, to read their gradient
+        def __call__(self, images, training=False):
+            return logits_var
+    batch = (x, tf.zeros((1, 64, 128), tf.uint8), _rand_probs((1, *size, 8), 2))
+    grads = []
+    for alpha in (1.0, 0.0):  # the labels' gradient is the same in both: the difference is the KD term's
+        cfg = DistillConfig(student="roadseg-fast", data="-", out="-", teacher=["-"], kd_stride=kd_stride,
+                            alpha=alpha)
+        with tf.GradientTape() as tape:
+            total = kd_step_loss(cfg, object(), True, size)(Fixed(), batch, True)
+        grads.append(tape.gradient(total, logits_var).numpy())
+    kd_only = np.abs(grads[0] - grads[1]).sum(-1)
+    assert (kd_only > 0).all()
+
+
+def test_cutmix_needs_two_frames_per_batch(synth_cityscapes, tmp_path):
+    from distill.distill import DistillConfig, check_config
+    cfg = DistillConfig(student="roadseg-fast", data=str(synth_cityscapes), out=str(tmp_path / "a"), no_kd=True,
+                        batch=1, cutmix=0.5)
+    with pytest.raises(ValueError, match="needs --batch 2 or more"):
+        check_config(cfg)
+
+
+def test_import_script_quotes_names_and_finds_weights_beside_itself(tmp_path):
+    """scripts/gpu_session.sh's import.sh: every name is quoted (a folder named like a command substitution
+    runs nothing), and weights are found relative to the script, wherever the session folder went."""
+    import os
+    import subprocess
+
+    from distill.commands.keras_backend import write_imports
+    session = tmp_path / "s"
+    for d, arch in (("teacher", "fpn-efficientnet-lite2"), ("students/x$(touch PWNED) y", "roadseg-fast")):
+        (session / d).mkdir(parents=True)
+        (session / d / "weights-0.npz").write_bytes(b"")
+        (session / d / "train_log.json").write_text(json.dumps({"weight_files": ["weights-0.npz"],
+                                                                "args": {"arch": arch, "width": 2.0}}))
+    write_imports(session, (64, 128), "fpn-efficientnet-lite2", "0006R0")
+    moved = tmp_path / "elsewhere"
+    session.rename(moved)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("roadseg-train", "roadseg-distill"):  # print the arguments each import line would run with
+        (fake_bin / tool).write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done; echo ---\n')
+        (fake_bin / tool).chmod(0o755)
+    r = subprocess.run(["bash", str(moved / "import.sh"), "DATA", str(tmp_path / "runs")], capture_output=True,
+                       text=True, cwd=tmp_path, env=dict(os.environ, PATH=f"{fake_bin}:{os.environ['PATH']}"))
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "PWNED").exists()
+    args = r.stdout.split("---\n")
+    assert str(moved / "teacher" / "weights-0.npz") in args[0].splitlines()
+    assert str(moved / "students" / "x$(touch PWNED) y" / "weights-0.npz") in args[1].splitlines()
+    assert str(tmp_path / "runs" / "x$(touch PWNED) y") in args[1].splitlines() and "2" in args[1].splitlines()

@@ -81,6 +81,8 @@ def config_from_args(args: argparse.Namespace, cls: type[RunConfig], required: t
     if args.resume and args.out and (Path(args.out) / "config.json").is_file():
         saved = json.loads((Path(args.out) / "config.json").read_text())
         base = {k: v for k, v in saved.items() if k in known}
+        # settings added after the run started: what it ran with, not today's default
+        base.update({k: v for k, v in getattr(cls, "LEGACY_DEFAULTS", {}).items() if k not in saved})
     if args.config:
         base.update(load_config_file(args.config))
     for k, v in vars(args).items():
