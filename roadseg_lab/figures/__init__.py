@@ -5,6 +5,8 @@ so a newer model re-renders the same picture):
 * ``pretrained-per-class``, ``fast1-kd-per-class``: per-class IoU bars from
   the measurement sections' tables (:mod:`.per_class`)
 * ``gpu-students-kd``: KD minus labels only during GPU training (:mod:`.kd_gain`)
+* ``kd-share``: each distillation setting of issue 21 beside its labels-only
+  twin and its teacher (:mod:`.kd_share`)
 * ``qualitative``: held-out frames, ground truth and an int8 model's
   prediction through the LiteRT interpreter (:mod:`.qualitative`)
 * ``fps-vs-miou``: held-out accuracy against end-to-end FPS at the same input
@@ -26,7 +28,8 @@ from pathlib import Path
 from roadseg_lab.pages import IMG
 
 #: every figure ``python -m roadseg_lab figures`` renders, in the order it renders them
-NAMES = ("pretrained-per-class", "fast1-kd-per-class", "gpu-students-kd", "soak-rss", "qualitative", "fps-vs-miou")
+NAMES = ("pretrained-per-class", "fast1-kd-per-class", "gpu-students-kd", "kd-share", "soak-rss", "qualitative",
+         "fps-vs-miou")
 
 
 @dataclass
@@ -55,11 +58,13 @@ def render(name: str, s: Settings) -> Path:
     """Render figure ``name`` (one of :data:`NAMES`) into ``s.out_dir``;
     returns the PNG. Raises ``ValueError`` for an unknown name or a missing
     setting the figure needs, and what the figure's module raises."""
-    from roadseg_lab.figures import kd_gain, per_class, qualitative, soak_rss, speed
+    from roadseg_lab.figures import kd_gain, kd_share, per_class, qualitative, soak_rss, speed
     if name in per_class.FIGURES:
         return per_class.render(name, s.out_dir)
     if name == "gpu-students-kd":
         return kd_gain.render(s.out_dir)
+    if name == "kd-share":
+        return kd_share.render(s.out_dir)
     if name == "soak-rss":
         return soak_rss.render(s.out_dir)
     if name == "qualitative":

@@ -17,7 +17,7 @@ pytest.importorskip("matplotlib")
 
 from edge_runtime.contract.labels import CATEGORIES, PALETTE  # noqa: E402
 from roadseg_lab import figures  # noqa: E402
-from roadseg_lab.figures import kd_gain, per_class, qualitative, soak_rss, speed, style  # noqa: E402
+from roadseg_lab.figures import kd_gain, kd_share, per_class, qualitative, soak_rss, speed, style  # noqa: E402
 from roadseg_lab.tables import table  # noqa: E402
 
 
@@ -106,6 +106,30 @@ def test_kd_gain_figure_zero_line_palette_legend_outside(tmp_path, drawn):
     colours = {rgb(line.get_color()) for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) > 1}
     assert colours <= {rgb(style.series_colour(i)) for i in range(8)}
     assert all(ax.get_xlim()[0] == 0 for ax in fig.axes)
+
+
+def test_kd_share_figure_reads_the_page_palette_share_labels_honest_axis(tmp_path, drawn):
+    """Issue 21's KD picture: one bar pair per setting and seed, the teacher as a tick, the share of the
+    teacher's lead recovered written beside it, palette colours, an x axis that says where it starts."""
+    page = tmp_path / "r.md"
+    page.write_text("\n".join(["intro", ""] + table(["setting", "seed", "labels only", "KD", "teacher", "note"],
+                                                      [["1/4, cached", "0", "0.550", "0.575", "0.650", "x"],
+                                                       ["1/4, live", "1", "0.560", "0.540", "0.650", "y"]])))
+    rows = kd_share.read_rows(page)
+    assert [(r["setting"], r["seed"], r["kd"]) for r in rows] == [("1/4, cached", "0", 0.575), ("1/4, live", "1", 0.54)]
+    kd_share.render(tmp_path, page)
+    fig = drawn[-1]
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["+25% of the lead", "-22% of the lead"]  # 0.025 / 0.100 and -0.020 / 0.090
+    colours = {rgb(p.get_facecolor()) for p in ax.patches}
+    assert colours <= {rgb(style.series_colour(i)) for i in range(8)} and len(colours) == 2
+    lo = ax.get_xlim()[0]
+    assert f"starts at {lo:.2f}" in ax.get_xlabel() and lo < 0.54
+    assert "2-core CPU" in fig._suptitle.get_text() and (tmp_path / "kd-share.png").is_file()
+    (tmp_path / "none.md").write_text("no table here")
+    with pytest.raises(ValueError, match="no Markdown table"):
+        kd_share.read_rows(tmp_path / "none.md")
 
 
 def test_soak_figure_starts_at_zero_without_the_harness_run(tmp_path, drawn):
