@@ -8,16 +8,17 @@
 # Every stage is skipped when its output exists; a training cut off (Ctrl-C, power, or
 # BUDGET_MIN minutes per invocation) continues from its checkpoint when rerun.
 # Env: SIZE (288x384), EPOCHS (30), SEED (0), RUNS (runs/shipped), DIST (dist/shipped),
-#      BUDGET_MIN (unset: no limit), MIN_MIOU (0.40).
+#      BUDGET_MIN (unset: no limit), MIN_MIOU (0.40), STUDENT (lraspp-efficientnet-lite0; or
+#      lraspp-efficientnet-lite0-s4, the stride-4 skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
 data=$1
-SIZE=${SIZE:-288x384}; EPOCHS=${EPOCHS:-30}; SEED=${SEED:-0}
+SIZE=${SIZE:-288x384}; EPOCHS=${EPOCHS:-30}; SEED=${SEED:-0}; STUDENT=${STUDENT:-lraspp-efficientnet-lite0}
 RUNS=${RUNS:-runs/shipped}; DIST=${DIST:-dist/shipped}; MIN_MIOU=${MIN_MIOU:-0.40}
 bin=.venv/bin
 budget=(); [ -n "${BUDGET_MIN:-}" ] && budget=(--time-budget "$BUDGET_MIN")
-recipe=(--student lraspp-efficientnet-lite0 --encoder-weights imagenet --no-kd --data "$data"
+recipe=(--student "$STUDENT" --encoder-weights imagenet --no-kd --data "$data"
         --size "$SIZE" --epochs "$EPOCHS" --batch 8 --lr 2e-3 --seed "$SEED")
 
 train() {  # NAME SPLIT-ARGS...
