@@ -16,6 +16,8 @@ from roadseg_lab.pages import IMG, RESULTS
 from roadseg_lab.tables import read_table
 
 HEADER = ["setting", "seed", "labels only", "KD", "teacher"]
+#: the table's share column when it has one (computed there from unrounded scores), else the share is computed here
+SHARE = "share of the teacher's lead recovered"
 TITLE = "Distillation vs labels only, LR-ASPP Lite0 students at 192x256, 20 epochs, 2-core CPU, 2026-11-30"
 NOTE = ("Float mIoU-7 of each run's export on all 101 frames of CamVid 0006R0 (held out from training; best epoch picked "
         "on it, for every run alike). Bars: the labels-only twin (same schedule, views and CutMix draws) and the KD run; "
@@ -25,13 +27,19 @@ NOTE = ("Float mIoU-7 of each run's export on all 101 frames of CamVid 0006R0 (h
 
 
 def read_rows(source: Path = RESULTS) -> list[dict]:
-    """``[{"setting", "seed", "labels", "kd", "teacher"}]`` (mIoU-7, 0..1)
-    from the table of ``source`` whose header starts :data:`HEADER`. Raises
-    ``OSError``/``ValueError`` for a missing file or table or a bad number."""
+    """``[{"setting", "seed", "labels", "kd", "teacher", "share"}]`` (mIoU-7,
+    0..1; ``share`` a fraction) from the table of ``source`` whose header
+    starts :data:`HEADER`: the share from its :data:`SHARE` column ("+10%")
+    when there is one, else (KD - labels only) / (teacher - labels only) of
+    the shown scores. Raises ``OSError``/``ValueError`` for a missing file
+    or table or a bad number."""
     rows = []
     for r in read_table(Path(source).read_text(), HEADER):
-        rows.append({"setting": r["setting"], "seed": r["seed"], "labels": float(r["labels only"]),
-                     "kd": float(r["KD"]), "teacher": float(r["teacher"])})
+        row = {"setting": r["setting"], "seed": r["seed"], "labels": float(r["labels only"]), "kd": float(r["KD"]),
+               "teacher": float(r["teacher"])}
+        row["share"] = float(r[SHARE].strip().rstrip("%").strip()) / 100 if r.get(SHARE) else \
+            (row["kd"] - row["labels"]) / (row["teacher"] - row["labels"])
+        rows.append(row)
     return rows
 
 
@@ -43,9 +51,9 @@ def render(out_dir: Path = IMG, source: Path = RESULTS) -> Path:
     ``kd-share.png`` in ``out_dir`` and returns it."""
     rows = read_rows(source)
     plt = style.pyplot()
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.55 * len(rows)))
+    fig, ax = plt.subplots(figsize=(12, 1.6 + 0.55 * len(rows)))
     lo = min(min(r["labels"], r["kd"]) for r in rows) - 0.02
-    hi = max(r["teacher"] for r in rows) + 0.05
+    hi = max(r["teacher"] for r in rows) + 0.06
     for i, r in enumerate(rows):
         y = len(rows) - 1 - i
         ax.barh(y + 0.18, r["labels"] - lo, left=lo, height=0.34, color=style.series_colour(3),
@@ -53,14 +61,13 @@ def render(out_dir: Path = IMG, source: Path = RESULTS) -> Path:
         ax.barh(y - 0.18, r["kd"] - lo, left=lo, height=0.34, color=style.series_colour(0),
                 label="KD" if i == 0 else None)
         ax.plot([r["teacher"]] * 2, [y - 0.4, y + 0.4], color="black", lw=2, label="teacher" if i == 0 else None)
-        share = (r["kd"] - r["labels"]) / (r["teacher"] - r["labels"])
-        ax.text(r["teacher"] + 0.003, y, f"{share:+.0%} of the lead", va="center", fontsize=8)
+        ax.text(r["teacher"] + 0.003, y, f"{r['share']:+.0%} of the lead", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [f"{r['setting']}, seed {r['seed']}" for r in rows][::-1])
     ax.set_xlim(lo, hi)
     ax.set_xlabel(f"held-out mIoU-7 (axis starts at {lo:.2f})")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.suptitle(TITLE)
     bottom = style.bottom_margin(fig, style.caption(fig, NOTE))
-    fig.subplots_adjust(left=0.36, right=0.97, top=1 - 0.5 / fig.get_figheight(), bottom=bottom)
+    fig.subplots_adjust(left=0.40, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=bottom)
     return style.save(fig, Path(out_dir) / "kd-share.png")

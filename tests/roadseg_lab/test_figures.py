@@ -117,6 +117,8 @@ def test_kd_share_figure_reads_the_page_palette_share_labels_honest_axis(tmp_pat
                                                        ["1/4, live", "1", "0.560", "0.540", "0.650", "y"]])))
     rows = kd_share.read_rows(page)
     assert [(r["setting"], r["seed"], r["kd"]) for r in rows] == [("1/4, cached", "0", 0.575), ("1/4, live", "1", 0.54)]
+    (tmp_path / "s.md").write_text("\n".join(table([*kd_share.HEADER, kd_share.SHARE], [["a", "0", "0.5", "0.6", "0.7", "+47%"]])))
+    assert kd_share.read_rows(tmp_path / "s.md")[0]["share"] == pytest.approx(0.47)  # the page's own share wins
     kd_share.render(tmp_path, page)
     fig = drawn[-1]
     ax = fig.axes[0]
