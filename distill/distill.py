@@ -44,8 +44,9 @@ class DistillConfig(RunConfig):
     ``cutmix``: the share of batches mixed by CutMix
     (:func:`trainer.augment.cutmix_batch`: images, labels and cached teacher
     targets alike, with the same draws in the labels-only twin); the teacher
-    cache folder and its number of augmented views; ``no_kd`` for the
-    labels-only baseline; ``init_weights``."""
+    cache folder, its number of augmented views and its size limit
+    (``cache_max_mb``, MiB); ``no_kd`` for the labels-only baseline;
+    ``init_weights``."""
     #: values of settings added later, for a resumed run whose config.json predates them (what it ran with)
     LEGACY_DEFAULTS = {"kd_stride": 8, "cutmix": 0.0}
 
@@ -64,6 +65,7 @@ class DistillConfig(RunConfig):
     cutmix: float = 0.0
     teacher_cache: str | None = None
     cache_views: int = 4
+    cache_max_mb: float = 2048.0
     no_kd: bool = False
     width: float = 1.0
     bn_momentum: float = 0.9
@@ -190,9 +192,15 @@ def build_teacher_cache(cache_dir: Path, split, teachers: Teachers, cfg: Distill
     float16 ``[K, N, h, w, C]`` at ``out_size = (h, w)``, reused while
     ``meta.json``'s key (teachers, files, sizes, views, seed, augmentation
     version) matches, rebuilt otherwise (written under a temporary name,
-    then renamed). Returns a read-only memmap. Raises ``OSError`` when the
-    folder cannot be written."""
+    then renamed). Returns a read-only memmap. Raises ``ValueError`` when it
+    would exceed ``cfg.cache_max_mb`` (it grows as views x frames x the KD
+    grid's cells) and ``OSError`` when the folder cannot be written."""
     import numpy as np
+    need = cfg.cache_views * len(split) * out_size[0] * out_size[1] * 8 * 2
+    if need > cfg.cache_max_mb * 2 ** 20:
+        raise ValueError(f"the teacher cache would take {need / 2 ** 20:.0f} MiB ({cfg.cache_views} views x {len(split)} "
+                         f"frames at {out_size[0]}x{out_size[1]}), over --cache-max-mb {cfg.cache_max_mb:g}: use "
+                         f"fewer --cache-views, a coarser --kd-stride, or raise the limit")
     key = _cache_key(cfg, teachers, split.samples, out_size, crop)
     meta_file, data_file = cache_dir / "meta.json", cache_dir / "views.npy"
     if meta_file.is_file() and data_file.is_file():

@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                               "scales, e.g. flip,0.75,1.25 (scales need size-agnostic teachers)")
     a("--teacher-cache", help="folder for cached teacher predictions")
     a("--cache-views", type=int)
+    a("--cache-max-mb", type=float, metavar="MIB", help="the teacher cache's size limit (default 2048 MiB)")
     a("--no-kd", action="store_true", default=None)
     a("--width", type=float)
     a("--encoder-weights", help="imagenet, none, or a .pth file (EfficientNet-Lite students)")

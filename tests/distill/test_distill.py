@@ -411,3 +411,18 @@ def test_import_script_quotes_names_and_finds_weights_beside_itself(tmp_path):
     assert str(moved / "teacher" / "weights-0.npz") in args[0].splitlines()
     assert str(moved / "students" / "x$(touch PWNED) y" / "weights-0.npz") in args[1].splitlines()
     assert str(tmp_path / "runs" / "x$(touch PWNED) y") in args[1].splitlines() and "2" in args[1].splitlines()
+
+
+def test_teacher_cache_is_bounded_in_bytes(tiny_student_run, synth_cityscapes, tmp_path):
+    """The cache grows as views x frames x KD-grid cells (x16 from 1/4 to 1/1): over --cache-max-mb it is
+    refused in one line naming the size, before anything is written."""
+    from distill.distill import DistillConfig, Teachers, build_teacher_cache
+    from trainer.datasets import list_samples
+    from trainer.pipeline import AugmentConfig, DecodedSplit
+    fmt, samples = list_samples(synth_cityscapes, "train")
+    cfg = DistillConfig(student="roadseg-fast", data="-", out="-", teacher=[str(tiny_student_run)], size=(64, 128),
+                        cache_views=4, kd_stride=1, cache_max_mb=0.5)
+    with pytest.raises(ValueError, match=r"would take \d+ MiB .* over --cache-max-mb 0.5"):
+        build_teacher_cache(tmp_path / "c", DecodedSplit(samples, fmt), Teachers(cfg.teacher), cfg, cfg.size, (64, 128),
+                            AugmentConfig())
+    assert not (tmp_path / "c").exists()
