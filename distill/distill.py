@@ -255,8 +255,9 @@ def check_config(cfg: DistillConfig) -> dict:
         raise ValueError("--teacher-cache has no use with --no-kd")
     if cfg.size[0] % 32 or cfg.size[1] % 32:
         raise ValueError(f"student sizes must be divisible by 32, got {cfg.size[0]}x{cfg.size[1]}")
-    if cfg.kd_stride not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"--kd-stride must be 1, 2, 4, 8, 16 or 32, got {cfg.kd_stride}")
+    from distill.losses import KD_STRIDES
+    if cfg.kd_stride not in KD_STRIDES:
+        raise ValueError(f"--kd-stride must be one of {', '.join(map(str, KD_STRIDES))}, got {cfg.kd_stride}")
     if not 0.0 <= cfg.cutmix <= 1.0:
         raise ValueError(f"--cutmix is a share of batches, 0..1, got {cfg.cutmix:g}")
     if cfg.cutmix and cfg.batch < 2:

@@ -99,8 +99,9 @@ def pixel_kd_loss(teacher, temperature: float, alpha: float, kd_stride: int = 4)
     than the teacher's output or not dividing the frame."""
     from keras import layers
 
-    if kd_stride not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"--kd-stride must be 1, 2, 4, 8, 16 or 32, got {kd_stride}")
+    from distill.losses import KD_STRIDES
+    if kd_stride not in KD_STRIDES:
+        raise ValueError(f"--kd-stride must be one of {', '.join(map(str, KD_STRIDES))}, got {kd_stride}")
 
     def output(inp, s):
         size = int(inp.shape[1]) // kd_stride

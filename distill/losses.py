@@ -12,6 +12,9 @@ from edge_runtime.contract.labels import IGNORE_INDEX
 
 EPS = 1e-8
 
+#: the grids the KD terms may use, 1/N of the frame (``roadseg-distill --kd-stride``, both trainers)
+KD_STRIDES = (1, 2, 4, 8, 16, 32)
+
 
 def _log(p):
     return ops.log(ops.maximum(p, EPS))

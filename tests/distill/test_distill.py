@@ -426,3 +426,15 @@ def test_teacher_cache_is_bounded_in_bytes(tiny_student_run, synth_cityscapes, t
         build_teacher_cache(tmp_path / "c", DecodedSplit(samples, fmt), Teachers(cfg.teacher), cfg, cfg.size, (64, 128),
                             AugmentConfig())
     assert not (tmp_path / "c").exists()
+
+
+def test_kd_stride_choices_are_the_losses_one_list():
+    """--kd-stride's choices are written out in the command (its --help imports no TensorFlow); they must be
+    distill.losses.KD_STRIDES, which both trainers check against."""
+    import argparse
+
+    from distill.commands.distill import add_arguments
+    from distill.losses import KD_STRIDES
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert tuple(next(a for a in p._actions if a.dest == "kd_stride").choices) == KD_STRIDES
