@@ -12,6 +12,13 @@ knows when that thread ends and why (:attr:`BrokerSubscriber.stopped`); the
 message handler it is given runs inside a guard that no exception passes
 (paho's thread would die with it). Over MQTT 5 it declares a Maximum Packet
 Size, so the broker never sends it a message larger than the readers accept.
+
+The MQTT version is negotiated (``--mqtt-protocol auto``, the default): MQTT 5
+first, then 3.1.1 when the broker answers CONNECT with "unsupported protocol
+version" or closes the connection before any CONNACK (amqtt, roadseg-run's
+embedded broker, speaks 3.1.1 only; so does an old mosquitto). A broker that
+refuses one version is tried with the other at once, alternating while it
+refuses both (:func:`next_protocol`). ``5`` or ``3.1.1`` pins the version.
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fleet.text import clean
+
+#: ``--mqtt-protocol`` choices: negotiated (MQTT 5, else 3.1.1) or pinned
+PROTOCOLS = ("auto", "5", "3.1.1")
 
 #: the environment the Streamlit process reads its broker settings from (set by roadseg-dashboard)
 ENV = {"host": "ROADSEG_DASH_MQTT_HOST", "port": "ROADSEG_DASH_MQTT_PORT", "protocol": "ROADSEG_DASH_MQTT_PROTOCOL",
@@ -35,7 +45,7 @@ class BrokerSettings:
     broker as the largest message this client takes."""
     host: str = "127.0.0.1"
     port: int = 1883
-    protocol: str = "5"               # "5" or "3.1.1", as roadseg-run --mqtt-protocol
+    protocol: str = "auto"            # "auto" (5, else 3.1.1), "5" or "3.1.1"
     username: str | None = None
     password: str | None = None
     tls_ca: str | None = None
@@ -57,8 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The broker options of every fleet reader, named as ``roadseg-run`` names them."""
     p.add_argument("--mqtt-host", default="127.0.0.1", help="broker host")
     p.add_argument("--mqtt-port", type=int, default=None, help="broker port; default 1883, 8883 with TLS")
-    p.add_argument("--mqtt-protocol", choices=["5", "3.1.1"], default="5",
-                   help="MQTT version (3.1.1 for roadseg-run's embedded broker); default 5")
+    p.add_argument("--mqtt-protocol", choices=PROTOCOLS, default="auto",
+                   help="MQTT version; default auto: 5, or 3.1.1 when the broker refuses 5 (as roadseg-run's "
+                        "embedded broker does)")
     p.add_argument("--mqtt-username", help="broker user name (or ROADSEG_MQTT_USERNAME)")
     p.add_argument("--mqtt-password-file",
                    help="file whose first line is the MQTT password (or ROADSEG_MQTT_PASSWORD)")
@@ -71,7 +82,7 @@ def from_args(args: argparse.Namespace) -> BrokerSettings:
     """Settings from :func:`add_arguments`' options and the environment's
     credentials. Raises ValueError for an unreadable password file, a key
     without a certificate, or a port outside 1..65535."""
-    from edge_runtime.io.mqtt import credentials_from_env
+    from edge_runtime.io.credentials import credentials_from_env
     user, password = credentials_from_env(args.mqtt_password_file)
     tls = bool(args.tls_ca or args.tls_cert)
     return _checked(BrokerSettings(
@@ -110,7 +121,7 @@ def to_env(s: BrokerSettings, password_file: str | None) -> dict[str, str]:
 def from_env(environ: dict[str, str] | None = None) -> BrokerSettings:
     """Settings from :func:`to_env`'s variables (the dashboard's Streamlit
     process). Raises ValueError as :func:`from_args`."""
-    from edge_runtime.io.mqtt import credentials_from_env
+    from edge_runtime.io.credentials import credentials_from_env
     e = os.environ if environ is None else environ
     user, password = credentials_from_env(None)
     tls = {k: e.get(ENV[k]) or None for k in ("tls_ca", "tls_cert", "tls_key")}
@@ -118,11 +129,30 @@ def from_env(environ: dict[str, str] | None = None) -> BrokerSettings:
         port = int(e.get(ENV["port"]) or (8883 if tls["tls_ca"] or tls["tls_cert"] else 1883))
     except ValueError:
         raise ValueError(f"{ENV['port']}={e.get(ENV['port'])!r}: not a port number") from None
+    protocol = e.get(ENV["protocol"]) or "auto"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{ENV['protocol']}={protocol!r}: use one of {', '.join(PROTOCOLS)}")
     return _checked(BrokerSettings(host=e.get(ENV["host"]) or "127.0.0.1", port=port,
-                                   protocol=e.get(ENV["protocol"]) or "5", username=user, password=password, **tls))
+                                   protocol=protocol, username=user, password=password, **tls))
 
 
 Handler = Callable[[str, bytes, bool], None]
+
+#: CONNACK reason code "Unsupported protocol version" (OASIS MQTT 5.0, 3.2.2.2; MQTT 3.1.1's return code 1,
+#: which paho reports as the same reason code)
+UNSUPPORTED_PROTOCOL = 0x84
+#: the first connection is retried every this many seconds at most (a reader started before its broker)
+FIRST_CONNECT_MAX_DELAY = 2.0
+
+
+def next_protocol(setting: str, tried: str) -> str | None:
+    """The MQTT version to try after the broker refused ``tried`` ("5" or
+    "3.1.1": CONNACK "unsupported protocol version", or the connection closed
+    before any CONNACK): the other version when ``setting`` is ``auto``, None
+    when the version is pinned (the refusal is then reported, not worked around)."""
+    if setting != "auto":
+        return None
+    return "3.1.1" if tried == "5" else "5"
 
 
 class BrokerSubscriber:
@@ -134,10 +164,12 @@ class BrokerSubscriber:
     :attr:`connected` (subscriptions acknowledged), :attr:`error` (the last
     connection problem, one line), :attr:`refused` (the broker refused the
     login), :attr:`stopped` (the network thread ended, and why). Every change
-    notifies :attr:`changed` (a Condition), so callers wait on it, not on sleeps."""
+    notifies :attr:`changed` (a Condition), so callers wait on it, not on sleeps.
+    :attr:`protocol` is the MQTT version in use or being tried ("5" or
+    "3.1.1"); with ``settings.protocol == "auto"`` it moves to the other one
+    when the broker refuses it (:func:`next_protocol`)."""
 
     def __init__(self, settings: BrokerSettings, topics: list[str], handler: Handler, client_id: str = ""):
-        import paho.mqtt.client as mqtt
         self.s, self.topics, self.handler = settings, topics, handler
         self.changed = threading.Condition()
         self.connected = False
@@ -148,52 +180,85 @@ class BrokerSubscriber:
         self.messages = 0
         self._closing = threading.Event()
         self._sub_mid: int | None = None
-        v5 = settings.protocol == "5"
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
-        if settings.tls_ca or settings.tls_cert:
-            c.tls_set(ca_certs=settings.tls_ca, certfile=settings.tls_cert, keyfile=settings.tls_key)
-        if settings.username:
-            c.username_pw_set(settings.username, settings.password)
+        self._client_id = client_id
+        self.protocol = "5" if settings.protocol == "auto" else settings.protocol
+        self._switch_to: str | None = None  # set by a callback: the broker refused self.protocol
+        self._connacked = False  # a CONNACK arrived on the current connection attempt
+        self._refused_both = False
+        self.client = self._make_client(self.protocol)
+        self.thread = threading.Thread(target=self._run, name="fleet-mqtt", daemon=True)
+        self.thread.start()
+
+    def _make_client(self, protocol: str):
+        """A paho client speaking ``protocol`` ("5" or "3.1.1") with this subscriber's callbacks."""
+        import paho.mqtt.client as mqtt
+        s = self.s
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
+        if s.tls_ca or s.tls_cert:
+            c.tls_set(ca_certs=s.tls_ca, certfile=s.tls_cert, keyfile=s.tls_key)
+        if s.username:
+            c.username_pw_set(s.username, s.password)
+        c.on_pre_connect = lambda *a: setattr(self, "_connacked", False)
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
         c.on_subscribe, c.on_message = self._on_subscribe, self._on_message
-        c.on_connect_fail = lambda *a: self._update(error=f"cannot reach {settings.address}; retrying")
+        c.on_connect_fail = lambda *a: self._update(error=f"cannot reach {s.address}; retrying")
         c.reconnect_delay_set(1, 10)
         self._connect_properties = None
-        if v5:
+        if protocol == "5":
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
             props = Properties(PacketTypes.CONNECT)
-            props.MaximumPacketSize = settings.max_packet_bytes
+            props.MaximumPacketSize = s.max_packet_bytes
             self._connect_properties = props
-        self.client = c
-        self.thread = threading.Thread(target=self._run, name="fleet-mqtt", daemon=True)
-        self.thread.start()
+        return c
 
     # -- the network thread ----------------------------------------------------------
     def _run(self) -> None:
         why = "disconnected"
         try:
-            if self._connect_first():
+            while self._connect_first():
                 self.client.loop_forever(retry_first_connection=True)
+                switch, self._switch_to = self._switch_to, None
+                if switch is None or self._closing.is_set():
+                    break
+                self.protocol = switch  # the broker refused the other version: a new client speaks this one
+                self.client = self._make_client(switch)
             why = "closed" if self._closing.is_set() else "the network loop ended"
         except BaseException as e:  # noqa: BLE001 - reported on the page, never lost
             why = f"{type(e).__name__}: {clean(e, 160)}"
         self._update(connected=False, stopped=why)
 
     def _connect_first(self) -> bool:
-        """Connect once, retrying with backoff and keeping the reason (a TLS or DNS error reads here)."""
-        delay = 0.5
+        """Connect once, retrying every :data:`FIRST_CONNECT_MAX_DELAY` s at most and keeping
+        the reason (a TLS or DNS error reads here). False once :meth:`close` was called."""
+        delay = 0.25
         while not self._closing.is_set():
             try:
                 self.client.connect(self.s.host, self.s.port, keepalive=15, properties=self._connect_properties)
-                return True
+                return not self._closing.is_set()
             except (OSError, ValueError) as e:
                 self._update(error=f"cannot connect to {self.s.address}: {clean(e, 160)}")
                 self._closing.wait(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, FIRST_CONNECT_MAX_DELAY)
         return False
 
+    def _protocol_refused(self, c, how: str) -> bool:
+        """The broker refused :attr:`protocol` (``how``: what it did). With ``auto``, end this
+        client's loop so :meth:`_run` tries the other version (True); else keep the reason (False)."""
+        other = next_protocol(self.s.protocol, self.protocol)
+        if other is None:
+            hint = "3.1.1" if self.protocol == "5" else "5"
+            self._update(connected=False, error=f"{how} MQTT {self.protocol} (try --mqtt-protocol {hint} or auto)")
+            return False
+        self._refused_both = self._refused_both or self.protocol == "3.1.1"
+        if self._refused_both:  # refused in both versions: say so, then keep trying (the broker may change)
+            tls = "" if self.s.tls_ca or self.s.tls_cert else "a TLS port? (give --tls-ca), or "
+            self._update(connected=False, error=f"{self.s.address} answers neither MQTT 5 nor 3.1.1: {tls}"
+                                                f"not an MQTT broker; retrying")
+        self._switch_to = other
+        c.disconnect()
+        return True
     def _update(self, **state) -> None:
         with self.changed:
             for k, v in state.items():
@@ -201,6 +266,9 @@ class BrokerSubscriber:
             self.changed.notify_all()
 
     def _on_connect(self, c, userdata, flags, rc, props=None):
+        self._connacked = True
+        if rc.value == UNSUPPORTED_PROTOCOL and self._protocol_refused(c, "the broker does not speak"):
+            return
         if rc.is_failure:
             self._update(connected=False, refused=True, error=f"the broker refused the login: {clean(rc, 80)}")
             return
@@ -212,11 +280,17 @@ class BrokerSubscriber:
         if mid != self._sub_mid:
             return
         denied = [t for t, rc in zip(self.topics, reason_codes) if rc.is_failure]
+        self._refused_both = False
         self._update(connected=not denied, refused=False,
                      error=f"the broker refused the subscription to {', '.join(denied)}" if denied else None)
 
     def _on_disconnect(self, c, userdata, flags, rc, props=None):
-        if not self._closing.is_set() and not self.refused:  # after a refused login the broker hangs up: keep why
+        if self._closing.is_set() or self._switch_to is not None:
+            return
+        if not self._connacked:  # closed before answering CONNECT: a broker that does not take this version
+            if self._protocol_refused(c, "the broker closed the connection before answering"):
+                return
+        elif not self.refused:  # after a refused login the broker hangs up: keep why
             self._update(connected=False, error=f"connection to {self.s.address} lost ({clean(rc, 80)}); reconnecting")
 
     def _on_message(self, c, userdata, msg) -> None:
@@ -241,8 +315,10 @@ class BrokerSubscriber:
             self.changed.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Disconnect and end the network thread."""
+        """Disconnect and end the network thread (waiting ``timeout`` s at most)."""
         self._closing.set()
+        with self.changed:
+            self.changed.notify_all()
         self.client.disconnect()
         self.thread.join(timeout)
 

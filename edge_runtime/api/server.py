@@ -109,7 +109,7 @@ def _config(app, host: str, port: int, limits: ServerLimits, log_level: str):
 
 def _probe(host: str, port: int) -> None:
     """Bind once so a busy port is one clear error, not a log line in a thread."""
-    from edge_runtime.commands.cli import RuntimeFailure
+    from edge_runtime.errors import RuntimeFailure
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,7 +122,7 @@ def _start(app, host: str, port: int, limits: ServerLimits | None, log_level: st
     """uvicorn in a thread (it installs no signal handlers there): ``(server, thread)`` once it listens."""
     import uvicorn
 
-    from edge_runtime.commands.cli import RuntimeFailure
+    from edge_runtime.errors import RuntimeFailure
     _probe(host, port)
     server = uvicorn.Server(_config(app, host, port, limits or ServerLimits(), log_level))
     thread = threading.Thread(target=server.run, name="http", daemon=True)

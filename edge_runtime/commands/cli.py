@@ -29,12 +29,8 @@ EXIT_CODES = {EXIT_OK: "success", EXIT_USAGE: "bad usage or input", EXIT_REFUSED
               EXIT_RUNTIME: "runtime failure (camera, broker, model, service)", EXIT_INTERRUPTED: "interrupted"}
 
 
-class Refused(RuntimeError):
-    """A quality gate refused the result (exit 3)."""
-
-
-class RuntimeFailure(RuntimeError):
-    """Something failed while running, not because of how it was called (exit 4)."""
+# defined below commands/ (io/, api/ and the loop raise them); re-exported here for the commands
+from edge_runtime.errors import Refused, RuntimeFailure  # noqa: E402,F401
 
 
 def version() -> str:

@@ -272,7 +272,7 @@ class Vehicle:
 def _credentials(s) -> tuple[str | None, str | None]:
     """(username, password) from the environment or --mqtt-password-file: first,
     so nothing is started when they are missing."""
-    from edge_runtime.io.mqtt import credentials_from_env
+    from edge_runtime.io.credentials import credentials_from_env
     return credentials_from_env(s.mqtt_password_file)
 
 

@@ -2,7 +2,7 @@
 ``ROADSEG_*`` environment variables < command line.
 
 One schema (:class:`RunSettings`, a pydantic model extending the MQTT
-settings of :class:`edge_runtime.io.mqtt.MqttSettings`): every key has one
+settings of :class:`edge_runtime.io.mqtt_settings.MqttSettings`): every key has one
 type and range, whatever its source. A wrong value is a :class:`ConfigError`
 of one line naming the key as the user wrote it (``--mqtt-port``,
 ``ROADSEG_MQTT_PORT`` or ``mqtt_port in roadseg.toml``), the value and what
@@ -19,8 +19,8 @@ from typing import Callable
 
 from pydantic import Field, ValidationError, field_validator
 
-from edge_runtime.io.mqtt import (DeviceId, ExistingFile, MqttSettings, NonNegative, Positive, PositiveInt,
-                                  default_state_dir)
+from edge_runtime.io.mqtt_settings import (DeviceId, ExistingFile, MqttSettings, NonNegative, Positive, PositiveInt,
+                                           default_state_dir)
 
 
 def _hostname() -> str:
@@ -31,7 +31,7 @@ class RunSettings(MqttSettings):
     """Every ``roadseg-run`` setting (the MQTT ones come from MqttSettings).
     Times in seconds, rates in frames per second, sizes as named (``_kb``
     KiB, ``_mb`` MiB). ``state_dir`` defaults to
-    :func:`edge_runtime.io.mqtt.default_state_dir`. Raises pydantic.ValidationError
+    :func:`edge_runtime.io.mqtt_settings.default_state_dir`. Raises pydantic.ValidationError
     (:func:`load_settings` turns it into ConfigError)."""
     model: str = ""
     source: str = "synthetic"

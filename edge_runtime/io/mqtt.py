@@ -1,6 +1,9 @@
-"""MQTT for the vehicle (paho-mqtt 2.x): its settings (:class:`MqttSettings`,
-declared once: ``roadseg-run``'s settings extend them), its credentials, and
-the publisher (:class:`MqttPublisher`; :class:`NullPublisher` for benchmarks).
+"""The vehicle's MQTT publisher (paho-mqtt 2.x): :class:`MqttPublisher`
+(:class:`NullPublisher` for benchmarks). Its settings live in
+:mod:`edge_runtime.io.mqtt_settings`, its credentials in
+:mod:`edge_runtime.io.credentials`, what a failed connection means in
+:mod:`edge_runtime.io.mqtt_causes`, the installation id in
+:mod:`edge_runtime.io.identity`.
 
 Topics under ``<prefix>`` (default ``roadseg/<device-id>``):
 
@@ -25,7 +28,7 @@ paho closes the connection and would resend it after every reconnection.
 
 Connection failures are named (CONNACK reason, TLS or network error) in one
 rate-limited line and kept in ``counts["last_error"]``. The client id is
-unique per installation (:func:`installation_id`); a session taken over by
+unique per installation (:func:`edge_runtime.io.identity.installation_id`); a session taken over by
 another client with the same id (one device id on two vehicles, a cloned SD
 card) is reported as "another client is using device id X" with a growing
 back-off instead of a reconnection fight.
@@ -38,13 +41,8 @@ the command line or the logs.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
-import os
-import re
-import secrets
-import socket
 import sqlite3
 import ssl
 import sys
@@ -52,290 +50,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal
-
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from typing import Callable
 
 from edge_runtime.contract import payloads
+from edge_runtime.io.identity import installation_id
+from edge_runtime.io.mqtt_causes import (REFUSAL_REASONS, SESSION_TAKEN_OVER, closed_before_connack, connack_cause,
+                                         connect_error_cause)
+from edge_runtime.io.mqtt_settings import MAX_ERROR_CHARS, MQTT_MAX_PACKET, MqttSettings
 from edge_runtime.io.outbox import Outbox, OutboxBusy
+from edge_runtime.io.throttle import Throttled
 
 log = logging.getLogger("roadseg.mqtt")
-
-# -- settings -------------------------------------------------------------------------------
-
-#: longest topic prefix in UTF-8 bytes (MQTT allows 65535 per topic; the suffixes are short)
-MAX_PREFIX_BYTES = 1024
-#: ``counts["last_error"]`` is cut to this many characters (payloads.MqttCounters.last_error's bound)
-MAX_ERROR_CHARS = 200
-#: MQTT's largest packet: 1 + 4 bytes of header + 268,435,455 (OASIS MQTT 5.0, 1.5.5 and 2.1.4)
-MQTT_MAX_PACKET = 268_435_460
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _not_bool(v):
-    if isinstance(v, bool):
-        raise ValueError("must be a number, not true/false")
-    return v
-
-
-def _check_device_id(v: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
-        raise ValueError("must be 1 to 64 letters, digits, _ or - (it names MQTT topics and Home Assistant "
-                         "entities)")
-    return v
-
-
-def check_topic_prefix(prefix: str) -> str:
-    """``prefix`` when a broker will accept topics under it for publishing
-    (OASIS MQTT 5.0, 4.7: no ``+``/``#`` wildcards, no NUL; control
-    characters, a leading ``$`` (reserved, e.g. ``$SYS``) and empty levels
-    refused as well); raises ValueError saying what is wrong."""
-    if not prefix:
-        raise ValueError("must not be empty (leave it unset for roadseg/<device-id>)")
-    if "+" in prefix or "#" in prefix:
-        raise ValueError("must not contain the wildcards + or # (a topic to publish to names one topic)")
-    if "\x00" in prefix:
-        raise ValueError("must not contain NUL")
-    if _CONTROL.search(prefix):
-        raise ValueError("must not contain control characters")
-    if prefix.startswith("$"):
-        raise ValueError("must not start with $ (topics the broker reserves, e.g. $SYS)")
-    if "" in prefix.split("/"):
-        raise ValueError("must not have empty levels (a leading or trailing /, or //)")
-    if len(prefix.encode()) > MAX_PREFIX_BYTES:
-        raise ValueError(f"must be at most {MAX_PREFIX_BYTES} bytes")
-    return prefix
-
-
-def _check_host(v: str) -> str:
-    if "://" in v:
-        raise ValueError("must be a host name or address without a scheme (mqtt://, tcp://); TLS is --tls-ca")
-    if not v or re.search(r"[\s/@]", v) or _CONTROL.search(v):
-        raise ValueError("must be a host name or an IP address")
-    if v.count(":") == 1:
-        raise ValueError("must not include the port: that is mqtt_port")
-    return v
-
-
-def _check_client_id(v: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", v):
-        raise ValueError("must be 1 to 128 letters, digits, _ . : or -")
-    return v
-
-
-def _existing_file(v: str) -> str:
-    if not Path(v).is_file():
-        raise ValueError("no such file")
-    if not os.access(v, os.R_OK):
-        raise ValueError("cannot be read by this user")
-    return v
-
-
-def _no_password():
-    raise ValueError("the private key is encrypted (a key with a passphrase cannot start unattended)")
-
-
-# setting types shared with roadseg-run's settings: a TOML/env true is not the number 1
-PositiveInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
-NonNegative = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
-Positive = Annotated[float, BeforeValidator(_not_bool), Field(gt=0)]
-Port = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=65535)]
-DeviceId = Annotated[str, AfterValidator(_check_device_id)]
-TopicPrefix = Annotated[str, AfterValidator(check_topic_prefix)]
-ExistingFile = Annotated[str, AfterValidator(_existing_file)]
-
-
-class MqttSettings(BaseModel):
-    """How the vehicle talks to its broker. Every field is also a
-    ``roadseg-run`` setting: TOML key, ``ROADSEG_<NAME>`` variable and
-    ``--flag`` of the same name. Sizes: ``mqtt_max_packet_kb`` in KiB,
-    ``queue_max_mb`` in MiB; times in seconds. ``state_dir`` None: the
-    offline queue stays in memory (roadseg-run's default is a directory,
-    see ``edge_runtime.commands.settings``). Raises pydantic.ValidationError."""
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    device_id: DeviceId = Field("vehicle", validate_default=True)
-    mqtt_host: Annotated[str, AfterValidator(_check_host)] | None = None
-    mqtt_port: Port = 1883
-    mqtt_protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(lambda v: str(v) if type(v) is int else v)] = "5"
-    mqtt_qos: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=2)] = 1
-    mqtt_keepalive: Annotated[int, BeforeValidator(_not_bool), Field(ge=5, le=65535)] = 15
-    topic_prefix: TopicPrefix | None = None
-    mqtt_client_id: Annotated[str, AfterValidator(_check_client_id)] | None = None
-    mqtt_max_packet_kb: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MQTT_MAX_PACKET // 1024)] = 128
-    max_queued: PositiveInt = 1000
-    queue_max_mb: Annotated[float, BeforeValidator(_not_bool), Field(gt=0, le=65536)] = 32.0
-    state_dir: str | None = None
-    tls_ca: ExistingFile | None = None
-    tls_cert: ExistingFile | None = None
-    tls_key: ExistingFile | None = None
-    mqtt_password_file: ExistingFile | None = None
-
-    @field_validator("tls_ca")
-    @classmethod
-    def _ca_loads(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ssl.create_default_context(cafile=v)
-            except ssl.SSLError as e:
-                raise ValueError(f"is not a PEM CA certificate ({e.reason or e})") from None
-        return v
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> "MqttSettings":
-        if self.tls_key and not self.tls_cert:
-            raise ValueError("--tls-key needs --tls-cert (the client certificate it belongs to)")
-        if self.tls_cert:
-            try:
-                ssl.create_default_context().load_cert_chain(self.tls_cert, self.tls_key, password=_no_password)
-            except (ssl.SSLError, ValueError) as e:
-                raise ValueError(f"--tls-cert/--tls-key: not a PEM certificate and its private key "
-                                 f"({getattr(e, 'reason', None) or e})") from None
-        return self
-
-    @property
-    def prefix(self) -> str:
-        """The topic prefix: ``topic_prefix`` or ``roadseg/<device_id>``."""
-        return self.topic_prefix or f"roadseg/{self.device_id}"
-
-    @property
-    def host(self) -> str:
-        """``mqtt_host``, or 127.0.0.1 (where roadseg-run starts its embedded broker) when unset."""
-        return self.mqtt_host or "127.0.0.1"
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS context (server certificate and host name checked against
-        ``tls_ca``, or the system's CAs), or None without TLS options."""
-        if not (self.tls_ca or self.tls_cert):
-            return None
-        ctx = ssl.create_default_context(cafile=self.tls_ca)
-        if self.tls_cert:
-            ctx.load_cert_chain(self.tls_cert, self.tls_key, password=_no_password)
-        return ctx
-
-
-def default_state_dir() -> str | None:
-    """Where roadseg-run keeps its offline queue and installation id:
-    systemd's ``$STATE_DIRECTORY`` (``StateDirectory=roadseg``), else
-    ``$XDG_STATE_HOME/roadseg``, else ``~/.local/state/roadseg``; None
-    when there is no home directory (XDG Base Directory Specification 0.8)."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return os.environ["STATE_DIRECTORY"].split(":")[0]
-    base = os.environ.get("XDG_STATE_HOME")
-    if not base:
-        try:
-            base = str(Path.home() / ".local" / "state")
-        except RuntimeError:
-            return None
-    return str(Path(base) / "roadseg")
-
-
-def installation_id(state_dir: str | None) -> str:
-    """8 hex digits naming this installation: a random value kept in
-    ``<state_dir>/installation-id`` (made at the first start), else a hash of
-    ``/etc/machine-id``, else random for this process only (with a warning)."""
-    if state_dir:
-        path = Path(state_dir) / "installation-id"
-        try:
-            text = path.read_text().strip()
-            if re.fullmatch(r"[0-9a-f]{8}", text):
-                return text
-        except OSError:
-            pass
-        new = secrets.token_hex(4)
-        try:
-            from edge_runtime.atomic import write_text
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_text(path, new + "\n")
-            return new
-        except OSError:
-            pass
-    for f in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            return hashlib.sha256(b"roadseg:" + Path(f).read_bytes().strip()).hexdigest()[:8]
-        except OSError:
-            continue
-    log.warning("no writable state directory and no machine id: the MQTT client id is random for this run")
-    return secrets.token_hex(4)
-
-
-def credentials_from_env(password_file: str | None = None) -> tuple[str | None, str | None]:
-    """``(username, password)`` from ``ROADSEG_MQTT_USERNAME`` and
-    ``ROADSEG_MQTT_PASSWORD`` (or the first line of ``password_file`` /
-    ``ROADSEG_MQTT_PASSWORD_FILE``). Raises ValueError (naming the file,
-    never its content) when the file cannot be read or is empty."""
-    user = os.environ.get("ROADSEG_MQTT_USERNAME")
-    pw = os.environ.get("ROADSEG_MQTT_PASSWORD")
-    pfile = password_file or os.environ.get("ROADSEG_MQTT_PASSWORD_FILE")
-    if pfile:
-        try:
-            pw = Path(pfile).read_text().splitlines()[0].strip()
-        except (OSError, IndexError, UnicodeDecodeError) as e:
-            reason = "it is empty" if isinstance(e, IndexError) else type(e).__name__
-            raise ValueError(f"cannot read the MQTT password file {pfile}: {reason}") from None
-    return user, pw
-
-
-# -- what a refusal or failure means ---------------------------------------------------------
-
-#: CONNACK reason (OASIS MQTT 5.0, 3.2.2.2; 3.1.1 return codes map onto these) -> what to do about it
-CONNACK_CAUSES = {
-    0x80: "the broker refused the connection (unspecified error)",
-    0x84: "the broker does not speak MQTT {protocol}: try --mqtt-protocol {other}",
-    0x85: "the broker refused the client id {client_id} (--mqtt-client-id)",
-    0x86: "bad user name or password (ROADSEG_MQTT_USERNAME, ROADSEG_MQTT_PASSWORD or --mqtt-password-file)",
-    0x87: "not authorised: wrong user name or password, or user {user} may not connect (ROADSEG_MQTT_USERNAME, "
-          "ROADSEG_MQTT_PASSWORD or --mqtt-password-file)",
-    0x88: "the broker is unavailable", 0x89: "the broker is busy", 0x8A: "this client is banned by the broker",
-    0x8C: "bad authentication method", 0x9C: "the broker says: use another server",
-    0x9D: "the broker has moved", 0x9F: "connection rate exceeded",
-}
-#: DISCONNECT reasons that mean "the broker refused what this client sent" (OASIS MQTT 5.0, 3.14.2.1);
-#: paho reports a PUBACK it cannot parse as 0x82 (protocol error)
-REFUSAL_REASONS = {0x81, 0x82, 0x83, 0x87, 0x90, 0x93, 0x94, 0x95, 0x97, 0x99}
-#: DISCONNECT reason: another connection with the same client id took the session over
-SESSION_TAKEN_OVER = 0x8E
-
-
-def connack_cause(value: int, name: str, s: MqttSettings, client_id: str, user: str | None) -> str:
-    """One line for a refused CONNACK: ``value`` its reason code, ``name`` paho's name for it."""
-    if value == 0x87 and not user:
-        return ("not authorised: the broker wants a user name and password (ROADSEG_MQTT_USERNAME and "
-                "ROADSEG_MQTT_PASSWORD or --mqtt-password-file)")
-    text = CONNACK_CAUSES.get(value, f"the broker refused the connection: {name}")
-    return text.format(protocol=s.mqtt_protocol, other="3.1.1" if s.mqtt_protocol == "5" else "5",
-                       client_id=client_id, user=repr(user))
-
-
-def connect_error_cause(err: BaseException | None, s: MqttSettings) -> str:
-    """One line for a connection that failed before MQTT (``err`` from the socket or TLS layer)."""
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate is not trusted ({err.verify_message}; --tls-ca names the CA)"
-    plain_answer = isinstance(err, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)) or (
-        isinstance(err, ssl.SSLError) and ("WRONG_VERSION_NUMBER" in str(err) or "record layer" in str(err).lower()))
-    if s.tls_ca or s.tls_cert:
-        if plain_answer:  # a plain MQTT listener reads the TLS hello as a bad packet and hangs up
-            return ("TLS handshake failed: the port does not speak TLS (a plain MQTT port? use the TLS port or "
-                    "drop --tls-ca)")
-        if isinstance(err, ssl.SSLError):
-            return f"TLS handshake failed: {err.reason or err}"
-    if isinstance(err, ConnectionRefusedError):
-        return "unreachable: connection refused (no broker listening there?)"
-    if isinstance(err, socket.gaierror):
-        return f"unreachable: cannot resolve {s.host} ({err.strerror})"
-    if isinstance(err, (TimeoutError, socket.timeout)):
-        return "unreachable: no answer in time"
-    return f"unreachable: {getattr(err, 'strerror', None) or err or 'connection failed'}"
-
-
-def closed_before_connack(s: MqttSettings) -> str:
-    """One line for a broker that closed the connection, or let it time out, before answering CONNECT."""
-    other = "3.1.1" if s.mqtt_protocol == "5" else "5"
-    if s.tls_context() is None:
-        return (f"the broker closed the connection before answering: a TLS port? (give --tls-ca), or it does not "
-                f"accept MQTT {s.mqtt_protocol} (try --mqtt-protocol {other})")
-    return (f"the broker closed the connection before answering (MQTT {s.mqtt_protocol} over TLS; try "
-            f"--mqtt-protocol {other})")
 
 
 def packet_size(topic: str, payload_bytes: int, qos: int, mqtt5: bool) -> int:
@@ -345,29 +70,6 @@ def packet_size(topic: str, payload_bytes: int, qos: int, mqtt5: bool) -> int:
     remaining = 2 + len(topic.encode()) + (2 if qos else 0) + (1 if mqtt5 else 0) + payload_bytes
     header = 1 + next(n for n, top in ((1, 128), (2, 16_384), (3, 2_097_152), (4, 1 << 62)) if remaining < top)
     return header + remaining
-
-
-class Throttled:
-    """Warnings logged at most once per ``every`` seconds per key; the next
-    line says how many were held back. Keys are a small fixed set (a cause)."""
-
-    def __init__(self, every: float = 60.0, max_keys: int = 64):
-        self.every, self.max_keys = every, max_keys
-        self._seen: dict[str, list] = {}  # key -> [monotonic time logged, held back since]
-
-    def warn(self, key: str, message: str) -> bool:
-        """Log ``message`` unless ``key`` was logged less than ``every`` s ago; True when logged."""
-        now = time.monotonic()
-        if len(self._seen) > self.max_keys:
-            self._seen.clear()
-        seen = self._seen.get(key)
-        if seen is not None and now - seen[0] < self.every:
-            seen[1] += 1
-            return False
-        held = seen[1] if seen else 0
-        log.warning("%s%s", message, f" ({held} more like it in the last {self.every:g} s)" if held else "")
-        self._seen[key] = [now, 0]
-        return True
 
 
 # -- the publisher -------------------------------------------------------------------------------

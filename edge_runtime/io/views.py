@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.commands.cli import RuntimeFailure
+from edge_runtime.errors import RuntimeFailure
 
 log = logging.getLogger("roadseg.views")
 

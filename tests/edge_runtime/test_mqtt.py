@@ -320,7 +320,7 @@ def test_a_plain_client_at_a_tls_listener_exits_4_saying_so(tiny_tflite, tmp_pat
 
 # -- one client id per installation; a takeover is backed off, not fought (item 3) -------------------
 def test_the_client_id_is_per_installation_and_kept(tmp_path):
-    from edge_runtime.io.mqtt import installation_id
+    from edge_runtime.io.identity import installation_id
     a, b = tmp_path / "a", tmp_path / "b"
     first = installation_id(str(a))
     assert first == installation_id(str(a)) == (a / "installation-id").read_text().strip()
