@@ -7,21 +7,34 @@ stop. Everything optional (embedded broker, MQTT connection, device API,
 Home Assistant, preview video, window, snapshots) is composed around it by
 ``roadseg-run`` (edge_runtime/commands/run.py) and plugged in as *views* (get
 every segmented frame) and *summary hooks* (get every coverage summary).
+
+The loop's thread never writes to a disk and never waits on a camera: the
+source reads on a thread of its own (a latest-frame slot), the offline
+queue, heartbeat, preview and kept frames write on theirs. Liveness is
+measured on frames: the systemd watchdog and the heartbeat file go on only
+while frames arrive, or while ``camera_lost`` is published and the camera
+is being reopened; a capture that does not return within
+``capture_timeout`` seconds is abandoned and the camera reopened, and after
+:data:`MAX_HUNG` such captures in a row without a frame the run stops with
+a RuntimeFailure (exit 4), so the service manager restarts the process.
+``stats`` are published on time with or without frames. A store that cannot
+write (full or read-only disk, I/O error) is said once in the log and shown
+in ``status`` and ``stats`` (``faults``) until it writes again.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from edge_runtime.commands import cli
-from edge_runtime.commands.settings import RunSettings
 from edge_runtime.contract import payloads
-from edge_runtime.io.device import cpu_temperature, heartbeat, memory_mb, sd_notify
+from edge_runtime.errors import RuntimeFailure
+from edge_runtime.io.device import Heartbeat, cpu_temperature, memory_mb, sd_notify
 
 log = logging.getLogger("roadseg.run")
 
@@ -29,6 +42,10 @@ log = logging.getLogger("roadseg.run")
 LATENCY_WINDOW = 1000
 #: below this fraction of the target FPS the progress line names what limits the loop
 LIMIT_FRACTION = 0.95
+#: captures abandoned in a row (no frame in between) before the run gives up (exit 4)
+MAX_HUNG = 3
+#: seconds between two looks at the stores' faults (status shows a fault within this plus a publish)
+FAULT_CHECK_INTERVAL = 1.0
 
 
 class FrameView(Protocol):
@@ -100,18 +117,19 @@ class LoadWindow:
 class Runner:
     """capture -> segment -> summarize -> publish, at a target frame rate.
 
-    ``settings``: the run's settings (fps, intervals, limits); ``segmenter``:
+    ``settings``: the run's settings (edge_runtime.commands.settings.RunSettings:
+    fps, intervals, limits); ``segmenter``:
     a DeviceSegmenter (built from ``settings.model`` when None); ``source``: a
     started frame source (opened from ``settings.source`` and stopped by the
     Runner when None); ``publisher``: a NullPublisher or a started
     MqttPublisher (the caller stops it); ``views``: FrameView objects that get
     every frame; ``on_summary``: callables ``(summary: dict, now: float)`` that
-    get every coverage summary. :meth:`run` raises cli.RuntimeFailure when a
-    camera does not open within ``settings.camera_wait`` seconds, and whatever
-    the segmenter, source or views raise.
+    get every coverage summary. :meth:`run` raises errors.RuntimeFailure when a
+    camera does not open within ``settings.camera_wait`` seconds or its capture
+    hangs :data:`MAX_HUNG` times in a row, and whatever the segmenter or views raise.
     """
 
-    def __init__(self, settings: RunSettings, segmenter=None, source=None, publisher=None,
+    def __init__(self, settings, segmenter=None, source=None, publisher=None,
                  views: list[FrameView] | tuple = (), on_summary: list[Callable[[dict, float], None]] | tuple = ()):
         if segmenter is None:
             from edge_runtime.model.interpreter import parse_delegate_options
@@ -135,6 +153,14 @@ class Runner:
         self._window = (0, self.started)
         self._load = self._total = LoadWindow(self.started)  # since the last progress line; since the start
         self._model_info: dict | None = None
+        self.heartbeat = Heartbeat(getattr(settings, "heartbeat_file", None))
+        self.capture_timeout = getattr(settings, "capture_timeout", 5.0)
+        self._last_frame = self.started
+        self.hung = 0  # captures abandoned since the last frame
+        self._state, self._state_extra = "online", {}
+        self._fault_key: tuple = ()
+        self._swap_lock = threading.Lock()
+        self._swap: tuple | None = None
 
     def model_info(self) -> dict:
         """``{"name", "sha256", "precision", "input_size": [H, W]}`` of the running model (fixed for the run)."""
@@ -147,6 +173,33 @@ class Runner:
     def request_stop(self, *_) -> None:
         """Stop after the current frame (a signal handler: SIGINT/SIGTERM)."""
         self.stop_requested = True
+
+    def request_swap(self, segmenter, on_done: Callable[[object], None] | None = None) -> None:
+        """Run ``segmenter`` from the next frame on, without stopping the loop,
+        the MQTT session or the API (thread-safe; a later request replaces one
+        not applied yet). The swap happens on the loop's thread between two
+        frames; ``on_done(old_segmenter)`` is then called there (its exceptions
+        are logged, never raised into the loop)."""
+        with self._swap_lock:
+            self._swap = (segmenter, on_done)
+
+    def _apply_swap(self) -> None:
+        with self._swap_lock:
+            pending, self._swap = self._swap, None
+        if pending is None:
+            return
+        old, (self.seg, on_done) = self.seg, pending
+        self._model_info = None
+        info = self.model_info()
+        log.info("model swapped between two frames: %s (%s) -> %s (%s)", old.describe()["name"],
+                 old.describe()["sha256"][:12], info["name"], (info["sha256"] or "")[:12])
+        if hasattr(self.publisher, "set_status_fields"):
+            self.publisher.set_status_fields(model=info)
+        if on_done is not None:
+            try:
+                on_done(old)
+            except Exception as e:  # the loop outlives a hook's bug
+                log.warning("after the model swap: %s: %s", type(e).__name__, e)
 
     def open_source(self):
         """The frame source, opened from ``settings.source`` if none was given
@@ -167,21 +220,25 @@ class Runner:
         self._load, self._total = LoadWindow(t0), LoadWindow(t0)
         publish, stats, logs = (Every(self.s.publish_interval, t0), Every(self.s.stats_interval, t0),
                                 Every(self.s.log_interval, t0))
+        faults = Every(FAULT_CHECK_INTERVAL, t0)
+        self._last_frame = t0
         try:
             self.open_source()
             sd_notify("READY=1")
             while not self._finished(t0):
                 self.pacer.wait()
                 got = self._capture()
+                self._apply_swap()
                 self._watch(time.monotonic(), t0, got is not None)
-                if got is None:
-                    continue
-                self._process(*got, agg)
+                if got is not None:
+                    self._process(*got, agg)
                 now = time.monotonic()
-                if (since := publish.due(now)) is not None:
+                if agg.frames and (since := publish.due(now)) is not None:
                     self._publish_coverage(agg, since if self.s.publish_interval else None)
-                if stats.due(now) is not None:
+                if stats.due(now) is not None:  # on time, frames or not
                     self.publisher.publish("stats", self.stats_payload())
+                if faults.due(now) is not None:
+                    self._check_faults()
                 if logs.due(now) is not None:
                     self._log_progress(now - t0, now)
         finally:
@@ -205,6 +262,7 @@ class Runner:
             self.publisher.publish("stats", summary)
         if self._own_source and self.source is not None:
             self.source.stop()
+        self.heartbeat.close()
         return summary
 
     def _finished(self, t0: float) -> bool:
@@ -217,33 +275,87 @@ class Runner:
         return bool(self.exit_reason)
 
     def _watch(self, now: float, t0: float, got_frame: bool) -> None:
-        """Liveness, with or without frames: the systemd watchdog is pinged
-        while the loop runs (a camera away is not a hung process), and a
-        camera away for more than a second is announced as ``camera_lost``
-        (retained status) until frames come back."""
-        if now - self._last_ping >= 1.0:
-            sd_notify("WATCHDOG=1")
-            heartbeat(self.s.heartbeat_file)
-            self._last_ping = now
+        """Liveness, measured on frames. The systemd watchdog is pinged and the
+        heartbeat file touched while frames arrive (one within
+        ``capture_timeout`` seconds), or while ``camera_lost`` is published and
+        the camera is being reopened; never for a loop that only spins. A camera
+        away for more than a second is announced as ``camera_lost`` (retained
+        status) until frames come back; a capture stuck in the driver for more
+        than ``capture_timeout`` seconds is abandoned and the camera reopened."""
         state = getattr(self.source, "state", "live")
-        if got_frame or state == "live":
-            if self.camera_lost and got_frame:
+        if got_frame:
+            self._last_frame, self.hung = now, 0
+            if self.camera_lost:
                 self.camera_lost = False
                 log.info("camera %s is back: status online", self.source.name)
-                self.publisher.set_state("online")
+                self._set_state("online")
+        else:
+            self._check_hung(now)
+            self._check_lost(now, t0, state)
+        recent = now - self._last_frame < self._frame_bound()
+        reopening = self.camera_lost and getattr(self.source, "state", "live") in ("opening", "lost")
+        if (recent or reopening) and now - self._last_ping >= 1.0:
+            sd_notify("WATCHDOG=1")
+            self.heartbeat.beat()
+            self._last_ping = now
+
+    def _frame_bound(self) -> float:
+        """Seconds without a frame before the capture counts as hung: ``capture_timeout``,
+        or two frame periods of a slow source (a camera at 0.2 FPS is not hung after 5 s)."""
+        nominal = getattr(getattr(self.source, "camera", None), "nominal_fps", None) or 0.0
+        return max(self.capture_timeout, 2.0 / nominal) if nominal > 0 else self.capture_timeout
+
+    def _check_hung(self, now: float) -> None:
+        """A camera call (grab or open) that has not returned within ``capture_timeout``:
+        abandon it and reopen the camera; give up after MAX_HUNG in a row."""
+        busy = getattr(self.source, "busy_since", None)
+        if busy is None or now - busy < self._frame_bound() or not hasattr(self.source, "restart"):
             return
+        self.hung += 1
+        error = (f"a capture did not return within --capture-timeout {self.capture_timeout:g} s (the camera "
+                 f"driver hangs)")
+        if self.hung > MAX_HUNG or not self.source.restart(error):
+            raise RuntimeFailure(f"camera {self.source.name}: {error}, {self.hung} times without a frame between "
+                                 f"(or {self.source.abandoned} in this run): stopping so that the service manager "
+                                 f"restarts the process")
+        log.warning("camera %s: %s: abandoned, reopening it (%d of %d)", self.source.name, error, self.hung, MAX_HUNG)
+        if not self.camera_lost:
+            self.camera_lost = True
+            self._set_state("camera_lost", error=error)
+
+    def _check_lost(self, now: float, t0: float, state: str) -> None:
         if state == "opening" and now - t0 > self.s.camera_wait:
-            raise cli.RuntimeFailure(f"cannot open camera {self.source.name} within --camera-wait "
-                                     f"{self.s.camera_wait:g} s: {self.source.last_error or 'no frame'}")
-        since = self.source.lost_since or t0
+            raise RuntimeFailure(f"cannot open camera {self.source.name} within --camera-wait "
+                                 f"{self.s.camera_wait:g} s: {self.source.last_error or 'no frame'}")
+        since = getattr(self.source, "lost_since", None) or t0
         if not self.camera_lost and state in ("opening", "lost") and now - since >= 1.0:
             self.camera_lost = True
             log.warning("camera %s lost: status camera_lost, retrying", self.source.name)
-            self.publisher.set_state("camera_lost", error=self.source.last_error or "no frame")
+            self._set_state("camera_lost", error=self.source.last_error or "no frame")
+
+    def _set_state(self, state: str, **extra) -> None:
+        """Publish the retained status ``state`` with ``extra`` and the current faults."""
+        self._state, self._state_extra = state, extra
+        faults = self.faults()
+        self.publisher.set_state(state, **extra, **({"faults": faults} if faults else {}))
+
+    def faults(self) -> list[dict]:
+        """The stores that cannot write now (offline queue, heartbeat, views such as the
+        preview or kept frames): each ``{"store", "path", "error", "since"}``."""
+        found = [getattr(getattr(self.publisher, "outbox", None), "fault", None), self.heartbeat.fault]
+        found += [getattr(v, "disk_fault", None) for v in self.views]
+        return [f for f in found if f][:payloads.MAX_FAULTS]
+
+    def _check_faults(self) -> None:
+        """A fault that began or ended since the last look: the retained status says so."""
+        key = tuple((f["store"], f["error"]) for f in self.faults())
+        if key != self._fault_key:
+            self._fault_key = key
+            self._set_state(self._state, **self._state_extra)
 
     def _capture(self):
         t = time.monotonic()
-        got = self.source.read(timeout=1.0)
+        got = self.source.read(timeout=min(1.0, self.capture_timeout))
         waited = time.monotonic() - t
         self._load.waiting += waited
         self._total.waiting += waited
@@ -292,7 +404,8 @@ class Runner:
             camera_state="lost" if self.camera_lost else getattr(self.source, "state", "live"),
             latency_ms={q: round(float(np.percentile(lat, int(q[1:]))), 2) for q in ("p50", "p90", "p99")},
             cpu_temp_c=cpu_temperature(), memory=memory_mb(), uptime_s=uptime,
-            mqtt=dict(pub.counts, connected=pub.connected) if pub is not None else {}, model=self.model_info())
+            mqtt=dict(pub.counts, connected=pub.connected) if pub is not None else {}, model=self.model_info(),
+            faults=self.faults())
 
     # -- what the log says -----------------------------------------------------------
     def _log_start(self, frame: np.ndarray) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge_runtime.io.mqtt_settings import (DeviceId, ExistingFile, MqttSettings, NonNegative, Positive, PositiveInt,
                                            default_state_dir)
@@ -50,6 +50,7 @@ class RunSettings(MqttSettings):
     realtime: bool = True
     loop: bool = False
     preview: str | None = None
+    overlay_filter: Literal["linear", "point"] = "linear"
     display: bool = False
     ha_discovery: bool = False
     stop_timeout: NonNegative = 5.0
@@ -61,9 +62,23 @@ class RunSettings(MqttSettings):
     camera_wait: NonNegative = 10.0
     ha_interval: Positive = 60.0
     heartbeat_file: str | None = None
+    capture_timeout: Positive = 5.0
     snapshot_interval: NonNegative = 0.0
     snapshot_max_kb: PositiveInt = 48
     snapshot_min_interval: NonNegative = 10.0
+    keep_frames: str | None = None          # folder of kept frames (edge_runtime.flywheel); None: off
+    keep_max_mb: Positive = 256.0
+    keep_per_hour: PositiveInt = 30
+    upload_url: str | None = None           # WebDAV base URL (PUT <url>/<device-id>/<file>)
+    upload_presign: str | None = None       # presigning service URL (fleet.presign), for S3
+    upload_token_file: ExistingFile | None = None
+    upload_mb_per_day: Positive = 50.0
+    update_repo: str | None = None          # release repository base URL(s), comma-separated (issue 29); None: off
+    trust_root: ExistingFile | None = None  # the TUF root metadata the vehicle was installed with
+    probation: Positive = 60.0              # seconds a new model runs on probation before it is committed
+    probation_agreement: Annotated[float, Field(ge=0, le=1)] = 0.6  # share of pixels agreeing with the previous
+    update_max_mb: Positive = 64.0          # the most one release may download, in MiB
+    update_timeout: Positive = 300.0        # seconds any one release file may take to download
 
     @field_validator("size")
     @classmethod
@@ -77,6 +92,14 @@ class RunSettings(MqttSettings):
         """``size`` as (height, width) pixels, or None (the model's or its sidecar's size)."""
         from edge_runtime.contract.preprocessing import parse_size
         return parse_size(self.size) if self.size else None
+
+    @model_validator(mode="after")
+    def _upload_target(self) -> "RunSettings":
+        if self.upload_url and self.upload_presign:
+            raise ValueError("give --upload-url (WebDAV) or --upload-presign (S3), not both")
+        if (self.upload_url or self.upload_presign) and not self.keep_frames:
+            raise ValueError("uploads send kept frames: give --keep-frames DIR too")
+        return self
 
     @field_validator("snapshot_max_kb")
     @classmethod
@@ -184,4 +207,15 @@ def _check_writable(state_dir: str | None, name: str) -> None:
     except OSError as e:
         raise ConfigError(f"{name} {state_dir!r}: cannot create it ({e.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
+        if _read_only_fs(path):  # a disk fault, not a setting: the vehicle starts, keeps state in memory, says so
+            return
         raise ConfigError(f"{name} {state_dir!r}: not writable by this user")
+
+
+def _read_only_fs(path: Path) -> bool:
+    """True when ``path`` is on a file system mounted read-only (e.g. an SD card the kernel
+    remounted after I/O errors)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

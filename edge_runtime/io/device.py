@@ -2,10 +2,14 @@
 CPU temperature, resident memory, and systemd's notify/watchdog protocol."""
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import socket
+import threading
 from pathlib import Path
+
+log = logging.getLogger("roadseg.run")
 
 
 def sd_notify(message: str) -> None:
@@ -23,14 +27,52 @@ def sd_notify(message: str) -> None:
         pass
 
 
-def heartbeat(path: str | None) -> None:
-    """Touch ``path`` (a container's HEALTHCHECK reads its age); no-op without one."""
-    if not path:
-        return
-    try:
-        Path(path).touch()
-    except OSError:
-        pass
+class Heartbeat:
+    """Touches ``path`` (a container's HEALTHCHECK reads its age) on a thread of
+    its own each time :meth:`beat` is called, so a disk that hangs or refuses
+    never holds up the caller. A touch that fails (full or read-only disk,
+    I/O error) is logged once and reported by :attr:`fault` (``{"store":
+    "heartbeat", "path", "error", "since"}``) until a touch succeeds again.
+    ``path`` None: nothing is written."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.fault: dict | None = None
+        self._due = threading.Event()
+        self._stop = False
+        self._thread = None
+        if path:
+            self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+            self._thread.start()
+
+    def beat(self) -> None:
+        """Ask for a touch (never blocks; beats while one is being written merge into one)."""
+        self._due.set()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._stop:
+                return
+            try:
+                Path(self.path).touch()
+            except OSError as e:
+                if self.fault is None:
+                    from edge_runtime.io.outbox import utc_now
+                    log.warning("cannot touch the heartbeat file %s (%s): container health checks will see it "
+                                "age; retrying every beat", self.path, e.strerror or e)
+                    self.fault = {"store": "heartbeat", "path": self.path, "error": str(e.strerror or e)[:200],
+                                  "since": utc_now()}
+                continue
+            if self.fault is not None:
+                log.warning("the heartbeat file %s is touched again", self.path)
+                self.fault = None
+
+    def close(self) -> None:
+        """Stop the thread (it ends after a touch in progress)."""
+        self._stop = True
+        self._due.set()
 
 
 def heartbeat_age(path: str) -> float:

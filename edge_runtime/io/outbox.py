@@ -1,30 +1,41 @@
 """The offline queue: messages waiting for the broker, kept on disk so that a
 power cut in a tunnel loses none of them, replayed in order after a restart.
 
-SQLite from the standard library, one file per device id in the state
-directory (``<state_dir>/outbox-<device_id>.sqlite``; ``None``: in memory, as
-for an embedded broker). Table ``outbox(id, topic, payload, qos)``: ``id``
-(AUTOINCREMENT) is the order of publication. A row leaves the table when
-the broker acknowledged it (QoS 1/2) or when it was handed to the network
-(QoS 0), when the broker refused it, or when the queue is full: the oldest
-rows waiting are dropped first (and counted) so the queue stays under
-``max_bytes`` (payload + topic bytes) and ``max_count`` rows.
+Memory first, disk behind: the queue the publisher works with is in memory
+(bounded by ``max_bytes`` payload + topic bytes and ``max_count`` rows: the
+oldest rows waiting are dropped first, and counted); a writer thread of its
+own mirrors it into SQLite (``<state_dir>/outbox-<device_id>.sqlite``, table
+``outbox(id, topic, payload, qos)``, ``id`` the order of publication), so
+the thread that calls :meth:`Outbox.append` (the camera loop) never waits on
+a disk: a slow fsync, a full disk (ENOSPC), a card remounted read-only
+(EROFS) or an I/O error (EIO) costs it nothing. While the disk refuses, the
+queue lives in memory within the same bounds; :attr:`Outbox.fault` says so
+(store, path, error, since) and the writer tries again every
+:data:`RETRY_SECONDS`; when the disk takes writes again the file is made
+equal to the memory queue in one transaction, by itself. A file that cannot
+be written at start (read-only card) is read if it can be, so the messages
+and the sequence number it holds are not lost: the vehicle starts and says so.
 
-Rows handed to the client but not yet acknowledged are *in flight*: they
-stay on disk (a restart sends them again: a duplicate a reader recognises
-by the coverage ``seq``) but are not handed out twice in one process.
+A row leaves the queue when the broker acknowledged it (QoS 1/2), when it was
+handed to the network (QoS 0), when the broker refused it, or when the queue
+is full. Rows handed to the client but not yet acknowledged are *in flight*:
+they stay in the file (a restart sends them again: a duplicate a reader
+recognises by the coverage ``seq``) but are not handed out twice in one process.
 
-The ``meta`` table keeps sequence numbers across restarts (:meth:`next_seq`):
-blocks of :data:`SEQ_BLOCK` are reserved with one write each, so a crash
-skips at most that many numbers and never reuses one.
+The ``meta`` table keeps sequence numbers across restarts (:meth:`Outbox.next_seq`):
+blocks of :data:`SEQ_BLOCK` are reserved ahead of use, so a crash skips at
+most that many numbers and never reuses one, as long as the disk takes
+writes; a crash while the disk refuses every write can reuse the numbers
+handed out since it began refusing (they were never recorded).
 
 Journal: WAL with ``synchronous=FULL`` (a committed row survives a power
-cut; SQLite's documentation, "Write-Ahead Logging"). Writes happen only
-while the broker is away. One process at a time per file (an advisory
-``flock`` on ``<file>.lock``): a second one gets :class:`OutboxBusy`.
+cut; SQLite's documentation, "Write-Ahead Logging"). One process at a time
+per file (an advisory ``flock`` on ``<file>.lock``): a second one gets
+:class:`OutboxBusy`.
 """
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -38,6 +49,8 @@ log = logging.getLogger("roadseg.mqtt")
 
 #: sequence numbers reserved per write of the ``meta`` table
 SEQ_BLOCK = 100
+#: seconds between attempts to write to a disk that refused (full, read-only, I/O error)
+RETRY_SECONDS = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
@@ -64,96 +77,172 @@ class Row:
         return len(self.payload) + len(self.topic.encode())
 
 
+def utc_now() -> str:
+    """The current UTC time as RFC 3339 with milliseconds (a fault's ``since``)."""
+    import datetime as dt
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class Outbox:
-    """A bounded FIFO of ``(topic, payload, qos)`` on disk (``path``) or in
-    memory (``path=None``). Thread-safe. ``dropped`` counts rows removed
-    because the queue was full (or one message alone was over ``max_bytes``).
+    """A bounded FIFO of ``(topic, payload, qos)`` in memory, mirrored to
+    ``path`` by a writer thread (``path=None``: memory only). Thread-safe;
+    no method but :meth:`close` touches the disk. ``dropped`` counts rows
+    removed because the queue was full (or one message alone was over
+    ``max_bytes``); :attr:`fault` is None or ``{"store": "offline-queue",
+    "path", "error", "since"}`` while the disk refuses writes.
 
-    Raises OutboxBusy when another process holds ``path``, OSError when the
-    file cannot be created. A file that is not a readable SQLite database is
-    moved aside (``.corrupt-<time>``) with a warning and a new one started."""
+    Raises OutboxBusy when another process holds ``path``, ValueError for
+    bounds under 1. A file that is not a readable SQLite database is moved
+    aside (``.corrupt-<time>``) with a warning and a new one started; a
+    file or folder that cannot be written at all is a :attr:`fault`, not an
+    error."""
 
-    def __init__(self, path: str | Path | None, max_bytes: int, max_count: int):
+    def __init__(self, path: str | Path | None, max_bytes: int, max_count: int, retry: float = RETRY_SECONDS):
         if max_bytes < 1 or max_count < 1:
             raise ValueError(f"queue bounds must be at least 1, got {max_bytes} bytes and {max_count} messages")
         self.path = Path(path) if path is not None else None
-        self.max_bytes, self.max_count = max_bytes, max_count
+        self.max_bytes, self.max_count, self.retry = max_bytes, max_count, retry
         self.dropped = 0
         self._lock = threading.Lock()
-        self._lockfile = None
-        if self.path is not None:
-            self._lockfile = _lock(self.path)
-        self._db = self._open()
+        self._rows: collections.OrderedDict[int, Row] = collections.OrderedDict()  # id order
+        self._bytes = 0
         self._cursor = 0  # rows with id <= cursor are in flight in this process
-        self._count, self._bytes = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(CAST(topic AS BLOB))), 0) FROM outbox").fetchone()
-        self._seq = self._seq_reserved = self._meta("seq")
+        self._next_id = 1
+        self._seq = self._seq_recorded = 0
+        self._fault: dict | None = None
+        # what the file lacks: rows to insert, ids to delete, the seq reservation to record
+        self._to_insert: dict[int, Row] = {}
+        self._to_delete: set[int] = set()
+        self._seq_wanted = 0
+        self._resync = False  # the file must be made equal to the memory queue (after a failure)
+        self._db: sqlite3.Connection | None = None
+        self._lockfile = None
+        self._wake = threading.Condition(self._lock)
+        self._written = threading.Condition(self._lock)  # notified after every write that succeeded
+        self._closing = False
+        self._writer: threading.Thread | None = None
+        if self.path is not None:
+            self._start_from_disk()
+            self._writer = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
+            self._writer.start()
+
+    # -- start: read what the last run left, even from a disk that takes no writes ---------------
+    def _start_from_disk(self) -> None:
+        try:
+            self._lockfile = _lock(self.path)
+        except OutboxBusy:
+            raise
+        except OSError as e:  # a read-only card cannot hold the lock file: nothing else can write either
+            self._set_fault(e)
+        try:
+            if self._lockfile is not None:
+                self._db = self._open()
+        except (sqlite3.Error, OSError) as e:
+            self._set_fault(e)
+        rows, seq = self._read_back()
+        for row in rows:
+            self._rows[row.id] = row
+            self._bytes += row.size
+        self._next_id = (rows[-1].id + 1) if rows else 1
+        self._seq = self._seq_recorded = seq
+        if self._db is None:
+            self._resync = True  # written when the disk takes writes again
 
     def _open(self) -> sqlite3.Connection:
-        if self.path is None:
-            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-            db.executescript(_SCHEMA)
-            return db
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             return _connect(self.path)
         except sqlite3.DatabaseError as e:
+            if _is_disk_error(e):
+                raise
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             os.replace(self.path, aside)
             log.warning("the offline queue %s is not readable (%s): moved to %s, starting an empty one",
                         self.path, e, aside)
             return _connect(self.path)
 
-    # -- queueing ---------------------------------------------------------------------
+    def _read_back(self) -> tuple[list[Row], int]:
+        """The rows and the recorded sequence number in the file: through the open
+        connection, else read-only (a card remounted read-only still reads)."""
+        db, close = self._db, False
+        if db is None:
+            if not self.path.exists():
+                return [], 0
+            for uri in (f"file:{self.path}?mode=ro", f"file:{self.path}?immutable=1"):
+                try:
+                    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                    db.execute("SELECT 1 FROM meta LIMIT 1")
+                    break
+                except sqlite3.Error:
+                    db = None
+            if db is None:
+                log.warning("the offline queue %s cannot be read either: starting empty in memory", self.path)
+                return [], 0
+            close = True
+        try:
+            rows = [Row(*r) for r in db.execute("SELECT id, topic, payload, qos FROM outbox ORDER BY id")]
+            got = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+            return rows, int(got[0]) if got else 0
+        except sqlite3.Error as e:
+            log.warning("the offline queue %s cannot be read (%s): starting empty in memory", self.path, e)
+            return [], 0
+        finally:
+            if close:
+                db.close()
+
+    # -- queueing (memory only: called from the camera loop) ------------------------------------------
     def append(self, topic: str, payload: bytes, qos: int) -> bool:
         """Queue one message behind the others, dropping the oldest waiting
         (counted in ``dropped``) to make room; False (and counted) when the
-        message alone is over ``max_bytes``. Raises sqlite3.Error when the
-        disk refuses the write."""
+        message alone is over ``max_bytes``. Never touches the disk."""
         size = len(payload) + len(topic.encode())
         with self._lock:
             if size > self.max_bytes:
                 self.dropped += 1
                 return False
-            dropped = 0
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                while self._count and (self._count + 1 > self.max_count or self._bytes + size > self.max_bytes):
-                    dropped += self._drop_oldest()
-                self._db.execute("INSERT INTO outbox (topic, payload, qos) VALUES (?, ?, ?)",
-                                 (topic, sqlite3.Binary(payload), qos))
-            self._count += 1
+            while self._rows and (len(self._rows) + 1 > self.max_count or self._bytes + size > self.max_bytes):
+                self._drop_oldest()
+            row = Row(self._next_id, topic, bytes(payload), qos)
+            self._next_id += 1
+            self._rows[row.id] = row
             self._bytes += size
-            self.dropped += dropped
+            self._to_insert[row.id] = row
+            self._wake.notify()
             return True
 
-    def _drop_oldest(self) -> int:
-        """Delete the oldest row waiting (else the oldest in flight); inside the caller's transaction."""
-        row = self._db.execute("SELECT id, LENGTH(payload) + LENGTH(CAST(topic AS BLOB)) FROM outbox "
-                               "ORDER BY (id <= ?), id LIMIT 1", (self._cursor,)).fetchone()
-        self._db.execute("DELETE FROM outbox WHERE id = ?", (row[0],))
-        self._count -= 1
-        self._bytes -= row[1]
-        return 1
+    def _drop_oldest(self) -> None:
+        """Remove the oldest row waiting (else the oldest in flight); caller holds the lock."""
+        victim = next((i for i in self._rows if i > self._cursor), None)
+        if victim is None:
+            victim = next(iter(self._rows))
+        self._forget(victim)
+        self.dropped += 1
+
+    def _forget(self, row_id: int) -> None:
+        row = self._rows.pop(row_id)
+        self._bytes -= row.size
+        if self._to_insert.pop(row_id, None) is None and not self._resync:
+            self._to_delete.add(row_id)  # it is (or may be) in the file; a resync rewrites the file anyway
+        self._wake.notify()
 
     def take(self, n: int) -> list[Row]:
         """Up to ``n`` rows waiting, oldest first, now marked in flight (not handed out again)."""
         with self._lock:
-            rows = [Row(*r) for r in self._db.execute(
-                "SELECT id, topic, payload, qos FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (self._cursor, n))]
+            rows = []
+            for row_id, row in self._rows.items():
+                if row_id > self._cursor:
+                    rows.append(row)
+                    if len(rows) == n:
+                        break
             if rows:
                 self._cursor = rows[-1].id
             return rows
 
     def remove(self, row_id: int) -> None:
         """The row was delivered or refused: delete it (no-op when it is gone already)."""
-        with self._lock, self._db:
-            got = self._db.execute("SELECT LENGTH(payload) + LENGTH(CAST(topic AS BLOB)) FROM outbox WHERE id = ?",
-                                   (row_id,)).fetchone()
-            if got is not None:
-                self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-                self._count -= 1
-                self._bytes -= got[0]
+        with self._lock:
+            if row_id in self._rows:
+                self._forget(row_id)
 
     def give_back(self, row_id: int) -> None:
         """A row taken but not handed to the network (the link went down): it waits again, in its place."""
@@ -164,47 +253,184 @@ class Outbox:
     def waiting(self) -> int:
         """Rows not yet handed out."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox WHERE id > ?", (self._cursor,)).fetchone()[0]
+            n = 0
+            for row_id in reversed(self._rows):  # id order: the waiting rows are the newest
+                if row_id <= self._cursor:
+                    break
+                n += 1
+            return n
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._rows)
 
     @property
     def bytes(self) -> int:
         """Payload + topic bytes of every row (waiting and in flight)."""
         return self._bytes
 
-    # -- sequence numbers -------------------------------------------------------------
+    @property
+    def fault(self) -> dict | None:
+        """None while the file holds the queue (or there is no file), else
+        ``{"store": "offline-queue", "path", "error", "since"}``: the disk refuses
+        writes and the queue is kept in memory meanwhile."""
+        return dict(self._fault) if self._fault else None
+
+    @property
+    def unwritten(self) -> int:
+        """Rows in memory that the file does not hold yet (all of them while the disk refuses)."""
+        with self._lock:
+            return len(self._rows) if self._resync else len(self._to_insert)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until the file holds the memory queue
+        (True; also without a file), for a caller that may wait (a stop, a test);
+        False when the disk did not take it in time."""
+        if self._writer is None:
+            return True
+        with self._lock:
+            self._wake.notify()
+            return self._written.wait_for(lambda: not self._pending(), timeout)
+
+    # -- sequence numbers -------------------------------------------------------------------------
     def next_seq(self) -> int:
         """The next sequence number of this device (1, 2, ...; continued after a
-        restart, a crash skipping at most SEQ_BLOCK - 1 numbers)."""
+        restart, a crash skipping at most SEQ_BLOCK - 1 numbers). Never touches
+        the disk: the writer records the reservation ahead of use."""
         with self._lock:
             self._seq += 1
-            if self._seq > self._seq_reserved:
-                self._seq_reserved = self._seq + SEQ_BLOCK - 1
-                self._set_meta("seq", self._seq_reserved)
+            if self._seq + SEQ_BLOCK // 2 > max(self._seq_recorded, self._seq_wanted):
+                self._seq_wanted = self._seq + SEQ_BLOCK - 1
+                self._wake.notify()
             return self._seq
 
-    def _meta(self, key: str) -> int:
-        got = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return int(got[0]) if got else 0
+    # -- the writer thread -----------------------------------------------------------------------------
+    def _pending(self) -> bool:
+        return bool(self._resync or self._to_insert or self._to_delete or self._seq_wanted > self._seq_recorded)
 
-    def _set_meta(self, key: str, value: int) -> None:
-        with self._db:
-            self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                             "value = excluded.value", (key, value))
+    def _write_loop(self) -> None:
+        next_try = 0.0
+        while True:
+            with self._lock:
+                while not self._closing and not (self._pending() and time.monotonic() >= next_try):
+                    wait = max(next_try - time.monotonic(), 0.0) if self._pending() else None
+                    self._wake.wait(wait)
+                if self._closing:
+                    return
+            if not self._write_once():
+                next_try = time.monotonic() + self.retry
 
-    def close(self) -> None:
-        """Record the last sequence number used (the next start continues from it) and close the file."""
+    def _write_once(self, final: bool = False) -> bool:
+        """Bring the file up to the memory queue in one transaction; False (and a
+        fault) when the disk refused. ``final``: record the last sequence number
+        used rather than the reservation (a clean stop continues without a gap)."""
         with self._lock:
+            resync = self._resync
+            inserts = list(self._rows.values()) if resync else list(self._to_insert.values())
+            deletes = set() if resync else set(self._to_delete)
+            seq = self._seq if final else max(self._seq_wanted, self._seq, self._seq_recorded)
+            self._to_insert.clear()
+            self._to_delete.clear()
+            self._resync = False
+        try:
+            if self._db is None:
+                if self._lockfile is None:
+                    self._lockfile = _lock(self.path)
+                self._db = self._open()
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                if resync:
+                    self._db.execute("DELETE FROM outbox")
+                if deletes:
+                    self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in deletes])
+                if inserts:
+                    self._db.executemany("INSERT OR REPLACE INTO outbox (id, topic, payload, qos) VALUES (?, ?, ?, ?)",
+                                         [(r.id, r.topic, sqlite3.Binary(r.payload), r.qos) for r in inserts])
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT(key) DO UPDATE SET "
+                                 "value = excluded.value", (seq,))
+        except (sqlite3.Error, OSError) as e:
+            with self._lock:
+                self._resync = True  # whatever this transaction held, the next one writes everything
+                self._to_insert.clear()
+                self._to_delete.clear()
+                self._set_fault(e)
+            if self._db is not None:
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                self._db = None
+            return False
+        with self._lock:
+            self._seq_recorded = max(seq, self._seq_recorded) if not final else seq
+            self._written.notify_all()
+            if self._fault is not None:
+                since = self._fault["since"]
+                self._fault = None
+                log.warning("offline queue: %s takes writes again (refused since %s); %d messages kept on disk",
+                            self.path, since, len(self._rows))
+        return True
+
+    def _set_fault(self, err: BaseException) -> None:
+        """Note (once, in the log) that the disk refuses writes; caller holds the lock or is starting."""
+        text = _describe(err)
+        if self._fault is None or self._fault["error"] != text:
+            log.warning("offline queue: cannot write %s (%s): messages are kept in memory (at most %d, %.1f MiB) "
+                        "and written when the disk takes writes again", self.path, text, self.max_count,
+                        self.max_bytes / 1048576)
+            self._fault = {"store": "offline-queue", "path": str(self.path), "error": text,
+                           "since": self._fault["since"] if self._fault else utc_now()}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what the file lacks (the last sequence number used included, so the
+        next start continues from it) within ``timeout`` seconds, then close it.
+        What could not be written is lost, and said once."""
+        done = threading.Event()
+        if self._writer is not None:
+            with self._lock:
+                self._closing = True
+                self._wake.notify_all()
+            deadline = time.monotonic() + timeout
+            self._writer.join(timeout)  # it stops between two writes
+
+            def last_write():
+                if self._write_once(final=True):
+                    done.set()
+            if not self._writer.is_alive():
+                t = threading.Thread(target=last_write, name="outbox-close", daemon=True)
+                t.start()
+                t.join(max(deadline - time.monotonic(), 0.1))
+            if not done.is_set():
+                log.warning("offline queue: %d messages could not be written to %s at stop (%s): lost",
+                            self.unwritten, self.path, (self._fault or {}).get("error", "the disk is too slow"))
+        if self._db is not None and (done.is_set() or self._writer is None):
             try:
-                self._set_meta("seq", self._seq)
-            except sqlite3.Error as e:  # a full disk: the reserved block still prevents reuse
-                log.warning("cannot record the last sequence number in %s: %s", self.path, e)
-            self._db.close()
-            if self._lockfile is not None:
-                self._lockfile.close()
-                self._lockfile = None
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        if self._lockfile is not None:
+            self._lockfile.close()
+            self._lockfile = None
+
+
+def _is_disk_error(e: BaseException) -> bool:
+    """True for the errors that mean "the disk refuses" rather than "the file is damaged"."""
+    if isinstance(e, OSError):
+        return True
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+                                                   sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY)
+
+
+def _describe(err: BaseException) -> str:
+    """One short line for a disk error: ``disk full``, ``read-only file system``, the error's own text."""
+    import errno
+    no = getattr(err, "errno", None)
+    if no == errno.ENOSPC or "disk is full" in str(err):
+        return f"disk full ({err})"[:200]
+    if no == errno.EROFS or "readonly" in str(err) or "read-only" in str(err):
+        return f"read-only file system ({err})"[:200]
+    return (str(err) or type(err).__name__)[:200]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -212,17 +438,21 @@ def _connect(path: Path) -> sqlite3.Connection:
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     os.chmod(path, 0o600)
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("quick_check failed")
+        db.executescript(_SCHEMA)
+    except BaseException:
         db.close()
-        raise sqlite3.DatabaseError("quick_check failed")
-    db.executescript(_SCHEMA)
+        raise
     return db
 
 
 def _lock(path: Path):
-    """An exclusive advisory lock on ``<path>.lock`` held while the queue is open."""
+    """An exclusive advisory lock on ``<path>.lock`` held while the queue is open.
+    Raises OutboxBusy when another process holds it, OSError when it cannot be made."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     f = open(path.with_name(path.name + ".lock"), "a")
     try:

@@ -24,6 +24,7 @@ camera that is away).
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -44,6 +45,10 @@ MAX_IMAGE_BYTES = 64 << 20
 MAX_UNREADABLE_FRAMES = 50
 #: at most this many distinct skipped files/frames are remembered (and warned about) per source
 MAX_WARNED = 10000
+#: frames a file source decodes ahead of the consumer (FrameSource)
+READ_AHEAD = 2
+#: camera readers abandoned in a driver call (LatestFrameSource.restart) per process, at most
+MAX_ABANDONED = 8
 
 
 class SourceError(RuntimeError):
@@ -369,14 +374,21 @@ class FileCamera:
 # --- the one interface -------------------------------------------------------
 
 class FrameSource:
-    """Synchronous reading (files with ``realtime=False``): every frame, in order."""
+    """Every frame, in order (files read with ``realtime=False``): a reader
+    thread decodes ahead into a queue of :data:`READ_AHEAD` frames, so the
+    decode runs beside the model instead of before it, and the consumer's
+    thread never waits on a disk or a codec beyond ``read``'s timeout."""
 
     def __init__(self, camera: Camera, name: str, finite: bool):
         self.camera, self.name, self.finite = camera, name, finite
         self.frames_read = 0
         self.dropped = 0
         self.reconnects = 0
+        self.busy_since: float | None = None  # monotonic time the reader entered the camera; None when outside
         self._ended = False
+        self._queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def channel_order(self) -> str:
@@ -384,9 +396,29 @@ class FrameSource:
         return self.camera.channel_order
 
     def start(self) -> "FrameSource":
-        """Open the camera; returns self. Raises SourceError."""
+        """Open the camera (raises SourceError) and start reading ahead; returns self."""
         self.camera.open()
+        self._thread = threading.Thread(target=self._read_ahead, name="source", daemon=True)
+        self._thread.start()
         return self
+
+    def _read_ahead(self) -> None:
+        while not self._stop.is_set():
+            self.busy_since = time.monotonic()
+            try:
+                frame = self.camera.grab()
+            except Exception as e:  # a reader that dies silently would look like the end of the file
+                log.warning("reading %s failed: %s: %s", self.name, type(e).__name__, e)
+                frame = None
+            self.busy_since = None
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(frame, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if frame is None:
+                return
 
     @property
     def ended(self) -> bool:
@@ -394,9 +426,15 @@ class FrameSource:
         return self._ended
 
     def read(self, timeout: float = 5.0):
-        """``(frame uint8 [H, W, 3], channel_order)``, or None at the end
-        (``timeout``, seconds, is for live sources)."""
-        frame = self.camera.grab()
+        """``(frame uint8 [H, W, 3], channel_order)``, the next one in order,
+        waiting up to ``timeout`` seconds; None at the end (``ended``) or when
+        none came in time."""
+        if self._ended:
+            return None
+        try:
+            frame = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
         if frame is None:
             self._ended = True
             return None
@@ -404,7 +442,10 @@ class FrameSource:
         return frame, self.camera.channel_order
 
     def stop(self) -> None:
-        """Release the camera."""
+        """Stop reading ahead (waits up to 5 s for a read in progress) and release the camera."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self.camera.release()
 
     def stats(self) -> dict:
@@ -420,7 +461,12 @@ class LatestFrameSource(FrameSource):
     camera is reopened with exponential backoff (``finite`` sources end).
 
     ``state`` is ``opening`` (never opened yet), ``live``, ``lost`` (away,
-    being reopened) or ``ended``; ``last_error`` says why it is not live."""
+    being reopened) or ``ended``; ``last_error`` says why it is not live;
+    ``busy_since`` is the monotonic time the reader entered a camera call
+    (grab, open, release) that has not returned yet (None outside one): a
+    caller that finds it too old calls :meth:`restart`, which abandons that
+    reader (a thread stuck in a driver cannot be killed) and reopens the
+    camera on a new one, at most :data:`MAX_ABANDONED` times per process."""
 
     def __init__(self, camera: Camera, name: str, finite: bool = False, max_backoff: float = 2.0):
         super().__init__(camera, name, finite)
@@ -429,8 +475,8 @@ class LatestFrameSource(FrameSource):
         self._frame = None
         self._fresh = False
         self._ended = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._gen = 0  # the reader thread of this generation is the live one; older ones were abandoned
+        self.abandoned = 0
         self.state = "opening"
         self.last_error = ""
         self.lost_since: float | None = None
@@ -441,15 +487,43 @@ class LatestFrameSource(FrameSource):
         if wait:
             self.camera.open()
             self.state = "live"
-        self._thread = threading.Thread(target=self._run, name="source", daemon=True)
-        self._thread.start()
+        self._spawn(release_first=False)
         return self
 
-    def _reopen(self) -> bool:
+    def _spawn(self, release_first: bool) -> None:
+        self._thread = threading.Thread(target=self._run, args=(self._gen, release_first), name="source",
+                                        daemon=True)
+        self._thread.start()
+
+    def restart(self, reason: str) -> bool:
+        """Abandon the reader (stuck in the camera for too long: ``reason``) and
+        reopen the camera on a new reader thread; False (nothing done) once
+        :data:`MAX_ABANDONED` readers were abandoned in this process."""
+        with self._cond:
+            if self.abandoned >= MAX_ABANDONED:
+                return False
+            self._gen += 1
+            self.abandoned += 1
+            self.busy_since = None
+            self.state, self.last_error, self.lost_since = "lost", reason, time.monotonic()
+        self._spawn(release_first=True)
+        return True
+
+    def _call(self, gen: int, fn):
+        """``fn()`` with ``busy_since`` set while it runs (for this generation's reader only)."""
+        if gen == self._gen:
+            self.busy_since = time.monotonic()
+        try:
+            return fn()
+        finally:
+            if gen == self._gen:
+                self.busy_since = None
+
+    def _reopen(self, gen: int) -> bool:
         backoff = 0.5
-        while not self._stop.is_set():
+        while not self._stop.is_set() and gen == self._gen:
             try:
-                self.camera.open()
+                self._call(gen, self.camera.open)
             except Exception as e:  # keep trying; a vehicle's camera comes back
                 msg = str(e) or type(e).__name__
                 if msg != self.last_error:
@@ -459,6 +533,8 @@ class LatestFrameSource(FrameSource):
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
+            if gen != self._gen:
+                return False
             if self.state == "lost":
                 self.reconnects += 1
                 log.warning("camera %s back after %.1f s (reconnect %d)", self.name,
@@ -467,11 +543,22 @@ class LatestFrameSource(FrameSource):
             return True
         return False
 
-    def _run(self) -> None:
-        if self.state == "opening" and not self._reopen():
+    def _run(self, gen: int, release_first: bool) -> None:
+        if release_first:
+            try:
+                self._call(gen, self.camera.release)
+            except Exception as e:
+                log.warning("camera %s: releasing it failed (%s); reopening anyway", self.name, e)
+        if self.state in ("opening", "lost") and not self._reopen(gen):
             return
-        while not self._stop.is_set():
-            frame = self.camera.grab()
+        while not self._stop.is_set() and gen == self._gen:
+            try:
+                frame = self._call(gen, self.camera.grab)
+            except Exception as e:  # a driver's exception is a lost camera, not a dead reader
+                self.last_error = f"{type(e).__name__}: {e}"
+                frame = None
+            if gen != self._gen:
+                return  # abandoned while in the driver: the new reader owns the camera
             if frame is None:
                 if self.finite:
                     with self._cond:
@@ -483,8 +570,8 @@ class LatestFrameSource(FrameSource):
                     return
                 self.state, self.lost_since, self.last_error = "lost", time.monotonic(), "no frame"
                 log.warning("camera %s lost; reopening", self.name)
-                self.camera.release()
-                if not self._reopen():
+                self._call(gen, self.camera.release)
+                if not self._reopen(gen):
                     return
                 continue
             with self._cond:
@@ -507,12 +594,16 @@ class LatestFrameSource(FrameSource):
             return self._frame, self.camera.channel_order
 
     def stop(self) -> None:
-        """Stop the reader thread (waits up to 5 s) and release the camera."""
+        """Stop the reader thread (waits up to 5 s) and release the camera (not
+        when a reader is stuck in it: releasing under it could hang this thread too)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                log.warning("camera %s: the reader is stuck in the driver; not releasing it", self.name)
+                return
         self.camera.release()
 
 

@@ -57,6 +57,7 @@ def test_a_crash_keeps_the_queue_and_never_reuses_a_sequence_number(tmp_path):
             f"box = Outbox({str(path)!r}, 1 << 20, 100)\n"
             "for i in range(7):\n"
             "    box.append(f'cov/{box.next_seq()}', b'{}', 1)\n"
+            "assert box.flush(10)\n"  # the writer thread has put them on disk
             "os._exit(0)\n")  # no close(): as a power cut
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
     box = Outbox(path, 1 << 20, 100)

@@ -139,7 +139,10 @@ def test_folder_skips_an_unreadable_image_with_one_warning(kind, tmp_path, caplo
     skips = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert len(skips) == 4 and len(set(skips)) == 2  # once per file and source (two sources), naming it
     assert all(("002.png" in m) or ("003.png" in m) for m in skips)
-    assert looped.camera.skipped == 6
+    looped.stop()
+    # 2 per pass for the 3 passes read; the reader decodes up to READ_AHEAD + 1 frames ahead, which may have
+    # taken it past the two bad files of a fourth pass
+    assert looped.camera.skipped in (6, 8)
 
 
 def test_folder_in_realtime_with_loop_never_loses_the_camera(tmp_path, caplog):
