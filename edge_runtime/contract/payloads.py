@@ -92,9 +92,27 @@ class ModelInfo(_Payload):
     input_size: Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=2, max_length=2)] | None = None
 
 
+#: at most this many faults in one status or stats message (one per store: queue, heartbeat, preview, ...)
+MAX_FAULTS = 16
+InstallationId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}$")]
+
+
+class Fault(_Payload):
+    """A store of the vehicle that cannot write (full or read-only disk, I/O error, slow fsync):
+    ``store`` names it (``offline-queue``, ``heartbeat``, ``preview``, ``kept-frames``...),
+    ``path`` where it writes, ``error`` why, ``since`` when it began (UTC). What the store keeps
+    meanwhile is held in memory within its bound; it resumes by itself when the disk recovers."""
+    store: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    path: Text | None = None
+    error: ShortText
+    since: Timestamp
+
+
 class Status(_Payload):
-    """``roadseg/<id>/status`` (retained). ``state``: online, offline, camera_lost; ``reason`` why
-    (``lost`` is the Last Will, ``stopped`` a clean stop); ``since``: when this state began."""
+    """``roadseg/<id>/status`` (retained). ``state``: online, offline, camera_lost, id_clash; ``reason`` why
+    (``lost`` is the Last Will, ``stopped`` a clean stop); ``since``: when this state began;
+    ``installation``: the 8 hex digits of the installation publishing (two live installations
+    on one device id are a clash); ``faults``: stores that cannot write now."""
     state: Token
     ts: Timestamp
     device_id: DeviceId
@@ -105,6 +123,8 @@ class Status(_Payload):
     reason: ShortText | None = None
     since: Timestamp | None = None
     error: Text | None = None
+    installation: InstallationId | None = None
+    faults: Annotated[list[Fault], Field(max_length=MAX_FAULTS)] | None = None
 
 
 _Categories = create_model("CategoryFractions", __base__=_Payload,
@@ -214,6 +234,7 @@ class Stats(_Payload):
     uptime_s: NonNegative
     mqtt: MqttCounters
     model: ModelInfo
+    faults: Annotated[list[Fault], Field(max_length=MAX_FAULTS)] | None = None
 
 
 class SegmentResult(_Payload):
@@ -260,8 +281,50 @@ class HaDiscovery(_Payload):
     device: HaDevice
 
 
+MODEL_STATE_SCHEMA = "roadseg.model-state/1"
+#: the model states a vehicle reports (issue 29), in the order an update goes through them
+MODEL_STATES = ("idle", "queued", "downloading", "verifying", "trial", "succeeded", "rejected", "rolled_back")
+
+
+class ReleaseRef(_Payload):
+    """A model release: its ``version`` (None for a model that is no release), name, sha256 and target path."""
+    version: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    name: ShortText | None = None
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    target: ShortText | None = None
+
+
+class ModelState(_Payload):
+    """``roadseg/<id>/model`` (retained): the release that runs, the one being tried, the update's
+    ``state`` (:data:`MODEL_STATES`) with its ``reason``, bytes downloaded so far of ``total_bytes``."""
+    schema_: Literal["roadseg.model-state/1"] = Field(alias="schema")
+    device_id: DeviceId
+    ts: Timestamp
+    state: Literal["idle", "queued", "downloading", "verifying", "trial", "succeeded", "rejected", "rolled_back"]
+    running: ReleaseRef
+    trying: ReleaseRef | None = None
+    reason: Text | None = None
+    bytes: Count = 0
+    total_bytes: Count | None = None
+
+
+def model_state(device_id: str, state: str, running: dict, *, trying: dict | None = None, reason: str | None = None,
+                bytes: int = 0, total_bytes: int | None = None) -> dict:
+    """The model state (:class:`ModelState`); ``running``/``trying`` are :class:`ReleaseRef` fields;
+    ``reason`` is cut to 500 characters. Raises :class:`PayloadError`."""
+    fields = {"schema": MODEL_STATE_SCHEMA, "device_id": device_id, "ts": now(), "state": state, "running": running,
+              "bytes": bytes}
+    for key, value in (("trying", trying), ("reason", None if reason is None else reason[:500]),
+                       ("total_bytes", total_bytes)):
+        if value is not None:
+            fields[key] = value
+    return _dump(ModelState, fields)
+
+
 #: topic kind -> the model of its JSON payload (``snapshot`` is a JPEG, not JSON)
 MODELS: dict[str, type[_Payload]] = {"status": Status, "coverage": Coverage, "stats": Stats, "ha": HaState}
+MODELS["model"] = ModelState  # issue 29: the model update state
+MAX_BYTES.setdefault("model", 4 * 1024)
 
 
 class PayloadError(ValueError):
@@ -328,17 +391,19 @@ def coverage(device_id: str, seq: int, summary: dict, fps: float, model: dict) -
 
 def stats(device_id: str, *, achieved_fps: float, target_fps: float, frames: int, dropped_frames: int,
           skipped_ticks: int, camera_reconnects: int, camera_state: str, latency_ms: dict, cpu_temp_c: float | None,
-          memory: dict, uptime_s: float, mqtt: dict, model: dict) -> dict:
+          memory: dict, uptime_s: float, mqtt: dict, model: dict, faults: list[dict] | None = None) -> dict:
     """The vehicle's health (:class:`Stats`): FPS achieved and targeted, frame counts, camera state,
     latency percentiles in ms (``p50``, ``p90``, ``p99``), CPU temperature in °C (None where unknown),
-    memory in MB, uptime in s, MQTT counters. Raises :class:`PayloadError`."""
+    memory in MB, uptime in s, MQTT counters, ``faults`` (stores that cannot write, :class:`Fault`;
+    left out when there are none). Raises :class:`PayloadError`."""
     return _dump(Stats, {
         "schema": STATS_SCHEMA, "device_id": device_id, "ts": now(),
         "fps": {"achieved": round(achieved_fps, 2), "target": target_fps},
         "frames": frames, "dropped_frames": dropped_frames, "skipped_ticks": skipped_ticks,
         "camera": {"state": camera_state, "reconnects": camera_reconnects},
         "camera_reconnects": camera_reconnects, "latency_ms": latency_ms, "cpu_temp_c": cpu_temp_c,
-        "memory": memory, "uptime_s": round(uptime_s, 1), "mqtt": mqtt, "model": model})
+        "memory": memory, "uptime_s": round(uptime_s, 1), "mqtt": mqtt, "model": model,
+        **({"faults": faults} if faults else {})})
 
 
 def segment_result(width: int, height: int, summary: dict, inference_ms: float, total_ms: float,
