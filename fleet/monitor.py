@@ -1,7 +1,11 @@
 """roadseg-monitor: subscribe to vehicles' topics and print their summaries, one line each.
 
     roadseg-monitor [--mqtt-host 127.0.0.1] [--mqtt-port 1883] [--mqtt-username U] [--tls-ca ca.crt]
-                    [--topic 'roadseg/+/#'] [--duration S] [--count N]
+                    [--mqtt-protocol auto|5|3.1.1] [--topic 'roadseg/+/#'] [--duration S] [--count N]
+
+The MQTT version is negotiated (MQTT 5, else 3.1.1: roadseg-run's embedded
+broker speaks 3.1.1 only) unless --mqtt-protocol pins it. --duration counts
+from the start, connecting included.
 
 Each line starts with the time it arrived (UTC). Every message passes the
 fleet's intake (size, then schema) first; what it refuses is printed as a
@@ -17,7 +21,7 @@ import time
 
 from fleet.text import clean
 
-KINDS = ("status", "coverage", "stats", "snapshot", "ha")
+KINDS = ("status", "coverage", "stats", "snapshot", "ha", "clash")
 
 
 def stamp(epoch: float | None = None) -> str:
@@ -42,6 +46,9 @@ def describe(m) -> str:
     if m.kind == "stats":
         return (f"{who} stats: {p.fps.achieved:g} FPS (target {p.fps.target:g}), {p.dropped_frames} dropped, "
                 f"latency p50 {p.latency_ms.p50:g} ms, camera {clean(p.camera.state, 32)}")
+    if m.kind == "clash":
+        return (f"{who} clash: two live installations use this device id: {p.installation} publishes nothing "
+                f"under it while {p.holder} runs (give each vehicle its own --device-id)")
     if m.kind == "ha":
         return f"{who} ha: " + ", ".join(f"{c} {getattr(p.coverage, c):g}%" for c in type(p.coverage).model_fields)
     return f"{who} {m.kind}: {m.size} bytes"
@@ -56,9 +63,10 @@ def build_parser():
     cli.deprecated(p, "--host", "--mqtt-host", "mqtt_host")
     cli.deprecated(p, "--port", "--mqtt-port", "mqtt_port", type=int)
     p.add_argument("--topic", default="roadseg/+/#")
-    p.add_argument("--duration", type=float, help="seconds to listen")
+    p.add_argument("--duration", type=float, help="seconds to run, connecting included")
     p.add_argument("--count", type=int, help="stop after this many coverage summaries")
-    p.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to reach the broker; default 30")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="seconds to reach the broker (at most --duration); default 30")
     return p
 
 
@@ -88,13 +96,18 @@ class Printer:
 def watch(sub, printer: Printer, *, count: int | None = None, duration: float | None = None,
           connect_timeout: float = 30.0) -> None:
     """Wait until ``count`` coverage summaries were printed or ``duration`` seconds passed
-    (woken by each summary and each change of the subscriber, never polling). Raises
+    (woken by each summary and each change of the subscriber, never polling). ``duration``
+    counts from the call, connecting included: the wait for the broker ends at whichever of
+    ``connect_timeout`` and ``duration`` comes first. Raises
     :class:`edge_runtime.commands.cli.RuntimeFailure` when the broker cannot be reached
-    within ``connect_timeout`` s, refuses the login, or the subscriber stops."""
+    in that time, refuses the login, or the subscriber stops."""
     from edge_runtime.commands import cli
-    if not sub.wait_for(lambda: sub.connected or sub.refused or sub.stopped, connect_timeout):
-        raise cli.RuntimeFailure(sub.error or f"cannot reach {sub.s.address}")
-    deadline = None if duration is None else time.monotonic() + duration
+    start = time.monotonic()
+    deadline = None if duration is None else start + duration
+    wait = connect_timeout if duration is None else min(connect_timeout, duration)
+    if not sub.wait_for(lambda: sub.connected or sub.refused or sub.stopped, wait):
+        raise cli.RuntimeFailure(f"no connection to {sub.s.address} within {wait:g} s"
+                                 + (f": {sub.error}" if sub.error else ""))
 
     def finished():
         return (sub.refused or sub.stopped is not None or bool(count and printer.coverage >= count)
@@ -121,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             watch(sub, printer, count=args.count, duration=args.duration, connect_timeout=args.connect_timeout)
         finally:
             if sub.stopped is None:
-                sub.close()
+                sub.close(timeout=1.0)
 
     return cli.run("roadseg-monitor", body)
 

@@ -13,18 +13,16 @@ numbers are finite. An empty environment variable counts as unset.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edge_runtime.io.identity import default_device_id
 from edge_runtime.io.mqtt_settings import (DeviceId, ExistingFile, MqttSettings, NonNegative, Positive, PositiveInt,
                                            default_state_dir)
 
 
-def _hostname() -> str:
-    return socket.gethostname().split(".")[0] or "vehicle"
 
 
 class RunSettings(MqttSettings):
@@ -36,7 +34,7 @@ class RunSettings(MqttSettings):
     model: str = ""
     source: str = "synthetic"
     fps: NonNegative = 15.0
-    device_id: DeviceId = Field(default_factory=_hostname, validate_default=True)
+    device_id: DeviceId = Field(default_factory=default_device_id, validate_default=True)
     state_dir: str | None = Field(default_factory=default_state_dir)
     publish_interval: NonNegative = 1.0
     stats_interval: Positive = 10.0

@@ -111,8 +111,9 @@ class Fault(_Payload):
 class Status(_Payload):
     """``roadseg/<id>/status`` (retained). ``state``: online, offline, camera_lost, id_clash; ``reason`` why
     (``lost`` is the Last Will, ``stopped`` a clean stop); ``since``: when this state began;
-    ``installation``: the 8 hex digits of the installation publishing (two live installations
-    on one device id are a clash); ``faults``: stores that cannot write now."""
+    ``installation``: the 8 hex digits of the installation publishing and ``started`` when its
+    process started (two live installations on one device id are a clash: the later yields);
+    ``faults``: stores that cannot write now."""
     state: Token
     ts: Timestamp
     device_id: DeviceId
@@ -124,6 +125,7 @@ class Status(_Payload):
     since: Timestamp | None = None
     error: Text | None = None
     installation: InstallationId | None = None
+    started: Timestamp | None = None
     faults: Annotated[list[Fault], Field(max_length=MAX_FAULTS)] | None = None
 
 
@@ -322,7 +324,23 @@ def model_state(device_id: str, state: str, running: dict, *, trying: dict | Non
 
 
 #: topic kind -> the model of its JSON payload (``snapshot`` is a JPEG, not JSON)
+class Clash(_Payload):
+    """``roadseg/<id>/clash`` (retained; cleared when it ends): ``installation`` found another live
+    installation, ``holder``, publishing under the same device id and publishes nothing under it."""
+    device_id: DeviceId
+    installation: InstallationId
+    holder: InstallationId
+    ts: Timestamp
+
+
+def clash(device_id: str, installation: str, holder: str) -> dict:
+    """The clash notice (:class:`Clash`) of ``installation``, which yields ``device_id`` to ``holder``."""
+    return _dump(Clash, {"device_id": device_id, "installation": installation, "holder": holder, "ts": now()})
+
+
 MODELS: dict[str, type[_Payload]] = {"status": Status, "coverage": Coverage, "stats": Stats, "ha": HaState}
+MODELS["clash"] = Clash
+MAX_BYTES["clash"] = 1024
 MODELS["model"] = ModelState  # issue 29: the model update state
 MAX_BYTES.setdefault("model", 4 * 1024)
 

@@ -53,9 +53,9 @@ from pathlib import Path
 from typing import Callable
 
 from edge_runtime.contract import payloads
-from edge_runtime.io.identity import installation_id
-from edge_runtime.io.mqtt_causes import (REFUSAL_REASONS, SESSION_TAKEN_OVER, closed_before_connack, connack_cause,
-                                         connect_error_cause)
+from edge_runtime.io.identity import ClashGuard, installation_id
+from edge_runtime.io.mqtt_causes import (KEEPALIVE_TIMEOUT, REFUSAL_REASONS, SESSION_TAKEN_OVER, closed_before_connack,
+                                         connack_cause, connect_error_cause)
 from edge_runtime.io.mqtt_settings import MAX_ERROR_CHARS, MQTT_MAX_PACKET, MqttSettings
 from edge_runtime.io.outbox import Outbox, OutboxBusy
 from edge_runtime.io.throttle import Throttled
@@ -89,6 +89,7 @@ class _Subscription:
     max_bytes: int
     min_interval: float
     last: float = -float("inf")
+    counted: bool = True  # a request (counted in ``requests``), not the publisher's own bookkeeping
 
 
 class MqttPublisher:
@@ -124,8 +125,11 @@ class MqttPublisher:
         self.s = settings
         self._user, self._password = credentials
         self._tls = settings.tls_context()
-        self.client_id = (settings.mqtt_client_id
-                          or f"roadseg-{settings.device_id}-{installation_id(settings.state_dir)}")
+        self.installation = installation_id(settings.state_dir)
+        self._clash_actions: collections.deque = collections.deque(maxlen=8)
+        self.client_id = settings.mqtt_client_id or f"roadseg-{settings.device_id}-{self.installation}"
+        self.clash = ClashGuard(self.installation, payloads.now())
+        self._attempt_at = 0.0
         self.outbox = self._open_outbox()
         self._counts = dict.fromkeys(("queued_total", "sent", "skipped", "refused", "oversize", "requests",
                                       "requests_limited", "requests_oversize", "connections", "connect_failures"), 0)
@@ -214,6 +218,8 @@ class MqttPublisher:
         announcement; the Last Will says ``offline``."""
         import paho.mqtt.client as mqtt
         self._status = status or {}
+        self._subs.append(_Subscription(self.topic("status"), self._on_own_status, payloads.MAX_BYTES["status"], 0.0,
+                                        counted=False))
         proto = mqtt.MQTTv5 if self.s.mqtt_protocol == "5" else mqtt.MQTTv311
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto)
         c.will_set(self.topic("status"), json.dumps(self._status_payload("offline", reason="lost")), qos=1,
@@ -287,7 +293,41 @@ class MqttPublisher:
         return not (self._connected.is_set() or first_try)
 
     def _status_payload(self, state: str, **extra) -> dict:
-        return payloads.status(state, self.s.device_id, **self._status, **extra)
+        return payloads.status(state, self.s.device_id, **self._status, installation=self.installation,
+                               started=self.clash.started, **extra)
+
+    def set_status_fields(self, **fields) -> None:
+        """Change fields every ``status`` carries (e.g. ``model`` after a swap) and announce the current state again."""
+        self._status.update(fields)
+        self.set_state(self._state, **self._state_extra)
+
+    def _on_own_status(self, body: bytes) -> None:
+        """A status on this device id's own topic (paho's thread): another live
+        installation publishing under it is a clash (identity.ClashGuard)."""
+        try:
+            status = payloads.parse("status", body)
+        except (payloads.PayloadError, ValueError):
+            return
+        action = self.clash.seen(status)
+        if action is not None:
+            self._clash_actions.append((action, status))  # acted on by the worker, off paho's thread
+            self._wake.set()
+
+    def _act_on_clash(self, action: str, status) -> None:
+        if action == "yield":
+            self.last_error = (f"device id {self.s.device_id} is in use by another live installation "
+                               f"({self.clash.holder}, started {getattr(status, 'started', None) or 'earlier'})")
+            log.error("MQTT: %s: this installation (%s) publishes nothing under %s until it goes offline; give each "
+                      "vehicle its own --device-id", self.last_error, self.installation, self.s.prefix)
+            self.publish("clash", payloads.clash(self.s.device_id, self.installation, self.clash.holder), retain=True)
+        elif action == "resume":
+            log.warning("MQTT: installation %s went offline: publishing under %s again",
+                        status.installation, self.s.prefix)
+            self.last_error = None
+            self.publish("clash", b"", retain=True)
+            self.set_state(self._state, **self._state_extra)
+        elif action == "reassert":
+            self.set_state(self._state, **self._state_extra)
 
     def set_state(self, state: str, **extra) -> None:
         """Publish a new retained ``status`` (e.g. ``camera_lost``, then
@@ -320,6 +360,9 @@ class MqttPublisher:
         the latest of its topic only. Returns False when it was neither sent
         nor queued (too large for the broker: ``oversize``; skipped; dropped)."""
         topic = self.topic(kind) if "/" not in kind else kind
+        if self.clash.yielding and topic != self.topic("clash"):
+            self._counts["withheld"] = self._counts.get("withheld", 0) + 1  # another installation holds the id
+            return False
         body = bytes(payload) if isinstance(payload, (bytes, bytearray)) else json.dumps(payload).encode()
         qos = self.s.mqtt_qos if qos is None else qos
         if self._closed or not self._fits(topic, body, qos):
@@ -416,6 +459,8 @@ class MqttPublisher:
             if self._stopping or not self._connected.is_set():
                 continue
             try:
+                while self._clash_actions:
+                    self._act_on_clash(*self._clash_actions.popleft())
                 if self._announce_wanted:
                     self._announce_wanted = False
                     self._announce()
@@ -459,6 +504,7 @@ class MqttPublisher:
 
     # -- paho's callbacks (its network thread: bookkeeping only, never raise) -------------------------
     def _on_pre_connect(self, client, userdata) -> None:
+        self._attempt_at = time.monotonic()
         self._connack_seen = False
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -473,6 +519,8 @@ class MqttPublisher:
                 self._set_delay(self.RECONNECT_DELAY)
             self._connected_at = time.monotonic()
             self._counts["connections"] += 1
+            if not self.clash.yielding:
+                self.last_error = None  # what went wrong before is over: the dashboard shows the current state
             self._connected.set()
             with self._ack_lock:
                 self._ack_lock.notify_all()
@@ -523,7 +571,13 @@ class MqttPublisher:
                 return
             if not was:
                 if not self._connack_seen:
-                    self._fail(closed_before_connack(self.s), self.REFUSED_DELAY)
+                    waited = time.monotonic() - self._attempt_at
+                    if reason_code.value == KEEPALIVE_TIMEOUT or waited >= 0.9 * self.s.mqtt_keepalive:
+                        # no answer at all (a network gone without a FIN, packets dropped): not a refusal
+                        self._fail(f"unreachable: no answer from {self.s.host}:{self.s.mqtt_port} for {waited:.0f} s "
+                                   f"(the network is down or drops packets)", self.RECONNECT_DELAY)
+                    else:
+                        self._fail(closed_before_connack(self.s), self.REFUSED_DELAY)
                 return
             lasted = time.monotonic() - self._connected_at
             if reason_code.value in REFUSAL_REASONS:
@@ -619,7 +673,7 @@ class MqttPublisher:
                                                                      f"not served")
                 else:
                     sub.last = now
-                    self._counts["requests"] += 1
+                    self._counts["requests"] += sub.counted
                     sub.callback(msg.payload)
                 with self._ack_lock:
                     self._ack_lock.notify_all()

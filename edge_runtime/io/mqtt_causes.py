@@ -27,6 +27,8 @@ CONNACK_CAUSES = {
 REFUSAL_REASONS = {0x81, 0x82, 0x83, 0x87, 0x90, 0x93, 0x94, 0x95, 0x97, 0x99}
 #: DISCONNECT reason: another connection with the same client id took the session over
 SESSION_TAKEN_OVER = 0x8E
+#: DISCONNECT reason paho reports when the keepalive expired without an answer (OASIS MQTT 5.0, 3.14.2.1)
+KEEPALIVE_TIMEOUT = 0x8D
 
 
 def connack_cause(value: int, name: str, s: MqttSettings, client_id: str, user: str | None) -> str:

@@ -372,13 +372,14 @@ class Outbox:
 
     def _set_fault(self, err: BaseException) -> None:
         """Note (once, in the log) that the disk refuses writes; caller holds the lock or is starting."""
-        text = _describe(err)
-        if self._fault is None or self._fault["error"] != text:
-            log.warning("offline queue: cannot write %s (%s): messages are kept in memory (at most %d, %.1f MiB) "
-                        "and written when the disk takes writes again", self.path, text, self.max_count,
-                        self.max_bytes / 1048576)
-            self._fault = {"store": "offline-queue", "path": str(self.path), "error": text,
-                           "since": self._fault["since"] if self._fault else utc_now()}
+        text = _describe(err, self.path.parent if self.path is not None else None)
+        if self._fault is not None:  # said once; the cause may read differently on the next try
+            self._fault["error"] = text
+            return
+        log.warning("offline queue: cannot write %s (%s): messages are kept in memory (at most %d, %.1f MiB) "
+                    "and written when the disk takes writes again", self.path, text, self.max_count,
+                    self.max_bytes / 1048576)
+        self._fault = {"store": "offline-queue", "path": str(self.path), "error": text, "since": utc_now()}
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what the file lacks (the last sequence number used included, so the
@@ -422,14 +423,22 @@ def _is_disk_error(e: BaseException) -> bool:
                                                    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY)
 
 
-def _describe(err: BaseException) -> str:
-    """One short line for a disk error: ``disk full``, ``read-only file system``, the error's own text."""
+def _describe(err: BaseException, folder: Path | None = None) -> str:
+    """One short line for a disk error: ``disk full``, ``read-only file system``, the error's
+    own text. SQLite often says only "disk I/O error": the file system of ``folder`` tells which."""
     import errno
     no = getattr(err, "errno", None)
-    if no == errno.ENOSPC or "disk is full" in str(err):
-        return f"disk full ({err})"[:200]
-    if no == errno.EROFS or "readonly" in str(err) or "read-only" in str(err):
+    flags, free = 0, None
+    if folder is not None:
+        try:
+            st = os.statvfs(folder)
+            flags, free = st.f_flag, st.f_bavail
+        except OSError:
+            pass
+    if no == errno.EROFS or "readonly" in str(err) or "read-only" in str(err) or flags & os.ST_RDONLY:
         return f"read-only file system ({err})"[:200]
+    if no == errno.ENOSPC or "disk is full" in str(err) or free == 0:
+        return f"disk full ({err})"[:200]
     return (str(err) or type(err).__name__)[:200]
 
 
