@@ -19,6 +19,8 @@ Labels are mapped to the 8 categories by
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +82,16 @@ def list_samples(root: str | Path, split: str, fmt: str = "auto") -> tuple[str, 
     ``except:PREFIX`` every train and val frame that does not. Train on
     ``except:0006R0``, validate on ``holdout:0006R0``: no sequence is in both.
     ``trainval`` is every train and val frame (what a shipped model trains on).
+    A derived split takes a slice of its frames in name order (a sequence in
+    time order), Python's ``[start:stop]``: ``holdout:0006R0[:50]`` is the
+    sequence's first 50 frames (what the fleet's vehicles drove through),
+    ``holdout:0006R0[50:]`` the rest (frames no vehicle kept).
 
     Args:
         root: the dataset folder.
         split: ``train``, ``val``, ``test`` (CamVid only), ``trainval``,
-            ``holdout:PREFIX`` or ``except:PREFIX``.
+            ``holdout:PREFIX`` or ``except:PREFIX``, each with an optional
+            ``[start:stop]`` slice.
         fmt: ``"auto"`` (:func:`detect_format`) or one of :data:`FORMATS`.
 
     Returns:
@@ -103,10 +110,16 @@ def list_samples(root: str | Path, split: str, fmt: str = "auto") -> tuple[str, 
         return fmt, sorted(pool, key=lambda s: s.name)
     kind, sep, prefix = split.partition(":")
     if sep:
+        cut = re.fullmatch(r"(.*)\[(-?\d*):(-?\d*)\]", prefix)
+        if cut:
+            prefix = cut.group(1)
         if kind not in ("holdout", "except") or not prefix:
-            raise DatasetError(f"split {split!r}: use train, val, trainval, holdout:PREFIX or except:PREFIX")
+            raise DatasetError(f"split {split!r}: use train, val, trainval, holdout:PREFIX or except:PREFIX "
+                               "(each with an optional [start:stop] slice)")
         pool = list_samples(root, "train", fmt)[1] + list_samples(root, "val", fmt)[1]
         picked = sorted((s for s in pool if s.name.startswith(prefix) == (kind == "holdout")), key=lambda s: s.name)
+        if cut:
+            picked = picked[slice(*(int(g) if g else None for g in cut.group(2, 3)))]
         if not picked:
             raise DatasetError(f"split {split!r}: no train or val frame " +
                                ("starts" if kind == "holdout" else "is left that does not start") +

@@ -121,6 +121,12 @@ def test_sequence_holdout_splits(tmp_path):
         list_samples(tmp_path, "holdout:XYZ")
     with pytest.raises(DatasetError, match="use train, val, trainval, holdout:PREFIX or except:PREFIX"):
         list_samples(tmp_path, "seq:0006R0")
+    # a slice in time order: the first frames a fleet drove through, the rest to score on
+    assert [s.name for s in list_samples(tmp_path, "holdout:0006R0[:2]")[1]] == ["0006R0_a", "0006R0_b"]
+    assert [s.name for s in list_samples(tmp_path, "holdout:0006R0[2:]")[1]] == ["0006R0_c"]
+    assert [s.name for s in list_samples(tmp_path, "except:0006R0[-1:]")[1]] == ["0016E5_a"]
+    with pytest.raises(DatasetError, match="no train or val frame starts with '0006R0'"):
+        list_samples(tmp_path, "holdout:0006R0[5:]")
 
 
 def test_trainval_split_is_every_train_and_val_frame(synth_camvid):
