@@ -36,7 +36,8 @@ class Thresholds:
 
 @dataclass
 class Alert:
-    """One alert: ``kind`` is offline, never_seen, camera_lost, fps_low, hot or queue_growing;
+    """One alert: ``kind`` is offline, never_seen, camera_lost, fps_low, hot, queue_growing, id_clash
+    (two installations on one device id) or disk_fault (a store that cannot write);
     ``since`` in epoch seconds; ``message`` is composed by the dashboard from validated values,
     ``detail`` is text the vehicle sent (a reason or an error: shown verbatim, as code)."""
     vehicle: str
@@ -136,6 +137,15 @@ def vehicle_alerts(v, now: float, th: Thresholds) -> list[Alert]:
     first = _reachability_alert(v, c, now)
     if first is not None and not (c.kind in UNREACHABLE and v.acknowledged == ack_key(v, now, th)):
         out.append(first)
+    clash = getattr(v, "clash", None)
+    if clash is not None:
+        out.append(Alert(v.device_id, "id_clash", f"{v.device_id}: two live installations use this device id "
+                         f"(installation {clash.installation} publishes nothing while {clash.holder} runs): give "
+                         f"each vehicle its own --device-id", parse_ts(clash.ts) or now))
+    if c.kind not in UNREACHABLE and v.status is not None:
+        for f in getattr(v.status, "faults", None) or []:
+            out.append(Alert(v.device_id, "disk_fault", f"{v.device_id}: {f.store} cannot write, kept in memory "
+                             f"meanwhile", parse_ts(f.since) or now, f"{f.error} ({f.path or '-'})"))
     rows = v.stats_rows  # columns: ts, achieved, target, cpu_temp_c, queued (NaN where unknown)
     if c.kind in UNREACHABLE or not len(rows):
         return out

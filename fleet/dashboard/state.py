@@ -39,7 +39,7 @@ COVERAGE_COLUMNS = ("ts", *CATEGORIES)
 STATS_COLUMNS = ("ts", "achieved", "target", "cpu_temp_c", "queued")
 RING_BYTES = HISTORY * (len(COVERAGE_COLUMNS) + len(STATS_COLUMNS)) * 8
 FLEET_FULL = "(new ids while the fleet is full)"
-KINDS = ("coverage", "status", "stats", "snapshot")
+KINDS = ("coverage", "status", "stats", "snapshot", "clash")
 
 
 class Ring:
@@ -88,6 +88,7 @@ class Vehicle:
     snapshot_at: float | None = None
     last_seen: float | None = None
     acknowledged: str | None = None
+    clash: object = None       # payloads.Clash: a second live installation under this id (cleared when it ends)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class VehicleView:
     snapshot: bytes | None
     snapshot_at: float | None
     acknowledged: str | None
+    clash: object = None
 
 
 def _number(x) -> float:
@@ -134,6 +136,13 @@ class FleetState:
         """Check one message and keep what it says. Refused messages are counted
         (:attr:`intake`); nothing raises except what a bug would."""
         now = time.time() if now is None else now
+        if not body and topic.startswith(f"{self.prefix}/") and topic.endswith("/clash"):
+            with self.changed:  # a cleared clash notice: the twin went away or got its own id
+                v = self.vehicles.get(topic.split("/")[1])
+                if v is not None:
+                    v.clash = None
+                    self.changed.notify_all()
+            return
         try:
             m = self.intake.accept(topic, body, retained)
             if m is None:
@@ -185,7 +194,9 @@ class FleetState:
             self._set_snapshot(v, p, now)
             return
         v.sizes[m.kind] = m.size
-        if m.kind == "status":
+        if m.kind == "clash":
+            v.clash = p
+        elif m.kind == "status":
             v.status = p
         elif m.kind == "stats":
             v.stats = p
@@ -218,7 +229,8 @@ class FleetState:
                 v.device_id, v.pinned, v.first_seen, v.last_seen, v.status, v.stats, v.coverage,
                 v.coverage_ring.rows() if v.coverage_ring else empty_cov,
                 v.stats_ring.rows() if v.stats_ring else empty_stats,
-                v.summaries, v.snapshot, v.snapshot_at, v.acknowledged) for _, v in sorted(self.vehicles.items())]
+                v.summaries, v.snapshot, v.snapshot_at, v.acknowledged, v.clash)
+                for _, v in sorted(self.vehicles.items())]
 
     def acknowledge(self, device: str, key: str | None) -> None:
         """Record that the operator has seen ``device``'s condition ``key``
