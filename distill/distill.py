@@ -46,7 +46,10 @@ class DistillConfig(RunConfig):
     targets alike, with the same draws in the labels-only twin); the teacher
     cache folder, its number of augmented views and its size limit
     (``cache_max_mb``, MiB); ``no_kd`` for the labels-only baseline;
-    ``init_weights``."""
+    ``init_weights``; ``extra_data``, a dataset whose train split joins the
+    labelled frames (the teacher's pseudo-labels of kept frames,
+    :mod:`distill.pseudolabel`), ``extra_ratio`` of every batch's frames
+    drawn from it (:func:`mix_extra`)."""
     #: values of settings added later, for a resumed run whose config.json predates them (what it ran with)
     LEGACY_DEFAULTS = {"kd_stride": 8, "cutmix": 0.0}
 
@@ -71,6 +74,8 @@ class DistillConfig(RunConfig):
     bn_momentum: float = 0.9
     encoder_weights: str = "none"
     init_weights: list[str] = field(default_factory=list)
+    extra_data: str | None = None
+    extra_ratio: float = 0.25
 
 
 def parse_tta(text: str) -> tuple[bool, tuple[float, ...]]:
@@ -262,6 +267,15 @@ def check_config(cfg: DistillConfig) -> dict:
         raise ValueError(f"--cutmix is a share of batches, 0..1, got {cfg.cutmix:g}")
     if cfg.cutmix and cfg.batch < 2:
         raise ValueError("--cutmix mixes frames within a batch: it needs --batch 2 or more")
+    if cfg.extra_data is not None:
+        if not 0.0 < cfg.extra_ratio < 1.0:
+            raise ValueError(f"--extra-ratio is the share of frames from --extra-data, between 0 and 1 (both "
+                             f"excluded), got {cfg.extra_ratio:g}")
+        if cfg.teacher_cache:
+            raise ValueError("--extra-data with --teacher-cache: the cache holds the labelled frames' views only; "
+                             "drop --teacher-cache (the teachers then run on every batch)")
+        if not Path(cfg.extra_data).is_dir():
+            raise FileNotFoundError(f"--extra-data {cfg.extra_data}: folder not found")
     kwargs = student_kwargs(cfg.student, cfg.width, cfg.encoder_weights, cfg.bn_momentum)
     for t in ([] if cfg.no_kd else cfg.teacher):
         check_teacher(t)
@@ -315,7 +329,25 @@ def cutmix_grid(cfg: DistillConfig) -> int:
     return max(8, cfg.kd_stride)
 
 
-def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, int]):
+def mix_extra(labelled, extra, ratio: float, batch: int):
+    """Batches of ``batch`` frames from two datasets of batches (elements
+    ``(images, labels, indices)``, as :meth:`trainer.pipeline.DecodedSplit.views`
+    yields), frame ``i`` of the stream from ``extra`` exactly when
+    ``floor((i + 1) r) > floor(i r)``: a share ``ratio`` of the frames over any
+    run of them, deterministic; both repeat. Indices are the datasets' own
+    (meaningless once mixed: a teacher cache cannot be used with it)."""
+    import tensorflow as tf
+    r = tf.constant(ratio, tf.float64)
+
+    def pick(i):
+        i = tf.cast(i, tf.float64)
+        return tf.cast(tf.floor((i + 1) * r) - tf.floor(i * r), tf.int64)
+    choice = tf.data.Dataset.range(2 ** 62).map(pick)
+    streams = [labelled.unbatch().repeat(), extra.unbatch().repeat()]
+    return tf.data.Dataset.choose_from_datasets(streams, choice).batch(batch, drop_remainder=True)
+
+
+def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, int], extra=None):
     """``train_batches(epoch)``: the epoch's augmented view of ``split``,
     repeated; with a teacher ``cache`` (``[K,N,h,w,C]``) epoch ``e`` replays
     view ``e % K`` and each batch carries the cached probabilities third.
@@ -324,7 +356,9 @@ def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, 
     ``(seed, e, b)`` draws under the share, with rectangles from the same
     generator: an online KD run and its labels-only twin get identical
     batches; a cached run replays view ``e % K`` where the twin draws view
-    ``e``, so from epoch K on only the mixing draws are shared."""
+    ``e``, so from epoch K on only the mixing draws are shared. With an
+    ``extra`` split (a DecodedSplit of ``cfg.extra_data``), ``cfg.extra_ratio``
+    of the frames come from its view ``e`` (:func:`mix_extra`)."""
     import numpy as np
     import tensorflow as tf
 
@@ -333,6 +367,10 @@ def student_batches(split, cfg: DistillConfig, aug, cache, out_size: tuple[int, 
     def train_batches(epoch):
         view = epoch % cfg.cache_views if cache is not None else epoch
         ds = split.views(view, cfg.size, cfg.size, cfg.batch, seed=cfg.seed, augment_cfg=aug)
+        if extra is not None:
+            more = extra.views(epoch, cfg.size, cfg.size, cfg.batch, seed=cfg.seed + 1, augment_cfg=aug,
+                               drop_remainder=False)
+            ds = mix_extra(ds, more, cfg.extra_ratio, cfg.batch)
         if cache is not None:
             def lookup(idx):
                 return np.asarray(cache[view][idx], np.float16)
@@ -406,9 +444,16 @@ def distill(cfg: DistillConfig, resume: bool = False) -> Path:
         f"KD from {len(teachers.models)} teacher(s), T={cfg.temperature}, alpha={cfg.alpha}, cwd={cfg.cwd} at "
         f"1/{cfg.kd_stride}, {'cached' if cache is not None else 'online'} teachers")
     how += f", CutMix on {cfg.cutmix:.0%} of batches" if cfg.cutmix else ""
+    extra = None
+    if cfg.extra_data:
+        from trainer.datasets import list_samples
+        extra_fmt, extra_samples = list_samples(cfg.extra_data, "train")
+        extra = DecodedSplit(extra_samples, extra_fmt)
+        how += f", {cfg.extra_ratio:.0%} of frames from {len(extra)} in --extra-data {cfg.extra_data}"
     log.info("student %s (%d params) on %s, %s, %d steps/epoch x %d epochs, %d replica(s)", seg.arch,
              seg.model.count_params(), cfg.data, how, run.steps, cfg.epochs, run.replicas)
-    return fit_and_finish(run, seg, train_batches=student_batches(split, cfg, aug, cache, out_size),
+    return fit_and_finish(run, seg, train_batches=student_batches(split, cfg, aug, cache, out_size, extra),
                           step_loss=kd_step_loss(cfg, teachers, cache is not None, out_size), extra_meta={
         "kind": "student", "output_stride": stride, "macs": macs_entry(count_macs(seg.model, cfg.size), cfg.size),
-        "teachers": teachers.describe() if teachers else []})
+        "teachers": teachers.describe() if teachers else [],
+        "extra_data": {"path": cfg.extra_data, "frames": len(extra), "ratio": cfg.extra_ratio} if extra else None})

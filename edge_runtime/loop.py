@@ -55,6 +55,9 @@ class FrameView(Protocol):
         """``frame`` uint8 [H,W,3] in channel ``order`` ("rgb"/"bgr"), ``classes``
         uint8 [h,w] category ids (the model's output size), ``fps`` achieved now."""
 
+    # a view with ``takes_scores = True`` gets ``scores=`` too: the model's raw output of this frame
+    # ([h, w, C] in its output dtype; the segmenter's ``last_output``), for a linear overlay
+
 
 class Pacer:
     """Ticks at ``fps`` (frames per second); ticks the loop could not serve
@@ -250,8 +253,12 @@ class Runner:
         if not self.frames:
             self._log_start(frame)
         classes = self._segment(frame, order, agg)
+        scores = getattr(self.seg, "last_output", None)
         for view in self.views:
-            view.update(frame, order, classes, self.achieved)
+            if getattr(view, "takes_scores", False):  # the overlay upsamples the scores linearly
+                view.update(frame, order, classes, self.achieved, scores=scores)
+            else:
+                view.update(frame, order, classes, self.achieved)
 
     def _close(self, agg) -> dict:
         sd_notify("STOPPING=1")

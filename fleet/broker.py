@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -143,6 +144,8 @@ Handler = Callable[[str, bytes, bool], None]
 UNSUPPORTED_PROTOCOL = 0x84
 #: the first connection is retried every this many seconds at most (a reader started before its broker)
 FIRST_CONNECT_MAX_DELAY = 2.0
+#: seconds a broker has to answer CONNECT; then the version counts as refused
+CONNACK_TIMEOUT = 3.0
 
 
 def next_protocol(setting: str, tried: str) -> str | None:
@@ -183,8 +186,11 @@ class BrokerSubscriber:
         self._client_id = client_id
         self.protocol = "5" if settings.protocol == "auto" else settings.protocol
         self._switch_to: str | None = None  # set by a callback: the broker refused self.protocol
-        self._connacked = False  # a CONNACK arrived on the current connection attempt
+        self._connacked: bool | None = False  # a CONNACK arrived on this connection (None: none came in time)
         self._refused_both = False
+        self._lost = False  # the last connection ended by failure (not by a disconnect() of its own)
+        self._ever_connected = False
+        self._delay: float | None = None
         self.client = self._make_client(self.protocol)
         self.thread = threading.Thread(target=self._run, name="fleet-mqtt", daemon=True)
         self.thread.start()
@@ -193,8 +199,9 @@ class BrokerSubscriber:
         """A paho client speaking ``protocol`` ("5" or "3.1.1") with this subscriber's callbacks."""
         import paho.mqtt.client as mqtt
         s = self.s
+        # it never reconnects by itself: _run does, so a refused version can be followed by the other one
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
+                        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311, reconnect_on_failure=False)
         if s.tls_ca or s.tls_cert:
             c.tls_set(ca_certs=s.tls_ca, certfile=s.tls_cert, keyfile=s.tls_key)
         if s.username:
@@ -202,8 +209,6 @@ class BrokerSubscriber:
         c.on_pre_connect = lambda *a: setattr(self, "_connacked", False)
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
         c.on_subscribe, c.on_message = self._on_subscribe, self._on_message
-        c.on_connect_fail = lambda *a: self._update(error=f"cannot reach {s.address}; retrying")
-        c.reconnect_delay_set(1, 10)
         self._connect_properties = None
         if protocol == "5":
             from paho.mqtt.packettypes import PacketTypes
@@ -215,41 +220,72 @@ class BrokerSubscriber:
 
     # -- the network thread ----------------------------------------------------------
     def _run(self) -> None:
+        """Connect, serve the connection, and again after it is lost (backing off, :meth:`_backoff`);
+        a refused MQTT version is followed at once by the other (``auto``). Ends on :meth:`close`,
+        on a disconnect() of the client's own, or on an exception (:attr:`stopped` says which)."""
         why = "disconnected"
         try:
-            while self._connect_first():
-                self.client.loop_forever(retry_first_connection=True)
-                switch, self._switch_to = self._switch_to, None
-                if switch is None or self._closing.is_set():
-                    break
-                self.protocol = switch  # the broker refused the other version: a new client speaks this one
-                self.client = self._make_client(switch)
+            while not self._closing.is_set():
+                if self._connect():
+                    self._lost = False
+                    self._serve()
+                    if self._closing.is_set():
+                        break
+                    switch, self._switch_to = self._switch_to, None
+                    if switch is not None:  # the broker refused this version: a new client speaks the other
+                        self.protocol = switch
+                        self.client = self._make_client(switch)
+                        continue
+                    if not self._lost:  # the client disconnected on its own: nothing reconnects it
+                        break
+                self._closing.wait(self._backoff())
             why = "closed" if self._closing.is_set() else "the network loop ended"
         except BaseException as e:  # noqa: BLE001 - reported on the page, never lost
             why = f"{type(e).__name__}: {clean(e, 160)}"
         self._update(connected=False, stopped=why)
 
-    def _connect_first(self) -> bool:
-        """Connect once, retrying every :data:`FIRST_CONNECT_MAX_DELAY` s at most and keeping
-        the reason (a TLS or DNS error reads here). False once :meth:`close` was called."""
-        delay = 0.25
+    def _serve(self) -> None:
+        """paho's network loop for one connection, until it ends or :meth:`close`. A broker that
+        sends no CONNACK within :data:`CONNACK_TIMEOUT` s has refused the version (amqtt waits for
+        more bytes after an MQTT 5 CONNECT with properties): the connection is dropped."""
+        import paho.mqtt.client as mqtt
+        c, deadline = self.client, time.monotonic() + CONNACK_TIMEOUT
         while not self._closing.is_set():
-            try:
-                self.client.connect(self.s.host, self.s.port, keepalive=15, properties=self._connect_properties)
-                return not self._closing.is_set()
-            except (OSError, ValueError) as e:
-                self._update(error=f"cannot connect to {self.s.address}: {clean(e, 160)}")
-                self._closing.wait(delay)
-                delay = min(delay * 2, FIRST_CONNECT_MAX_DELAY)
-        return False
+            if c.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                return  # the connection ended (on_disconnect has run)
+            if not self._connacked and time.monotonic() >= deadline:
+                self._connacked = None  # neither answered nor closed: on_disconnect leaves the reason as is
+                self._protocol_refused(c, "the broker did not answer MQTT {v} within " f"{CONNACK_TIMEOUT:g} s")
+                c.disconnect()
+                c.loop(timeout=0.1)  # sends DISCONNECT and closes the socket
+                self._lost = True
+                return
+
+    def _connect(self) -> bool:
+        """One connection attempt (TCP, TLS, CONNECT sent); False with the reason kept in
+        :attr:`error` (a refused connection, a TLS or DNS error)."""
+        try:
+            self.client.connect(self.s.host, self.s.port, keepalive=15, properties=self._connect_properties)
+            return True
+        except (OSError, ValueError) as e:
+            self._update(error=f"cannot connect to {self.s.address}: {clean(e, 160)}")
+            return False
+
+    def _backoff(self) -> float:
+        """Seconds to wait before the next attempt: doubling from 0.25 to
+        :data:`FIRST_CONNECT_MAX_DELAY` until a first subscription, then from 1 to 10;
+        back to the start after every acknowledged subscription."""
+        low, high = (1.0, 10.0) if self._ever_connected else (0.25, FIRST_CONNECT_MAX_DELAY)
+        self._delay = low if self._delay is None else min(self._delay * 2, high)
+        return self._delay
 
     def _protocol_refused(self, c, how: str) -> bool:
-        """The broker refused :attr:`protocol` (``how``: what it did). With ``auto``, end this
+        """The broker refused :attr:`protocol` (``how``: what it did, ``{v}`` the version). With ``auto``, end this
         client's loop so :meth:`_run` tries the other version (True); else keep the reason (False)."""
         other = next_protocol(self.s.protocol, self.protocol)
         if other is None:
             hint = "3.1.1" if self.protocol == "5" else "5"
-            self._update(connected=False, error=f"{how} MQTT {self.protocol} (try --mqtt-protocol {hint} or auto)")
+            self._update(connected=False, error=f"{how.format(v=self.protocol)} (try --mqtt-protocol {hint} or auto)")
             return False
         self._refused_both = self._refused_both or self.protocol == "3.1.1"
         if self._refused_both:  # refused in both versions: say so, then keep trying (the broker may change)
@@ -259,6 +295,7 @@ class BrokerSubscriber:
         self._switch_to = other
         c.disconnect()
         return True
+
     def _update(self, **state) -> None:
         with self.changed:
             for k, v in state.items():
@@ -267,7 +304,9 @@ class BrokerSubscriber:
 
     def _on_connect(self, c, userdata, flags, rc, props=None):
         self._connacked = True
-        if rc.value == UNSUPPORTED_PROTOCOL and self._protocol_refused(c, "the broker does not speak"):
+        if rc.value == UNSUPPORTED_PROTOCOL:
+            if not self._protocol_refused(c, "the broker does not speak MQTT {v}"):
+                self._update(refused=True)  # a pinned version: said once, not retried
             return
         if rc.is_failure:
             self._update(connected=False, refused=True, error=f"the broker refused the login: {clean(rc, 80)}")
@@ -280,15 +319,18 @@ class BrokerSubscriber:
         if mid != self._sub_mid:
             return
         denied = [t for t, rc in zip(self.topics, reason_codes) if rc.is_failure]
-        self._refused_both = False
+        self._refused_both, self._ever_connected, self._delay = False, True, None
         self._update(connected=not denied, refused=False,
                      error=f"the broker refused the subscription to {', '.join(denied)}" if denied else None)
 
     def _on_disconnect(self, c, userdata, flags, rc, props=None):
+        self._lost = rc.is_failure
         if self._closing.is_set() or self._switch_to is not None:
             return
+        if self._connacked is None:  # _serve gave up waiting for CONNACK, and said why
+            return
         if not self._connacked:  # closed before answering CONNECT: a broker that does not take this version
-            if self._protocol_refused(c, "the broker closed the connection before answering"):
+            if self._protocol_refused(c, "the broker closed the connection before answering MQTT {v}"):
                 return
         elif not self.refused:  # after a refused login the broker hangs up: keep why
             self._update(connected=False, error=f"connection to {self.s.address} lost ({clean(rc, 80)}); reconnecting")

@@ -105,6 +105,12 @@ def add_soak(sub) -> None:
                         "(and TLS context) for every call, as this harness did before 2026-11-26")
     p.add_argument("--verbose", action="store_true", help="the runtime's warnings too (drops, reconnections)")
     p.add_argument("--out", help="write the report as JSON here")
+    p.add_argument("--faults", default="", help=f"comma-separated fault schedule, in turn: {', '.join(soak.FAULTS)} "
+                                                "or all (default none; disk-full and read-only mount tmpfs: root)")
+    p.add_argument("--fault-every", type=float, default=300.0, help="seconds between two faults")
+    p.add_argument("--fault-hold", type=float, default=20.0, help="seconds each fault lasts")
+    p.add_argument("--slow-fsync-ms", type=int, default=1500, help="milliseconds each fsync takes when slow")
+    p.add_argument("--capture-timeout", type=float, default=2.0, help="the vehicle's --capture-timeout, seconds")
     r = _parser(sub, "soak-report", soak_report.__doc__)
     r.add_argument("runs", nargs="+", metavar="LABEL=JSON")
     r.add_argument("--plot")

@@ -83,11 +83,13 @@ step "7/7 roadseg-run ($WHICH) on the video at 10 FPS, subscribing to its own MQ
 PORT=$($B/python -c "from edge_runtime.io.broker import free_port; print(free_port())")
 if [ -n "${MQTT_HOST:-}" ]; then BROKER=(--mqtt-host "$MQTT_HOST" --mqtt-port "${MQTT_PORT:-1883}"); MON=(--mqtt-host "$MQTT_HOST" --mqtt-port "${MQTT_PORT:-1883}")
 else BROKER=(--mqtt-port "$PORT"); MON=(--mqtt-port "$PORT"); fi
-$B/roadseg-monitor "${MON[@]}" --topic 'roadseg/demo-car/#' --duration 25 &
+# the monitor starts first (the embedded broker comes up inside roadseg-run): it retries every 2 s, and
+# negotiates the MQTT version (the embedded broker speaks 3.1.1); its lines are what arrived over MQTT
+$B/roadseg-monitor "${MON[@]}" --topic 'roadseg/demo-car/#' --duration 40 &
 MON_PID=$!
-$B/roadseg-run "${RUN_MODEL[@]}" --source "$OUT/drive.mp4" --fps 10 \
+$B/roadseg-run "${RUN_MODEL[@]}" --source "$OUT/drive.mp4" --fps 10 --loop \
     --device-id demo-car "${BROKER[@]}" --publish-interval 1 --stats-interval 3 --preview "$OUT/preview.mp4" \
-    --duration 8
+    --duration 15
 sleep 1; kill "$MON_PID" 2>/dev/null || true; wait "$MON_PID" 2>/dev/null || true
 
 step "done in $(( $(date +%s) - START ))s. Produced:"

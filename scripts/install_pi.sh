@@ -9,6 +9,10 @@
 # (ROADSEG_ORT_INDEX_URL overrides it), elsewhere PyPI's CPU build (ROADSEG_ORT_PACKAGE overrides the
 # requirement, e.g. a wheel file). roadseg-doctor then checks that everything imports together; no service
 # is installed when it fails.
+#   --model PATH           the .tflite or .onnx to run (its .json sidecar beside it); required
+#   --device-id ID         default: the host name;  --mqtt-host HOST  default: an embedded broker
+#   --source SRC           default picamera2 (csi:0 on a Jetson; any roadseg-run --source);  --fps N  default 15
+#   --prefix DIR           default /opt/roadseg;  --platform debian-bookworm|jetpack6  default: detected
 #   --delegate NAME        an ONNX Runtime execution provider for a .onnx (default on a Jetson:
 #                          TensorrtExecutionProvider with fp16 and an engine cache; `none`: the CPU) or
 #                          a LiteRT delegate library for a .tflite (e.g. libedgetpu.so.1)
@@ -16,11 +20,15 @@
 #   --venv-only            stop after the check: the venv, models/ and roadseg.toml under --prefix, no
 #                          service; no sudo needed. What the tests run.
 #   --dry-run              print the roadseg.toml and the unit that would be written; install nothing
+#   -h, --help             print this text
 # Exit status: 0 done, 2 bad arguments or an unsupported system (32-bit ARM, JetPack 4/5, Python < 3.10),
-# 4 the runtime cannot run here as installed (no service then).
+# 4 the runtime cannot be installed or run here: apt or pip failed, or the check did (no service then);
+# the last line on stderr says which, in one line.
 # For the tests only: ROADSEG_INSTALL_UNAME_M, ROADSEG_INSTALL_DPKG_ARCH and ROADSEG_INSTALL_TEGRA_RELEASE
 # stand in for `uname -m`, `dpkg --print-architecture` and /etc/nv_tegra_release.
 set -euo pipefail
+SELF="$0"
+usage() { sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$SELF" | sed '/^For the tests only/,$d'; }
 cd "$(dirname "$0")/.."
 die() { local rc=$1; shift; echo "install_pi.sh: $*" >&2; exit "$rc"; }
 q() { printf '%q' "$1"; }  # a value as one shell word: a newline in it cannot split the error line
@@ -29,6 +37,7 @@ MODEL="" DEVICE_ID="$(hostname -s)" MQTT_HOST="" SOURCE="picamera2" FPS=15 PREFI
 PLATFORM=auto VENV_ONLY=0 DRY_RUN=0 DELEGATE=auto DELEGATE_OPTIONS=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        -h|--help) usage; exit 0 ;;
         --venv-only) VENV_ONLY=1; shift; continue ;;
         --dry-run) DRY_RUN=1; shift; continue ;;
         --model|--device-id|--mqtt-host|--source|--fps|--prefix|--platform|--delegate|--delegate-option)
@@ -157,6 +166,8 @@ User=$(id -un)
 SupplementaryGroups=video render
 Restart=on-failure
 RestartSec=3
+# exit 78: this install cannot do what roadseg.toml asks (e.g. csi:0 with an OpenCV without GStreamer): no restart loop
+RestartPreventExitStatus=78
 WatchdogSec=60
 # /var/cache/roadseg, made by systemd and owned by User=: TensorRT's engine cache for a .onnx on a Jetson
 CacheDirectory=roadseg
@@ -198,14 +209,23 @@ if [ "$DRY_RUN" = 1 ]; then
 fi
 
 # -- install -------------------------------------------------------------------------------------------
+# whatever fails from here on ends the script with exit 4 and one line naming the command (never a bare
+# exit 1 or apt's 100); the steps that fail for known reasons say more through die 4
+trap 'rc=$?; echo "install_pi.sh: $(q "$BASH_COMMAND" | head -c 300) failed (exit $rc; its message is above); no service installed" >&2; exit 4' ERR
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+apt_install() {  # apt-get install "$@", or one line naming the packages and apt's exit status (then exit 4)
+    local rc=0
+    $SUDO apt-get install -y "$@" || rc=$?
+    [ "$rc" -eq 0 ] || die 4 "apt-get could not install $* (exit $rc; its message is above): check the" \
+        "package names for this system and that apt-get update works; no service installed"
+}
 CAMERA=none
 case "$SOURCE" in picamera2*) CAMERA=picamera2 ;; csi*) CAMERA=csi ;; esac
 if [ "$CAMERA" = picamera2 ] && ! python3 -c "import picamera2" 2>/dev/null; then
-    $SUDO apt-get install -y python3-picamera2
+    apt_install python3-picamera2
 fi
 if [ "$PLATFORM" = debian-bookworm ] && ! python3 -c "import numpy, cv2" 2>/dev/null; then
-    $SUDO apt-get install -y python3-numpy python3-opencv python3-venv
+    apt_install python3-numpy python3-opencv python3-venv
 fi
 if [ "$VENV_ONLY" = 0 ]; then
     $SUDO mkdir -p "$PREFIX/models"

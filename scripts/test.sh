@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run roadseg's test suite on a fresh machine with only Python 3.10+ and git:
 # creates .venv if absent, installs .[train,runtime,dev], installs with apt where
-# it can what the tests run for real (the mosquitto broker and clients, Chromium,
+# it can what the tests run for real (the mosquitto broker and clients, nginx, Chromium,
 # prometheus-mqtt-exporter), then runs pytest.
 # With no arguments: the default suite, then the integration tests (-m integration: they build
 # venvs and install packages). Extra arguments go to one pytest run instead (e.g. ./scripts/test.sh -m slow).
@@ -44,6 +44,23 @@ if ! command -v prometheus-mqtt-exporter >/dev/null 2>&1 && command -v apt-get >
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
     $SUDO apt-get install -y -q prometheus-mqtt-exporter >/dev/null 2>&1 \
         || echo "    could not install prometheus-mqtt-exporter; the fleet-history test will skip"
+fi
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing nginx (serves the release repository in the model-update tests)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    $SUDO apt-get install -y -q nginx-light >/dev/null 2>&1 || $SUDO apt-get install -y -q nginx >/dev/null 2>&1 \
+        || echo "    could not install nginx; the update tests serve the repository with Python's http.server"
+fi
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing nginx (the kept frames' WebDAV upload target)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    ($SUDO apt-get install -y -q nginx >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q nginx >/dev/null 2>&1; }) \
+        || echo "    could not install nginx; the WebDAV upload tests will skip"
 fi
 
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -161,3 +161,100 @@ class Subscriber:
         """Stop the client."""
         self.c.loop_stop()
         self.c.disconnect()
+
+
+# --- HTTP PUT target: real nginx (apt) with its WebDAV module --------------------------
+
+def deploy_nginx_location() -> str:
+    """The ``location`` block of docs/deploy.md's nginx configuration for kept frames, as written there."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    block = text.split("# /etc/nginx/sites-enabled/roadseg-kept", 1)[1].split("```", 1)[0]
+    return block.split("\n", 1)[1]
+
+
+class Nginx:
+    """nginx from apt (``scripts/test.sh`` installs it) on a free loopback port, accepting WebDAV PUT under
+    ``/kept/<vehicle>/<file>`` with docs/deploy.md's ``location`` block as written: HTTP Basic per vehicle (``users``: {vehicle:
+    password}, hashed with ``openssl passwd -apr1``), each vehicle only into its own folder, nothing else
+    served. Files land in ``self.root / "kept"``; every request is in ``self.access_log`` (method, status,
+    URI per line). Can be stopped and started again on the same port. Raises RuntimeError without nginx."""
+
+    def __init__(self, workdir, users: dict[str, str]):
+        import os
+
+        from edge_runtime.io.broker import free_port
+        self.exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+        if self.exe is None:
+            raise RuntimeError("nginx is not installed (apt install nginx)")
+        self.dir = Path(workdir)
+        self.root = self.dir / "www"
+        (self.root / "kept").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/kept"
+        self.access_log = self.dir / "access.log"
+        self.process = None
+        lines = []
+        for name, password in users.items():
+            hashed = subprocess.run(["openssl", "passwd", "-apr1", password], check=True, capture_output=True,
+                                    text=True).stdout.strip()
+            lines.append(f"{name}:{hashed}")
+        (self.dir / "htpasswd").write_text("\n".join(lines) + "\n")
+        temp = " ".join(f"{k}_temp_path {self.dir / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        location = deploy_nginx_location().replace("/srv/roadseg", str(self.root)).replace(
+            "/etc/nginx/roadseg-vehicles", str(self.dir / "htpasswd"))
+        user = "user root;" if os.geteuid() == 0 else ""  # workers write where the test's (root's) tmp_path is
+        (self.dir / "nginx.conf").write_text(f"""
+daemon off; master_process on; worker_processes 1; {user}
+pid {self.dir / 'nginx.pid'}; error_log {self.dir / 'error.log'} warn;
+events {{ worker_connections 64; }}
+http {{
+  log_format short '$request_method $status $uri';
+  access_log {self.access_log} short; {temp}
+  server {{
+    listen 127.0.0.1:{self.port};
+{location}
+    location / {{ return 404; }}
+  }}
+}}
+""")
+
+    def start(self):
+        """Start (or start again on the same port) and wait until it accepts connections; returns self."""
+        import socket
+        import time
+        self.process = subprocess.Popen([self.exe, "-e", str(self.dir / "error.log"), "-c",
+                                         str(self.dir / "nginx.conf")], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.process.stderr.read().decode()[-500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not accept connections within 15 s")
+
+    def stop(self):
+        """Stop it (SIGQUIT: graceful) and wait for it to exit."""
+        import signal
+        if self.process is not None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+            self.process = None
+
+    def requests(self, method: str = "PUT") -> list[tuple[int, str]]:
+        """``(status, uri)`` of every ``method`` request logged so far."""
+        if not self.access_log.is_file():
+            return []
+        out = []
+        for line in self.access_log.read_text().splitlines():
+            m, status, uri = line.split(" ", 2)
+            if m == method:
+                out.append((int(status), uri))
+        return out

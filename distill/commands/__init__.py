@@ -2,6 +2,9 @@
 
 * :mod:`distill.commands.distill`: ``roadseg-distill`` (a student from
   teachers' exports, with TensorFlow)
+* :mod:`distill.commands.pseudolabel`: ``python -m
+  distill.commands.pseudolabel``, the teacher labels the frames vehicles
+  kept (issue 30) into a dataset for ``roadseg-distill --extra-data``
 * :mod:`distill.commands.keras_backend`: ``python -m
   distill.commands.keras_backend pack|train``, the any-backend trainer of
   teachers and students (Keras 3 on JAX or PyTorch, no TensorFlow)

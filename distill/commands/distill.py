@@ -5,7 +5,7 @@ teachers' soft predictions.
         --data PATH --out runs/NAME [--size 192x256] [--epochs 30] [--steps-per-epoch N] \
         [--temperature 2] [--alpha 1.0] [--cwd 0] [--kd-stride 4] [--cutmix 0] [--teacher-weighting iou|mean] \
         [--teacher-cache DIR] [--cache-views 4] [--no-kd] [--width 1.0] [--init-weights FILE ...] \
-        [--resume] [--time-budget MINUTES]
+        [--extra-data DIR --extra-ratio 0.25] [--resume] [--time-budget MINUTES]
 
 Teachers are loaded from their SavedModel exports and run on exactly the
 augmented batch the student sees. With ``--teacher-cache`` their
@@ -13,7 +13,10 @@ predictions for ``--cache-views`` augmented views of every training image are
 computed once (float16, at the student's output resolution, keyed by the
 augmentation seed) and replayed: epoch ``e`` sees view ``e % K``, the same
 images, crops, flips and colours the teachers saw. ``--no-kd`` trains the same
-student on labels only with the same schedule: the baseline.
+student on labels only with the same schedule: the baseline. ``--extra-data``
+adds a second dataset's train split (the teacher's pseudo-labels of the
+frames vehicles kept, ``python -m distill.commands.pseudolabel``) as
+``--extra-ratio`` of every batch's frames.
 """
 from __future__ import annotations
 
@@ -44,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--no-kd", action="store_true", default=None)
     a("--width", type=float)
     a("--encoder-weights", help="imagenet, none, or a .pth file (EfficientNet-Lite students)")
+    a("--extra-data", metavar="DIR", help="a second dataset (e.g. pseudo-labelled kept frames, python -m "
+                                          "distill.commands.pseudolabel) whose train split joins the labelled frames")
+    a("--extra-ratio", type=float, metavar="SHARE",
+      help="share of the training frames drawn from --extra-data, between 0 and 1 (default 0.25)")
     a("--init-weights", action="append", metavar="FILE",
       help="start from these weights: a .weights.h5, or .npz arrays in get_weights() order (repeatable: the "
            "parts of one set, e.g. from python -m distill.commands.keras_backend train); with --epochs 0, only "

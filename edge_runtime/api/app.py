@@ -107,15 +107,21 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
 
 
 def _bearer(device: _Device):
-    """The routes' dependency: declares the bearer scheme in the OpenAPI
-    schema (so /docs has an Authorize button) and counts requests. The token
-    itself is checked earlier, by :class:`AuthMiddleware`."""
+    """The routes' dependency: counts requests and, with a token set, declares
+    the bearer scheme in the OpenAPI schema (so /docs has an Authorize button
+    and padlocks; without a token it has neither: nothing to authorize). The
+    token itself is checked earlier, by :class:`AuthMiddleware`."""
 
+    def count() -> None:
+        """Count the request (the token was checked before the body was read)."""
+        device.counters["requests"] += 1
+
+    if not device.auth.enabled:
+        return Depends(count)
     scheme = HTTPBearer(auto_error=False, description="the device's API token (ROADSEG_API_TOKEN)")
 
     def counted(_=Depends(scheme)) -> None:
-        """Count the request (the token was checked before the body was read)."""
-        device.counters["requests"] += 1
+        count()
 
     return Depends(counted)
 
@@ -223,11 +229,15 @@ def _add_live(app, device: _Device) -> None:
         return {"url": device.auth.sign("/v1/stream.mjpg", expires), "expires": expires if device.auth.enabled
                 else None}
 
-    @app.get("/v1/stream.mjpg", dependencies=[_bearer(device)])
+    @app.get("/v1/stream.mjpg", dependencies=[_bearer(device)],
+             responses={404: {"description": "no live view here (roadseg-serve)"},
+                        503: {"description": "too many viewers"}})
     def stream():
-        """The live overlay as MJPEG (``multipart/x-mixed-replace``)."""
-        if device.live is None:
-            return JSONResponse({"detail": "no live camera loop here (start roadseg-run --http)"}, status_code=503)
+        """The live overlay as MJPEG (``multipart/x-mixed-replace``); 404 on ``roadseg-serve``,
+        which has no camera loop; 503 with ``Retry-After`` while every viewer's place is taken."""
+        if device.live is None:  # not busy, never coming: 404, so no client retries
+            return JSONResponse({"detail": "no live view on roadseg-serve: it segments uploads only; the live "
+                                           "view is on roadseg-run --http"}, status_code=404)
         if not device.viewers.try_acquire():
             return JSONResponse({"detail": f"{device.viewers.limit} viewers already watching"}, status_code=503,
                                 headers={"Retry-After": "5"})

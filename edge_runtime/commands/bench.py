@@ -3,7 +3,7 @@ of the real pipeline, side by side, TensorFlow-free.
 
     roadseg-bench [--model A.tflite --model B.tflite ...] [--threads 1 --threads 2 ...] [--frames 300] \
         [--warmup 20] [--source synthetic|FILE] [--frame-size 480x640] [--data PATH] \
-        [--json] [--out report.json] [--markdown out.md] [--plot out.png]
+        [--keep-score] [--json] [--out report.json] [--markdown out.md] [--plot out.png]
 
 For each model and thread count: invoke latency p50/p90/p99/mean and
 invoke-only FPS; end-to-end FPS of the pipeline the vehicle runs (source
@@ -86,6 +86,9 @@ def build_parser():
                    help="HxW of synthetic camera frames; default 480x640 (a file's own size is used for a file)")
     p.add_argument("--publish-interval", type=float, default=1.0,
                    help="seconds per coverage summary, as roadseg-run (0 = every frame, the worst case); default 1")
+    p.add_argument("--keep-score", action="store_true",
+                   help="also score every frame for the data flywheel, as roadseg-run --keep-frames does, and report "
+                        "its cost (score ms, score %% of the frame time)")
     p.add_argument("--data", help="labelled dataset for an accuracy column")
     p.add_argument("--split", default="val", help="the --data split scored; default val")
     p.add_argument("--json", action="store_true",
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         from edge_runtime.eval.bench import benchmark, format_markdown, format_table, plot_pareto
         report = benchmark(args.model or [cli.shipped_model()], threads, args.frames, args.warmup,
                            max(1, min(args.rounds, args.frames)), args.source, args.frame_size, args.data,
-                           args.split, args.publish_interval, args.size)
+                           args.split, args.publish_interval, args.size, args.keep_score)
         print(json.dumps(report) if args.json else format_table(report))
         if args.out:
             atomic.write_text(args.out, json.dumps(report, indent=2))

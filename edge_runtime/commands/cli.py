@@ -9,7 +9,9 @@
 * ``--version`` on every command.
 * Exit codes (:data:`EXIT_CODES`): 0 success, 2 bad usage or input (the
   message names it), 3 a quality gate refused the result, 4 a runtime failure
-  (camera, broker, model or service that failed while running), 130 interrupted.
+  (camera, broker, model or service that failed while running), 78 this install
+  cannot do what is asked (a restart will not help: e.g. ``csi:0`` without
+  GStreamer), 130 interrupted.
 * Errors are one line, ``PROG: error: what went wrong``, never a traceback.
 * Old flag names keep working for one release with a warning on stderr.
 """
@@ -25,12 +27,16 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_RUNTIME = 4
 EXIT_INTERRUPTED = 130
+#: sysexits' EX_CONFIG: this install cannot do what is asked (e.g. csi:0 without GStreamer); a restart will not help
+EXIT_UNSUPPORTED = 78
 EXIT_CODES = {EXIT_OK: "success", EXIT_USAGE: "bad usage or input", EXIT_REFUSED: "refused by a quality gate",
-              EXIT_RUNTIME: "runtime failure (camera, broker, model, service)", EXIT_INTERRUPTED: "interrupted"}
+              EXIT_RUNTIME: "runtime failure (camera, broker, model, service)",
+              EXIT_UNSUPPORTED: "this install cannot do what is asked (restarting will not help)",
+              EXIT_INTERRUPTED: "interrupted"}
 
 
 # defined below commands/ (io/, api/ and the loop raise them); re-exported here for the commands
-from edge_runtime.errors import Refused, RuntimeFailure  # noqa: E402,F401
+from edge_runtime.errors import Refused, RuntimeFailure, Unsupported  # noqa: E402,F401
 
 
 def version() -> str:
@@ -171,6 +177,9 @@ def run(prog: str, body: Callable[[], int | None], *, interrupted_hint: str = ""
     except Refused as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_REFUSED
+    except Unsupported as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
     except RuntimeFailure as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -11,8 +11,9 @@ imports each piece in its own process (a crash in one cannot hide the
 others), names what failed and prints the fix. ``scripts/install_pi.sh``
 runs it after installing and refuses to enable the service when it fails.
 
-Checks: numpy (version and where it comes from), cv2 (and GStreamer, which
-a Jetson CSI camera needs), picamera2 (``--camera picamera2``), the TFLite
+Checks: numpy (version and where it comes from), cv2, GStreamer in cv2
+(``--camera csi``: a Jetson CSI camera needs it), picamera2 (``--camera
+picamera2``), the TFLite
 interpreter (ai-edge-litert or tflite-runtime), onnxruntime when present,
 and ``--model`` loading when given.
 """
@@ -27,10 +28,9 @@ from edge_runtime.commands.launch import NUMPY_ABI_HINTS, numpy_abi_fix
 
 PROBES = {
     "numpy": "import numpy, json; print(json.dumps({'version': numpy.__version__, 'path': numpy.__file__}))",
-    "cv2": ("import cv2, json, re; b = cv2.getBuildInformation(); "
-            "g = re.search(r'GStreamer:\\s*(\\w+)', b); "
+    "cv2": ("import cv2, json; from edge_runtime.io.sources import opencv_has_gstreamer; "
             "print(json.dumps({'version': cv2.__version__, 'path': cv2.__file__, "
-            "'gstreamer': bool(g and g.group(1).upper() == 'YES')}))"),
+            "'gstreamer': opencv_has_gstreamer()}))"),
     "picamera2": "import picamera2, json; print(json.dumps({'path': picamera2.__file__}))",
     "interpreter": ("import json; from edge_runtime.model.interpreter import interpreter_api; "
                     "_, _, b, v = interpreter_api(); print(json.dumps({'version': f'{b} {v}'}))"),
@@ -79,6 +79,8 @@ def diagnose(camera: str = "none", model: str | None = None, shipped: str | None
     ort = probe("onnxruntime", PROBES["onnxruntime"])
     if ort["ok"] or "No module named" not in ort.get("error", ""):
         checks["onnxruntime"] = ort  # optional: reported when installed (or broken)
+    if camera == "csi":  # a row of its own: FAIL when this cv2 cannot open a CSI pipeline
+        checks["gstreamer"] = _gstreamer_row(checks["cv2"])
     if model:
         checks["model"] = probe("model", "import json; from edge_runtime.model.segmenter import DeviceSegmenter; "
                                          f"d = DeviceSegmenter({model!r}, threads=1).describe(); "
@@ -90,7 +92,7 @@ def diagnose(camera: str = "none", model: str | None = None, shipped: str | None
     if any(c.get("numpy_abi") for c in checks.values()):
         problems.append(numpy_abi_fix())
     for name, c in checks.items():
-        if not c["ok"] and not c.get("numpy_abi"):
+        if not c["ok"] and not c.get("numpy_abi") and not c.get("follows"):
             hint = {"cv2": "apt install python3-opencv (Pi) or use JetPack's OpenCV (Jetson), in a venv made with "
                            "--system-site-packages; pip's opencv-python-headless elsewhere",
                     "picamera2": "apt install python3-picamera2, and make the venv with --system-site-packages",
@@ -99,14 +101,23 @@ def diagnose(camera: str = "none", model: str | None = None, shipped: str | None
                     "onnxruntime": "pip install onnxruntime (onnxruntime-gpu from NVIDIA's Jetson index on a Jetson)",
                     "model": "check the file with roadseg-bench --model",
                     "shipped": "reinstall roadseg (pip install --force-reinstall '.[runtime]'): the shipped model "
-                               "is missing or does not match its sidecar"}.get(name, "")
+                               "is missing or does not match its sidecar",
+                    "gstreamer": "pip uninstall -y opencv-python-headless opencv-python in the venv, so JetPack's "
+                                 "OpenCV (built with GStreamer) is the one imported"}.get(name, "")
             problems.append(f"{name}: {c['error']}" + (f". Fix: {hint}" if hint else ""))
-    if camera == "csi" and checks["cv2"]["ok"] and not checks["cv2"].get("gstreamer"):
-        problems.append(f"cv2 {checks['cv2'].get('version')} ({checks['cv2'].get('path')}) has no GStreamer, so a "
-                        "Jetson CSI camera (csi:0) cannot open: pip's opencv-python-headless shadows JetPack's. "
-                        "Fix: pip uninstall -y opencv-python-headless opencv-python in the venv")
     return {"python": sys.version.split()[0], "executable": sys.executable, "venv": in_venv,
             "numpy_major": np_major, "checks": checks, "problems": problems, "ok": not problems}
+
+
+def _gstreamer_row(cv: dict) -> dict:
+    """The ``gstreamer`` check (``--camera csi``) from the cv2 probe's result."""
+    if not cv["ok"]:
+        return {"ok": False, "error": "cv2 does not import (above), so a Jetson CSI camera (csi:0) cannot open",
+                "follows": "cv2"}  # the cv2 row's problem says it, with its fix
+    if cv.get("gstreamer"):
+        return {"ok": True, "version": "cv2 built with GStreamer"}
+    return {"ok": False, "error": f"cv2 {cv.get('version')} ({cv.get('path')}) has no GStreamer, so a Jetson CSI "
+                                  "camera (csi:0) cannot open: pip's opencv-python-headless shadows JetPack's"}
 
 
 def build_parser():
@@ -115,6 +126,8 @@ def build_parser():
     p.add_argument("--camera", choices=["picamera2", "csi", "none"], default="none",
                    help="also check the camera stack this device uses")
     p.add_argument("--model", help="also load this .tflite or .onnx")
+    p.add_argument("--trust-root", help="also show this TUF trust root (model updates: roadseg-run --trust-root)")
+    p.add_argument("--state-dir", help="also show the running release and the A/B model slots kept here")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return p
 
@@ -126,12 +139,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         rep = diagnose(args.camera, args.model)
+        if args.trust_root or args.state_dir:  # model updates (issue 29)
+            from edge_runtime.update.compose import doctor_report
+            rep["updates"] = doctor_report(args.trust_root, args.state_dir)
+            if rep["updates"].get("trust_root", {}).get("error"):
+                rep["problems"].append(f"trust root: {rep['updates']['trust_root']['error']}")
+                rep["ok"] = False
         if args.json:
             print(json.dumps(rep))
         else:
             for name, c in rep["checks"].items():
                 detail = c.get("version", "") + (f" ({c['path']})" if c.get("path") else "")
                 print(f"{'ok  ' if c['ok'] else 'FAIL'} {name:12s} {detail if c['ok'] else c['error']}")
+            for key, value in rep.get("updates", {}).items():
+                print(f"     {key:12s} {json.dumps(value, sort_keys=True)}")
         for prob in rep["problems"]:
             print(f"roadseg-doctor: {prob}", file=sys.stderr)
         if not rep["ok"]:

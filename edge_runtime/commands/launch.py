@@ -31,7 +31,7 @@ EXTRA_OF = {"tensorflow": "train", "tf_keras": "train", "keras": "train", "keras
             "fastapi": "api", "uvicorn": "api", "multipart": "api", "streamlit": "dashboard", "pandas": "dashboard",
             "httpx": "dashboard", "PIL": "dashboard", "onnxruntime": "onnx", "onnx": "onnx", "tf2onnx": "onnx",
             "amqtt": "runtime", "paho": "runtime", "cv2": "runtime", "ai_edge_litert": "runtime",
-            "pydantic": "runtime"}
+            "pydantic": "runtime", "tuf": "runtime", "securesystemslib": "runtime", "cryptography": "runtime"}
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,12 @@ COMMANDS = {
     "roadseg-dashboard": Command("fleet.dashboard.cli", "dashboard", ("streamlit", "pandas", "httpx")),
     "roadseg-data": Command("trainer.commands.data", "runtime", ("cv2", "numpy")),  # stats, preview, synth
     "roadseg-train": Command("trainer.commands.train", "train", TRAIN_NEEDS),
-    "roadseg-eval": Command("trainer.commands.evaluate", "train", TRAIN_NEEDS),
+    # a .tflite is scored with the runtime alone (on the device); a SavedModel run names the train extra itself
+    "roadseg-eval": Command("trainer.commands.evaluate", "runtime", ("cv2", "numpy")),
     "roadseg-distill": Command("distill.commands.distill", "train", TRAIN_NEEDS),
     "roadseg-calibrate": Command("calibration.commands.calibrate", "train", TRAIN_NEEDS),
+    "roadseg-release": Command("calibration.commands.release", "runtime", ("tuf", "cryptography", "cv2")),
+    "roadseg-rollout": Command("fleet.commands.rollout", "runtime", ("paho", "tuf")),
 }
 
 
@@ -141,3 +144,5 @@ train = _entry("roadseg-train", "train")
 evaluate = _entry("roadseg-eval", "evaluate")
 distill = _entry("roadseg-distill", "distill")
 calibrate = _entry("roadseg-calibrate", "calibrate")
+release = _entry("roadseg-release", "release")
+rollout = _entry("roadseg-rollout", "rollout")

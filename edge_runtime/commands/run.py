@@ -59,7 +59,9 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
 
 def _mqtt_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("MQTT")
-    g.add_argument("--device-id", help="names the topics roadseg/<device-id>/...; default: the host name")
+    g.add_argument("--device-id", help="names the topics roadseg/<device-id>/...; default: the host name, made "
+                                       "unique per machine when it is a factory default (raspberrypi -> "
+                                       "raspberrypi-3fa2c1)")
     g.add_argument("--mqtt-host", help="broker host; without it an embedded broker starts on 127.0.0.1 "
                                        "(on --mqtt-port, refused if that port is taken)")
     g.add_argument("--mqtt-port", type=int, help="broker TCP port; default 1883")
@@ -105,17 +107,57 @@ def _mqtt_flags(p: argparse.ArgumentParser) -> None:
 def _view_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("watching it")
     views = g.add_mutually_exclusive_group()
-    views.add_argument("--preview", help="write the colour overlay with legend and FPS to a video file")
+    views.add_argument("--preview", help="write the colour overlay with legend and FPS to a video file (at the rate "
+                                         "frames were read; on a full disk finished with what fits)")
     views.add_argument("--display", action="store_const", const=True,
                        help="show the overlay in a window (needs an OpenCV with GUI, not the headless one)")
+    g.add_argument("--overlay-filter", choices=["linear", "point"],
+                   help="how the class map is brought to the frame's size in the preview, window and snapshots: "
+                        "linear (smooth boundaries, the default) or point (nearest, cheaper, blocky)")
     g.add_argument("--http", help="serve the device API on HOST:PORT (e.g. 127.0.0.1:8080) beside the loop")
     g.add_argument("--api-token-file", help="bearer token for the API (or ROADSEG_API_TOKEN)")
     g.add_argument("--max-upload-mb", type=float, help="largest upload the API accepts, in MiB, refused before it "
                                                       "is read (as roadseg-serve's); default 10")
     g.add_argument("--max-pixels", type=int, help="largest upload the API decodes, in pixels; default 12000000")
     g.add_argument("--max-inflight", type=int, help="uploads the API segments at once (more get 503); default 2")
-    g.add_argument("--heartbeat-file", help="a file touched every second while the loop runs (container health "
-                                            "checks)")
+    g.add_argument("--heartbeat-file", help="a file touched every second while frames arrive, or while the camera "
+                                            "is reported lost and being reopened (container health checks)")
+    g.add_argument("--capture-timeout", type=float,
+                   help="seconds a camera read may take: a capture that does not return within it is abandoned, "
+                        "reported (camera_lost) and the camera reopened; default 5")
+
+
+def _keep_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("keeping frames for the next model (off by default: the frames hold faces and number "
+                             "plates)")
+    g.add_argument("--keep-frames", metavar="DIR", help="keep the frames the model is least sure of here (full-size "
+                                                        "JPEG + JSON record each)")
+    g.add_argument("--keep-max-mb", type=float, help="the kept frames' size limit in MiB (lower-scoring frames make "
+                                                    "room); default 256")
+    g.add_argument("--keep-per-hour", type=int, help="frames kept per hour at most; default 30")
+    g.add_argument("--upload-url", help="push kept frames to this WebDAV URL (PUT <url>/<device-id>/<file>, HTTP "
+                                        "Basic as the device id)")
+    g.add_argument("--upload-presign", metavar="URL", help="push kept frames to S3 through this presigning service "
+                                                           "(python -m fleet.presign)")
+    g.add_argument("--upload-token-file", help="file whose first line is the upload password / token "
+                                               "(or ROADSEG_UPLOAD_TOKEN)")
+    g.add_argument("--upload-mb-per-day", type=float, help="bytes pushed per UTC day at most, in MiB; default 50")
+
+
+def _update_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model updates (signed releases over the fleet; off without --update-repo)")
+    g.add_argument("--update-repo", metavar="URL", help="the release repository's base URL (TUF metadata/ and "
+                                                        "targets/); several mirrors comma-separated")
+    g.add_argument("--trust-root", help="the TUF root metadata this vehicle trusts (set at install); required with "
+                                        "--update-repo")
+    g.add_argument("--probation", type=float, help="seconds a new model runs on probation (FPS, errors, agreement "
+                                                   "with the previous model) before it is committed; default 60")
+    g.add_argument("--probation-agreement", type=float,
+                   help="share of pixels (0..1) on which a new model must agree with the previous one on "
+                        "probation; default 0.6")
+    g.add_argument("--update-max-mb", type=float, help="the most one release may download, in MiB; default 64")
+    g.add_argument("--update-timeout", type=float, help="seconds any one release file may take to download; "
+                                                        "default 300")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     _source_flags(p)
     _mqtt_flags(p)
     _view_flags(p)
+    _update_flags(p)
+    _keep_flags(p)
     p.add_argument("--config", help="TOML file of settings (names as the long options, with underscores)")
     p.add_argument("--json", action="store_true", help="print the final stats as one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
@@ -163,7 +207,7 @@ class Vehicle:
         self._given = {"segmenter": segmenter, "source": source, "publisher": publisher}
         self.runner = None
         self.ready = threading.Event()  # set once everything is composed and the loop starts
-        self.broker = self.publisher = self.ha = self.live = self.snapshots = None
+        self.broker = self.publisher = self.ha = self.live = self.snapshots = self.preview = None
         self.http_server = self.api_url = None
         self._stop = False
 
@@ -185,12 +229,21 @@ class Vehicle:
     def _compose(self, stack: contextlib.ExitStack):
         from edge_runtime.io.views import Snapshots
         from edge_runtime.loop import Runner
-        seg = self._given["segmenter"] or self._segmenter(self.s.threads)
-        views = self._local_views(stack)  # a headless OpenCV fails here, before anything starts
+        views = self._local_views(stack)  # a headless OpenCV fails here, before the model loads
+        updates = None
+        if self.s.update_repo and not self._given["segmenter"]:  # issue 29: start on the committed release
+            from edge_runtime.update.compose import VehicleUpdates
+            updates = VehicleUpdates(self.s)
+        seg = self._given["segmenter"] or (updates and updates.segmenter()) or self._segmenter(self.s.threads)
+        if self.s.keep_frames:  # the flywheel's vehicle half (edge_runtime.flywheel), off by default
+            from edge_runtime.flywheel import compose
+            views.append(compose(self.s, seg, stack))
         creds = None if self._given["publisher"] else _credentials(self.s)
         if self.s.http:  # the port first: a busy port must not leave a camera open
             views.insert(0, self._start_http(stack))
         source = self._given["source"] or self._open_source(stack, seg)
+        if self.preview is not None:
+            self.preview.source = source
         self.publisher = self._given["publisher"] or self._mqtt(stack, creds)
         hooks = []
         if self.s.ha_discovery and hasattr(self.publisher, "on_connected"):
@@ -198,7 +251,7 @@ class Vehicle:
             self.ha = HomeAssistant(self.publisher, seg.describe()["name"], self.s.ha_interval)
             hooks.append(self.ha.update)
         self.snapshots = Snapshots(self.publisher, self.s.snapshot_interval, self.s.snapshot_max_kb,
-                                   self.s.snapshot_min_interval)
+                                   self.s.snapshot_min_interval, filter=self.s.overlay_filter)
         runner = Runner(self.s, seg, source, self.publisher, [*views, self.snapshots], hooks)
         if self.live is not None:
             self.live.stats_fn = runner.stats_payload
@@ -207,6 +260,8 @@ class Vehicle:
         if self.s.http:
             status["api"] = self.api_url
         self.publisher.start(status)
+        if updates is not None:  # announcements in, model state out, swaps through the loop
+            updates.attach(runner, self.publisher, stack)
         return runner
 
     def _open_source(self, stack: contextlib.ExitStack, seg):
@@ -228,9 +283,10 @@ class Vehicle:
         from edge_runtime.io.views import Display, Preview
         views = []
         if self.s.display:
-            views.append(stack.enter_context(contextlib.closing(Display())))
-        if self.s.preview:
-            views.append(stack.enter_context(contextlib.closing(Preview(self.s.preview, self.s.fps))))
+            views.append(stack.enter_context(contextlib.closing(Display(self.s.overlay_filter))))
+        if self.s.preview:  # written at the rate frames are read: told the source once it is open (_compose)
+            self.preview = Preview(self.s.preview, self.s.fps, self.s.realtime, self.s.overlay_filter)
+            views.append(stack.enter_context(contextlib.closing(self.preview)))
         return views
 
     def _start_http(self, stack: contextlib.ExitStack):

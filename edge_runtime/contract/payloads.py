@@ -72,11 +72,25 @@ ShortText = Annotated[str, StringConstraints(max_length=200)]
 Timestamp = Annotated[str, StringConstraints(
     max_length=40, pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)$")]
 ApiUrl = Annotated[str, StringConstraints(max_length=300, pattern=API_URL_PATTERN)]
-# a JSON number that stays an int when sent as one (15, not 15.0); finite (model config)
-Number = Annotated[StrictInt | float, WithJsonSchema({"type": "number"})]
-NonNegative = Annotated[StrictInt | float, Field(ge=0), WithJsonSchema({"type": "number", "minimum": 0})]
+#: The largest count any payload carries: 2**53 - 1, exact as a JSON number in every reader, as an int64
+#: and as a float64. Every count and measure has a range: a reader refuses 1e30 at the schema.
+MAX_COUNT = 2**53 - 1
+
+
+def _measure(lo: float, hi: float):
+    """A JSON number in ``[lo, hi]`` that stays an int when sent as one (15, not 15.0); finite (model config)."""
+    return Annotated[StrictInt | float, Field(ge=lo, le=hi), WithJsonSchema({"type": "number", "minimum": lo,
+                                                                            "maximum": hi})]
+
+
+NonNegative = _measure(0, 1e12)        # a measure without a narrower range below
+Fps = _measure(0, 10_000)              # frames per second
+Milliseconds = _measure(0, 3_600_000)  # a latency: at most an hour
+Seconds = _measure(0, 1e10)            # an uptime: about 300 years
+Megabytes = _measure(0, 10_000_000)    # a process's memory: at most 10 TB
+Celsius = _measure(-100, 250)          # a CPU temperature
 Fraction = Annotated[float, Field(ge=0, le=1)]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class _Payload(BaseModel):
@@ -119,7 +133,7 @@ class Status(_Payload):
     device_id: DeviceId
     model: ModelInfo | None = None
     source: Text | None = None
-    target_fps: NonNegative | None = None
+    target_fps: Fps | None = None
     api: ApiUrl | None = None
     reason: ShortText | None = None
     since: Timestamp | None = None
@@ -141,8 +155,8 @@ _Zones = create_model("Zones", __base__=_Payload, __doc__="The zones of :data:`e
 
 class InferenceLatency(_Payload):
     """Mean milliseconds per frame: the interpreter's ``invoke`` and the whole segmentation."""
-    inference: NonNegative
-    total: NonNegative
+    inference: Milliseconds
+    total: Milliseconds
 
 
 class Coverage(_Payload):
@@ -154,15 +168,15 @@ class Coverage(_Payload):
     frames: Count
     coverage: _Categories
     zones: _Zones
-    fps: NonNegative
+    fps: Fps
     latency_ms: InferenceLatency
     model: ModelInfo
 
 
 class Fps(_Payload):
     """Frames per second: achieved since start, and the target (``--fps``; 0 = as fast as possible)."""
-    achieved: NonNegative
-    target: NonNegative
+    achieved: Fps
+    target: Fps
 
 
 class Camera(_Payload):
@@ -173,18 +187,19 @@ class Camera(_Payload):
 
 class Percentiles(_Payload):
     """Milliseconds per frame from capture to class map: 50th, 90th and 99th percentile."""
-    p50: NonNegative
-    p90: NonNegative
-    p99: NonNegative
+    p50: Milliseconds
+    p90: Milliseconds
+    p99: Milliseconds
 
 
 class Memory(_Payload):
     """Resident memory of the runtime process in MB: now and at its peak (None where unknown)."""
-    rss_mb: NonNegative | None = None
-    peak_rss_mb: NonNegative | None = None
+    rss_mb: Megabytes | None = None
+    peak_rss_mb: Megabytes | None = None
 
 
-MqttExtra = bool | StrictInt | float | ShortText | None
+MqttExtra = (bool | Annotated[StrictInt, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
+             | Annotated[float, Field(ge=-MAX_COUNT, le=MAX_COUNT)] | ShortText | None)
 
 
 class MqttCounters(_Payload):
@@ -231,9 +246,9 @@ class Stats(_Payload):
     camera: Camera
     camera_reconnects: Count
     latency_ms: Percentiles
-    cpu_temp_c: Number | None
+    cpu_temp_c: Celsius | None
     memory: Memory
-    uptime_s: NonNegative
+    uptime_s: Seconds
     mqtt: MqttCounters
     model: ModelInfo
     faults: Annotated[list[Fault], Field(max_length=MAX_FAULTS)] | None = None
@@ -242,8 +257,8 @@ class Stats(_Payload):
 class SegmentResult(_Payload):
     """``POST /v1/segment`` JSON answer: coverage of one uploaded image."""
     schema_: Literal["roadseg.segment/1"] = Field(alias="schema")
-    width: Annotated[int, Field(ge=1)]
-    height: Annotated[int, Field(ge=1)]
+    width: Annotated[int, Field(ge=1, le=100_000)]
+    height: Annotated[int, Field(ge=1, le=100_000)]
     coverage: _Categories
     zones: _Zones
     latency_ms: InferenceLatency
@@ -279,7 +294,7 @@ class HaDiscovery(_Payload):
     availability_template: ShortText
     payload_available: Literal["online"]
     payload_not_available: Literal["offline"]
-    expire_after: Annotated[int, Field(ge=1)] | None = None  # seconds without a state before it shows unavailable
+    expire_after: Annotated[int, Field(ge=1, le=10**7)] | None = None  # seconds without a state before it shows unavailable
     device: HaDevice
 
 
@@ -469,7 +484,7 @@ def ha_sensor_config(device_id: str, category: str, state_topic: str, status_top
 #: file name in docs/schemas -> model
 SCHEMA_FILES: dict[str, type[_Payload]] = {
     "status.json": Status, "coverage.json": Coverage, "stats.json": Stats, "segment.json": SegmentResult,
-    "ha-state.json": HaState, "ha-discovery.json": HaDiscovery}
+    "ha-state.json": HaState, "ha-discovery.json": HaDiscovery, "clash.json": Clash, "model-state.json": ModelState}
 
 
 def json_schemas() -> dict[str, str]:

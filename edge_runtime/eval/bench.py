@@ -8,7 +8,11 @@ decode, preprocess, invoke, postprocess, coverage, and a summary serialized for
 a null publisher every ``publish_interval`` seconds as roadseg-run does; 0
 makes one per frame, the worst case); CPU utilisation; resident memory; and the
 pipeline overhead ``1 - e2e FPS / invoke FPS``. Models are measured
-interleaved in rounds (A B A B ...) so machine drift hits all alike.
+interleaved in rounds (A B A B ...) so machine drift hits all alike. With
+``keep_score`` the e2e loop also scores every frame for the data flywheel
+(:class:`edge_runtime.flywheel.score.TeachScorer`, as ``roadseg-run
+--keep-frames`` does) and reports its cost per frame and its share of the
+frame time.
 """
 from __future__ import annotations
 
@@ -88,7 +92,7 @@ class Bench:
     """One model at one thread count, and what was measured on it: invoke
     latencies (ms), end-to-end seconds, frames and CPU seconds, per round."""
 
-    def __init__(self, path: str, threads: int, size: tuple[int, int] | None = None):
+    def __init__(self, path: str, threads: int, size: tuple[int, int] | None = None, keep_score: bool = False):
         from edge_runtime.contract.coverage import CoverageAggregator
         from edge_runtime.io.device import memory_mb
         from edge_runtime.model.segmenter import DeviceSegmenter
@@ -105,6 +109,11 @@ class Bench:
         self.model = {"name": d["name"], "sha256": d["sha256"]}
         self.agg = CoverageAggregator()
         self.last_summary = 0.0
+        self.scorer = None
+        if keep_score:
+            from edge_runtime.flywheel.score import TeachScorer
+            self.scorer = TeachScorer.for_segmenter(self.seg)
+        self.score_ms: list[float] = []  # the flywheel's score per e2e frame (ms), with keep_score
 
     def label(self) -> str:
         """``NAME@Nt``: the model's file stem and thread count."""
@@ -114,6 +123,7 @@ class Bench:
         """Forget what was measured (after the warm-up)."""
         self.invoke_ms.clear()
         self.round_overheads.clear()
+        self.score_ms.clear()
         self.e2e_s = self.cpu_s = 0.0
         self.e2e_frames = 0
 
@@ -138,6 +148,10 @@ def _run_e2e(b: Bench, feed: FrameFeed, n: int, publish_interval: float = 1.0) -
         frame, order = feed.read()
         classes = b.seg.segment(frame, order)
         agg.add(classes, b.seg.timing.invoke_ms, b.seg.timing.total_ms)
+        if b.scorer is not None:  # the vehicle with --keep-frames scores every frame on the loop's thread
+            t = time.perf_counter()
+            b.scorer(b.seg.last_output, classes)
+            b.score_ms.append((time.perf_counter() - t) * 1e3)
         now = time.perf_counter()
         if now - b.last_summary >= publish_interval:
             pub.publish("coverage", payloads.coverage("bench", b.e2e_frames, agg.summary(), 0.0, b.model))
@@ -193,12 +207,15 @@ def _result(b: Bench, acc: dict | None) -> dict:
         "cpu_utilisation": round(b.cpu_s / b.e2e_s, 3),
         "rss_mb_after_load": round(b.rss_mb, 1) if b.rss_mb else None,
         "miou8": acc["miou8"] if acc else None, "miou7": acc["miou7"] if acc else None,
+        "score_ms": round(float(np.mean(b.score_ms)), 4) if b.score_ms else None,
+        "score_share": round(float(np.mean(b.score_ms)) / (1e3 * b.e2e_s / b.e2e_frames), 4) if b.score_ms else None,
     }
 
 
 def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: int = 20, rounds: int = 5,
               source: str = "synthetic", frame_size: tuple[int, int] = (480, 640), data: str | None = None,
-              split: str = "val", publish_interval: float = 1.0, size: tuple[int, int] | None = None) -> dict:
+              split: str = "val", publish_interval: float = 1.0, size: tuple[int, int] | None = None,
+              keep_score: bool = False) -> dict:
     """Measure every model at every thread count, interleaved in ``rounds``
     rounds of ``frames // rounds`` invokes and end-to-end frames each, after
     ``warmup`` end-to-end frames; accuracy on ``data`` when given.
@@ -208,11 +225,14 @@ def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: 
     end-to-end FPS, ``overhead`` = 1 - e2e FPS / invoke FPS over all frames and
     ``overhead_sd``, the sample standard deviation of the per-round overheads
     (the measurement's noise; None with one round), CPU utilisation (CPU
-    seconds / wall seconds; >1 with threads), RSS (MB) and mIoU. ``settings``
-    holds the frame size the source really delivered. Raises what the
+    seconds / wall seconds; >1 with threads), RSS (MB), mIoU, and with
+    ``keep_score`` ``score_ms`` (the flywheel's score, mean ms per frame,
+    inside the e2e loop) and ``score_share`` (its share of the e2e frame
+    time; None without). ``settings`` holds the frame size the source really
+    delivered. Raises what the
     segmenter raises for a bad model (ModelError, FileNotFoundError)."""
     feed = FrameFeed(source, frame_size)
-    benches = [Bench(m, t, size) for m in models for t in threads]
+    benches = [Bench(m, t, size, keep_score) for m in models for t in threads]
     _log_start(benches, feed, frames, warmup, rounds)
     for b in benches:  # warm-up: first invokes allocate and pack weights
         _run_e2e(b, feed, warmup, publish_interval)
@@ -227,7 +247,7 @@ def benchmark(models: list[str], threads: list[int], frames: int = 300, warmup: 
     accuracy = _accuracy(benches, models, data, split) if data else {}
     return {"schema": "roadseg.bench/1", "machine": machine_info(),
             "settings": {"frames": frames, "warmup": warmup, "rounds": rounds, "source": source,
-                         "publish_interval": publish_interval,
+                         "publish_interval": publish_interval, "keep_score": keep_score,
                          "frame_size": list(feed.frame_size), "data": data, "split": split if data else None},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "results": [_result(b, accuracy.get(str(b.path))) for b in benches]}
@@ -244,20 +264,34 @@ def format_overhead(r: dict) -> str:
     return text if r.get("overhead_sd") is None else f"{text} ± {100 * r['overhead_sd']:.1f}"
 
 
+#: the columns added when the flywheel's score was measured (``keep_score``)
+SCORE_COLUMNS = ("score ms", "score %")
+
+
+def _columns(report: dict) -> tuple[str, ...]:
+    scored = any(r.get("score_ms") is not None for r in report["results"])
+    return COLUMNS + (SCORE_COLUMNS if scored else ())
+
+
 def _rows(report: dict) -> list[list[str]]:
     rows = []
+    scored = len(_columns(report)) > len(COLUMNS)
     for r in report["results"]:
         rows.append([r["model"], r["backend"].split(" (")[0], r["precision"], str(r["threads"]), f"{r['size_mb']:.2f}",
                      "-" if r["miou8"] is None else f"{r['miou8']:.3f}", f"{r['latency_ms']['p50']:.2f}",
                      f"{r['latency_ms']['p99']:.2f}", f"{r['invoke_fps']:.1f}", f"{r['e2e_fps']:.1f}",
                      format_overhead(r)])
+        if scored:
+            rows[-1] += ["-", "-"] if r.get("score_ms") is None else [f"{r['score_ms']:.3f}",
+                                                                     f"{100 * r['score_share']:.1f}%"]
     return rows
 
 
 def format_table(report: dict) -> str:
     """The report as an aligned text table with the machine on the last line."""
-    rows = [list(COLUMNS)] + _rows(report)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    columns = _columns(report)
+    rows = [list(columns)] + _rows(report)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))
     m = report["machine"]
     s = report["settings"]
@@ -272,14 +306,17 @@ def format_markdown(report: dict) -> str:
     """The report as a Markdown table and a paragraph saying how it was measured."""
     m = report["machine"]
     s = report["settings"]
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    columns = _columns(report)
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(r) + " |" for r in _rows(report)]
     out.append("")
     out.append(f"Machine: {m['cpu']}, {m['cores']} cores, AVX-512 VNNI {'yes' if m['avx512_vnni'] else 'no'}, "
                f"{m['os']}, {m['interpreter']}; {m['date']}. {s['frames']} frames per model after {s['warmup']} "
                f"warm-up, interleaved in {s['rounds']} rounds (overhead ± its standard deviation over the rounds); "
                f"e2e from {s['source']} frames of {s['frame_size'][0]}x{s['frame_size'][1]}, a summary every "
-               f"{s.get('publish_interval', 0):g} s{' (every frame)' if not s.get('publish_interval') else ''}.")
+               f"{s.get('publish_interval', 0):g} s{' (every frame)' if not s.get('publish_interval') else ''}"
+               + ("; score: the flywheel's per-frame score (--keep-frames) inside the e2e loop, mean ms and share "
+                  "of the frame time." if s.get("keep_score") else "."))
     return "\n".join(out)
 
 

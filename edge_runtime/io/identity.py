@@ -96,6 +96,8 @@ class ClashGuard:
         return self.holder is not None
 
     def seen(self, status) -> str | None:
+        """What to do about ``status`` (a payloads.Status seen on this device id's topic): "yield",
+        "resume", "reassert" or None (our own, or nothing to do)."""
         other = getattr(status, "installation", None)
         if not other or other == self.installation:
             return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import struct
 import threading
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+
+from edge_runtime.errors import Unsupported
 
 log = logging.getLogger("roadseg.sources")
 
@@ -45,6 +48,15 @@ MAX_IMAGE_BYTES = 64 << 20
 MAX_UNREADABLE_FRAMES = 50
 #: at most this many distinct skipped files/frames are remembered (and warned about) per source
 MAX_WARNED = 10000
+#: a video still being written is followed: at the end of what it holds, reading waits up to this many
+#: seconds for it to grow (under the run loop's capture timeout, 5 s by default)
+FOLLOW_TIMEOUT = 3.0
+#: seconds between looks at the size of a video being followed
+FOLLOW_POLL = 0.1
+#: containers whose index (moov) is written when the recording is finished: unreadable before
+MP4_EXTS = (".mp4", ".m4v", ".mov")
+#: the boxes an MP4/MOV file starts with (ftyp; old QuickTime files start with one of the others)
+MP4_FIRST_BOXES = ("ftyp", "moov", "mdat", "free", "wide", "skip")
 #: frames a file source decodes ahead of the consumer (FrameSource)
 READ_AHEAD = 2
 #: camera readers abandoned in a driver call (LatestFrameSource.restart) per process, at most
@@ -53,6 +65,27 @@ MAX_ABANDONED = 8
 
 class SourceError(RuntimeError):
     """A source cannot be opened (at start: fatal, with a clear message)."""
+
+
+class CameraUnsupported(SourceError, Unsupported):
+    """This install cannot drive the camera asked for (e.g. ``csi:N`` with an OpenCV built without
+    GStreamer): fatal at once, never retried as a camera that is away (exit 78)."""
+
+
+def opencv_has_gstreamer() -> bool:
+    """True when this cv2 was built with GStreamer (``cv2.getBuildInformation()``); pip's
+    opencv-python(-headless) wheels are not, JetPack's and apt's OpenCV are."""
+    found = re.search(r"GStreamer:\s*(\w+)", cv2.getBuildInformation())
+    return bool(found and found.group(1).upper() == "YES")
+
+
+def check_gstreamer(spec: str) -> None:
+    """Raise CameraUnsupported (one line: the cause and the fix) when ``spec`` needs GStreamer and cv2 has none."""
+    if not opencv_has_gstreamer():
+        raise CameraUnsupported(
+            f"--source {spec} needs an OpenCV built with GStreamer (nvarguscamerasrc), and cv2 {cv2.__version__} "
+            f"at {cv2.__file__} has none: pip's opencv-python-headless shadows JetPack's; pip uninstall -y "
+            "opencv-python-headless opencv-python in the venv (roadseg-doctor --camera csi checks it)")
 
 
 class Camera(Protocol):
@@ -72,6 +105,17 @@ class Camera(Protocol):
 
 
 # --- drivers -----------------------------------------------------------------
+
+def _quiet(call):
+    """``call()`` without OpenCV's own log lines (a file being written or cut makes FFmpeg complain;
+    the caller says what it means once)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return call()
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
 
 def _quiet_imdecode(buf: np.ndarray) -> np.ndarray | None:
     """``cv2.imdecode`` to BGR without OpenCV's own log lines for a broken
@@ -96,8 +140,10 @@ class OpenCVCamera:
 
     def open(self) -> None:
         """Open the capture (network streams with bounded open/read timeouts,
-        :data:`NETWORK_TIMEOUT_MS`). Raises SourceError when it does not open."""
+        :data:`NETWORK_TIMEOUT_MS`). Raises SourceError when it does not open,
+        CameraUnsupported for a GStreamer pipeline on a cv2 without GStreamer."""
         if self.gstreamer:
+            check_gstreamer(self.name)
             cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
         elif isinstance(self.target, str) and "://" in self.target:
             # a network stream must not hang the reader: bounded open and read
@@ -242,9 +288,96 @@ class SyntheticCamera:
         """Nothing to release."""
 
 
+def _mp4_boxes(path: Path, size: int) -> tuple[list[str], bool]:
+    """The top-level box types of an MP4/MOV file, and whether its last box runs past the file's
+    end (the recording was cut). Reads only the box headers (16 bytes each, at most 4096 boxes)."""
+    kinds: list[str] = []
+    pos = 0
+    with open(path, "rb") as f:
+        while pos + 8 <= size and len(kinds) < 4096:
+            f.seek(pos)
+            head = f.read(16)
+            length, kind = struct.unpack(">I4s", head[:8])
+            if length == 1 and len(head) == 16:
+                length = struct.unpack(">Q", head[8:16])[0]
+            elif length == 0:  # "to the end of the file"
+                length = size - pos
+            if length < 8:
+                return kinds, True
+            kinds.append(kind.decode("latin-1"))
+            if pos + length > size:
+                return kinds, True
+            pos += length
+    return kinds, False
+
+
+def video_state(path: Path) -> str:
+    """What a video file's container says of it, from its headers alone: ``"finished"`` (an
+    MP4/MOV with its moov index and nothing cut, an AVI whose RIFF size is the file's),
+    ``"unfinished"`` (an MP4/MOV without moov, or cut, or fragmented; an AVI whose RIFF size
+    is not the file's: still being written, or cut before it was finalised), ``"empty"``, or
+    ``"unknown"`` (other containers, which can be read while written). Raises OSError."""
+    size = path.stat().st_size
+    if not size:
+        return "empty"
+    if path.suffix.lower() in MP4_EXTS:
+        kinds, cut = _mp4_boxes(path, size)
+        if not kinds or kinds[0] not in MP4_FIRST_BOXES:
+            return "unknown"  # not an MP4 at all
+        return "finished" if "moov" in kinds and "moof" not in kinds and not cut else "unfinished"
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "finished" if struct.unpack("<I", head[4:8])[0] + 8 == size else "unfinished"
+    return "unknown"
+
+
+def _grows(path: Path, seconds: float) -> bool:
+    """True when ``path``'s size changes within ``seconds`` (looked at every FOLLOW_POLL)."""
+    first = path.stat().st_size
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(FOLLOW_POLL)
+        if path.stat().st_size != first:
+            return True
+    return False
+
+
+def unreadable_video(path: Path) -> SourceError:
+    """The SourceError for a video OpenCV cannot read, naming the cause: empty, still being
+    written (an MP4's index is written last), truncated (cut before it was finalised), or
+    else a codec this OpenCV lacks or not a video at all."""
+    try:
+        state = video_state(path)
+    except (OSError, struct.error) as e:
+        return SourceError(f"cannot read video {path}: {e}")
+    if state == "empty":
+        return SourceError(f"cannot read video {path}: the file is empty (0 bytes)")
+    if state == "unfinished" and path.suffix.lower() in MP4_EXTS:
+        if time.time() - path.stat().st_mtime < FOLLOW_TIMEOUT and _grows(path, FOLLOW_TIMEOUT):
+            return SourceError(f"video {path} is still being written and has no index yet (an MP4's moov is written "
+                               "when the recording ends): read it once its recorder has finished, or record to "
+                               ".mkv, .ts or fragmented MP4, which can be followed while written")
+        return SourceError(f"video {path} is truncated: the recording was cut before it was finalised (no moov "
+                           "index: a recorder stopped by a power cut, a crash or a full disk); recover it with a tool "
+                           "such as untrunc, or record again")
+    if state == "unfinished":
+        return SourceError(f"video {path} is truncated: its header promises more bytes than the file holds (cut "
+                           "before it was finalised)")
+    return SourceError(f"cannot read video {path} (missing codec or not a video?)")
+
+
 class FileCamera:
     """A video file or image folder. ``realtime`` paces reads to the file's
     frame rate (a camera stand-in); ``loop`` restarts at the end.
+
+    A video still being written is followed: at the end of what it holds,
+    when it has grown since it was opened, or it is not finished
+    (:func:`video_state`) and was written in the last FOLLOW_TIMEOUT seconds,
+    reading waits up to FOLLOW_TIMEOUT seconds for more, then reopens it and
+    goes on after the last frame read (said once in the log). One that
+    cannot be opened says why (:func:`unreadable_video`): still being
+    written, truncated, or a codec.
 
     What cannot be read is skipped with one warning naming it, and reading
     goes on: an empty, corrupt or oversized image (over
@@ -265,6 +398,9 @@ class FileCamera:
         self._pending: np.ndarray | None = None  # the first frame, read by open() to prove one is readable
         self._warned: set = set()  # files / frame numbers already reported: each is reported once
         self.skipped = 0
+        self._pos = 0  # frames read from the video since it was opened or restarted
+        self._size = 0  # the video's size (bytes) when it was last (re)opened
+        self._followed = False
 
     def open(self) -> None:
         """List the folder or open the video, and read the first readable
@@ -275,18 +411,20 @@ class FileCamera:
                 raise SourceError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {self.path}")
         else:
             self.release()
-            cap = cv2.VideoCapture(str(self.path))
+            self._size = self.path.stat().st_size
+            cap = _quiet(lambda: cv2.VideoCapture(str(self.path)))
             if not cap.isOpened():
-                raise SourceError(f"cannot read video {self.path} (missing codec or not a video?)")
+                raise unreadable_video(self.path)
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.nominal_fps = fps if fps and fps > 0 else 25.0
             self.cap = cap
+            self._pos = 0
         self._i = 0
         self._pending = self._next_readable(wrap=False)
         if self._pending is None:
             what = f"folder {self.path} ({len(self._files)} images)" if self.is_folder else f"video {self.path}"
-            raise SourceError(f"nothing readable in {what}: every image is empty or corrupt" if self.is_folder
-                              else f"cannot read video {self.path} (missing codec or not a video?)")
+            raise SourceError(f"nothing readable in {what}: every image is empty or corrupt") if self.is_folder \
+                else unreadable_video(self.path)
         self._next = time.monotonic()
 
     def _warn_once(self, key, message: str, *args) -> None:
@@ -331,16 +469,60 @@ class FileCamera:
             index = int(self.cap.get(cv2.CAP_PROP_POS_FRAMES))
             ok, frame = self.cap.read()
             if ok:
+                self._pos += 1
                 if misses:
                     self._warn_once(("frame", first_bad), "skipped %d unreadable frame(s) of video %s at frame %d",
                                     misses, self.path, first_bad)
                     self.skipped += misses - 1
                 return frame
             misses, first_bad = misses + 1, first_bad if misses else index
+            if misses == MAX_UNREADABLE_FRAMES and self._follow():  # still being written: more came
+                misses = 0
+                continue
             if misses == MAX_UNREADABLE_FRAMES and wrap and not restarted:  # the end: start over, once
                 self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                restarted, misses = True, 0
+                restarted, misses, self._pos = True, 0, 0
         return None
+
+    def _follow(self) -> bool:
+        """At the end of what the video holds: True when it grew and was reopened after the last
+        frame read; False at its end (finished, or no growth within FOLLOW_TIMEOUT seconds)."""
+        try:
+            stat = self.path.stat()
+            state = video_state(self.path)
+        except (OSError, struct.error):
+            return False
+        if stat.st_size == self._size and (state == "finished" or time.time() - stat.st_mtime > FOLLOW_TIMEOUT):
+            if state == "unfinished":
+                self._warn_once("truncated", "video %s ends at frame %d without its index: it was cut before it "
+                                "was finalised (truncated)", self.path, self._pos)
+            return False
+        deadline = time.monotonic() + FOLLOW_TIMEOUT
+        while self.path.stat().st_size == self._size and time.monotonic() < deadline:
+            time.sleep(FOLLOW_POLL)
+        if self.path.stat().st_size == self._size:
+            if self._followed:
+                log.warning("video %s did not grow for %.0f s after frame %d: taken as its end", self.path,
+                            FOLLOW_TIMEOUT, self._pos)
+            return False
+        if not self._followed:
+            self._followed = True
+            log.info("video %s is still being written: following it as it grows (its end: %.0f s without growth)",
+                     self.path, FOLLOW_TIMEOUT)
+        return self._reopen_at(self._pos)
+
+    def _reopen_at(self, frames: int) -> bool:
+        """Reopen the video and skip the ``frames`` already read (decoded in order: seeking in a
+        file without its index lands a few frames off). False when it no longer has them."""
+        self.cap.release()
+        self._size = self.path.stat().st_size
+        self.cap = _quiet(lambda: cv2.VideoCapture(str(self.path)))
+        for _ in range(frames):
+            if not self.cap.grab():
+                log.warning("video %s changed while followed: it no longer holds the %d frames read", self.path,
+                            frames)
+                return False
+        return True
 
     def _next_readable(self, wrap: bool) -> np.ndarray | None:
         return self._next_image(wrap) if self.is_folder else self._next_frame(wrap)
@@ -628,6 +810,7 @@ def open_source(spec: str, size: tuple[int, int] = (256, 512), realtime: bool = 
         return live(Picamera2Camera(idx, size))
     if s.startswith("csi"):
         idx = int(s.split(":", 1)[1]) if ":" in s else 0
+        check_gstreamer(name)  # at once: no retrying (--camera-wait) what this OpenCV can never open
         return live(OpenCVCamera(jetson_csi_pipeline(idx, size), gstreamer=True, name=name))
     if s.startswith("v4l2:"):
         return live(OpenCVCamera(s.split(":", 1)[1], size))

@@ -54,7 +54,10 @@ class DeviceSegmenter:
     ``input_scale``/``input_zero``, ``output_kind`` (logits, probabilities,
     class_map), ``output_dtype``, ``output_scale``/``output_zero``,
     ``channel_order``, ``model_classes`` (the model's own number of classes,
-    None when unknown), ``sidecar`` (the validated dict or None), ``timing``.
+    None when unknown), ``sidecar`` (the validated dict or None), ``timing``,
+    ``last_output`` (the raw output of the last frame in ``output_dtype``,
+    still quantized: [h, w, C] scores, or [h, w] / [h, w, 1] ids for a
+    class map; a new array each frame, None before the first).
 
     Raises ModelError (a file it cannot use), SidecarError (a sidecar that
     breaks the schema or contradicts the model), ValueError (bad threads or
@@ -92,6 +95,7 @@ class DeviceSegmenter:
         self._direct = self.input_dtype == np.uint8 and (not self.input_scale or
                                                          (self.input_scale == 1.0 and self.input_zero == 0))
         self.timing = Timing()
+        self.last_output: np.ndarray | None = None
 
     # -- the recipe --------------------------------------------------------
     def _preprocess(self, frame: np.ndarray, frame_order: str) -> np.ndarray:
@@ -115,6 +119,7 @@ class DeviceSegmenter:
 
     def _postprocess(self) -> np.ndarray:
         out = self.interpreter.get_tensor(self._out["index"])[0]
+        self.last_output = out  # the copy get_tensor made: kept for the frame selection (edge_runtime.flywheel)
         if self.output_kind == "class_map":
             ids = out.reshape(self.output_size)
             lo, hi = int(ids.min()), int(ids.max())

@@ -1,7 +1,8 @@
 """Soak benchmark: the vehicle loop left alone, with its broker and camera failing.
 
     .venv/bin/python -m roadseg_lab soak --model dist/student.tflite --minutes 35 [--fps 30] \
-        [--broker-every 180 --broker-down 10] [--camera-every 150 --camera-down 8] [--out soak.json]
+        [--broker-every 180 --broker-down 10] [--camera-every 150 --camera-down 8] [--out soak.json] \
+        [--faults all --fault-every 300 --fault-hold 20 --slow-fsync-ms 1500 --capture-timeout 2]
 
 Runs ``roadseg-run``'s Runner at ``--fps`` with the device API (an upload and a
 stats request every 5 s) and MQTT to a real mosquitto started here, which is
@@ -17,18 +18,55 @@ summary received, camera back -> frames flowing. Not a timed unit test: a
 benchmark whose figures go into docs/RESULTS.md. The harness shares the
 process (its own state is a few counters), so RSS covers the loop, the API,
 the MQTT client and the interpreters.
+
+``--faults KIND,...`` (or ``all``) adds a fault schedule, one fault every
+``--fault-every`` seconds in turn, each held ``--fault-hold`` seconds:
+
+* ``disk-full``: the state dir (offline queue) is on a 4 MiB tmpfs mounted
+  here; a filler file fills it, then is deleted;
+* ``read-only``: the heartbeat file is on a second tmpfs, remounted
+  read-only, then read-write;
+* ``slow-fsync``: every fsync/fdatasync of the process takes
+  ``--slow-fsync-ms`` (an LD_PRELOAD shim whose delay is read from a file on
+  each call: the soak re-executes itself under it) while the broker is
+  stopped, so that summaries are queued to disk;
+* ``camera-hang``: the camera's grab blocks until released, as
+  picamera2's ``capture_array()`` can; the loop abandons the capture after
+  ``--capture-timeout`` and reopens the camera (at most
+  ``edge_runtime.io.sources.MAX_ABANDONED`` - 1 times a run: more is a
+  process the service manager must restart, the run's end);
+* ``clock-step``: the wall clock of the process steps a year ahead and back
+  (libfaketime, Debian's ``faketime``, preloaded like the shim); without it
+  the fault is recorded as not injected, with why;
+* ``twin``: a second ``python -m edge_runtime.commands.run`` with the same
+  device id and its own state dir, for ``--fault-hold`` seconds after it
+  yields.
+
+Each fault records the seconds from injection to the retained status showing
+it (``faults`` naming ``offline-queue`` or ``heartbeat``; state
+``camera_lost``; a message on ``roadseg/<id>/clash``: from the twin's MQTT
+connection) and to recovery (the status without it; ``online`` again;
+summaries delivered again). A slow fsync and a clock step refuse no write:
+nothing is expected in the status; they are judged on the loop's frame rate
+during the slow window, summaries carrying the stepped clock, and
+nothing lost. Mounting needs root (we mount tmpfs).
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from edge_runtime import atomic
@@ -38,9 +76,18 @@ from edge_runtime.io.device import memory_mb
 log = logging.getLogger("roadseg.soak")
 
 
+#: the newest status, clash and coverage messages kept for the fault timings (the harness stays bounded)
+EVENTS_KEPT = 500
+#: bytes of a status or clash message the harness reads (theirs are a few hundred)
+MAX_EVENT_BYTES = 16384
+
+
 class Counter:
     """Coverage sequence numbers received (persistent session, QoS 1), one
-    byte per summary so the harness itself stays near constant memory."""
+    byte per summary so the harness itself stays near constant memory; and
+    the newest :data:`EVENTS_KEPT` status, clash and coverage messages as
+    ``(monotonic arrival, kind, payload dict or None)`` for the fault timings
+    (a coverage message keeps only its ``seq`` and ``ts``)."""
 
     def __init__(self, port: int, device: str, capacity: int):
         import paho.mqtt.client as mqtt
@@ -48,9 +95,11 @@ class Counter:
         self.received = 0
         self.last_at = 0.0
         self.lock = threading.Lock()
+        self.events: collections.deque = collections.deque(maxlen=EVENTS_KEPT)
+        topics = [(f"roadseg/{device}/{kind}", 1) for kind in ("coverage", "status", "clash")]
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-counter", clean_session=False,
                         protocol=mqtt.MQTTv311)
-        c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"roadseg/{device}/coverage", qos=1)
+        c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topics)
         c.on_message = self._on_message
         c.reconnect_delay_set(0.2, 1)
         c.connect("127.0.0.1", port, keepalive=5)
@@ -58,8 +107,22 @@ class Counter:
         self.client = c
 
     def _on_message(self, c, u, msg):
-        try:  # nothing may escape into paho's network thread
-            seq = int(json.loads(msg.payload)["seq"])
+        kind = msg.topic.rpartition("/")[2]
+        now = time.monotonic()
+        if kind != "coverage":
+            body = None
+            if 0 < len(msg.payload) <= MAX_EVENT_BYTES:
+                try:  # nothing may escape into paho's network thread
+                    body = json.loads(msg.payload)
+                except ValueError:
+                    log.warning("soak counter: a %s message that is not JSON", kind)
+                    return
+            with self.lock:
+                self.events.append((now, kind, body if isinstance(body, dict) else None))
+            return
+        try:
+            body = json.loads(msg.payload)
+            seq = int(body["seq"])
         except (ValueError, KeyError, TypeError):
             log.warning("soak counter: a coverage message without a sequence number")
             return
@@ -67,7 +130,15 @@ class Counter:
             if 0 < seq < len(self.seen) and not self.seen[seq]:
                 self.seen[seq] = 1
                 self.received += 1
-            self.last_at = time.monotonic()
+            self.last_at = now
+            self.events.append((now, kind, {"seq": seq, "ts": body.get("ts")}))
+
+    def first(self, kind: str, after: float, match) -> float | None:
+        """The monotonic arrival of the first ``kind`` message received at or
+        after ``after`` whose payload satisfies ``match(payload)``; None when none has."""
+        with self.lock:
+            events = list(self.events)
+        return next((t for t, k, body in events if k == kind and t >= after and match(body)), None)
 
 
 class Watchdog:
@@ -128,6 +199,232 @@ def memory_breakdown() -> dict:
     return out
 
 
+# -- the fault schedule ---------------------------------------------------------------------------------
+
+#: the faults ``--faults`` can schedule, in the order they take turns
+FAULTS = ("disk-full", "read-only", "slow-fsync", "camera-hang", "clock-step", "twin")
+#: faults with a store or state the retained status must show (the others refuse no write)
+SHOWN_IN_STATUS = ("disk-full", "read-only", "camera-hang", "twin")
+#: the status must show a fault within this many seconds of its injection (issue 31)
+VISIBLE_WITHIN_S = 5.0
+#: how long the harness waits for a fault to show, and to clear, before recording None
+FAULT_WAIT_S = 60.0
+#: the offline queue's tmpfs and the heartbeat's
+STATE_CARD_SIZE, BEAT_CARD_SIZE = "4m", "1m"
+#: where Debian's faketime package puts the multithreaded library
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+#: the re-executed soak finds its shim folder here (set by :func:`reexec_under_preload`)
+PRELOAD_ENV = "ROADSEG_SOAK_PRELOAD_DIR"
+
+#: fsync/fdatasync sleep for the milliseconds written in the file named by SOAK_FSYNC_MS_FILE, read at each call
+#: (missing or unreadable: no delay), so the harness switches the slow card on and off while the process runs
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void pause_(void) {
+    const char *path = getenv("SOAK_FSYNC_MS_FILE");
+    char buf[16];
+    int fd, n;
+    if (!path || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = 0;
+    n = atoi(buf);
+    if (n > 0 && n <= 60000) usleep((useconds_t)n * 1000);
+}
+int fsync(int fd) { static int (*real)(int); if (!real) real = dlsym(RTLD_NEXT, "fsync"); pause_(); return real(fd); }
+int fdatasync(int fd) { static int (*real)(int); if (!real) real = dlsym(RTLD_NEXT, "fdatasync"); pause_();
+                        return real(fd); }
+"""
+
+
+def parse_faults(text: str) -> tuple[str, ...]:
+    """``--faults``: a comma-separated list of :data:`FAULTS`, ``all`` or
+    empty (none). Raises ``ValueError`` naming an unknown one."""
+    names = [x.strip() for x in (text or "").split(",") if x.strip()]
+    if names == ["all"]:
+        return FAULTS
+    unknown = [x for x in names if x not in FAULTS]
+    if unknown:
+        raise ValueError(f"--faults: unknown {', '.join(unknown)} (choose from {', '.join(FAULTS)} or all)")
+    return tuple(dict.fromkeys(names))
+
+
+def clock_step_unavailable() -> str | None:
+    """Why the clock-step fault cannot be injected here (None: it can)."""
+    if not Path(LIBFAKETIME).is_file():
+        return f"libfaketime is not installed ({LIBFAKETIME}; apt-get install faketime)"
+    return None
+
+
+def reexec_under_preload(faults: tuple[str, ...]) -> None:
+    """When ``faults`` hold slow-fsync or clock-step and this process is not
+    yet preloaded: build the slow-fsync shim (gcc) in a new folder and replace
+    this process by the same command under ``LD_PRELOAD`` (the shim and
+    libfaketime, wall clock only, read from a file at most once a second).
+    Returns when nothing is to be preloaded or it already is. Raises
+    ``SystemExit`` when gcc is missing or the build fails."""
+    wanted = [f for f in ("slow-fsync", "clock-step") if f in faults]
+    if "clock-step" in wanted and clock_step_unavailable():
+        wanted.remove("clock-step")
+    if not wanted or os.environ.get(PRELOAD_ENV):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="roadseg-soak-preload-"))
+    env, libs = dict(os.environ, **{PRELOAD_ENV: str(folder)}), []
+    if "slow-fsync" in wanted:
+        if shutil.which("gcc") is None:
+            raise SystemExit("soak: the slow-fsync fault needs gcc to build its LD_PRELOAD shim")
+        (folder / "slow.c").write_text(SHIM)
+        r = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(folder / "slow.so"), str(folder / "slow.c"),
+                            "-ldl"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"soak: building the slow-fsync shim failed: {r.stderr.strip()[:200]}")
+        (folder / "fsync_ms").write_text("0")
+        libs.append(str(folder / "slow.so"))
+        env["SOAK_FSYNC_MS_FILE"] = str(folder / "fsync_ms")
+    if "clock-step" in wanted:
+        (folder / "faketime").write_text("+0\n")
+        libs.append(LIBFAKETIME)
+        env.update(FAKETIME_TIMESTAMP_FILE=str(folder / "faketime"), FAKETIME_CACHE_DURATION="1",
+                   FAKETIME_DONT_FAKE_MONOTONIC="1")
+    env["LD_PRELOAD"] = ":".join(libs + [x for x in [os.environ.get("LD_PRELOAD")] if x])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def mount_tmpfs(point: Path, size: str) -> None:
+    """Mount a tmpfs of ``size`` (``4m``) at ``point`` (created). Raises ``SystemExit``
+    (one line) when mounting is not permitted."""
+    point.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"soak: cannot mount a tmpfs at {point} ({r.stderr.strip()[:120] or 'mount failed'}): "
+                         "the disk-full and read-only faults need root")
+
+
+def remount(point: Path, mode: str, tries: int = 50) -> None:
+    """``mount -o remount,MODE`` (``ro``/``rw``), retried while busy (a touch in
+    progress). Raises ``RuntimeError`` when it never succeeds."""
+    for _ in range(tries):
+        r = subprocess.run(["mount", "-o", f"remount,{mode}", str(point)], capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"cannot remount {point} {mode}: {r.stderr.strip()[:200]}")
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to the last byte (ENOSPC); returns the filler file to delete."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (65536, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+class HangingCamera:
+    """A camera (the :class:`edge_runtime.io.sources.Camera` interface) in
+    front of ``camera`` whose grab, once :meth:`hang` is called, blocks until
+    :meth:`release` (as picamera2's ``capture_array()`` can, picamera2#794);
+    the loop's restart releases it and reopens. The hardware is the point, so
+    it is faked behind the real source's interface."""
+
+    def __init__(self, camera):
+        self.camera = camera
+        self.channel_order = camera.channel_order
+        self.nominal_fps = camera.nominal_fps
+        self._hang = threading.Event()
+        self._released = threading.Event()
+        self.hangs = 0
+
+    def hang(self) -> None:
+        """The next grab blocks until :meth:`release`."""
+        self._released.clear()
+        self._hang.set()
+
+    def open(self) -> None:
+        self.camera.open()
+
+    def grab(self):
+        if self._hang.is_set():
+            self.hangs += 1
+            self._released.wait()
+            return None
+        return self.camera.grab()
+
+    def release(self) -> None:
+        self._hang.clear()
+        self._released.set()
+        self.camera.release()
+
+
+class Twin:
+    """A second installation on the soak's device id: ``python -m
+    edge_runtime.commands.run`` on a small synthetic camera, its own state
+    dir, without the soak's preloads or watchdog socket. Its stderr is read
+    on a thread: ``connected_at`` (monotonic) is when it logged its MQTT
+    connection, ``yielded`` whether it said the id is taken."""
+
+    def __init__(self, model: str, port: int, state_dir: Path):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("LD_PRELOAD", "NOTIFY_SOCKET", "SOAK_FSYNC_MS_FILE") and not k.startswith("FAKETIME")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime.commands.run", "--model", model, "--source", "synthetic:64x128@10",
+             "--fps", "5", "--threads", "1", "--device-id", "soak", "--mqtt-host", "127.0.0.1", "--mqtt-port",
+             str(port), "--state-dir", str(state_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        self.connected_at: float | None = None
+        self.yielded = self.traceback = False
+        self.tail: collections.deque = collections.deque(maxlen=20)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.tail.append(line.rstrip()[:300])
+            if self.connected_at is None and "MQTT connected" in line:
+                self.connected_at = time.monotonic()
+            self.yielded |= "is in use by another live installation" in line
+            self.traceback |= "Traceback" in line
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` s; its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+def _fault_names(body: dict | None) -> list[str]:
+    return [f.get("store") for f in (body or {}).get("faults") or [] if isinstance(f, dict)]
+
+
+def _wall_ts(ts) -> float | None:
+    """A payload's RFC 3339 ``ts`` as seconds since the epoch (None when it is not one)."""
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
     """Least-squares slope of ``(seconds, MB)`` samples in MB per hour; None under 3 samples."""
     if len(samples) < 3:
@@ -145,7 +442,10 @@ class SoakSettings:
     target FPS and synthetic frame size ``HxW``, broker and camera outages
     (every / down, seconds), the service's WatchdogSec, interpreter threads,
     seconds between API request pairs (0: off) and the HTTP client mode,
-    ``verbose`` runtime warnings and where to write the JSON report."""
+    ``verbose`` runtime warnings and where to write the JSON report; the
+    fault schedule (``faults``: see :func:`parse_faults`; one every
+    ``fault_every`` seconds, each held ``fault_hold`` seconds, a slow fsync
+    taking ``slow_fsync_ms``) and the vehicle's ``capture_timeout`` (s)."""
     model: str
     minutes: float = 35.0
     warmup_minutes: float = 10.0
@@ -161,6 +461,11 @@ class SoakSettings:
     http_client: str = "shared"
     verbose: bool = False
     out: str | None = None
+    faults: str = ""
+    fault_every: float = 300.0
+    fault_hold: float = 20.0
+    slow_fsync_ms: int = 1500
+    capture_timeout: float = 2.0
 
 
 class Soak:
@@ -177,6 +482,14 @@ class Soak:
         self.camera_recovery: list[float | None] = []
         self.api_calls = self.api_errors = 0
         self.upload: bytes | None = None
+        self.faults = parse_faults(s.faults)
+        self.fault_events: list[dict] = []
+        self.not_injected: dict[str, str] = {}
+        self.mounts: list[Path] = []
+        self.uptime_min: dict[str, float] = {}  # the lowest uptime_s /v1/stats gave: api, live
+        self.preload = Path(os.environ[PRELOAD_ENV]) if os.environ.get(PRELOAD_ENV) else None
+        if self.preload is not None:  # loaded already: what this process starts (broker, twin) runs without it
+            os.environ.pop("LD_PRELOAD", None)
 
     def start(self) -> None:
         """Start the broker, the watchdog socket, the vehicle (in a thread)
@@ -190,6 +503,21 @@ class Soak:
         from edge_runtime.io.sources import LatestFrameSource, SyntheticCamera
         s = self.s
         self.work = Path(tempfile.mkdtemp(prefix="roadseg-soak-"))
+        state_dir, beat = self.work / "state", None
+        if "disk-full" in self.faults:
+            mount_tmpfs(self.work / "state-card", STATE_CARD_SIZE)
+            self.mounts.append(self.work / "state-card")
+            state_dir = self.work / "state-card" / "state"
+        if "read-only" in self.faults:
+            mount_tmpfs(self.work / "beat-card", BEAT_CARD_SIZE)
+            self.mounts.append(self.work / "beat-card")
+            beat = self.work / "beat-card" / "heartbeat"
+        if "clock-step" in self.faults:
+            why = clock_step_unavailable() or (None if self.preload and (self.preload / "faketime").is_file()
+                                               else "libfaketime is not preloaded")
+            if why:
+                self.not_injected["clock-step"] = why
+                log.warning("soak: the clock-step fault is not injected: %s", why)
         try:
             self.broker = MosquittoProcess(self.work).start()
         except FileNotFoundError as e:
@@ -202,9 +530,13 @@ class Soak:
                                   "mqtt_port": self.broker.port, "mqtt_protocol": "5", "publish_interval": 1.0,
                                   "stats_interval": 10.0, "threads": s.threads,
                                   "http": f"127.0.0.1:{self.http_port}" if s.api_every > 0 else None,
-                                  "duration": s.minutes * 60}, None, env={})
+                                  "duration": s.minutes * 60, "state_dir": str(state_dir),
+                                  "heartbeat_file": str(beat) if beat else None,
+                                  "capture_timeout": s.capture_timeout}, None, env={})
         self.cam = SyntheticCamera(parse_size(s.frame_size), s.fps * 1.2)
-        self.vehicle = Vehicle(settings, source=LatestFrameSource(self.cam, "soak-camera").start())
+        self.hcam = HangingCamera(self.cam)
+        self.source = LatestFrameSource(self.hcam, "soak-camera").start()
+        self.vehicle = Vehicle(settings, source=self.source)
         self.counter = Counter(self.broker.port, "soak", capacity=int(s.minutes * 60 / 1.0) + 1000)
         self.thread = threading.Thread(target=self.vehicle.run, name="runner")
         self.thread.start()
@@ -227,13 +559,51 @@ class Soak:
             r1 = http.get(f"{base}/v1/stats", timeout=5)
             r2 = http.post(f"{base}/v1/segment", files={"file": ("f.jpg", self.upload, "image/jpeg")}, timeout=10)
             self.api_errors += (r1.status_code != 200) + (r2.status_code != 200)
+            if r1.status_code == 200:  # never negative, whatever the wall clock does
+                body = r1.json()
+                for where in ("api", "live"):
+                    uptime = (body.get(where) or {}).get("uptime_s")
+                    if isinstance(uptime, (int, float)):
+                        self.uptime_min[where] = min(self.uptime_min.get(where, uptime), uptime)
         except httpx.HTTPError:
             self.api_errors += 1
+
+    def tick(self) -> None:
+        """Sample memory every 10 s (its breakdown every minute) and call the API
+        when due: from the watch loop and from every wait of an outage or a
+        fault, so that none of them leaves a hole in the series."""
+        s, now = self.s, time.monotonic()
+        el = now - self.t0
+        if not self.rss or el - self.rss[-1][0] >= 10:
+            self.rss.append((el, memory_mb()["rss_mb"]))
+            if len(self.rss) % 6 == 1:
+                self.breakdown.append((round(el), memory_breakdown()))
+        if s.api_every > 0 and now >= self.next_api:
+            self.next_api = now + s.api_every
+            import httpx
+            self.api_round(httpx if s.http_client == "per-request" else self.http)
+
+    def wait_for(self, condition, timeout: float) -> float | None:
+        """Tick until ``condition()`` gives a monotonic time (not None), for at
+        most ``timeout`` s and while the vehicle runs; that time, else None."""
+        end = time.monotonic() + timeout
+        while True:
+            self.tick()
+            found = condition()
+            if found is not None:
+                return found
+            if time.monotonic() >= end or not self.thread.is_alive():
+                return None
+            time.sleep(0.05)
+
+    def hold(self, seconds: float) -> None:
+        """Tick for ``seconds`` (less when the vehicle's run ends)."""
+        self.wait_for(lambda: None, seconds)
 
     def broker_outage(self) -> None:
         """Stop the broker, bring it back, time the summaries' return (None: not within 60 s)."""
         self.broker.stop()
-        time.sleep(self.s.broker_down)
+        self.hold(self.s.broker_down)
         self.broker.start()
         back = time.monotonic()
         while time.monotonic() - back < 60 and self.counter.last_at < back:
@@ -243,13 +613,146 @@ class Soak:
     def camera_outage(self) -> None:
         """Unplug the camera, plug it back, time the frames' return (None: not within 60 s)."""
         self.cam.unplug()
-        time.sleep(self.s.camera_down)
+        self.hold(self.s.camera_down)
         n = self.runner.frames
         self.cam.plug()
         back = time.monotonic()
         while time.monotonic() - back < 60 and self.runner.frames <= n:
             time.sleep(0.01)
         self.camera_recovery.append(round(time.monotonic() - back, 2) if self.runner.frames > n else None)
+
+    # -- the fault schedule ------------------------------------------------------------------------------
+    def _record(self, kind: str, t_in: float, shown: float | None, t_out: float, back: float | None,
+                **extra) -> None:
+        event = {"fault": kind, "at_s": round(t_in - self.t0, 1),
+                 "visible_s": None if shown is None else round(max(shown - t_in, 0.0), 2),
+                 "recovered_s": None if back is None else round(max(back - t_out, 0.0), 2), **extra}
+        self.fault_events.append(event)
+        log.info("fault %s", event)
+
+    def _status_after(self, t: float, match):
+        return lambda: self.counter.first("status", t, match)
+
+    def fault_disk_full(self) -> None:
+        """Fill the offline queue's tmpfs, hold, free it: the status shows the
+        ``offline-queue`` fault, then no longer."""
+        t_in = time.monotonic()
+        filler = fill(self.work / "state-card")
+        shown = self.wait_for(self._status_after(t_in, lambda b: "offline-queue" in _fault_names(b)), FAULT_WAIT_S)
+        self.hold(self.s.fault_hold)
+        filler.unlink()
+        t_out = time.monotonic()
+        back = self.wait_for(self._status_after(t_out, lambda b: b is not None and "offline-queue" not in
+                                                _fault_names(b)), FAULT_WAIT_S)
+        self._record("disk-full", t_in, shown, t_out, back)
+
+    def fault_read_only(self) -> None:
+        """Remount the heartbeat's tmpfs read-only, hold, read-write: the status
+        shows the ``heartbeat`` fault, then no longer."""
+        point = self.work / "beat-card"
+        t_in = time.monotonic()
+        remount(point, "ro")
+        shown = self.wait_for(self._status_after(t_in, lambda b: "heartbeat" in _fault_names(b)), FAULT_WAIT_S)
+        self.hold(self.s.fault_hold)
+        remount(point, "rw")
+        t_out = time.monotonic()
+        back = self.wait_for(self._status_after(t_out, lambda b: b is not None and "heartbeat" not in
+                                                _fault_names(b)), FAULT_WAIT_S)
+        self._record("read-only", t_in, shown, t_out, back)
+
+    def _set_control(self, name: str, text: str) -> None:
+        """Replace a control file the preloaded libraries read (no fsync: it would wait on the shim itself)."""
+        tmp = self.preload / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.preload / name)
+
+    def fault_slow_fsync(self) -> None:
+        """Every fsync takes ``slow_fsync_ms`` while the broker is stopped for
+        ``fault_hold`` s (summaries queue to disk): the loop's frame rate in
+        that window, and the summaries' return once the broker is back."""
+        self._set_control("fsync_ms", str(int(self.s.slow_fsync_ms)))
+        t_in, frames = time.monotonic(), self.runner.frames
+        self.broker.stop()
+        self.hold(self.s.fault_hold)
+        fps = (self.runner.frames - frames) / max(time.monotonic() - t_in, 1e-6)
+        self.broker.start()
+        t_out = time.monotonic()
+        back = self.wait_for(lambda: self.counter.last_at if self.counter.last_at >= t_out else None, FAULT_WAIT_S)
+        self._set_control("fsync_ms", "0")
+        self._record("slow-fsync", t_in, None, t_out, back, fps_during=round(fps, 2),
+                     fsync_ms=int(self.s.slow_fsync_ms))
+
+    def fault_camera_hang(self) -> None:
+        """The camera's grab blocks: the status shows ``camera_lost`` (after
+        ``capture_timeout``), the loop abandons the capture and reopens the
+        camera, and the status is ``online`` again."""
+        t_in = time.monotonic()
+        self.hcam.hang()
+        shown = self.wait_for(self._status_after(t_in, lambda b: (b or {}).get("state") == "camera_lost"),
+                              FAULT_WAIT_S)
+        t_out = shown or time.monotonic()  # the loop's abandonment releases it
+        back = self.wait_for(self._status_after(t_out, lambda b: (b or {}).get("state") == "online"), FAULT_WAIT_S)
+        self._record("camera-hang", t_in, shown, t_out, back)
+
+    def fault_clock_step(self) -> None:
+        """The process's wall clock steps a year ahead for ``fault_hold`` s and
+        back: the summaries carry the stepped clock, then the real one again
+        (nothing refuses a write: the status has nothing to show; the
+        summaries' sequence and the uptimes are judged instead)."""
+        year = 365 * 86400
+
+        def offset(body) -> float | None:  # payload clock minus the real one (monotonic since the start)
+            ts = _wall_ts((body or {}).get("ts"))
+            return None if ts is None else ts - (self.wall0 + time.monotonic() - self.t0)
+        t_in = time.monotonic()
+        self._set_control("faketime", "+365d\n")
+        shown = self.wait_for(lambda: self.counter.first("coverage", t_in, lambda b: (offset(b) or 0) > year / 2),
+                              FAULT_WAIT_S)
+        self.hold(self.s.fault_hold)
+        self._set_control("faketime", "+0\n")
+        t_out = time.monotonic()
+        back = self.wait_for(lambda: self.counter.first("coverage", t_out, lambda b: abs(offset(b) or year) < 600),
+                             FAULT_WAIT_S)
+        self._record("clock-step", t_in, shown, t_out, back, step_s=year, shown_in="coverage ts")
+
+    def fault_twin(self) -> None:
+        """A second installation on the device id for ``fault_hold`` s after it
+        connects: from its MQTT connection to the clash message, and after it
+        stops, the soak's own summaries still arriving."""
+        t_spawn = time.monotonic()
+        folder = self.work / f"twin-{len(self.fault_events)}"
+        twin = Twin(self.s.model, self.broker.port, folder)
+        try:
+            shown = self.wait_for(lambda: self.counter.first("clash", t_spawn, lambda b: b is not None),
+                                  FAULT_WAIT_S + 60)
+            t_in = twin.connected_at or t_spawn
+            self.hold(self.s.fault_hold)
+        finally:
+            rc = twin.stop()
+        t_out = time.monotonic()
+        back = self.wait_for(lambda: self.counter.first("coverage", t_out, lambda b: True), FAULT_WAIT_S)
+        self._record("twin", t_in, shown, t_out, back, start_s=round(t_in - t_spawn, 2), yielded=twin.yielded,
+                     exit_code=rc, traceback=twin.traceback,
+                     **({} if twin.yielded and not twin.traceback else {"stderr_tail": list(twin.tail)}))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def next_fault(self) -> str | None:
+        """The next fault in turn: those that cannot be injected are skipped, and
+        a hanging camera once a process has spent all but one of its restarts."""
+        from edge_runtime.io.sources import MAX_ABANDONED
+        for _ in range(len(self.faults)):
+            kind = self.faults[self.fault_turn % len(self.faults)]
+            self.fault_turn += 1
+            if kind in self.not_injected:
+                continue
+            if kind == "camera-hang" and self.source.abandoned >= MAX_ABANDONED - 1:
+                continue
+            return kind
+        return None
+
+    def inject(self, kind: str) -> None:
+        """Inject fault ``kind`` (one of :data:`FAULTS`) and time it (see :meth:`_record`)."""
+        getattr(self, "fault_" + kind.replace("-", "_"))()
 
     def watch(self) -> None:
         """Until the vehicle's run ends: sample memory every 10 s (its
@@ -258,19 +761,15 @@ class Soak:
         import httpx
         s = self.s
         self.t0 = t0 = time.monotonic()
-        next_broker, next_camera, next_api, last_report = t0 + s.broker_every, t0 + s.camera_every, t0 + 5, t0
+        self.wall0 = time.time()  # the real wall clock at t0 (before any clock step)
+        next_broker, next_camera, last_report = t0 + s.broker_every, t0 + s.camera_every, t0
+        next_fault, self.fault_turn, self.next_api = t0 + s.fault_every, 0, t0 + 5
         self.http = httpx.Client(timeout=10, limits=httpx.Limits(
             max_keepalive_connections=0 if s.http_client == "new-connection" else None))
         while self.thread.is_alive():
+            self.tick()
             now = time.monotonic()
             el = now - t0
-            if not self.rss or now - self.rss[-1][0] - t0 >= 10:
-                self.rss.append((el, memory_mb()["rss_mb"]))
-                if len(self.rss) % 6 == 1:
-                    self.breakdown.append((round(el), memory_breakdown()))
-            if s.api_every > 0 and now >= next_api:
-                next_api = now + s.api_every
-                self.api_round(httpx if s.http_client == "per-request" else self.http)
             quiet_end = el > s.minutes * 60 - s.broker_down - 60
             if now >= next_broker and not quiet_end:
                 self.broker_outage()
@@ -278,12 +777,17 @@ class Soak:
             elif now >= next_camera and not quiet_end:
                 self.camera_outage()
                 next_camera = time.monotonic() + s.camera_every
+            elif self.faults and now >= next_fault and el < s.minutes * 60 - s.fault_hold - 30:
+                kind = self.next_fault()
+                if kind:
+                    self.inject(kind)
+                next_fault = time.monotonic() + s.fault_every
             if now - last_report >= 60:
                 last_report = now
                 log.info("%.0f/%.0f min: %d frames, RSS %.1f MB (%s), %d summaries received, broker recoveries %s, "
-                         "camera recoveries %s", el / 60, s.minutes, self.runner.frames, self.rss[-1][1],
+                         "camera recoveries %s, faults %d", el / 60, s.minutes, self.runner.frames, self.rss[-1][1],
                          self.breakdown[-1][1] if self.breakdown else {}, self.counter.received,
-                         self.broker_recovery[-5:], self.camera_recovery[-5:])
+                         self.broker_recovery[-5:], self.camera_recovery[-5:], len(self.fault_events))
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -299,6 +803,15 @@ class Soak:
         if getattr(self, "http", None) is not None:
             self.http.close()
         self.broker.stop()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Unmount the fault's tmpfs cards and remove the preload folder (also after a failed start)."""
+        for point in self.mounts:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
+        self.mounts = []
+        if self.preload is not None:
+            shutil.rmtree(self.preload, ignore_errors=True)
 
     def report(self) -> dict:
         """The soak's figures (schema ``roadseg.soak/1``) and its verdict."""
@@ -331,21 +844,73 @@ class Soak:
             "api": {"calls": self.api_calls, "errors": self.api_errors},
             "camera_reconnects": stats["camera"]["reconnects"],
         }
+        if self.faults:
+            report["faults"] = fault_summary(self.fault_events, self.faults, self.not_injected, s, self.uptime_min)
         report["verdict"] = verdict(report)
         return report
 
 
+def fault_summary(events: list[dict], scheduled: tuple[str, ...], not_injected: dict[str, str],
+                  s: SoakSettings, uptime_min: dict[str, float]) -> dict:
+    """The fault schedule's part of the report: its settings, every fault
+    (``events``: ``fault``, ``at_s``, ``visible_s``, ``recovered_s`` and
+    what the kind adds), those ``not_injected`` and why, per kind the count
+    and the slowest visibility and recovery (s; None when one never came),
+    the slowest visibility over the kinds the status shows, and the lowest
+    ``uptime_s`` /v1/stats reported (``api``, ``live``)."""
+    by_kind = {}
+    for kind in scheduled:
+        mine = [e for e in events if e["fault"] == kind]
+        vis = [e["visible_s"] for e in mine]
+        rec = [e["recovered_s"] for e in mine]
+        by_kind[kind] = {"count": len(mine), "shown_in_status": kind in SHOWN_IN_STATUS,
+                         "max_visible_s": None if None in vis or not vis else max(vis),
+                         "max_recovered_s": None if None in rec or not rec else max(rec)}
+    shown = [e["visible_s"] for e in events if e["fault"] in SHOWN_IN_STATUS]
+    return {"scheduled": list(scheduled), "every_s": s.fault_every, "hold_s": s.fault_hold,
+            "slow_fsync_ms": s.slow_fsync_ms, "capture_timeout_s": s.capture_timeout,
+            "not_injected": dict(not_injected), "events": events, "by_kind": by_kind,
+            "max_visible_s": None if None in shown or not shown else max(shown),
+            "uptime_min_s": dict(uptime_min)}
+
+
 def verdict(report: dict) -> dict[str, bool]:
     """The soak's goals: RSS growth under 1 MB/h after warm-up, no summary
-    lost, broker and camera back within 5 s every time, no watchdog miss."""
+    lost, broker and camera back within 5 s every time, no watchdog miss;
+    with a fault schedule also (issue 31): RSS growth under 0.5 MB/h, every
+    fault that could be injected injected, each shown in the status within
+    :data:`VISIBLE_WITHIN_S` and recovered, the frame rate held to 80 % of
+    the run's during a slow fsync, no negative uptime across a clock step,
+    and the twin yielding without a traceback."""
     growth = report["rss_growth_mb_per_hour_after_warmup"]
-    return {
+    goals = {
         "rss_growth_below_1_mb_per_hour": growth is not None and growth < 1.0,
         "no_summary_lost": report["summaries"]["lost"] == 0,
         "broker_recovery_below_5_s": all(r is not None and r < 5 for r in report["broker_recovery_s"]),
         "camera_recovery_below_5_s": all(r is not None and r < 5 for r in report["camera_recovery_s"]),
         "no_watchdog_miss": report["watchdog"]["misses"] == 0,
     }
+    faults = report.get("faults")
+    if not faults:
+        return goals
+    events, by_kind = faults["events"], faults["by_kind"]
+    goals["rss_growth_below_0_5_mb_per_hour"] = growth is not None and growth < 0.5
+    goals["every_fault_injected"] = all(k["count"] > 0 for kind, k in by_kind.items()
+                                        if kind not in faults["not_injected"])
+    goals["faults_visible_within_5_s"] = all(e["visible_s"] is not None and e["visible_s"] <= VISIBLE_WITHIN_S
+                                             for e in events if e["fault"] in SHOWN_IN_STATUS)
+    goals["faults_recovered"] = all(e["recovered_s"] is not None for e in events)
+    slow = [e for e in events if e["fault"] == "slow-fsync"]
+    if slow:
+        goals["fps_held_during_slow_fsync"] = all(e["fps_during"] >= 0.8 * report["fps_achieved"] for e in slow)
+    if any(e["fault"] == "clock-step" for e in events):
+        goals["clock_step_seen_and_uptime_never_negative"] = (
+            all(e["visible_s"] is not None for e in events if e["fault"] == "clock-step")
+            and all(v >= 0 for v in faults["uptime_min_s"].values()))
+    twins = [e for e in events if e["fault"] == "twin"]
+    if twins:
+        goals["twin_yielded"] = all(e["yielded"] and not e["traceback"] for e in twins)
+    return goals
 
 
 def run_soak(s: SoakSettings) -> int:
@@ -355,8 +920,16 @@ def run_soak(s: SoakSettings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING if s.verbose and noisy != "httpx" else logging.ERROR)
+    try:
+        reexec_under_preload(parse_faults(s.faults))
+    except ValueError as e:
+        raise SystemExit(f"soak: {e}") from None
     soak = Soak(s)
-    soak.start()
+    try:
+        soak.start()
+    except BaseException:
+        soak.cleanup()
+        raise
     try:
         soak.watch()
     finally:

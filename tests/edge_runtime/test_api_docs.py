@@ -43,6 +43,7 @@ def test_docs_render_offline_in_a_real_browser(seg, tmp_path):
     assert 'class="swagger-ui' in dom and "roadseg device API" in dom, dom[:2000]
     assert {"/v1/segment", "/v1/stats", "/v1/stream.mjpg"} <= _operations(dom), _operations(dom)
     assert "cdn.jsdelivr.net" not in dom
+    assert "btn authorize" not in dom and "authorization__btn" not in dom  # no token: no Authorize, no padlocks
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (scripts/test.sh installs Debian's chromium)")

@@ -46,7 +46,7 @@ def test_help_follows_the_convention(name, capsys):
     assert "--version" in text and "exit codes: 0 success, 2 bad usage or input" in text
     assert "``" not in text and not re.search(r":(mod|class|func|data|meth):`", text), "raw reST in help"
     options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text.split("options:")[1]))
-    sub = re.search(r"\{([a-z,]+)\}", text.splitlines()[0])
+    sub = re.search(r"\{([a-z,-]+)\}", text.split("\n\n")[0])  # the usage, wrapped or not; names may hold a -
     for cmd in (sub.group(1).split(",") if sub else []):  # subcommands: their options count too
         sub_text = _help(SCRIPTS[name], capsys, [cmd, "--help"])
         options |= set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", sub_text.split("options:")[1]))

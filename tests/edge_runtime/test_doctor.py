@@ -42,3 +42,21 @@ def test_doctor_checks_the_shipped_models_sha256(tmp_path, capsys):
     bad = diagnose(shipped=str(tmp_path))
     assert not bad["ok"] and not bad["checks"]["shipped"]["ok"]
     assert any(p.startswith("shipped:") and "does not match its sidecar" in p for p in bad["problems"])
+
+
+def test_doctor_marks_the_gstreamer_row_failed_for_a_csi_camera(capsys):
+    """Issue 31 (9): with pip's OpenCV (no GStreamer), ``--camera csi`` printed every row "ok" and exited 4;
+    now the GStreamer row is FAIL, with one problem line naming the cause and its fix."""
+    import pytest
+
+    from edge_runtime.io.sources import opencv_has_gstreamer
+    if opencv_has_gstreamer():
+        pytest.skip("this cv2 has GStreamer")
+    assert main(["--camera", "csi"]) == 4
+    out, err = capsys.readouterr()
+    rows = [ln for ln in out.splitlines() if ln.startswith(("ok", "FAIL"))]
+    assert "FAIL gstreamer" in out and "has no GStreamer" in out and "ok   cv2" in out
+    assert not all(r.startswith("ok") for r in rows)
+    problems = [ln for ln in err.splitlines() if ln.startswith("roadseg-doctor: ")]
+    assert len([p for p in problems if p.startswith("roadseg-doctor: gstreamer:")]) == 1
+    assert "pip uninstall -y opencv-python-headless" in err and "Traceback" not in err

@@ -265,6 +265,26 @@ def test_display_without_a_gui_fails_before_anything_starts(tiny_tflite, broker)
         sub.close()
 
 
+def test_display_without_a_gui_fails_before_the_model_loads(tiny_tflite, tmp_path):
+    """Issue 33: --display is checked first: with a model file that cannot load, the one error is --display's."""
+    import shutil
+
+    from edge_runtime.io.views import check_display
+    try:
+        check_display()
+        pytest.skip("this OpenCV can open a window here")
+    except RuntimeError:
+        pass
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"\0" * 4096)  # loading it fails ("not a TFLite model") if it is ever loaded
+    shutil.copyfile(tiny_tflite.with_suffix(".json"), bad.with_suffix(".json"))
+    r = _run_cli("--model", str(bad), "--source", "synthetic:64x128@30", "--display", "--max-frames", "3",
+                 "--mqtt-host", "127.0.0.1", "--mqtt-port", "1")
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert r.returncode == 4 and len(errors) == 1 and "--display" in errors[0], r.stderr
+    assert "TFLite" not in r.stderr, r.stderr
+
+
 def test_embedded_broker_refuses_a_taken_port(tiny_tflite):
     """A broker already on the port (apt's mosquitto on 1883): one line, exit 4, no quiet move elsewhere."""
     with socket.socket() as busy:

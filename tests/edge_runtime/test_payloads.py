@@ -37,7 +37,11 @@ def _built() -> dict[str, dict]:
                                       api="http://10.0.0.9:8080"),
             "coverage": payloads.coverage("bus9", 3, _summary(), 14.237, MODEL),
             "stats": _stats(),
-            "ha": payloads.ha_state(_summary())}
+            "ha": payloads.ha_state(_summary()),
+            "clash": payloads.clash("bus9", "0123abcd", "89abcdef"),
+            "model": payloads.model_state("bus9", "trial", {"version": 1, "name": "student-int8", "sha256": "ab" * 32},
+                                          trying={"version": 2, "name": "student-int8", "sha256": "cd" * 32},
+                                          bytes=1000, total_bytes=2000)}
 
 
 def test_builders_keep_the_shape_the_vehicle_sends():

@@ -4,6 +4,7 @@ real publisher, the fleet's readers with their own options; a vehicle cannot
 publish as another, the dashboard can read every vehicle and write nothing."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 pytestmark = pytest.mark.skipif(not (MOSQUITTO and shutil.which("mosquitto_passwd") and shutil.which("openssl")),
                                 reason="needs mosquitto, mosquitto_passwd and openssl (scripts/test.sh installs them)")
-PASSWORDS = {"car1": "car1-secret", "car2": "car2-secret", "dashboard": "dash-secret"}
+PASSWORDS = {"car1": "car1-secret", "car2": "car2-secret", "dashboard": "dash-secret", "monitor": "monitor-secret"}
 
 
 def docs_block(first_line: str) -> str:
@@ -46,6 +47,14 @@ def make_ca(d: Path) -> None:
 @pytest.fixture
 def deploy_broker(tmp_path):
     """mosquitto with deploy.md's roadseg.conf and roadseg.acl; /etc/mosquitto/ -> tmp_path, 8883 -> a free port."""
+    with running_deploy_broker(tmp_path) as b:
+        yield b
+
+
+@contextlib.contextmanager
+def running_deploy_broker(tmp_path, wrapper: list[str] = ()):
+    """:func:`deploy_broker` as a context manager: ``wrapper`` goes before the mosquitto command
+    (``prlimit --as=...``: a memory ceiling); the dict it yields also has ``pid`` (mosquitto's)."""
     from edge_runtime.io.broker import free_port
     etc = tmp_path / "etc"
     (etc / "certs").mkdir(parents=True)
@@ -62,7 +71,7 @@ def deploy_broker(tmp_path):
     pw = etc / "roadseg.passwd"
     for i, (user, password) in enumerate(PASSWORDS.items()):
         subprocess.run(["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(pw), user, password], check=True)
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(etc / "roadseg.conf")], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*wrapper, MOSQUITTO, "-c", str(etc / "roadseg.conf")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     started = threading.Event()
 
@@ -72,9 +81,11 @@ def deploy_broker(tmp_path):
                 started.set()
     threading.Thread(target=watch, daemon=True).start()
     assert started.wait(20) and proc.poll() is None, "mosquitto did not start with deploy.md's configuration"
-    yield {"port": port, "ca": str(etc / "certs" / "ca.crt")}
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield {"port": port, "ca": str(etc / "certs" / "ca.crt"), "pid": proc.pid, "process": proc}
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _settings(b, user, **kw):
@@ -108,6 +119,14 @@ def test_a_vehicle_cannot_publish_as_another_and_the_dashboard_only_reads(deploy
     from edge_runtime.io.mqtt import MqttPublisher, MqttSettings
     from fleet.dashboard.state import Fleet
     b = deploy_broker
+    # probes logged in as a user whose real client runs below would take its session over (the client id
+    # is the user name): they come first
+    forged = json.dumps(payloads.status("offline", "car1", reason="lost", api="http://10.6.6.6:8080"))
+    assert publish_rc(b, "dashboard", "roadseg/car1/status", forged) == "refused"
+    assert publish_rc(b, "dashboard", "roadseg/dashboard/status", forged) == "refused"
+    _, cfg = payloads.ha_sensor_config("car1", "sky", "roadseg/car1/ha", "roadseg/car1/status", "m")
+    assert publish_rc(b, "car1", "homeassistant/sensor/roadseg_car1_sky/config", json.dumps(cfg)) == "accepted"
+    assert publish_rc(b, "car1", "homeassistant/sensor/roadseg_car2_sky/config", "{}") == "refused"
     fleet = Fleet(_settings(b, "dashboard"))
     cars = {}
     try:
@@ -117,14 +136,9 @@ def test_a_vehicle_cannot_publish_as_another_and_the_dashboard_only_reads(deploy
                                       credentials=(car, PASSWORDS[car]))
             cars[car].start({"model": {"name": "student-int8"}, "api": f"http://10.0.0.{len(cars)}:8080"})
         assert fleet.wait_for(lambda f: {v.device_id for v in f.view() if v.status} == {"car1", "car2"}, 20)
-        forged = json.dumps(payloads.status("offline", "car1", reason="lost", api="http://10.6.6.6:8080"))
+        cars.pop("car2").stop(5)  # its password is the attacker's below
         assert publish_rc(b, "car2", "roadseg/car1/status", forged) == "refused"  # car2 posing as car1
         assert publish_rc(b, "car2", "roadseg/car2/coverage", "{}") == "accepted"  # its own topic: accepted
-        assert publish_rc(b, "dashboard", "roadseg/car1/status", forged) == "refused"
-        assert publish_rc(b, "dashboard", "roadseg/dashboard/status", forged) == "refused"
-        _, cfg = payloads.ha_sensor_config("car1", "sky", "roadseg/car1/ha", "roadseg/car1/status", "m")
-        assert publish_rc(b, "car1", "homeassistant/sensor/roadseg_car1_sky/config", json.dumps(cfg)) == "accepted"
-        assert publish_rc(b, "car1", "homeassistant/sensor/roadseg_car2_sky/config", "{}") == "refused"
         # the accepted (invalid) car2 coverage reached the dashboard after the refused forgery: car1 is untouched
         assert fleet.wait_for(lambda f: f.intake.dropped_total >= 1, 10)
         car1 = next(v for v in fleet.view() if v.device_id == "car1")

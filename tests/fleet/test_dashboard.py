@@ -340,7 +340,7 @@ def test_dashboard_shows_a_real_vehicle(broker, monkeypatch):
         assert f.wait_for(lambda s: any(v.summaries == 3 for v in s.view()), 20)
         at = _page()
         row = at.dataframe[0].value.set_index("vehicle").loc["truck7"]
-        assert row["state"] == "online" and row["fps"] == 9.5 and row["summaries"] == 3
+        assert row["state"] == "online" and row["fps"] == 9.5 and row["last seen s ago"] >= 0
         assert any("truck7" in h for h in _texts(at, "subheader"))
         assert any("vehicle" in m and "human" in m and "flat" in m for m in _texts(at, "markdown"))  # the legend
     finally:

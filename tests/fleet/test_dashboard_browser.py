@@ -35,13 +35,13 @@ CATEGORIES = ("void", "flat", "construction", "object", "nature", "sky", "human"
 class Dashboard:
     """``streamlit run fleet/dashboard/app.py`` on a free port, open in a headless Chromium tab."""
 
-    def __init__(self, broker, tmp_path):
+    def __init__(self, broker, tmp_path, width: int = 1280, env: dict | None = None):
         pytest.importorskip("streamlit")
         pytest.importorskip("websockets")
         from edge_runtime.io.broker import free_port
         port = free_port()
         env = dict(os.environ, ROADSEG_DASH_MQTT_HOST="127.0.0.1", ROADSEG_DASH_MQTT_PORT=str(broker.port),
-                   ROADSEG_DASH_MQTT_PROTOCOL="3.1.1")
+                   ROADSEG_DASH_MQTT_PROTOCOL="3.1.1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "fleet/dashboard/app.py"), "--server.headless",
              "true", "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
@@ -53,7 +53,7 @@ class Dashboard:
         else:
             raise AssertionError("streamlit did not start")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep its pipe drained
-        self.browser = Browser(tmp_path / "profile")
+        self.browser = Browser(tmp_path / "profile", width=width)
         self.page = self.browser.open(f"http://127.0.0.1:{port}/")
 
     def close(self):
@@ -156,6 +156,41 @@ def test_browser_shows_the_fleet(broker, tmp_path):
         raw.close()
         pub.stop(1)
         van.stop(1)
+
+
+#: the health table's grid (glide-data-grid draws on a canvas and keeps an accessible table of the cells it shows):
+#: its scrolled and visible widths, and the column headers it shows
+HEALTH_TABLE_JS = """(() => {
+  const s = document.querySelector('.dvn-scroller');
+  if (!s) return null;
+  const heads = [...document.querySelectorAll('[role="columnheader"]')].map((h) => h.textContent);
+  return {scroll: s.scrollWidth, client: s.clientWidth, heads};
+})()"""
+
+
+def test_browser_health_table_fits_1400_px_and_an_unseen_vehicle_claims_no_figures(broker, tmp_path):
+    """Issue 33: at 1,400 px every column of the health table is on screen (the last one, uptime's side, was
+    cut off), and a listed vehicle that never sent anything says so, not "figures below are the last received"."""
+    raw = Raw(broker.port)
+    raw.send(("roadseg/bus9/status", status_body("bus9", api="http://10.0.0.9:8080"), True),
+             ("roadseg/bus9/stats", stats_body("bus9", temp=66.5), True),
+             ("roadseg/bus9/coverage", coverage_body("bus9", 1), True),
+             ("roadseg/gone1/status", status_body("gone1", "offline", reason="lost"), True),
+             ("roadseg/gone1/stats", stats_body("gone1", temp=42.25), True))
+    dash = Dashboard(broker, tmp_path, width=1400, env={"ROADSEG_DASH_VEHICLES": "ghost1"})
+    try:
+        dom = dash.page.wait_for("— connected", "66.5", "ghost1 — never seen", "gone1 — offline")
+        table = dash.page.evaluate(HEALTH_TABLE_JS)
+        if os.environ.get("ROADSEG_SCREENSHOT_DIR"):
+            dash.page.screenshot(Path(os.environ["ROADSEG_SCREENSHOT_DIR"]) / "dashboard-1400.png")
+        assert table is not None and table["scroll"] <= table["client"] + 1, table  # nothing to scroll to
+        assert table["heads"][0] == "vehicle" and "uptime min" in table["heads"] and len(table["heads"]) >= 15, table
+        ghost = section(dom, "ghost1 — never seen")
+        assert "nothing received from ghost1" in ghost and "last received" not in ghost, ghost[:3000]
+        assert "figures below are the last received" in section(dom, "gone1 — offline")  # it did send figures
+    finally:
+        dash.close()
+        raw.close()
 
 
 class Attacker(http.server.BaseHTTPRequestHandler):

@@ -273,3 +273,44 @@ def test_jetson_without_the_tensorrt_provider_installs_no_config(onnx_install, t
     assert "has no TensorrtExecutionProvider (available: " in last and "CPUExecutionProvider" in last, last
     assert "onnxruntime-gpu for JetPack 6" in last and "Traceback" not in bad.stderr
     assert (prefix / "roadseg.toml").read_text() == before
+
+
+# -- issue 33: --help, and an apt failure maps to the documented exit 4 ----------------------------------------
+
+def test_help_prints_the_usage_and_exits_0():
+    for flag in ("--help", "-h"):
+        r = install_pi(flag, timeout=60)
+        assert r.returncode == 0 and not r.stderr, (flag, r.returncode, r.stderr)
+        assert "--model PATH" in r.stdout and "--venv-only" in r.stdout and "Exit status: 0 done" in r.stdout
+        assert not any(ln.startswith("#") for ln in r.stdout.splitlines())
+        assert "ROADSEG_INSTALL_UNAME_M" not in r.stdout  # the tests' own variables are not the user's usage
+
+
+def test_an_apt_failure_is_exit_4_with_one_line_naming_the_packages(tiny_tflite, tmp_path):
+    """apt-get refusing python3-picamera2 (exit 100, as on a system without the Raspberry Pi repository)
+    ends the script with its documented exit 4 and one last line naming the package, before any venv."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "apt-get").write_text("#!/bin/sh\necho 'E: Unable to locate package python3-picamera2' >&2\nexit 100\n")
+    (shim / "apt-get").chmod(0o755)
+    prefix = tmp_path / "opt"
+    r = install_pi("--venv-only", "--prefix", str(prefix), "--source", "picamera2", "--model", str(tiny_tflite),
+                   env={"PATH": f"{shim}:{ENV['PATH']}", "ROADSEG_INSTALL_UNAME_M": "aarch64",
+                        "ROADSEG_INSTALL_DPKG_ARCH": "arm64"}, timeout=60)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert last.startswith("install_pi.sh: apt-get could not install python3-picamera2 (exit 100"), last
+    assert not (prefix / "venv").exists()  # nothing installed after the failure
+    with_fake_python = tmp_path / "bin2"  # a step with no message of its own: the trap names the command
+    with_fake_python.mkdir()
+    for name in ("python3", "apt-get"):
+        (with_fake_python / name).write_text("#!/bin/sh\n" + ("exit 7\n" if name == "apt-get" else
+                                             'case "$*" in *"-m venv"*) exit 3 ;; *"import picamera2"*|'
+                                             '*"import numpy, cv2"*) exit 0 ;; esac\nexec /usr/bin/python3 "$@"\n'))
+        (with_fake_python / name).chmod(0o755)
+    r = install_pi("--venv-only", "--prefix", str(prefix), "--source", "synthetic", "--model", str(tiny_tflite),
+                   env={"PATH": f"{with_fake_python}:{ENV['PATH']}", "ROADSEG_INSTALL_UNAME_M": "x86_64",
+                        "ROADSEG_INSTALL_DPKG_ARCH": "amd64"}, timeout=60)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 4 and "venv" in last and "failed (exit 3" in last and "no service installed" in last, \
+        (r.returncode, r.stderr)

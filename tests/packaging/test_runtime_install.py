@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("edge_runtime", "trainer", "distill", "calibration", "fleet")
+from tests.packaging.venvs import ROOT, source_copy  # runtime_venv: tests/packaging/conftest.py
 
 pytestmark = pytest.mark.integration
 
@@ -42,35 +41,6 @@ def code_lines(section: str) -> list[str]:
         elif inside and ln.strip() and "..." not in ln:
             lines.append(re.sub(r"\[--[^\]]*\]", "", ln.split("  #")[0]).strip())
     return lines
-
-
-def source_copy(work: Path) -> Path:
-    """The project's packaging files and packages copied under ``work/src`` (an in-tree build
-    would write build/ and *.egg-info into the checkout)."""
-    src = work / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, src / name)
-    for pkg in PACKAGES:
-        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return src
-
-
-@pytest.fixture(scope="module")
-def runtime_venv(tmp_path_factory) -> Path:
-    """A clean venv with the source tree's ``[runtime]`` extra and nothing else."""
-    work = tmp_path_factory.mktemp("rt")
-    src = source_copy(work)
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{src}[runtime]"],
-                       capture_output=True, text=True, timeout=1200)
-    if r.returncode != 0:
-        if "Could not find a version" in r.stderr or "NewConnectionError" in r.stderr:
-            pytest.skip(f"PyPI is not reachable: {r.stderr.strip().splitlines()[-1]}")
-        pytest.fail(f"pip install .[runtime] failed:\n{r.stderr[-3000:]}")
-    return venv
 
 
 def _run(venv: Path, argv: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -142,6 +112,15 @@ def test_readme_vehicle_section_in_a_runtime_only_install(runtime_venv, tiny_tfl
     assert outcome.get("roadseg-dashboard") == "extra"
 
 
+def labelled(tmp: Path) -> Path:
+    """A tiny labelled dataset (synthetic scenes, Cityscapes layout) under ``tmp``, written once."""
+    from edge_runtime.eval.synthetic import write_dataset
+    folder = tmp / "labelled"
+    if not folder.exists():
+        write_dataset(folder, "cityscapes", {"val": 2}, 64, 128, seed=3)
+    return folder
+
+
 def real_args(prog: str, model: Path, broker, tmp: Path) -> list[str]:
     """A real invocation of ``prog`` (not --help), bounded in time."""
     mqtt = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port)]
@@ -154,7 +133,7 @@ def real_args(prog: str, model: Path, broker, tmp: Path) -> list[str]:
         "roadseg-bench": ["--model", str(model), "--frames", "4", "--warmup", "1", "--rounds", "1"],
         "roadseg-data": ["synth", "--out", str(tmp / "synth"), "--train", "1", "--val", "1", "--size", "32x64"],
         "roadseg-train": ["--data", str(tmp), "--out", str(tmp / "run")],
-        "roadseg-eval": ["--model", str(model), "--data", str(tmp)],
+        "roadseg-eval": ["--model", str(model), "--data", str(labelled(tmp)), "--out", str(tmp / "eval")],
         "roadseg-distill": ["--data", str(tmp), "--out", str(tmp / "student")],
         "roadseg-calibrate": ["--model", str(model), "--data", str(tmp), "--out", str(tmp / "dist")],
     }[prog]
@@ -166,8 +145,8 @@ def test_every_command_on_the_path_works_or_names_its_extra(runtime_venv, tiny_t
     outcome = {p: works_or_names_its_extra(_run(runtime_venv, [p, *real_args(p, tiny_tflite, broker, tmp_path)],
                                                 tmp_path), p) for p in progs}
     assert {p for p, o in outcome.items() if o == "works"} >= {"roadseg-run", "roadseg-bench", "roadseg-doctor",
-                                                                "roadseg-data"}, outcome
-    assert {p for p, o in outcome.items() if o == "extra"} >= {"roadseg-train", "roadseg-eval", "roadseg-distill",
+                                                                "roadseg-data", "roadseg-eval"}, outcome
+    assert {p for p, o in outcome.items() if o == "extra"} >= {"roadseg-train", "roadseg-distill",
                                                                 "roadseg-calibrate", "roadseg-serve",
                                                                 "roadseg-dashboard"}, outcome
     r = _run(runtime_venv, ["roadseg-bench", "--model", str(tiny_tflite), "--frames", "2", "--data", str(tmp_path),
@@ -177,6 +156,24 @@ def test_every_command_on_the_path_works_or_names_its_extra(runtime_venv, tiny_t
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     r = _run(runtime_venv, ["python", "-c", code], tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+def test_eval_scores_a_tflite_in_a_runtime_only_install(runtime_venv, tiny_tflite, tmp_path):
+    """Issue 33: `roadseg-eval --model X.tflite --data D` scores a .tflite on a labelled folder with the runtime
+    extra alone (no TensorFlow: how a device checks accuracy); a run directory there names the train extra."""
+    r = _run(runtime_venv, ["python", "-c", "import tensorflow"], tmp_path)
+    assert r.returncode != 0  # the venv really has no TensorFlow
+    data = labelled(tmp_path)
+    r = _run(runtime_venv, ["roadseg-eval", "--model", str(tiny_tflite), "--data", str(data), "--split", "val",
+                            "--out", str(tmp_path / "eval"), "--json"], tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["model"]["kind"] == "tflite" and report["split"] == "val"
+    assert 0.0 <= report["metrics"]["miou7"] <= 1.0, report["metrics"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"] == report["metrics"]
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    r = _run(runtime_venv, ["roadseg-eval", "--model", str(tmp_path / "run"), "--data", str(data)], tmp_path)
+    assert works_or_names_its_extra(r, "roadseg-eval of a run") == "extra" and "roadseg[train]" in r.stderr
 
 
 def test_edge_runtime_tests_pass_without_tensorflow(tmp_path):

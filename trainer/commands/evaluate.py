@@ -39,7 +39,9 @@ def model_segmenter(model: Path, size: tuple[int, int] | None, threads: int | No
     """``(segment, info, out_dir)`` for a .tflite (through the runtime's
     interpreter, no TensorFlow) or a SavedModel export. Raises
     ``ValueError`` when ``size`` differs from a .tflite's input, and what
-    the model loaders raise for a missing or unreadable model."""
+    the model loaders raise for a missing or unreadable model, and
+    ImportError naming the train extra for a SavedModel where TensorFlow is
+    not installed."""
     if model.suffix == ".tflite":
         from edge_runtime.model.segmenter import DeviceSegmenter
         seg = DeviceSegmenter(model, threads=threads)
@@ -47,6 +49,10 @@ def model_segmenter(model: Path, size: tuple[int, int] | None, threads: int | No
             raise ValueError(f"--size {size} differs from the model's input {seg.input_size}")
         info = {"kind": "tflite", "path": str(model), **seg.describe()}
         return seg.segment_classes, info, Path(out) if out else model.parent / (model.stem + "_eval")
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError(f"--model {model}: a SavedModel run needs the train extra (tensorflow is not installed "
+                          f"here): pip install \"roadseg[train]\"; a .tflite needs only the runtime extra")
     from trainer.evaluate import savedmodel_segmenter
     segment, info = savedmodel_segmenter(model, size)
     return segment, info, Path(out) if out else (model if (model / "export").is_dir() else model.parent)

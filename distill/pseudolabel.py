@@ -1,0 +1,174 @@
+"""The workstation's half of the data flywheel (issue 30): the teacher labels
+the frames the vehicles kept (``python -m distill.commands.pseudolabel``).
+
+Frames come from a folder the vehicles pushed to (nginx's WebDAV root or a
+synced S3 prefix): kept frames (``<name>.jpg`` with its record
+``<name>.json``, :class:`edge_runtime.flywheel.store.KeptRecord`, checked:
+size first, then the schema, then the JPEG's sha256) and plain images
+(``.jpg``/``.png`` without a record, e.g. a video's frames) alike, searched
+recursively. Each is labelled by the teacher runs' exports with their
+test-time views (:class:`distill.distill.Teachers`, as ``--teacher-tta``):
+the mean probabilities at the teacher's size, resized bilinearly to the
+frame's; pixels whose top probability is below ``min_confidence`` become
+void. The result is a CamVid-layout dataset (SegNet split: ``train/`` the
+frames as they came, ``trainannot/`` the labels as CamVid class indices,
+void as Unlabelled) that ``roadseg-distill --extra-data`` trains on, a
+``pseudolabels.json`` manifest, and a contact sheet (frame, pseudo-label,
+confidence) to check them by eye.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import atomic
+from edge_runtime.contract.labels import VOID, colorize
+from edge_runtime.eval.datasets import IMAGE_EXTS, read_image
+
+log = logging.getLogger("roadseg.pseudolabel")
+
+#: category index -> the CamVid class index written for it (CAMVID_TO_CATEGORY maps it back):
+#: void -> Unlabelled, flat -> Road, construction -> Building, object -> Pole, nature -> Tree, sky -> Sky,
+#: human -> Pedestrian, vehicle -> Car
+CATEGORY_TO_CAMVID = np.array([11, 3, 1, 2, 5, 0, 9, 8], np.uint8)
+#: the largest frame file read (bytes): a full-HD JPEG is well under 2 MB
+MAX_FRAME_BYTES = 32 * 2 ** 20
+#: contact sheet tile width (pixels)
+TILE_WIDTH = 256
+
+
+def find_frames(folder: str | Path) -> tuple[list[dict], list[str]]:
+    """The frames under ``folder`` (recursive), sorted by name: ``[{"name",
+    "image", "record"}]`` (``record`` the validated KeptRecord as a dict, or
+    None for a plain image), and the reasons frames were skipped (a record
+    that breaks the schema, a JPEG whose sha256 differs, a file over
+    MAX_FRAME_BYTES, a name seen twice). Raises FileNotFoundError for a
+    missing folder."""
+    from edge_runtime.flywheel.store import read_record
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--frames {folder}: folder not found")
+    frames, skipped, seen = [], [], set()
+    for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
+        rec_file, record = image.with_suffix(".json"), None
+        try:
+            if image.stat().st_size > MAX_FRAME_BYTES:
+                raise ValueError(f"over {MAX_FRAME_BYTES // 2 ** 20} MiB")
+            if rec_file.is_file():
+                r = read_record(rec_file)
+                if r.sha256 != hashlib.sha256(image.read_bytes()).hexdigest():
+                    raise ValueError("the JPEG's sha256 differs from its record's")
+                record = r.model_dump(by_alias=True)
+            if image.stem in seen:
+                raise ValueError("a frame of the same name was found first")
+        except (OSError, ValueError) as e:
+            skipped.append(f"{image}: {str(e).splitlines()[0]}")
+            continue
+        seen.add(image.stem)
+        frames.append({"name": image.stem, "image": image, "record": record})
+    return frames, skipped
+
+
+def label_frame(teachers, image: np.ndarray, min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(categories uint8 [H,W], confidence float32 [H,W])`` of one RGB uint8
+    [H,W,3] frame: the teachers' mean probabilities (with their test-time
+    views) at the first teacher's size, resized bilinearly to the frame; void
+    where the top probability is below ``min_confidence``."""
+    tf = teachers.tf
+    size = teachers.models[0].size
+    probs = teachers.probs(tf.constant(image[None]), size)
+    probs = tf.image.resize(probs, image.shape[:2], method="bilinear")[0].numpy()
+    classes = probs.argmax(axis=-1).astype(np.uint8)
+    confidence = probs.max(axis=-1).astype(np.float32)
+    classes[confidence < min_confidence] = VOID
+    return classes, confidence
+
+
+def _tile(rgb: np.ndarray, height: int) -> np.ndarray:
+    import cv2
+    return cv2.resize(rgb, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA)
+
+
+def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], min_confidence: float,
+                  out: str | Path) -> Path:
+    """Draw ``rows`` of ``(name, frame RGB, categories, confidence)`` as a PNG at
+    ``out``: per row the frame, the pseudo-label in the project's palette
+    (void black) and the confidence (dark: low; viridis), a header saying so.
+    Raises OSError when it cannot be written, ValueError without rows."""
+    import cv2
+    if not rows:
+        raise ValueError("no frames to draw")
+    h0, w0 = rows[0][1].shape[:2]
+    height = max(16, round(TILE_WIDTH * h0 / w0))
+    header = np.full((28, 3 * TILE_WIDTH, 3), 255, np.uint8)
+    for i, text in enumerate(("frame", f"pseudo-label (black: void, < {min_confidence:g})", "confidence (dark: low)")):
+        cv2.putText(header, text, (6 + i * TILE_WIDTH, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    lines = [header]
+    for name, frame, classes, conf in rows:
+        heat = cv2.applyColorMap(np.clip(conf * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+        row = np.concatenate([_tile(frame, height), _tile(colorize(classes), height), _tile(heat, height)], axis=1)
+        cv2.putText(row, name[-40:], (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        lines.append(row)
+    sheet = np.concatenate(lines, axis=0)
+    ok, png = cv2.imencode(".png", sheet[..., ::-1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return atomic.write_bytes(out, png.tobytes())
+
+
+def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path, tta: str = "flip",
+                min_confidence: float = 0.5, weighting: str = "iou", sheet: str | Path | None = None,
+                sheet_frames: int = 16) -> dict:
+    """Label every frame under ``frames_dir`` into the CamVid-layout dataset ``out``
+    (``train/``, ``trainannot/``, ``pseudolabels.json``) and draw the contact
+    sheet of the first ``sheet_frames`` frames at ``sheet`` (default
+    ``out/contact-sheet.png``). Returns the manifest. Raises ValueError for a
+    ``min_confidence`` outside 0..1, no frame to label, a bad ``tta``;
+    FileNotFoundError for a missing folder or teacher export."""
+    from distill.distill import Teachers
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"--min-confidence is a probability, 0..1, got {min_confidence:g}")
+    frames, skipped = find_frames(frames_dir)
+    for s in skipped:
+        log.warning("skipped %s", s)
+    if not frames:
+        raise ValueError(f"--frames {frames_dir}: no frame to label (.jpg/.png, with or without a kept record)")
+    teachers = Teachers(teacher_runs, weighting, tta)
+    out = Path(out)
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    (out / "trainannot").mkdir(parents=True, exist_ok=True)
+    entries, rows = [], []
+    for i, f in enumerate(frames):
+        image = read_image(f["image"])
+        classes, conf = label_frame(teachers, image, min_confidence)
+        _write_pair(out, f, classes)
+        entries.append({"name": f["name"], "source": str(f["image"]), "record": f["record"],
+                        "void_share": round(float(np.mean(classes == VOID)), 4),
+                        "low_confidence_share": round(float(np.mean(conf < min_confidence)), 4),
+                        "mean_confidence": round(float(conf.mean()), 4)})
+        if len(rows) < sheet_frames:
+            rows.append((f["name"], image, classes, conf))
+        log.info("labelled %d/%d: %s (%.0f%% below %.2f)", i + 1, len(frames), f["name"],
+                 100 * entries[-1]["low_confidence_share"], min_confidence)
+    manifest = {"schema": "roadseg.pseudolabels/1", "teachers": teachers.describe(), "tta": tta,
+                "min_confidence": min_confidence, "frames": entries, "skipped": skipped}
+    atomic.write_text(out / "pseudolabels.json", json.dumps(manifest, indent=1))
+    contact_sheet(rows, min_confidence, sheet or out / "contact-sheet.png")
+    return manifest
+
+
+def _write_pair(out: Path, frame: dict, classes: np.ndarray) -> None:
+    """The frame as it came (no re-encoding) and its label as CamVid class indices, atomically."""
+    import cv2
+    src = frame["image"]
+    with atomic.atomic_path(out / "train" / f"{frame['name']}{src.suffix.lower()}") as tmp:
+        shutil.copyfile(src, tmp)
+    ok, png = cv2.imencode(".png", CATEGORY_TO_CAMVID[classes])
+    if not ok:
+        raise ValueError(f"cannot encode the label of {frame['name']}")
+    atomic.write_bytes(out / "trainannot" / f"{frame['name']}.png", png.tobytes())

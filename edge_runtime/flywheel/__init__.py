@@ -1,0 +1,59 @@
+"""The vehicle's half of the data flywheel (off by default): score every
+frame by how much it would teach (:mod:`.score`), keep the best in a bounded
+folder (:mod:`.store`, :mod:`.keep`), push them to the workstation within a
+daily byte budget (:mod:`.upload`). The workstation's half labels them with
+the teacher (``python -m distill.commands.pseudolabel``).
+
+Kept frames are full camera frames: they hold faces and number plates.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+#: environment variable holding the upload password / token when no file is given
+TOKEN_ENV = "ROADSEG_UPLOAD_TOKEN"
+
+
+def upload_token(token_file: str | None) -> str:
+    """The upload credential: the first line of ``token_file``, else ``$ROADSEG_UPLOAD_TOKEN``.
+    Raises ValueError (naming the file, never its content) when there is none."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read --upload-token-file {token_file}: "
+                             f"{getattr(e, 'strerror', None) or e}") from None
+        if token and token[0].strip():
+            return token[0].strip()
+        raise ValueError(f"--upload-token-file {token_file} is empty")
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ValueError(f"uploads need a credential: --upload-token-file FILE or {TOKEN_ENV}")
+    return token
+
+
+def compose(settings, segmenter, stack: contextlib.ExitStack):
+    """roadseg-run's flywheel from its settings (``keep_frames``, ``keep_max_mb``,
+    ``keep_per_hour``, ``upload_url`` / ``upload_presign``, ``upload_token_file``,
+    ``upload_mb_per_day``, ``device_id``): the KeepFrames view (closed by
+    ``stack``) and, when a target is set, the uploader thread (stopped by
+    ``stack`` first). Raises ValueError for a bad URL or a missing credential,
+    OSError when the folder cannot be made."""
+    from edge_runtime.flywheel.keep import KeepFrames, KeepPolicy
+    from edge_runtime.flywheel.store import FrameStore
+    from edge_runtime.flywheel.upload import PresignedTarget, Uploader, WebDavTarget
+    store = FrameStore(settings.keep_frames, int(settings.keep_max_mb * 2 ** 20))
+    target = None
+    if settings.upload_url:
+        target = WebDavTarget(settings.upload_url, settings.device_id, upload_token(settings.upload_token_file))
+    elif settings.upload_presign:
+        target = PresignedTarget(settings.upload_presign, upload_token(settings.upload_token_file))
+    keep = KeepFrames(store, segmenter, settings.device_id, KeepPolicy(per_hour=settings.keep_per_hour))
+    stack.callback(keep.close)
+    if target is not None:
+        uploader = Uploader(store, target, int(settings.upload_mb_per_day * 2 ** 20)).start()
+        stack.callback(uploader.stop)
+        keep.uploader = uploader
+    return keep

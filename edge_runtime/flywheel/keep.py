@@ -1,0 +1,260 @@
+"""Keep the frames the model is unsure of (``roadseg-run --keep-frames DIR``):
+a FrameView of the run loop (edge_runtime/loop.py) that scores every frame
+(:class:`edge_runtime.flywheel.score.TeachScorer`, on the loop's thread: well
+under a millisecond) and hands the chosen ones to a writer thread.
+
+Which frames: time is cut into windows of ``3600 / per_hour`` seconds; the
+highest-scoring frame of each window (at least ``min_score``) is a candidate
+when the window closes. A candidate is kept unless it looks like the last kept
+frame (mean absolute difference of 32x24 grey thumbnails below
+``similarity`` grey levels: not fifty frames of one traffic jam) or
+``per_hour`` frames were already kept in the last hour (sliding). The store
+(:class:`edge_runtime.flywheel.store.FrameStore`) stays within its bytes by
+dropping its lowest-scoring frames for better ones.
+
+The writer thread encodes the full-size JPEG and writes JPEG and record
+atomically, off the loop's thread; its queue is bounded (a full queue drops
+and counts). A disk that refuses (ENOSPC, EROFS, EIO) is reported once by
+:attr:`KeepFrames.disk_fault` and retried every ``retry_s`` seconds; nothing
+raises into the loop.
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime.flywheel.score import TeachScorer
+from edge_runtime.flywheel.store import FrameStore, KeptRecord
+
+log = logging.getLogger("roadseg.keep")
+
+#: the fault's ``store`` name (the same shape as the other stores' disk faults)
+STORE_NAME = "kept-frames"
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """How many frames and which: ``per_hour`` frames at most in any hour,
+    ``min_score`` (0..1) the least score worth keeping, ``similarity`` grey
+    levels (0..255) of thumbnail difference below which a frame repeats the
+    last kept one, ``jpeg_quality`` 1..100, ``queue`` frames waiting for the
+    writer at most, ``retry_s`` seconds between tries of a refusing disk."""
+    per_hour: int = 30
+    min_score: float = 0.0
+    similarity: float = 6.0
+    jpeg_quality: int = 90
+    queue: int = 4
+    retry_s: float = 30.0
+
+    @property
+    def window_s(self) -> float:
+        """Seconds per window: one candidate per window."""
+        return 3600.0 / self.per_hour
+
+
+def thumbnail(frame: np.ndarray, order: str) -> np.ndarray:
+    """A 24x32 float32 grey thumbnail (0..255) of a uint8 [H, W, 3] frame, for the similarity check."""
+    import cv2
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+class FaultReport:
+    """A disk fault of one store, reported once: :attr:`fault` is None or
+    ``{"store", "path", "error", "since"}`` (``since``: UTC ISO 8601)."""
+
+    def __init__(self, store: str, path: str):
+        self.store, self.path = store, path
+        self.fault: dict | None = None
+
+    def failed(self, error: OSError) -> None:
+        """Record a failure (logged the first time only)."""
+        if self.fault is None:
+            text = f"{error.strerror or error} (errno {error.errno})" if error.errno else str(error)
+            self.fault = {"store": self.store, "path": self.path, "error": text[:200],  # payloads.Fault's bound
+                          "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            log.warning("%s: cannot write to %s: %s; retrying", self.store, self.path, text)
+
+    def recovered(self) -> None:
+        """The store writes again (logged once)."""
+        if self.fault is not None:
+            log.info("%s: %s writes again", self.store, self.path)
+            self.fault = None
+
+
+class KeepFrames:
+    """The FrameView that keeps frames (see the module). ``store``: a
+    FrameStore; ``segmenter``: the loop's DeviceSegmenter (its
+    ``last_output``, output kind and quantization, and its model's name and
+    sha256); ``clock``: Unix seconds (time.time; tests inject one).
+    ``counts``: frames ``seen``, ``candidates``, ``kept``, dropped as
+    ``similar``, over the hourly ``rate``, because the writer's queue was
+    ``queue_full``, because the store was ``store_full``, and ``evicted``
+    (removed for better ones). :meth:`close` keeps the last window's
+    candidate and stops the writer."""
+
+    def __init__(self, store: FrameStore, segmenter, device_id: str, policy: KeepPolicy = KeepPolicy(),
+                 clock: Callable[[], float] = time.time):
+        self.store, self.seg, self.device_id, self.policy, self.clock = store, segmenter, device_id, policy, clock
+        self.scorer = TeachScorer.for_segmenter(segmenter)
+        d = segmenter.describe()
+        self.model = {"name": d["name"], "sha256": d["sha256"]}
+        self.counts = dict.fromkeys(("seen", "candidates", "kept", "similar", "rate", "queue_full", "store_full",
+                                     "evicted"), 0)
+        self._fault = FaultReport(STORE_NAME, str(store.folder))
+        self.uploader = None  # the Uploader sending this store's frames, when one is set (edge_runtime.flywheel)
+        self._window_end: float | None = None
+        self._best: dict | None = None  # the window's best frame so far
+        self._kept_times: collections.deque[float] = collections.deque()
+        self._last_thumb: np.ndarray | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=policy.queue)
+        self.written = threading.Condition()  # notified after every write the writer tried
+        self._pending = 0  # frames queued or being written
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="roadseg-keep-writer", daemon=True)
+        self._writer.start()
+
+    @property
+    def pending(self) -> int:
+        """Frames handed to the writer and not yet written (or dropped)."""
+        with self.written:
+            return self._pending
+
+    @property
+    def disk_fault(self) -> dict | None:
+        """None, or ``{"store": "kept-frames", "path", "error", "since"}`` while the disk refuses."""
+        return self._fault.fault
+
+    # -- on the loop's thread ------------------------------------------------------
+    def update(self, frame: np.ndarray, order: str, classes: np.ndarray, fps: float) -> None:
+        """Score one frame (uint8 [H,W,3] in ``order``, its class map [h,w]); keep it as the
+        window's candidate when it scores best so far. Never raises for a disk problem."""
+        now = self.clock()
+        if self._window_end is None:
+            self._window_end = now + self.policy.window_s
+        elif now >= self._window_end:
+            self._close_window()
+            self._window_end = now + self.policy.window_s
+        s = self.scorer(getattr(self.seg, "last_output", None), classes)
+        self.counts["seen"] += 1
+        if s.score < self.policy.min_score or (self._best is not None and s.score <= self._best["score"].score):
+            return
+        buf = self._best["frame"] if self._best is not None and self._best["frame"].shape == frame.shape else None
+        if buf is None:
+            buf = np.empty_like(frame)
+        np.copyto(buf, frame)
+        self._best = {"frame": buf, "order": order, "score": s, "time": now}
+
+    def _close_window(self) -> None:
+        """The window's candidate: checked for rate and similarity, then queued for the writer."""
+        best, self._best = self._best, None
+        if best is None:
+            return
+        self.counts["candidates"] += 1
+        now = best["time"]
+        while self._kept_times and now - self._kept_times[0] >= 3600.0:
+            self._kept_times.popleft()
+        if len(self._kept_times) >= self.policy.per_hour:
+            self.counts["rate"] += 1
+            return
+        thumb = thumbnail(best["frame"], best["order"])
+        if self._last_thumb is not None and float(np.mean(np.abs(thumb - self._last_thumb))) < self.policy.similarity:
+            self.counts["similar"] += 1
+            return
+        with self.written:
+            try:
+                self._queue.put_nowait(best)
+            except queue.Full:
+                self.counts["queue_full"] += 1
+                return
+            self._pending += 1
+        self._kept_times.append(now)
+        self._last_thumb = thumb
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Queue the open window's candidate, let the writer finish (at most ``timeout`` seconds), stop it."""
+        if self._window_end is not None:
+            self._close_window()
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the writer is stuck on a refusing disk: what waits is dropped
+            pass
+        self._writer.join(timeout)
+        self._stop.set()
+        self._writer.join(1.0)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds, checked after every write the writer tries; False on timeout."""
+        with self.written:
+            return self.written.wait_for(predicate, timeout)
+
+    # -- on the writer's thread ------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                name, jpeg, record = self._encode(item)
+            except Exception:  # a frame that cannot be encoded must not stop the writer
+                log.exception("kept frames: cannot encode a frame")
+                self._done_with(True)  # dropped: no longer pending
+                continue
+            while not self._write(name, jpeg, record, item["score"].score):
+                if self._stop.wait(self.policy.retry_s):
+                    return
+
+    def _encode(self, item: dict) -> tuple[str, bytes, bytes]:
+        import cv2
+        frame = item["frame"] if item["order"] == "bgr" else cv2.cvtColor(item["frame"], cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.policy.jpeg_quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        jpeg = buf.tobytes()
+        when = dt.datetime.fromtimestamp(item["time"], dt.timezone.utc)
+        name = f"{self.device_id}-{when:%Y%m%dT%H%M%S.%f}Z"
+        s = item["score"]
+        record = KeptRecord(
+            name=name, device_id=self.device_id, captured_utc=when.isoformat(timespec="microseconds"),
+            model=self.model, score=round(min(1.0, max(0.0, s.score)), 4), why=s.why(),
+            reason=f"highest score of its {self.policy.window_s:g} s window", size=list(frame.shape[:2]),
+            bytes=len(jpeg), sha256=hashlib.sha256(jpeg).hexdigest())
+        return name, jpeg, record.to_json()
+
+    def _write(self, name: str, jpeg: bytes, record: bytes, score: float) -> bool:
+        """True when done with the frame (kept, or dropped for room); False to retry (the disk refused)."""
+        done = self._try_write(name, jpeg, record, score)
+        self._done_with(done)
+        return done
+
+    def _done_with(self, done: bool) -> None:
+        """Wake the waiters after a try; ``done``: the frame is no longer pending."""
+        with self.written:
+            self._pending -= 1 if done else 0
+            self.written.notify_all()
+
+    def _try_write(self, name: str, jpeg: bytes, record: bytes, score: float) -> bool:
+        try:
+            evicted = self.store.add(name, jpeg, record, score)
+        except OverflowError:
+            self.counts["store_full"] += 1
+            self._fault.recovered()
+            return True
+        except OSError as e:
+            self._fault.failed(e)
+            return False
+        self._fault.recovered()
+        self.counts["kept"] += 1
+        self.counts["evicted"] += len(evicted)
+        log.info("kept frame %s (score %.3f)%s", name, score,
+                 f", removed {len(evicted)} lower-scoring" if evicted else "")
+        return True

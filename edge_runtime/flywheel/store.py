@@ -1,0 +1,173 @@
+"""The folder of kept frames on the vehicle (``--keep-frames DIR``): one
+full-size JPEG ``<name>.jpg`` and its record ``<name>.json``
+(:class:`KeptRecord`) per frame, bounded in bytes.
+
+The record is written after its JPEG, both atomically
+(:mod:`edge_runtime.atomic`): a frame exists once its record does. At start
+the folder is tidied: temporary files, JPEGs without a record (a power cut
+between the two writes) and records without a JPEG (one between the two
+deletions) are removed. Deleting removes the record first. The writer thread
+(:mod:`edge_runtime.flywheel.keep`) adds, the uploader
+(:mod:`edge_runtime.flywheel.upload`) reads and removes; one lock keeps the
+byte count right between them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_runtime import atomic
+
+log = logging.getLogger("roadseg.keep")
+
+#: a kept frame's name (the stem of its two files): letters, digits, ., _ and -, as object store keys take them
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: the largest record read back (bytes): a record is ~400 bytes
+MAX_RECORD_BYTES = 16 * 1024
+
+
+class KeptRecord(BaseModel):
+    """What a kept frame's ``.json`` says (one schema for the vehicle that
+    writes it and the workstation that reads it): ``why`` (the score's
+    signals, :class:`edge_runtime.flywheel.score.TeachScore`), ``captured_utc``
+    (ISO 8601), the model that ran (name, sha256), ``score`` 0..1, the frame's
+    ``size`` [height, width] in pixels, the JPEG's ``bytes`` and ``sha256``."""
+    model_config = ConfigDict(extra="forbid")
+    schema_: str = Field("roadseg.kept/1", alias="schema", pattern=r"^roadseg\.kept/1$")
+    name: str = Field(pattern=NAME.pattern)
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    captured_utc: str = Field(max_length=40)
+    model: dict[str, str | None]
+    score: float = Field(ge=0, le=1)
+    why: dict[str, float]
+    reason: str = Field(max_length=200)
+    size: list[int] = Field(min_length=2, max_length=2)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    def to_json(self) -> bytes:
+        """The record as the ``.json`` file holds it (UTF-8)."""
+        return self.model_dump_json(by_alias=True, indent=1).encode()
+
+
+def read_record(path: str | Path) -> KeptRecord:
+    """A record file, size checked before it is parsed. Raises OSError (unreadable),
+    ValueError (over MAX_RECORD_BYTES, not JSON, or not the schema; pydantic's
+    ValidationError is a ValueError)."""
+    path = Path(path)
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise ValueError(f"{path}: record over {MAX_RECORD_BYTES} bytes")
+    return KeptRecord.model_validate(json.loads(path.read_bytes()))
+
+
+class FrameStore:
+    """The kept frames in ``folder`` (created), at most ``max_bytes`` (JPEGs and
+    records together). Thread-safe. Raises OSError when the folder cannot be
+    created or listed."""
+
+    def __init__(self, folder: str | Path, max_bytes: int):
+        self.folder = Path(folder)
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._scores: dict[str, float] = {}
+        self._sizes: dict[str, int] = {}
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Forget half-written frames; index the whole ones (name -> score, bytes)."""
+        for tmp in self.folder.glob(".*.tmp*"):
+            tmp.unlink(missing_ok=True)
+        for rec in self.folder.glob("*.json"):
+            jpg = rec.with_suffix(".jpg")
+            try:
+                r = read_record(rec)
+                if not jpg.is_file() or r.name != rec.stem:
+                    raise ValueError("no JPEG")
+            except (OSError, ValueError) as e:
+                log.warning("kept frames: removing %s (%s)", rec.name, str(e).splitlines()[0])
+                rec.unlink(missing_ok=True)
+                continue
+            self._scores[rec.stem] = r.score
+            self._sizes[rec.stem] = rec.stat().st_size + jpg.stat().st_size
+        for jpg in self.folder.glob("*.jpg"):
+            if jpg.stem not in self._scores:
+                log.warning("kept frames: removing %s (no record: written when the power went?)", jpg.name)
+                jpg.unlink(missing_ok=True)
+
+    @property
+    def bytes_used(self) -> int:
+        """Bytes the kept frames take (JPEGs and records)."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def names(self) -> list[str]:
+        """The kept frames, the highest score first (ties: the older first)."""
+        with self._lock:
+            return sorted(self._scores, key=lambda n: (-self._scores[n], n))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._scores)
+
+    def add(self, name: str, jpeg: bytes, record: bytes, score: float) -> list[str]:
+        """Keep a frame, making room by removing lower-scoring frames; returns the
+        names removed. Raises ValueError for a bad name, OverflowError when it
+        does not fit (larger than the store, or every kept frame scores at
+        least as high), OSError when the disk refuses (nothing is then kept)."""
+        if not NAME.fullmatch(name):
+            raise ValueError(f"bad kept-frame name {name!r}")
+        need = len(jpeg) + len(record)
+        with self._lock:
+            if need > self.max_bytes:
+                raise OverflowError(f"a frame of {need} bytes is larger than the store ({self.max_bytes} bytes)")
+            evict, used = [], sum(self._sizes.values())
+            for other in sorted(self._scores, key=lambda n: (self._scores[n], n)):  # lowest first
+                if used + need <= self.max_bytes or self._scores[other] >= score:
+                    break
+                evict.append(other)
+                used -= self._sizes[other]
+            if used + need > self.max_bytes:
+                raise OverflowError("the store is full of frames that score at least as high")
+            for other in evict:
+                self._remove_locked(other)
+            atomic.write_bytes(self.folder / f"{name}.jpg", jpeg)
+            try:
+                atomic.write_bytes(self.folder / f"{name}.json", record)
+            except OSError:
+                (self.folder / f"{name}.jpg").unlink(missing_ok=True)
+                raise
+            self._scores[name], self._sizes[name] = score, need
+            return evict
+
+    def read(self, name: str) -> tuple[bytes, bytes] | None:
+        """``(jpeg, record)`` of a kept frame, None when it is gone (removed meanwhile).
+        Raises OSError when the disk fails to read it."""
+        with self._lock:
+            if name not in self._scores:
+                return None
+        try:
+            return (self.folder / f"{name}.jpg").read_bytes(), (self.folder / f"{name}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def size_of(self, name: str) -> int | None:
+        """Bytes of a kept frame (JPEG and record), None when it is gone."""
+        with self._lock:
+            return self._sizes.get(name)
+
+    def remove(self, name: str) -> None:
+        """Delete a kept frame (record first); nothing when it is gone. Raises OSError."""
+        with self._lock:
+            self._remove_locked(name)
+
+    def _remove_locked(self, name: str) -> None:
+        (self.folder / f"{name}.json").unlink(missing_ok=True)
+        (self.folder / f"{name}.jpg").unlink(missing_ok=True)
+        self._scores.pop(name, None)
+        self._sizes.pop(name, None)

@@ -1,0 +1,480 @@
+"""The vehicle's updater: announcement -> download -> verify -> install ->
+check -> swap -> probation -> succeeded, rejected or rolled back.
+
+:class:`Updater` runs on its own thread, never on the capture or loop
+thread, and never on paho's (an announcement is parsed and stored there,
+nothing more). Each step is reported as the retained model state
+(``roadseg/<device-id>/model``, :func:`edge_runtime.contract.payloads.model_state`):
+
+==============  ================================================================
+queued          an announcement names a release this vehicle does not run
+downloading     fetching through TUF (``bytes`` so far of ``total_bytes``)
+verifying       signatures, hashes and lengths checked by TUF; version, runtime,
+                the load-time contract and the golden frames checked here
+trial           swapped into the loop; on probation for ``--probation`` seconds
+succeeded       probation passed: it is the committed model
+rejected        refused before it ran (the reason says which check)
+rolled_back     failed probation (or the process stopped during it): the
+                previous model runs again
+==============  ================================================================
+
+What it trusts: the trust root given at install (``--trust-root``, TUF root
+metadata), and what python-tuf verifies from it; the TUF client's metadata
+is kept in ``<state-dir>/tuf/`` so rollback and freeze protection survive a
+restart. It runs a release only if the signed version is the announced one,
+not lower than the running release's, its lowest runtime version is not
+above this runtime's, and it works here (:mod:`edge_runtime.update.trial`).
+A release that failed a check or probation is remembered
+(``<state-dir>/update.json``) and not tried again; transient failures (the
+network, metadata that expired before the operator re-signed it) are retried
+every ``retry_s`` seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from edge_runtime import __version__
+from edge_runtime.contract import release as contract
+from edge_runtime.update.slots import Slots, durable_write
+from edge_runtime.update.trial import CheckFailed, Limits, TrialSegmenter, check_release
+
+log = logging.getLogger("roadseg.update")
+
+#: a TUF root metadata file is a few KB; python-tuf's own bound for one is 512 KB
+MAX_TRUST_ROOT_BYTES = 512_000
+#: releases remembered as refused (oldest forgotten beyond)
+MAX_REFUSED = 64
+
+
+class UpdateError(RuntimeError):
+    """A release that is refused; ``transient`` ones are retried later. ``str()`` is the reason."""
+
+    def __init__(self, reason: str, transient: bool = False):
+        super().__init__(reason)
+        self.transient = transient
+
+
+@dataclasses.dataclass
+class UpdateConfig:
+    """The updater's settings. ``repos``: base URLs of the release repository (the
+    first is the default; an announcement naming another is refused); ``trust_root``:
+    the TUF root metadata file given at install; ``probation_s``: seconds on
+    probation; ``max_bytes``: the most one release may download; ``timeout_s``:
+    seconds any one file may take in all, ``socket_timeout_s`` between two reads;
+    ``retry_s``: seconds before a transient failure is tried again; ``limits``:
+    what probation tolerates; ``swap_timeout_s``: how long the loop may take to
+    apply a swap."""
+    state_dir: Path
+    trust_root: Path
+    repos: list[str]
+    device_id: str
+    probation_s: float = 60.0
+    max_bytes: int = 64 << 20
+    timeout_s: float = 300.0
+    socket_timeout_s: float = 15.0
+    retry_s: float = 300.0
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    swap_timeout_s: float = 30.0
+
+
+def read_trust_root(path: str | Path) -> bytes:
+    """The trust root's bytes, size first, then parsed as TUF root metadata. Raises ValueError
+    (one line) for a file that is missing, too large or not root metadata."""
+    from tuf.api.metadata import Metadata, Root
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"trust root {path} not found")
+    size = path.stat().st_size
+    if size > MAX_TRUST_ROOT_BYTES:
+        raise ValueError(f"trust root {path} is {size} bytes, more than the {MAX_TRUST_ROOT_BYTES} a root may have")
+    data = path.read_bytes()
+    try:
+        md = Metadata.from_bytes(data)
+    except Exception as e:  # tuf's DeserializationError and friends
+        raise ValueError(f"trust root {path} is not TUF root metadata ({type(e).__name__})") from None
+    if not isinstance(md.signed, Root):
+        raise ValueError(f"trust root {path} is {md.signed.type} metadata, not root")
+    return data
+
+
+def describe_trust_root(path: str | Path) -> dict:
+    """``{"path", "version", "expires", "keys": {role: [key id prefixes]}}`` of a trust root (roadseg-doctor).
+    Raises ValueError as :func:`read_trust_root`."""
+    from tuf.api.metadata import Metadata
+    md = Metadata.from_bytes(read_trust_root(path))
+    return {"path": str(path), "version": md.signed.version, "expires": md.signed.expires.isoformat(),
+            "keys": {r: [k[:12] for k in role.keyids] for r, role in md.signed.roles.items()}}
+
+
+class Updater:
+    """See the module docstring. ``make_segmenter(path)``: a DeviceSegmenter for a model
+    file (the run's threads and delegate); ``publish_state(payload)``: sends the
+    retained model state; ``swap(segmenter, on_done)``: the run loop's
+    ``Runner.request_swap`` (applied between two frames; ``on_done(old)`` after), None
+    without a loop (a release that passes its check is then committed at once);
+    ``fps_fn()``: the FPS the loop achieves now (probation compares), or None.
+    ``running``: the release running at start (:meth:`boot`'s record), None for the
+    install's model."""
+
+    def __init__(self, config: UpdateConfig, *, make_segmenter: Callable[[Path], object],
+                 publish_state: Callable[[dict], None], swap: Callable | None = None,
+                 fps_fn: Callable[[], float] | None = None):
+        self.c = config
+        self.make_segmenter, self.publish_state, self.swap, self.fps_fn = make_segmenter, publish_state, swap, fps_fn
+        self.state_dir = Path(config.state_dir)
+        self.slots = Slots(self.state_dir)
+        self.trust_root = read_trust_root(config.trust_root)
+        self.tuf_dir = self.state_dir / "tuf"
+        self.tuf_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.running: dict | None = None  # the running release's record (None: the install's model)
+        self.install_model: dict | None = None  # name and sha256 of the install's model
+        self._anns: dict[str, contract.Announcement | None] = {"fleet": None, "device": None}
+        self._lock = threading.Lock()
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._retry_at: float | None = None
+        self._handled: tuple | None = None
+        self._thread: threading.Thread | None = None
+        self._last_publish = 0.0
+        self.state: dict = {}
+        self._remembered = self._load_memory()
+
+    # -- persistence ----------------------------------------------------------------------------
+    def _memory_path(self) -> Path:
+        return self.state_dir / "update.json"
+
+    def _load_memory(self) -> dict:
+        try:
+            data = json.loads(self._memory_path().read_bytes()) if self._memory_path().stat().st_size < 1 << 20 \
+                else {}
+        except (OSError, ValueError):
+            data = {}
+        refused = data.get("refused") if isinstance(data, dict) else None
+        return {"refused": {str(k): str(v)[:500] for k, v in (refused or {}).items()}}
+
+    def _remember_refused(self, version: int, reason: str) -> None:
+        refused = self._remembered["refused"]
+        refused[str(version)] = reason[:500]
+        while len(refused) > MAX_REFUSED:
+            refused.pop(next(iter(refused)))
+        durable_write(self._memory_path(), json.dumps(self._remembered).encode())
+
+    # -- start, stop, announcements -------------------------------------------------------------
+    def boot(self, install_model: dict | None = None) -> Path | None:
+        """The model to start the loop on: the committed slot's, or None for the install's
+        model (``install_model``: its ``{"name", "sha256"}`` for the state). Undoes a trial
+        the process did not finish, and reports the state it starts in."""
+        self.install_model = install_model
+        b = self.slots.boot()
+        self.running = b.release
+        if b.note:
+            log.info("model at start: %s", b.note)
+        if b.rolled_back is not None:
+            version = b.rolled_back.get("version")
+            reason = "the process stopped during probation (a crash or a power cut)"
+            if isinstance(version, int):
+                self._remember_refused(version, reason)
+            self._report("rolled_back", trying=_ref(b.rolled_back), reason=reason)
+        else:
+            self._report("idle")
+        return b.model
+
+    def start(self) -> Updater:
+        """Start the background thread; returns self."""
+        self._thread = threading.Thread(target=self._run, name="roadseg-updater", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (a download is cancelled at its next chunk)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def on_announcement(self, scope: str, payload: bytes) -> None:
+        """An announcement arrived (``scope``: ``fleet`` or ``device``; an empty payload clears
+        it). Parsed here (size, schema), handled on the updater's thread. Never raises."""
+        try:
+            ann = None if not payload else contract.parse_announcement(payload)
+        except contract.ReleaseError as e:
+            log.warning("ignored a %s release announcement: %s", scope, e)
+            return
+        with self._lock:
+            self._anns[scope] = ann
+        self._wake.set()
+
+    def effective(self) -> contract.Announcement | None:
+        """The announcement that applies: this vehicle's override, else the fleet's."""
+        with self._lock:
+            return self._anns["device"] or self._anns["fleet"]
+
+    # -- the thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            ann = self.effective()
+            key = None if ann is None else (ann.version, ann.target, ann.repo)
+            retry = self._retry_at is not None and time.monotonic() >= self._retry_at
+            if ann is None or (key == self._handled and not retry):
+                continue
+            self._retry_at, self._handled = None, key
+            try:
+                self.handle(ann)
+            except UpdateError as e:
+                if e.transient:
+                    self._retry_at = time.monotonic() + self.c.retry_s
+                    self._report("rejected", trying=_ann_ref(ann), reason=f"{e}; retrying in {self.c.retry_s:g} s")
+                else:
+                    self._report("rejected", trying=_ann_ref(ann), reason=str(e))
+            except Exception as e:  # never let the thread die: report, retry later
+                log.exception("updater: unexpected error")
+                self._retry_at = time.monotonic() + self.c.retry_s
+                self._report("rejected", trying=_ann_ref(ann), reason=f"internal error: {type(e).__name__}: {e}")
+
+    def handle(self, ann: contract.Announcement) -> str:
+        """Take one announcement through every step (on the calling thread); returns the final
+        state (succeeded, rolled_back, idle when it already runs). Raises UpdateError when it
+        is refused."""
+        running_version = None if self.running is None else self.running.get("version")
+        if running_version == ann.version:
+            return "idle"
+        refused = self._remembered["refused"].get(str(ann.version))
+        if refused is not None:
+            raise UpdateError(f"release {ann.version} was refused before: {refused}")
+        if ann.repo.rstrip("/") not in [r.rstrip("/") for r in self.c.repos]:
+            raise UpdateError("the announcement names a repository this vehicle is not configured with "
+                              "(--update-repo)")
+        if running_version is not None and ann.version < running_version:
+            raise UpdateError(f"release {ann.version} is older than the running release {running_version}: "
+                              "a rollback is refused")
+        self._report("queued", trying=_ann_ref(ann))
+        slot, rec, seg = self._fetch_and_check(ann, running_version)
+        return self._try(slot, rec, seg)
+
+    # -- download and verify --------------------------------------------------------------------
+    def _tuf(self, repo: str, progress: Callable[[int], None]):
+        from tuf.ngclient import Updater as TufUpdater
+        from tuf.ngclient import UpdaterConfig
+
+        from edge_runtime.update.fetch import BoundedFetcher
+        repo = repo.rstrip("/") + "/"
+        fetcher = BoundedFetcher(self.c.socket_timeout_s, self.c.timeout_s, on_bytes=progress, cancel=self._stop,
+                                 app_user_agent=f"roadseg/{__version__}")
+        cfg = UpdaterConfig(max_root_rotations=32, root_max_length=MAX_TRUST_ROOT_BYTES,
+                            timestamp_max_length=16 * 1024, snapshot_max_length=1 << 20,
+                            targets_max_length=4 << 20)
+        return TufUpdater(str(self.tuf_dir), repo + "metadata/", str(self.state_dir / "models"), repo + "targets/",
+                          fetcher=fetcher, config=cfg, bootstrap=self.trust_root)
+
+    def _fetch_and_check(self, ann: contract.Announcement, running_version: int | None):
+        from tuf.api import exceptions as tuf_errors
+        got = {"bytes": 0, "total": None}
+        trying = _ann_ref(ann)
+
+        def progress(n: int) -> None:
+            got["bytes"] += n
+            if got["total"] is not None:
+                self._report("downloading", trying=trying, bytes=got["bytes"], total_bytes=got["total"],
+                             throttle=True)
+                self._checkpoint("download-progress")
+        try:
+            tuf = self._tuf(ann.repo, progress)
+            tuf.refresh()
+            info = tuf.get_targetinfo(ann.target)
+            if info is None:
+                raise UpdateError(f"{ann.target} is not a target of the signed repository")
+            try:
+                rel = contract.parse_release_info(info.custom)
+            except contract.ReleaseError as e:
+                raise UpdateError(str(e)) from None
+            self._check_release_info(ann, rel, running_version)
+            files = {ann.target: info}
+            for path in (rel.sidecar, rel.golden, rel.card):
+                if path is None:
+                    continue
+                other = tuf.get_targetinfo(path)
+                if other is None:
+                    raise UpdateError(f"release {rel.version}: {path} is not a target of the signed repository")
+                files[path] = other
+            names = {p: PurePosixPath(p).name for p in files}
+            model_name = names[ann.target]
+            if names[rel.sidecar] != f"{PurePosixPath(model_name).stem}.json" or \
+                    PurePosixPath(model_name).suffix not in (".tflite", ".onnx") or \
+                    len(set(names.values())) != len(names) or names[rel.golden] != "golden.npz":
+                raise UpdateError(f"release {rel.version}: its files are not a model, its sidecar and golden.npz")
+            total = sum(i.length for i in files.values())
+            if total > self.c.max_bytes:
+                raise UpdateError(f"release {rel.version} is {total} bytes, more than the {self.c.max_bytes} "
+                                  "allowed (--update-max-mb)")
+            got["total"], got["bytes"] = total, 0  # from here on: the release's files, not metadata
+            trying = {**trying, "name": rel.name, "sha256": info.hashes.get("sha256")}
+            slot = self.slots.inactive()
+            folder = self.slots.invalidate(slot)
+            self._report("downloading", trying=trying, bytes=0, total_bytes=total)
+            for path, tinfo in files.items():
+                tuf.download_target(tinfo, str(folder / names[path]))
+        except tuf_errors.DownloadError as e:
+            raise UpdateError(f"download failed: {type(e).__name__}: {e}", transient=True) from None
+        except tuf_errors.RepositoryError as e:
+            raise UpdateError(f"the signed repository refused it: {type(e).__name__}: {e}", transient=True) from None
+        self._checkpoint("downloaded")
+        self._report("verifying", trying=trying, bytes=got["bytes"], total_bytes=total)
+        golden_path = folder / "golden.npz"
+        if golden_path.stat().st_size > contract.MAX_GOLDEN_BYTES:
+            raise self._refuse(rel.version, "golden.npz is larger than golden frames may be")
+        try:
+            golden = contract.read_golden(golden_path.read_bytes())
+            seg = check_release(folder / model_name, golden, rel.golden_agreement, self.make_segmenter,
+                                (rel.input.height, rel.input.width))
+        except (CheckFailed, contract.ReleaseError) as e:
+            raise self._refuse(rel.version, str(e)) from None
+        rec = self.slots.complete(slot, {"version": rel.version, "target": ann.target, "name": rel.name,
+                                         "sha256": info.hashes.get("sha256"), "model": model_name, "repo": ann.repo})
+        self._checkpoint("verified")
+        return slot, rec, seg
+
+    def _check_release_info(self, ann, rel: contract.ReleaseInfo, running_version: int | None) -> None:
+        if rel.version != ann.version:
+            raise UpdateError(f"the announcement says release {ann.version}, the signed target is release "
+                              f"{rel.version}")
+        if running_version is not None and rel.version < running_version:
+            raise UpdateError(f"release {rel.version} is older than the running release {running_version}")
+        if contract.version_tuple(rel.min_runtime) > contract.version_tuple(__version__):
+            raise self._refuse(rel.version, f"needs runtime {rel.min_runtime} or newer, this is {__version__}")
+
+    def _refuse(self, version: int, reason: str) -> UpdateError:
+        self._remember_refused(version, reason)
+        return UpdateError(reason)
+
+    # -- swap and probation ---------------------------------------------------------------------
+    def _swap_to(self, seg, on_old: Callable | None = None) -> object:
+        """Ask the loop to run ``seg``; returns the segmenter it replaced (``on_old(old)`` is
+        called with it on the loop's thread, before its next frame). Raises TimeoutError."""
+        done, box = threading.Event(), {}
+
+        def on_done(old) -> None:
+            box["old"] = old
+            if on_old is not None:
+                on_old(old)
+            done.set()
+        self.swap(seg, on_done)
+        if not done.wait(self.c.swap_timeout_s):
+            raise TimeoutError(f"the run loop did not take the model within {self.c.swap_timeout_s:g} s")
+        return box["old"]
+
+    def _try(self, slot: str, rec: dict, seg) -> str:
+        previous = self.slots.pointer()
+        prev_slot = previous["slot"] if previous is not None else None
+        trying = _ref(rec)
+        if self.swap is None:  # no loop: checked is all we can do
+            self.slots.set_pointer(slot, prev_slot, "committed")
+            self.running = rec
+            self._report("succeeded", reason="checked; runs from the next start")
+            return "succeeded"
+        self.slots.set_pointer(slot, prev_slot, "trial")
+        self._checkpoint("pointer-trial")
+        fps_before = self.fps_fn() if self.fps_fn is not None else None
+        trial = TrialSegmenter(seg, None, self.c.limits)
+        try:
+            old = self._swap_to(trial, on_old=trial.set_previous)
+        except TimeoutError as e:
+            self._undo(slot, prev_slot)
+            raise UpdateError(str(e), transient=True) from None
+        self._checkpoint("swapped")
+        self._report("trial", trying=trying)
+        reason = self._probation(trial, fps_before)
+        if self._stop.is_set():  # the process is stopping: the pointer stays on trial, undone at the next start
+            return "stopped"
+        if reason is None:
+            self._swap_to(seg)
+            self.slots.set_pointer(slot, prev_slot, "committed")
+            self.running = rec
+            self._checkpoint("committed")
+            self._report("succeeded", reason=_summary(trial))
+            return "succeeded"
+        self._swap_to(old)
+        self._undo(slot, prev_slot)
+        self._remember_refused(rec["version"], reason)
+        self._report("rolled_back", trying=trying, reason=reason)
+        return "rolled_back"
+
+    def _probation(self, trial: TrialSegmenter, fps_before: float | None) -> str | None:
+        """Watch ``trial`` for ``probation_s`` seconds (longer when too few frames come: a
+        camera away); the reason it failed, or None."""
+        deadline = time.monotonic() + self.c.probation_s
+        give_up = deadline + 2 * self.c.probation_s + 10
+        while not self._stop.is_set():
+            reason = trial.failure(fps_before)
+            if reason is not None:
+                return reason
+            now = time.monotonic()
+            if now >= deadline and trial.snapshot()["frames"] >= self.c.limits.min_frames:
+                return None
+            if now >= give_up:
+                return (f"only {trial.snapshot()['frames']} frames in {now - deadline + self.c.probation_s:.0f} s of "
+                        "probation (camera away?): not enough to judge")
+            self._stop.wait(0.2)
+        return None
+
+    def _undo(self, slot: str, prev_slot: str | None) -> None:
+        if prev_slot is not None:
+            self.slots.set_pointer(prev_slot, None, "committed")
+        else:
+            self.slots.clear_pointer()
+
+    def _checkpoint(self, step: str) -> None:
+        """A named step of the update (download-progress, downloaded, verified, pointer-trial, swapped,
+        committed): nothing here; the power-cut tests stop the process at each."""
+
+    # -- the model state ------------------------------------------------------------------------
+    def running_ref(self) -> dict:
+        """The running release as the model state names it."""
+        if self.running is not None:
+            return _ref(self.running)
+        m = self.install_model or {}
+        return {k: v for k, v in (("name", m.get("name")), ("sha256", m.get("sha256"))) if v}
+
+    def _report(self, state: str, *, trying: dict | None = None, reason: str | None = None, bytes: int = 0,
+                total_bytes: int | None = None, throttle: bool = False) -> None:
+        now = time.monotonic()
+        if throttle and now - self._last_publish < 1.0:
+            return
+        self._last_publish = now
+        from edge_runtime.contract import payloads
+        payload = payloads.model_state(self.c.device_id, state, self.running_ref(), trying=trying, reason=reason,
+                                       bytes=bytes, total_bytes=total_bytes)
+        self.state = payload
+        if state in ("rejected", "rolled_back"):
+            log.warning("model update %s: %s", state, reason)
+        elif not throttle:
+            log.info("model update: %s%s", state, f" ({reason})" if reason else "")
+        try:
+            self.publish_state(payload)
+        except Exception as e:  # the report must never stop the update
+            log.warning("cannot publish the model state: %s", e)
+
+
+def _ref(rec: dict) -> dict:
+    return {k: rec[k] for k in ("version", "name", "sha256", "target") if rec.get(k) is not None}
+
+
+def _ann_ref(ann: contract.Announcement) -> dict:
+    return {"version": ann.version, "target": ann.target}
+
+
+def _summary(trial) -> str | None:
+    if trial is None:
+        return None
+    s = trial.snapshot()
+    agree = f", agreement {s['agreement']:.1%}" if s["agreement"] is not None else ""
+    return f"probation passed: {s['frames']} frames, {s['errors']} errors{agree}"

@@ -1,0 +1,280 @@
+"""Kept frames go to the workstation (issue 30, item 2): pushed by the vehicle to nginx's WebDAV module and to
+an S3-compatible store through presigned URLs (both real servers), within a daily byte budget (a simulated
+week), resumed after the server was down, nothing lost or sent twice across restarts."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edge_runtime.eval.synthetic import synthetic_scene
+from edge_runtime.flywheel.store import FrameStore, KeptRecord
+from edge_runtime.flywheel.upload import (
+    PresignedTarget,
+    Uploader,
+    UploadError,
+    WebDavTarget,
+    utc_day,
+)
+from tests.support import Nginx
+
+START = dt.datetime(2026, 5, 4, 6, 0, tzinfo=dt.timezone.utc).timestamp()
+PASSWORDS = {"car1": "car1-secret-0123456789", "car2": "car2-secret-0123456789"}
+
+
+class Clock:
+    """Unix seconds that move only when told."""
+
+    def __init__(self, t: float = START):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def add_frames(store: FrameStore, n: int, t: float, first: int = 0, device: str = "car1") -> list[str]:
+    """``n`` synthetic kept frames (JPEG + record) captured at ``t``; returns the names the store took."""
+    import cv2
+    names = []
+    for i in range(first, first + n):
+        frame, _ = synthetic_scene(i, 72, 128)
+        jpeg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        when = dt.datetime.fromtimestamp(t + i, dt.timezone.utc)
+        name = f"{device}-{when:%Y%m%dT%H%M%S.%f}Z"
+        score = float(np.random.default_rng(i).uniform(0.1, 0.9))
+        rec = KeptRecord(name=name, device_id=device, captured_utc=when.isoformat(), model={"name": "m", "sha256": None},
+                         score=round(score, 4), why={"uncertain": score}, reason="test", size=[72, 128],
+                         bytes=len(jpeg), sha256=hashlib.sha256(jpeg).hexdigest())
+        try:
+            store.add(name, jpeg, rec.to_json(), score)
+            names.append(name)
+        except OverflowError:
+            pass
+    return names
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """A real nginx with the WebDAV module, not yet started (the tests start and stop it)."""
+    try:
+        n = Nginx(tmp_path / "nginx", PASSWORDS)
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    yield n
+    n.stop()
+
+
+def _server_files(nginx: Nginx, device: str = "car1") -> dict[str, bytes]:
+    folder = nginx.root / "kept" / device
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+def test_upload_resumes_after_the_server_was_down_and_sends_each_frame_once(nginx, tmp_path):
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    names = add_frames(store, 5, START)
+    originals = {n: store.read(n) for n in names}
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 2 ** 24, poll_s=0.05,
+                  retry_s=0.05).start()
+    try:
+        assert up.wait_for(lambda: up.counts["failures"] >= 2, 20)  # the server is down: refused, retried
+        assert up.problem is not None and "Connection refused" in up.problem["error"]
+        assert len(store) == 5 and up.budget_left() == 2 ** 24  # nothing went out, nothing was charged
+        nginx.start()
+        assert up.wait_for(lambda: len(store) == 0, 30)
+    finally:
+        up.stop()
+    assert up.problem is None and up.counts["uploaded"] == 5
+    on_server = _server_files(nginx)
+    for n, (jpeg, record) in originals.items():  # everything arrived, byte for byte, and left the vehicle
+        assert on_server[f"{n}.jpg"] == jpeg and on_server[f"{n}.json"] == record
+        assert not (tmp_path / "kept" / f"{n}.jpg").exists()
+    puts = nginx.requests("PUT")
+    assert len(puts) == 10 and len({uri for _, uri in puts}) == 10 and all(s == 201 for s, _ in puts)  # once each
+    state = json.loads(up.state_file.read_text())
+    assert state["acked"] == [] and state["inflight"] is None and state["sent_bytes"] == up.counts["bytes_sent"]
+
+
+def test_a_restart_resumes_within_the_same_day_budget(nginx, tmp_path):
+    nginx.start()
+    store, clock = FrameStore(tmp_path / "kept", 2 ** 24), Clock()
+    names = add_frames(store, 6, START)
+    budget = sum(store.size_of(n) for n in store.names()[:2]) + 100  # about two frames a day
+    target = WebDavTarget(nginx.url, "car1", PASSWORDS["car1"])
+    assert Uploader(store, target, budget, clock=clock).step() == 2
+    again = Uploader(FrameStore(tmp_path / "kept", 2 ** 24), target, budget, clock=clock)  # after a power cut
+    assert again.step() == 0 and again.budget_left() < budget  # the day's spending was kept
+    clock.t += 86400
+    assert again.step() == 2
+    assert len(_server_files(nginx)) == 8 and len(again.store) == 2 and set(names) >= set(again.store.names())
+
+
+def test_confirmed_frames_are_deleted_not_sent_again_after_a_power_cut(nginx, tmp_path):
+    nginx.start()
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    confirmed, waiting = add_frames(store, 2, START)
+    state = tmp_path / "kept" / ".upload" / "state.json"
+    state.parent.mkdir()
+    # the power went after the server confirmed `confirmed` and before the vehicle deleted it, and while a
+    # 5000-byte frame was on its way
+    state.write_text(json.dumps({"schema": "roadseg.upload-state/1", "day": utc_day(START), "sent_bytes": 1000,
+                                 "acked": [confirmed], "inflight": {"name": "gone", "bytes": 5000}}))
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, clock=Clock())
+    assert up.budget_left() == 100_000 - 6000  # the interrupted send counts: it may have gone out
+    assert up.step() == 1
+    assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.jpg", f"/kept/car1/{waiting}.json"]
+    assert len(store) == 0
+
+
+def test_an_unreadable_state_counts_the_day_as_spent(tmp_path):
+    store = FrameStore(tmp_path / "kept", 2 ** 20)
+    (tmp_path / "kept" / ".upload").mkdir()
+    (tmp_path / "kept" / ".upload" / "state.json").write_text("{not json")
+    up = Uploader(store, WebDavTarget("http://127.0.0.1:9/kept", "car1", "x"), 50_000, clock=Clock())
+    assert up.budget_left() == 0  # unknown spending: nothing more today on a metered link
+    up.state.day = "2000-01-01"
+    assert up.budget_left() == 50_000
+
+
+class Recording:
+    """A real target that also notes (UTC day, bytes) of every PUT it made."""
+
+    def __init__(self, target, clock):
+        self.target, self.clock, self.sent = target, clock, []
+
+    def put(self, key, data, content_type):
+        self.sent.append((utc_day(self.clock()), len(data)))
+        self.target.put(key, data, content_type)
+
+
+def test_the_daily_budget_holds_over_a_simulated_week(nginx, tmp_path):
+    nginx.start()
+    store, clock = FrameStore(tmp_path / "kept", 400_000), Clock(START - 6 * 3600)  # from midnight UTC
+    target = Recording(WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), clock)
+    budget = 40_000  # bytes a day; the vehicle keeps more than that every day
+    up = Uploader(store, target, budget, clock=clock)
+    biggest = 0
+    for day in range(7):
+        for hour in range(0, 24, 3):  # frames come in and the uploader runs every 3 simulated hours
+            add_frames(store, 2, clock.t, first=day * 100 + hour)
+            biggest = max([biggest] + [store.size_of(n) for n in store.names()])
+            up.step()
+            clock.t += 3 * 3600
+            assert store.bytes_used <= 400_000
+    per_day: dict[str, int] = {}
+    for day, n in target.sent:
+        per_day[day] = per_day.get(day, 0) + n
+    assert len(per_day) == 7
+    for day, sent in per_day.items():
+        assert budget - biggest < sent <= budget, (day, sent)  # within the budget, and the budget is used
+    assert sum(per_day.values()) == up.counts["bytes_sent"]
+
+
+def _put(url: str, user: str, password: str) -> int:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req = urllib.request.Request(url, data=b"x", method="PUT", headers={"Authorization": f"Basic {auth}"})
+    try:
+        return urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_each_vehicle_writes_its_own_folder_only(nginx, tmp_path):
+    nginx.start()
+    assert _put(f"{nginx.url}/car2/x.jpg", "car1", PASSWORDS["car1"]) == 403
+    assert _put(f"{nginx.url}/car1/x.jpg", "car1", PASSWORDS["car2"]) == 401
+    assert _put(f"{nginx.url}/car1/../car2/x.jpg", "car1", PASSWORDS["car1"]) in (400, 403, 404)
+    store = FrameStore(tmp_path / "kept", 2 ** 20)
+    add_frames(store, 1, START)
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", "wrong-password"), 2 ** 20)
+    assert up.step() == 0 and len(store) == 1
+    assert "HTTP 401" in up.problem["error"] and "wrong-password" not in json.dumps(up.problem)
+    with pytest.raises(ValueError, match="must not hold credentials"):
+        WebDavTarget("http://car1:pw@host/kept", "car1", "pw")
+    with pytest.raises(UploadError) as e:
+        WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]).put("../../etc.jpg", b"x", "image/jpeg")
+    assert e.value.sent
+
+
+# --- S3 through presigned URLs: moto's S3 server as the object store ------------------------
+
+@pytest.fixture
+def s3(tmp_path):
+    """A real S3-compatible HTTP server (moto's ThreadedMotoServer) with a bucket, and a boto3 client."""
+    pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    from edge_runtime.io.broker import free_port
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket="fleet")
+    yield client
+    server.stop()
+
+
+@pytest.fixture
+def presign(s3):
+    """The workstation's presigning service (fleet.presign) for bucket "fleet", on a free port."""
+    from fleet.presign import PresignService
+    server = PresignService(s3, "fleet", {"car1": "token-car1-0123456789", "car2": "token-car2-0123456789"}
+                            ).serve("127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/presign"
+    server.shutdown()
+
+
+def test_s3_presigned_upload_lands_under_the_vehicle_prefix(s3, presign, tmp_path):
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    names = add_frames(store, 3, START)
+    originals = {n: store.read(n) for n in names}
+    up = Uploader(store, PresignedTarget(presign, "token-car1-0123456789"), 2 ** 24)
+    assert up.step() == 3 and len(store) == 0
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="fleet")["Contents"])
+    assert keys == sorted(f"kept/car1/{n}{ext}" for n in names for ext in (".jpg", ".json"))
+    for n, (jpeg, record) in originals.items():
+        assert s3.get_object(Bucket="fleet", Key=f"kept/car1/{n}.jpg")["Body"].read() == jpeg
+        assert s3.get_object(Bucket="fleet", Key=f"kept/car1/{n}.json")["Body"].read() == record
+
+
+def _post(url: str, body: bytes, token: str | None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_the_presigning_service_refuses_strangers_bad_keys_and_big_bodies(presign, tmp_path):
+    ok = json.dumps({"keys": ["car1-a.jpg"]}).encode()
+    assert _post(presign, ok, None)[0] == 401
+    assert _post(presign, ok, "token-car1-WRONG")[0] == 401
+    status, answer = _post(presign, json.dumps({"keys": ["../car2/a.jpg"]}).encode(), "token-car1-0123456789")
+    assert status == 400 and "keys.0" in answer["error"]
+    assert _post(presign, json.dumps({"keys": ["a.jpg"] * 17}).encode(), "token-car1-0123456789")[0] == 400
+    assert _post(presign, b"{" + b" " * 5000 + b"}", "token-car1-0123456789")[0] == 413
+    status, answer = _post(presign, ok, "token-car2-0123456789")
+    assert status == 200 and "/kept/car2/car1-a.jpg?" in answer["urls"]["car1-a.jpg"]  # the token decides
+    store = FrameStore(tmp_path / "kept", 2 ** 20)
+    add_frames(store, 1, START)
+    up = Uploader(store, PresignedTarget(presign, "token-car1-WRONG"), 2 ** 20)
+    assert up.step() == 0 and "HTTP 401" in up.problem["error"] and "WRONG" not in json.dumps(up.problem)
+
+
+def test_presign_tokens_file_is_checked_without_echoing_tokens(tmp_path):
+    from fleet.presign import load_tokens
+    f = tmp_path / "vehicles.txt"
+    f.write_text("# vehicle token\ncar1 token-car1-0123456789\ncar2 short\n")
+    with pytest.raises(ValueError, match=r"vehicles.txt:3: expected") as e:
+        load_tokens(f)
+    assert "short" not in str(e.value)
+    f.write_text("car1 token-car1-0123456789\n")
+    assert load_tokens(f) == {"car1": "token-car1-0123456789"}
