@@ -12,6 +12,8 @@ here only; the modules it calls raise, they do not exit).
     aarch64-compare MODEL ARM_DIR RC SECONDS    (on x86, after it)
     cityscapes-lut                              regenerate edge_runtime/contract/_cityscapes_lut.py
     teacher-eval --teacher RUN [...] --data D   each teacher, with --tta, and their combination
+    flywheel-keep --model X.tflite --data D --split S --n N --mode selected|random --out DIR
+    flywheel-report --runs runs/flywheel [--markdown MD] [--plot PNG]
     figures NAME... [--twin X.tflite --data DIR] [--model LABEL=X.tflite ...]   docs/img/*.png
 
 Each subcommand's ``--help`` lists its flags. A run that fails says why in
@@ -164,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (add_recipes_and_results, add_pretrained_report, add_gpu_students_report, add_soak, add_checks,
-                add_figures, add_teacher_eval):
+                add_figures, add_teacher_eval, add_flywheel):
         add(sub)
     return p
 
@@ -293,11 +295,52 @@ def _figures(a: argparse.Namespace) -> int:
     return run("python -m roadseg_lab figures", render_all)
 
 
+def add_flywheel(sub) -> None:
+    """``flywheel-keep`` and ``flywheel-report`` (issue 30: scripts/flywheel_camvid.sh)."""
+    from roadseg_lab.recipes import flywheel
+    from roadseg_lab.reports import flywheel as report
+    k = _parser(sub, "flywheel-keep", flywheel.__doc__)
+    k.add_argument("--model", required=True, help="the vehicle's int8 .tflite (its sidecar beside it)")
+    k.add_argument("--data", required=True, help="CamVid folder")
+    k.add_argument("--split", required=True, help="the frames driven through, e.g. 'holdout:0006R0[:50]'")
+    k.add_argument("--n", type=int, required=True, help="frames to keep")
+    k.add_argument("--mode", choices=("selected", "random"), required=True)
+    k.add_argument("--seed", type=int, default=0, help="the random draw's seed")
+    k.add_argument("--out", required=True, help="folder for the kept frames")
+    r = _parser(sub, "flywheel-report", report.__doc__)
+    r.add_argument("--runs", required=True, help="scripts/flywheel_camvid.sh's RUNS folder")
+    r.add_argument("--markdown", help="write the table here (default: RUNS/flywheel.md)")
+    r.add_argument("--plot", help="write the figure here (default: RUNS/flywheel.png)")
+
+
+def _flywheel_keep(a: argparse.Namespace) -> int:
+    from edge_runtime.commands.cli import run
+    from roadseg_lab.recipes import flywheel
+
+    def body() -> int:
+        got = flywheel.keep(a.model, a.data, a.split, a.n, a.mode, a.out, a.seed)
+        print(f"kept {got['kept']} of {a.n} frames ({a.mode}) in {a.out}")
+        return 0
+    return run("python -m roadseg_lab flywheel-keep", body)
+
+
+def _flywheel_report(a: argparse.Namespace) -> int:
+    from edge_runtime.commands.cli import run
+    from roadseg_lab.reports import flywheel
+
+    def body() -> int:
+        print(flywheel.report(a.runs, a.markdown or str(Path(a.runs) / "flywheel.md"),
+                              a.plot or str(Path(a.runs) / "flywheel.png")), end="")
+        return 0
+    return run("python -m roadseg_lab flywheel-report", body)
+
+
 HANDLERS = {"reproduce-scratch": _recipe("scratch"), "reproduce-pretrained": _recipe("pretrained"),
             "results-report": _results_report, "pretrained-report": _pretrained_report,
             "gpu-students-report": _gpu_students_report, "soak": _soak, "soak-report": _soak_report,
             "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut,
-            "figures": _figures, "teacher-eval": _teacher_eval}
+            "figures": _figures, "teacher-eval": _teacher_eval, "flywheel-keep": _flywheel_keep,
+            "flywheel-report": _flywheel_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The data flywheel measured on a road the models never saw (issue 30, item 4), on a CPU, resumably.
+# Usage: scripts/flywheel_camvid.sh CAMVID_DIR
+#   1. teacher:  FPN-EfficientNet-Lite2 (ImageNet encoder), labels, every frame outside sequence 0006R0
+#   2. base:     the Lite0 stride-4 student, labels only, same frames
+#   3. vehicle:  base in int8 drives the first half of 0006R0 (0006R0[:50], real frames, one per second of the drive)
+#                and keeps N = 10 and 25 frames, by its own score (selected) or at random
+#   4. teacher labels them (test-time views, pixels below MIN_CONF void); the student is fine-tuned from base
+#      on labels + those frames (EXTRA_RATIO of every batch), and on labels only for the same epochs (the twin);
+#      seed 1 repeats the fine-tunes (and the random draw) with another seed, from the same base
+#   5. every model calibrated to int8 and scored on the second half, 0006R0[50:], frames no vehicle kept
+# Every stage is skipped when its output exists; a training cut off continues from its checkpoint when rerun.
+# Env: SIZE (192x256), TEACHER_EPOCHS (20), BASE_EPOCHS (20), FT_EPOCHS (5), FT_LR (5e-4), EXTRA_RATIO (0.125),
+#      MIN_CONF (0.5), TTA (flip,0.75,1.25), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
+data=$1
+SIZE=${SIZE:-192x256}; RUNS=${RUNS:-runs/flywheel}; FT_EPOCHS=${FT_EPOCHS:-5}; FT_LR=${FT_LR:-5e-4}
+EXTRA_RATIO=${EXTRA_RATIO:-0.125}; MIN_CONF=${MIN_CONF:-0.5}; TTA=${TTA:-flip,0.75,1.25}
+drive="holdout:0006R0[:50]"; test="holdout:0006R0[50:]"
+bin=.venv/bin
+budget=(); [ -n "${BUDGET_MIN:-}" ] && budget=(--time-budget "$BUDGET_MIN")
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+resume() { [ -f "$1/checkpoints/last.npz" ] && echo --resume || true; }
+
+if [ ! -f "$RUNS/teacher-lite2/metrics.json" ]; then
+    echo "==> teacher ($(date -u +%FT%TZ))"
+    "$bin/roadseg-train" --arch fpn-efficientnet-lite2 --encoder-weights imagenet --data "$data" --size "$SIZE" \
+        --epochs "${TEACHER_EPOCHS:-20}" --batch 8 --lr 1e-3 --train-split except:0006R0 --val-split "$drive" \
+        --out "$RUNS/teacher-lite2" $(resume "$RUNS/teacher-lite2") "${budget[@]}"
+fi
+student=(--student lraspp-efficientnet-lite0-s4 --no-kd --data "$data" --size "$SIZE" --batch 8
+         --train-split except:0006R0 --val-split "$drive")
+out=$RUNS/base-s0
+if [ ! -f "$out/metrics.json" ]; then
+    echo "==> base student ($(date -u +%FT%TZ))"
+    "$bin/roadseg-distill" "${student[@]}" --encoder-weights imagenet --epochs "${BASE_EPOCHS:-20}" --lr 2e-3 \
+        --seed 0 --out "$out" $(resume "$out") "${budget[@]}"
+fi
+
+calibrate_and_score() {  # RUN -> $RUNS/int8/NAME.tflite and its metrics on the test half
+    local run=$1 name; name=$(basename "$1")
+    local q=$RUNS/int8/$name.tflite
+    [ -f "${q%.tflite}.json" ] || "$bin/roadseg-calibrate" --model "$run" --data "$data" --out "$q" --size "$SIZE" \
+        --train-split except:0006R0 --val-split "$test" --max-drop 1.0 --min-miou 0
+    [ -f "$RUNS/scores/$name/metrics.json" ] || "$bin/roadseg-eval" --model "$q" --data "$data" --split "$test" \
+        --out "$RUNS/scores/$name" > /dev/null
+}
+calibrate_and_score "$RUNS/base-s0"
+# the teacher, float, on the same frames: the lead the students can recover
+[ -f "$RUNS/scores/teacher-lite2/metrics.json" ] || "$bin/roadseg-eval" --model "$RUNS/teacher-lite2" --data "$data" \
+    --split "$test" --out "$RUNS/scores/teacher-lite2" > /dev/null
+
+finetune() {  # NAME SEED [EXTRA_DIR]
+    local out=$RUNS/ft/$1 seed=$2 extra=()
+    [ $# -ge 3 ] && extra=(--extra-data "$3" --extra-ratio "$EXTRA_RATIO")
+    if [ ! -f "$out/metrics.json" ]; then
+        echo "==> fine-tune $1 ($(date -u +%FT%TZ))"
+        "$bin/roadseg-distill" "${student[@]}" --init-weights "$RUNS/base-s0/best.weights.h5" \
+            --epochs "$FT_EPOCHS" --lr "$FT_LR" --seed "$seed" "${extra[@]}" --out "$out" $(resume "$out") "${budget[@]}"
+    fi
+    calibrate_and_score "$out"
+}
+
+for seed in 0 1; do finetune "labels-s$seed" "$seed"; done
+for n in 10 25; do
+    seeds=(0); [ "$n" = 25 ] && seeds=(0 1)
+    for seed in "${seeds[@]}"; do
+        for mode in selected random; do
+            name=$mode$n-s$seed kept=$RUNS/kept/$mode$n-s$seed pseudo=$RUNS/pseudo/$mode$n-s$seed
+            [ -f "$RUNS/kept/$name.keep.json" ] || .venv/bin/python -m roadseg_lab flywheel-keep \
+                --model "$RUNS/int8/base-s0.tflite" --data "$data" --split "$drive" --n "$n" --mode "$mode" \
+                --seed "$seed" --out "$kept"
+            [ -f "$pseudo/pseudolabels.json" ] || .venv/bin/python -m distill.commands.pseudolabel \
+                --teacher "$RUNS/teacher-lite2" --frames "$kept" --out "$pseudo" --tta "$TTA" \
+                --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
+            finetune "$name" "$seed" "$pseudo"
+        done
+    done
+done
+.venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS"
+echo "==> done ($(date -u +%FT%TZ))"

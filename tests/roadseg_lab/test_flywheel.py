@@ -1,0 +1,51 @@
+"""The flywheel's lab commands (issue 30, item 4): a vehicle keeps N frames of a drive by its own score or at
+random (the real KeepFrames/FrameStore with a simulated clock, the real LiteRT model), and the report's table,
+share of the teacher's lead and figure."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from roadseg_lab.cli import main
+from roadseg_lab.reports import flywheel as report
+
+
+def test_a_vehicle_keeps_n_frames_by_its_score_or_at_random(tiny_tflite, synth_camvid, tmp_path, capsys):
+    for mode in ("selected", "random"):
+        out = tmp_path / mode
+        assert main(["flywheel-keep", "--model", str(tiny_tflite), "--data", str(synth_camvid), "--split", "train",
+                     "--n", "3", "--mode", mode, "--seed", "1", "--out", str(out)]) == 0
+        got = json.loads((tmp_path / f"{mode}.keep.json").read_text())
+        jpegs = sorted(out.glob("*.jpg"))
+        assert 1 <= got["kept"] <= 3 and len(jpegs) == got["kept"], got
+        assert all(p.read_bytes()[:2] == b"\xff\xd8" for p in jpegs)  # full-size JPEGs, as the store keeps them
+        if mode == "selected":  # the vehicle's own records: why, when, the model's sha256, the score
+            records = [json.loads(p.with_suffix(".json").read_text()) for p in jpegs]
+            assert all(r["model"]["sha256"] and 0 <= r["score"] <= 1 for r in records)
+            assert got["counts"]["seen"] == 6
+    assert main(["flywheel-keep", "--model", str(tiny_tflite), "--data", str(synth_camvid), "--split", "train",
+                 "--n", "7", "--mode", "random", "--out", str(tmp_path / "x")]) == 2
+    assert "between 1 and the 6 frames" in capsys.readouterr().err
+
+
+def _metrics(folder: Path, miou: float, human: float) -> None:
+    iou7 = {c: miou for c in report.CLASSES7} | {"human": human}
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"metrics": {"miou7": miou, "iou7": iou7}}))
+
+
+def test_the_report_gives_each_arm_beside_its_twin_with_the_share_recovered(tmp_path):
+    runs = tmp_path / "runs"
+    _metrics(runs / "scores" / "teacher-lite2", 0.70, 0.5)
+    _metrics(runs / "scores" / "base-s0", 0.60, 0.3)
+    _metrics(runs / "scores" / "labels-s0", 0.62, 0.3)
+    _metrics(runs / "scores" / "selected25-s0", 0.66, 0.4)
+    _metrics(runs / "scores" / "random25-s0", 0.64, 0.3)
+    (runs / "kept").mkdir()
+    (runs / "kept" / "selected25-s0.keep.json").write_text(json.dumps({"kept": 24}))
+    text = report.report(str(runs), str(tmp_path / "t.md"), str(tmp_path / "f.png"))
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    assert "+50 %" in rows["+ selected"] and "+4.0" in rows["+ selected"] and "| 24 |" in rows["+ selected"]
+    assert "+25 %" in rows["+ random"] and "+2.0" in rows["+ random"]
+    assert report.share(0.62, 0.62, 0.60) is None  # no lead, no share
+    assert (tmp_path / "f.png").stat().st_size > 1000
