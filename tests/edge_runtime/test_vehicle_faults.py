@@ -314,10 +314,10 @@ def test_a_hanging_capture_is_reported_abandoned_and_reopened(tiny_tflite, broke
     assert "error" not in result, result
 
 
-def test_a_camera_that_stays_hung_stops_the_watchdog_and_exits_4(tiny_tflite, broker, tmp_path, monkeypatch):
+def test_a_camera_that_stays_hung_exits_4_for_a_restart(tiny_tflite, broker, tmp_path, monkeypatch):
     """Never alive while blind: stats keep coming with no frames, camera_lost is published while the camera is
-    reopened, and once the reopening hangs too the run gives up (exit 4: systemd restarts it) and the watchdog
-    and the heartbeat stop."""
+    reopened (the watchdog fed meanwhile: the process is doing its job), and once the reopening hangs too the run
+    gives up (exit 4: systemd restarts it) instead of looking alive while blind."""
     from edge_runtime.errors import RuntimeFailure
     sub = Subscriber(broker.port, "roadseg/cam1/#", client_id="hung-sub")
     cam = HangingCamera(good=10, recovers=False)
@@ -338,6 +338,7 @@ def test_a_camera_that_stays_hung_stops_the_watchdog_and_exits_4(tiny_tflite, br
     assert frames_end <= 10 and len(stats_times) >= 4  # stats came on time without frames
     gaps = [b - a for a, b in zip(stats_times, stats_times[1:])]
     assert max(gaps) < 2.0, gaps
+    assert wd.pings  # fed while frames came and while camera_lost was published
 
 
 # -- case 5: two vehicles on one device id -----------------------------------------------------------------
