@@ -166,11 +166,14 @@ class Runner:
         self._swap: tuple | None = None
 
     def model_info(self) -> dict:
-        """``{"name", "sha256", "precision", "input_size": [H, W]}`` of the running model (fixed for the run)."""
+        """``{"name", "sha256", "precision", "input_size": [H, W]}`` of the running model, and ``release``
+        (its fleet release version) when it came in one; until the next swap."""
         if self._model_info is None:  # payloads reuse it
             d = self.seg.describe()
             self._model_info = {"name": d["name"], "sha256": d["sha256"], "precision": d["precision"],
                                 "input_size": d["input_size"]}
+            if getattr(self.seg, "release", None) is not None:  # a fleet release (edge_runtime.update)
+                self._model_info["release"] = self.seg.release
         return self._model_info
 
     def request_stop(self, *_) -> None:

@@ -7,7 +7,10 @@ anything parses it), then valid against the kind's model, whose ``device_id``
 must be the topic's. A snapshot is at most its cap and starts like a JPEG
 (readers that decode it check its header first: :mod:`fleet.dashboard.snapshot`).
 What fails is dropped and counted per sender (:meth:`Intake.drops`), in a table
-bounded in senders, so a flood of made-up ids cannot grow it.
+bounded in senders, so a flood of made-up ids cannot grow it. The ``model``
+kind is a vehicle's model-update state (:class:`edge_runtime.contract.payloads.ModelState`,
+retained on ``roadseg/<id>/model``): one claiming another vehicle's id is dropped
+like any other payload.
 """
 from __future__ import annotations
 

@@ -21,7 +21,49 @@ import time
 
 from fleet.text import clean
 
-KINDS = ("status", "coverage", "stats", "snapshot", "ha", "clash")
+KINDS = ("status", "coverage", "stats", "snapshot", "ha", "clash", "model")
+#: vehicles whose last model state is remembered (to print transitions); beyond it, lines say no "from"
+MAX_TRACKED = 1000
+
+
+def release_ref(r) -> str:
+    """``release 3 (name, sha256 abcdef12)`` of a :class:`edge_runtime.contract.payloads.ReleaseRef`."""
+    if r is None:
+        return "-"
+    what = f"release {r.version}" if r.version is not None else "the install's model"
+    extra = ", ".join(x for x in (clean(r.name, 60) if r.name else "",
+                                  f"sha256 {r.sha256[:8]}" if r.sha256 else "") if x)
+    return what + (f" ({extra})" if extra else "")
+
+
+def describe_model_state(who: str, p, before: str | None = None) -> str:
+    """One line for a model state (``p``: a validated ModelState): the transition from ``before``
+    (the vehicle's previous state, when known), the release tried and the one running, bytes,
+    and the reason (sender text, cleaned)."""
+    change = f"{before} -> {p.state}" if before and before != p.state else p.state
+    line = f"{who} model: {change}"
+    if p.trying is not None and p.state not in ("idle", "succeeded"):
+        line += f" {release_ref(p.trying)}"
+    if p.state == "downloading" and p.total_bytes:
+        line += f", {p.bytes} of {p.total_bytes} bytes"
+    line += f"; running {release_ref(p.running)}"
+    if p.reason:
+        line += f"; reason: {clean(p.reason, 300)}"
+    return line
+
+
+def describe_announcement(topic: str, body: bytes) -> str:
+    """One line for a release announcement (``roadseg/fleet/release`` or ``roadseg/<id>/release``):
+    size, then schema (edge_runtime.contract.release); an empty one clears it."""
+    from edge_runtime.contract import release
+    scope = "fleet" if topic.split("/")[1] == "fleet" else clean(topic.split("/")[1], 64)
+    if not body:
+        return f"{scope} release announcement cleared"
+    try:
+        a = release.parse_announcement(body)
+    except release.ReleaseError as e:
+        return f"dropped a release announcement on {clean(topic, 120)}: {clean(e, 200)}"
+    return f"{scope} release announced: release {a.version}, {clean(a.target, 120)} at {clean(a.repo, 120)}"
 
 
 def stamp(epoch: float | None = None) -> str:
@@ -77,12 +119,21 @@ class Printer:
         from fleet.intake import Intake
         self.intake, self.out, self.coverage = Intake(KINDS), out, 0
         self.subscriber = None
+        self.model_states: dict[str, str] = {}  # device -> its last model state, for the transitions
 
     def __call__(self, topic: str, body: bytes, retained: bool) -> None:
         from fleet.intake import Dropped
         try:
-            m = self.intake.accept(topic, body, retained)
-            line = describe(m) if m is not None else f"{clean(topic, 120)}: {len(body)} bytes"
+            parts = topic.split("/")
+            if len(parts) == 3 and parts[2] == "release":
+                line, m = describe_announcement(topic, body), None
+            else:
+                m = self.intake.accept(topic, body, retained)
+                line = describe(m) if m is not None else f"{clean(topic, 120)}: {len(body)} bytes"
+            if m is not None and m.kind == "model":
+                line = describe_model_state(m.device, m.payload, self.model_states.get(m.device))
+                if m.device in self.model_states or len(self.model_states) < MAX_TRACKED:
+                    self.model_states[m.device] = m.payload.state
         except Dropped as e:
             line = f"dropped from {clean(e.sender, 64)}: {clean(e, 200)}"
             m = None

@@ -113,6 +113,7 @@ def add_soak(sub) -> None:
     p.add_argument("--fault-hold", type=float, default=20.0, help="seconds each fault lasts")
     p.add_argument("--slow-fsync-ms", type=int, default=1500, help="milliseconds each fsync takes when slow")
     p.add_argument("--capture-timeout", type=float, default=2.0, help="the vehicle's --capture-timeout, seconds")
+    p.add_argument("--publish-interval", type=float, default=1.0, help="seconds between coverage summaries")
     r = _parser(sub, "soak-report", soak_report.__doc__)
     r.add_argument("runs", nargs="+", metavar="LABEL=JSON")
     r.add_argument("--plot")

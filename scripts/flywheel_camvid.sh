@@ -64,21 +64,23 @@ finetune() {  # NAME SEED [EXTRA_DIR]
     calibrate_and_score "$out"
 }
 
-for seed in 0 1; do finetune "labels-s$seed" "$seed"; done
-for n in 10 25; do
-    seeds=(0); [ "$n" = 25 ] && seeds=(0 1)
-    for seed in "${seeds[@]}"; do
-        for mode in selected random; do
-            name=$mode$n-s$seed kept=$RUNS/kept/$mode$n-s$seed pseudo=$RUNS/pseudo/$mode$n-s$seed
-            [ -f "$RUNS/kept/$name.keep.json" ] || .venv/bin/python -m roadseg_lab flywheel-keep \
-                --model "$RUNS/int8/base-s0.tflite" --data "$data" --split "$drive" --n "$n" --mode "$mode" \
-                --seed "$seed" --out "$kept"
-            [ -f "$pseudo/pseudolabels.json" ] || .venv/bin/python -m distill.commands.pseudolabel \
-                --teacher "$RUNS/teacher-lite2" --frames "$kept" --out "$pseudo" --tta "$TTA" \
-                --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
-            finetune "$name" "$seed" "$pseudo"
-        done
-    done
-done
+arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the student learns from them
+    local mode=$1 n=$2 seed=$3
+    local name=$mode$n-s$seed
+    local kept=$RUNS/kept/$name pseudo=$RUNS/pseudo/$name
+    [ -f "$RUNS/kept/$name.keep.json" ] || .venv/bin/python -m roadseg_lab flywheel-keep \
+        --model "$RUNS/int8/base-s0.tflite" --data "$data" --split "$drive" --n "$n" --mode "$mode" \
+        --seed "$seed" --out "$kept"
+    [ -f "$pseudo/pseudolabels.json" ] || .venv/bin/python -m distill.commands.pseudolabel \
+        --teacher "$RUNS/teacher-lite2" --frames "$kept" --out "$pseudo" --tta "$TTA" \
+        --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
+    finetune "$name" "$seed" "$pseudo"
+}
+# the most telling comparisons first (a run cut short still reports them): N = 25, then N = 10, then seed 1
+finetune labels-s0 0
+arm selected 25 0; arm random 25 0
+arm selected 10 0; arm random 10 0
+finetune labels-s1 1
+arm selected 25 1; arm random 25 1
 .venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS"
 echo "==> done ($(date -u +%FT%TZ))"

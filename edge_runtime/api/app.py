@@ -57,7 +57,7 @@ class _Device:
     viewers: ViewerSlots
     lock: threading.Lock = field(default_factory=threading.Lock)  # one interpreter: one inference at a time
     counters: dict = field(default_factory=lambda: {"requests": 0, "segmented": 0, "busy": 0,
-                                                    "started": time.time()})
+                                                    "started": time.monotonic()})
 
     def __post_init__(self):
         self.uploads = threading.BoundedSemaphore(self.max_inflight)
@@ -66,7 +66,7 @@ class _Device:
 def create_app(segmenter, live: LiveState | None = None, token: str | None = None,
                max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_inflight: int = DEFAULT_MAX_INFLIGHT, max_viewers: int = DEFAULT_MAX_VIEWERS,
-               body_timeout: float = BODY_TIMEOUT):
+               body_timeout: float = BODY_TIMEOUT, device_id: str = ""):
     """The API as a FastAPI app, for :func:`~edge_runtime.api.server.serve_in_thread`.
 
     ``segmenter`` (a DeviceSegmenter) segments uploads, ``live`` (filled by
@@ -75,9 +75,10 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
     ``max_pixels`` pixels (from the header, before decoding) and
     ``max_inflight`` uploads at once (503 beyond) bound uploads;
     ``max_viewers`` live viewers at once (503 beyond); a request body must
-    arrive within ``body_timeout`` s plus 1 s per 500 bytes (408)."""
+    arrive within ``body_timeout`` s plus 1 s per 500 bytes (408). ``device_id``
+    is in every signed URL's signature (a URL of one vehicle opens no other)."""
 
-    auth = Authenticator(token)
+    auth = Authenticator(token, device_id)
     device = _Device(segmenter, live, auth, max_upload, max_pixels, max_inflight, ViewerSlots(max_viewers))
     app = FastAPI(title="roadseg device API", version="1", docs_url=None, redoc_url=None,
                   swagger_ui_oauth2_redirect_url=None,
@@ -147,7 +148,7 @@ def _add_docs(app, device: _Device) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs(request: Request):
         """Swagger UI, from local assets; its schema URL is signed like the page's."""
-        expires = auth.signed_expiry("/docs", request.scope.get("query_string", b"")) or int(time.time()) + DOCS_TTL_S
+        expires = auth.signed_expiry("/docs", request.scope.get("query_string", b"")) or int(auth.now()) + DOCS_TTL_S
         return get_swagger_ui_html(openapi_url=auth.sign("/openapi.json", expires), title=f"{app.title} - docs",
                                    swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
@@ -157,7 +158,7 @@ def _add_docs(app, device: _Device) -> None:
     @app.post("/v1/docs-url", dependencies=[_bearer(device)])
     def docs_url(ttl: int = Query(900, ge=10, le=3600, description="seconds the URL stays valid")):
         """A URL of ``/docs`` that a browser opens without the header."""
-        expires = int(time.time()) + ttl
+        expires = int(auth.now()) + ttl
         return {"url": auth.sign("/docs", expires), "expires": expires if auth.enabled else None}
 
 
@@ -225,7 +226,7 @@ def _add_live(app, device: _Device) -> None:
     @app.post("/v1/live-url", dependencies=[_bearer(device)])
     def live_url(ttl: int = Query(300, ge=10, le=3600, description="seconds the URL stays valid")):
         """A URL of the live view that works without the header (for a browser's ``<img>``)."""
-        expires = int(time.time()) + ttl
+        expires = int(device.auth.now()) + ttl
         return {"url": device.auth.sign("/v1/stream.mjpg", expires), "expires": expires if device.auth.enabled
                 else None}
 
@@ -258,7 +259,7 @@ def _add_stats(app, device: _Device) -> None:
                 "api": {"requests": counters["requests"], "segmented": counters["segmented"],
                         "busy": counters["busy"], "viewers": device.viewers.in_use,
                         "upload_threads": upload_model["threads"],
-                        "uptime_s": round(time.time() - counters["started"], 1)}}
+                        "uptime_s": round(time.monotonic() - counters["started"], 1)}}
         if live is not None and live.stats_fn is not None:
             body["live"] = live.stats_fn()
         return body

@@ -5,8 +5,15 @@ With a token (``ROADSEG_API_TOKEN`` or ``--api-token-file``) every route but
 Bearer <token>``. A browser cannot send that header from an ``<img>`` or a
 link, so ``POST /v1/live-url`` and ``POST /v1/docs-url`` hand out URLs of the
 live view and of ``/docs`` that carry ``?expires=<unix s>&sig=<hex>``: an
-HMAC-SHA256 (RFC 2104) over ``path|expires`` keyed by a hash of the token, so
-the token itself never goes into a URL and a signature opens one path only.
+HMAC-SHA256 (RFC 2104) over ``device|path|expires`` keyed by a hash of the
+token, so the token itself never goes into a URL and a signature opens one
+path of one device only (also where two vehicles were given one token; the
+deploy guide gives each vehicle its own).
+
+Expiry is judged on the process's own clock (:meth:`Authenticator.now`): the
+wall clock read once at start, then advanced by the monotonic clock. A wall
+clock stepped back (NTP, a Pi without a battery-backed clock) never makes a URL
+live longer than the lifetime it was issued with.
 
 :class:`AuthMiddleware` decides from the request line and headers alone,
 before a byte of the body is read: an unauthenticated 300 MB upload is
@@ -45,12 +52,12 @@ def load_token(token_file: str | None = None) -> str | None:
     return os.environ.get("ROADSEG_API_TOKEN") or None
 
 
-def signature(token: str, path: str, expires: int) -> str:
-    """Hex HMAC-SHA256 of ``"{path}|{expires}"`` keyed by
+def signature(token: str, path: str, expires: int, device_id: str = "") -> str:
+    """Hex HMAC-SHA256 of ``"{device_id}|{path}|{expires}"`` keyed by
     SHA-256(``"roadseg-live-url:" + token``): the token itself never signs,
-    so a leaked URL does not reveal it."""
+    so a leaked URL does not reveal it, and a URL of one device opens no other."""
     key = hashlib.sha256(b"roadseg-live-url:" + token.encode()).digest()
-    return hmac.new(key, f"{path}|{expires}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, f"{device_id}|{path}|{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def bearer_credentials(authorization: bytes | None) -> bytes | None:
@@ -70,8 +77,14 @@ class Authenticator:
     signs URLs for browsers. Never raises on any header or query content:
     odd bytes, Unicode digits or over-long values are simply not valid."""
 
-    def __init__(self, token: str | None):
-        self.token = token
+    def __init__(self, token: str | None, device_id: str = ""):
+        self.token, self.device_id = token, device_id
+        self._wall0, self._mono0 = time.time(), time.monotonic()
+
+    def now(self) -> float:
+        """Unix seconds on this process's clock: the wall clock at start plus the
+        monotonic time since, so a step of the wall clock changes no lifetime."""
+        return self._wall0 + (time.monotonic() - self._mono0)
 
     @property
     def enabled(self) -> bool:
@@ -85,18 +98,21 @@ class Authenticator:
             raise ValueError(f"{path} cannot be opened from a signed URL")
         if not self.token:
             return path
-        return f"{path}?expires={expires}&sig={signature(self.token, path, expires)}"
+        return f"{path}?expires={expires}&sig={signature(self.token, path, expires, self.device_id)}"
 
     def signed_expiry(self, path: str, query_string: bytes) -> int | None:
         """The ``expires`` of a valid, unexpired signature for ``path`` in the
         raw query string, else None."""
         if not self.token or path not in SIGNABLE_PATHS:
             return None
-        query = parse_qs(query_string.decode("latin-1"), max_num_fields=16)
-        exp, sig = query.get("expires", [""])[0], query.get("sig", [""])[0]
-        if not (_EXPIRES.fullmatch(exp) and _SIG.fullmatch(sig)) or int(exp) < time.time():
+        try:
+            query = parse_qs(query_string.decode("latin-1"), max_num_fields=16)
+        except ValueError:  # more than 16 fields: not a signed URL of ours
             return None
-        return int(exp) if hmac.compare_digest(sig, signature(self.token, path, int(exp))) else None
+        exp, sig = query.get("expires", [""])[0], query.get("sig", [""])[0]
+        if not (_EXPIRES.fullmatch(exp) and _SIG.fullmatch(sig)) or int(exp) < self.now():
+            return None
+        return int(exp) if hmac.compare_digest(sig, signature(self.token, path, int(exp), self.device_id)) else None
 
     def _token_bytes(self) -> list[bytes]:
         """The token as a client may put it on the wire: UTF-8, or Latin-1

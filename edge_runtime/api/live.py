@@ -4,7 +4,11 @@ The run loop only stores references (:meth:`LiveState.update`); the overlay is
 drawn and JPEG-encoded when someone watches, once per viewer and frame. A
 viewer holds one of ``max_viewers`` slots for exactly as long as its response
 runs: the slot is given back when the client goes away (Starlette notices the
-disconnect and ends the response), not when a generator is garbage-collected.
+disconnect and ends the response), not when a generator is garbage-collected,
+and when it stops reading: the device API's server aborts a connection whose
+response the client has taken no bytes of for ``ServerLimits.send_timeout``
+seconds (:mod:`edge_runtime.api.server`), so four stalled viewers cannot hold
+every slot.
 """
 from __future__ import annotations
 

@@ -9,10 +9,20 @@ bounds what a client may hold (:class:`ServerLimits`):
   ``header_timeout`` seconds of the connection opening, or of the previous
   response: a client dribbling a header byte every few seconds is dropped
   (uvicorn alone restarts its keep-alive timer on every byte);
-* a head is at most ``max_header_bytes`` (h11's limit: larger is 400);
+* a head is at most ``max_header_bytes``, counted as it arrives, however it is
+  split into writes (h11 alone bounds only a head still incomplete): larger is
+  answered 431 and the connection closed;
 * idle keep-alive connections close after ``keep_alive`` seconds;
 * beyond ``max_connections`` open connections, requests get 503 (uvicorn's
-  ``limit_concurrency``); a Pi's default is 1024 descriptors per process.
+  ``limit_concurrency``);
+* one address holds at most ``max_per_address`` connections and all together
+  at most twice ``max_connections``: a connection beyond either is closed as it
+  is accepted, before a byte is read, so its descriptor is back at once (a Pi's
+  systemd service has 1024; the camera and the broker connection need theirs);
+* a response the client stops reading is abandoned: once the transport's
+  buffer is full (the client's receive window closed), it must take bytes again
+  within ``send_timeout`` seconds or the connection is aborted, so a live viewer
+  that stops reading gives its slot and its descriptor back.
 
 Request bodies are bounded by the application (:mod:`edge_runtime.api.uploads`).
 """
@@ -34,12 +44,18 @@ class ServerLimits:
     ``header_timeout`` 20 s is Apache mod_reqtimeout's default first header
     deadline (``header=20-40``); ``keep_alive`` 5 s and ``max_header_bytes``
     16 KiB are uvicorn's and h11's defaults; ``max_connections`` 64 leaves a
-    Pi's 1024 descriptors to the camera, MQTT and the model."""
+    Pi's 1024 descriptors to the camera, MQTT and the model, and
+    ``max_per_address`` 16 keeps one client from taking them all (four live
+    viewers, uploads and a docs page from one browser fit); ``send_timeout`` 10 s
+    lets a viewer on a slow link fall behind for a moment, not hold a live-view
+    slot for good."""
 
     header_timeout: float = 20.0
     keep_alive: int = 5
     max_connections: int = 64
     max_header_bytes: int = 16 * 1024
+    max_per_address: int = 16
+    send_timeout: float = 10.0
 
 
 def parse_http(text: str) -> tuple[str, int]:
@@ -52,23 +68,78 @@ def parse_http(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class ConnectionCounts:
+    """Open connections per client address, on the server's one event loop (no lock):
+    :meth:`admit` says whether one more may open, :meth:`release` gives it back."""
+
+    def __init__(self, per_address: int, total: int):
+        self.per_address, self.total = per_address, total
+        self._open: dict[str, int] = {}
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection from ``address``; False (not counted) beyond either limit."""
+        held = self._open.get(address, 0)
+        if held >= self.per_address or sum(self._open.values()) >= self.total:
+            return False
+        self._open[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """A counted connection from ``address`` closed."""
+        left = self._open.get(address, 1) - 1
+        if left > 0:
+            self._open[address] = left
+        else:
+            self._open.pop(address, None)
+
+
 def protocol_class(limits: ServerLimits):
     """uvicorn's h11 protocol with a deadline on every request head: the
     head must be complete ``limits.header_timeout`` s after the connection
-    opened or the previous response ended, however the bytes trickle in."""
+    opened or the previous response ended, however the bytes trickle in; a
+    head over ``limits.max_header_bytes`` is answered 431; connections beyond
+    ``limits.max_per_address`` from one address or twice ``limits.max_connections``
+    in all are closed as they are accepted. Counts live on the server's one
+    event loop (no lock needed)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
+    counts = ConnectionCounts(limits.max_per_address, 2 * limits.max_connections)
 
     class HeadDeadlineH11Protocol(H11Protocol):
-        """uvicorn's H11Protocol plus one timer per awaited request head."""
+        """uvicorn's H11Protocol plus one timer per awaited request head and connection counts."""
 
         def connection_made(self, transport):
+            peer = transport.get_extra_info("peername")
+            self._address = peer[0] if isinstance(peer, tuple) else str(peer)
+            self._counted = counts.admit(self._address)
+            if not self._counted:  # refused before uvicorn knows it: no state, no log line per connection
+                transport.abort()
+                return
             super().connection_made(transport)
-            self._head_timer, self._timed_cycle = None, None
+            self._head_timer, self._timed_cycle, self._head_bytes = None, None, 0
+            self._stall_timer = None
             self._arm_head_deadline()
+
+        def pause_writing(self):
+            # the transport holds more than its high-water mark: the client stopped taking bytes
+            super().pause_writing()
+            if self._stall_timer is None:
+                self._stall_timer = self.loop.call_later(limits.send_timeout, self._write_stalled)
+
+        def resume_writing(self):
+            super().resume_writing()
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+
+        def _write_stalled(self):
+            self._stall_timer = None
+            log.info("dropped %s: it took no bytes of its response for %g s", self.client, limits.send_timeout)
+            self.transport.abort()  # close() would wait for the buffer to drain: never
 
         def _arm_head_deadline(self):
             self._disarm_head_deadline()
             self._timed_cycle = self.cycle  # a new request head makes a new cycle
+            self._head_bytes = 0
             self._head_timer = self.loop.call_later(limits.header_timeout, self._head_too_slow)
 
         def _disarm_head_deadline(self):
@@ -83,6 +154,14 @@ def protocol_class(limits: ServerLimits):
                 self.transport.close()
 
         def data_received(self, data):
+            if not self._counted:
+                return
+            if self.cycle is self._timed_cycle:  # a head is being read: count its bytes, however split
+                end = data.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else end + 4
+                if self._head_bytes > limits.max_header_bytes:
+                    self._head_too_large()
+                    return
             super().data_received(data)
             if self.cycle is not self._timed_cycle:  # the head is in: the application bounds the body
                 self._disarm_head_deadline()
@@ -93,8 +172,22 @@ def protocol_class(limits: ServerLimits):
             if self.cycle is answered and not self.transport.is_closing():
                 self._arm_head_deadline()  # the next head has its own deadline, from now
 
-        def connection_lost(self, exc):
+        def _head_too_large(self):
             self._disarm_head_deadline()
+            body = f"request head over {limits.max_header_bytes} bytes\n".encode()
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            if not self._counted:
+                return
+            self._counted = False
+            counts.release(self._address)
+            self._disarm_head_deadline()
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
             super().connection_lost(exc)
 
     return HeadDeadlineH11Protocol

@@ -255,7 +255,9 @@ class Vehicle:
         runner = Runner(self.s, seg, source, self.publisher, [*views, self.snapshots], hooks)
         if self.live is not None:
             self.live.stats_fn = runner.stats_payload
-            self.live.describe_fn = seg.describe  # /v1/stats reports the loop's interpreter, not the uploads'
+            # /v1/stats reports the loop's interpreter (not the uploads'), the one running since the last swap
+            self.live.describe_fn = lambda: dict(runner.seg.describe(), **(
+                {"release": runner.seg.release} if getattr(runner.seg, "release", None) is not None else {}))
         status = {"model": runner.model_info(), "source": source.name, "target_fps": runner.target_fps}
         if self.s.http:
             status["api"] = self.api_url
@@ -300,7 +302,7 @@ class Vehicle:
         self.live = LiveState()
         app = create_app(self._segmenter(1), self.live, load_token(self.s.api_token_file),
                          max_upload=int(self.s.max_upload_mb * 1024 * 1024), max_pixels=self.s.max_pixels,
-                         max_inflight=self.s.max_inflight)
+                         max_inflight=self.s.max_inflight, device_id=self.s.device_id)
         self.http_server = serve_in_thread(app, host, port)
         stack.callback(setattr, self.http_server, "should_exit", True)
         shown = socket.gethostname() if host in ("0.0.0.0", "::") else host

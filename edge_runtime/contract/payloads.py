@@ -84,7 +84,7 @@ def _measure(lo: float, hi: float):
 
 
 NonNegative = _measure(0, 1e12)        # a measure without a narrower range below
-Fps = _measure(0, 10_000)              # frames per second
+FramesPerSecond = _measure(0, 10_000)  # frames per second
 Milliseconds = _measure(0, 3_600_000)  # a latency: at most an hour
 Seconds = _measure(0, 1e10)            # an uptime: about 300 years
 Megabytes = _measure(0, 10_000_000)    # a process's memory: at most 10 TB
@@ -104,6 +104,7 @@ class ModelInfo(_Payload):
     sha256: Annotated[str, StringConstraints(max_length=64)] | None = None
     precision: ShortText | None = None
     input_size: Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=2, max_length=2)] | None = None
+    release: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # the fleet release it came in (issue 29)
 
 
 #: at most this many faults in one status or stats message (one per store: queue, heartbeat, preview, ...)
@@ -133,7 +134,7 @@ class Status(_Payload):
     device_id: DeviceId
     model: ModelInfo | None = None
     source: Text | None = None
-    target_fps: Fps | None = None
+    target_fps: FramesPerSecond | None = None
     api: ApiUrl | None = None
     reason: ShortText | None = None
     since: Timestamp | None = None
@@ -168,15 +169,15 @@ class Coverage(_Payload):
     frames: Count
     coverage: _Categories
     zones: _Zones
-    fps: Fps
+    fps: FramesPerSecond
     latency_ms: InferenceLatency
     model: ModelInfo
 
 
 class Fps(_Payload):
     """Frames per second: achieved since start, and the target (``--fps``; 0 = as fast as possible)."""
-    achieved: Fps
-    target: Fps
+    achieved: FramesPerSecond
+    target: FramesPerSecond
 
 
 class Camera(_Payload):

@@ -60,11 +60,13 @@ class VehicleUpdates:
         if self.model is None:
             return None
         try:
-            return self._make(self.model)
+            seg = self._make(self.model)
         except Exception as e:  # verified at install, so this is the machine: fall back to release 0
             log.error("the installed release %s does not load (%s): running the install's model", self.model, e)
             self.updater.running = None
             return None
+        seg.release = self.updater.running.get("version") if self.updater.running else None
+        return seg
 
     def _publish(self, payload: dict) -> None:
         if self._publisher is None:

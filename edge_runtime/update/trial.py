@@ -9,7 +9,10 @@
   errors (a frame that fails is segmented by the previous model instead: the
   loop never stops for a model on trial), its latency, and on one frame in
   ``sample_every`` also runs the previous model to measure how many pixels
-  the two agree on. :meth:`TrialSegmenter.verdict` says whether it passed.
+  the two agree on and their IoU class by class (a model that collapses to
+  the majority class, e.g. "flat" everywhere, still agrees on most pixels of a
+  street; its mean IoU with the previous model over the classes that model
+  shows is what falls). :meth:`TrialSegmenter.failure` says why it fails.
 """
 from __future__ import annotations
 
@@ -71,9 +74,14 @@ class Limits:
     ``max_slowdown``: the new model's median time per frame over the previous one's;
     ``min_fps_share``: achieved FPS over what the previous model achieved (0: not checked);
     ``sample_every``: frames between two comparisons with the previous model;
-    ``min_frames``: frames needed before a verdict."""
+    ``min_frames``: frames needed before a verdict; ``min_class_iou`` (0..1): mean IoU
+    with the previous model's class maps over the classes that cover at least
+    ``class_floor`` of its sampled pixels (a model that says one class everywhere
+    scores that class's share divided by the number of classes shown)."""
     max_errors: int = 0
     min_agreement: float = 0.6
+    min_class_iou: float = 0.3
+    class_floor: float = 0.01
     max_slowdown: float = 3.0
     min_fps_share: float = 0.8
     sample_every: int = 10
@@ -91,6 +99,10 @@ class TrialSegmenter:
         self.frames = self.errors = 0
         self.first_error = ""
         self.agreements: list[float] = []
+        # per class, over the sampled frames: pixels both models give it, either gives it, the previous gives it
+        self.inter = np.zeros(256, np.int64)
+        self.union = np.zeros(256, np.int64)
+        self.old_pixels = np.zeros(256, np.int64)
         self.new_ms: list[float] = []
         self.old_ms: list[float] = []
         self.started = self.last_frame = None
@@ -126,6 +138,10 @@ class TrialSegmenter:
                 ref = self.old.segment(frame, frame_order)
                 old_ms = (time.perf_counter() - t1) * 1e3
                 agree = agreement(ref, classes)
+                got = classes if classes.shape == ref.shape else resize_mask(classes, ref.shape[:2])
+                ref_n = np.bincount(ref.ravel(), minlength=256)[:256]
+                got_n = np.bincount(got.ravel(), minlength=256)[:256]
+                both = np.bincount(ref[ref == got].ravel(), minlength=256)[:256]
             except Exception:  # the previous model failing is not the new one's fault
                 agree = None
         with self._lock:
@@ -135,16 +151,34 @@ class TrialSegmenter:
             if agree is not None:
                 self.agreements.append(agree)
                 self.old_ms.append(old_ms)
+                self.inter += both
+                self.union += ref_n + got_n - both
+                self.old_pixels += ref_n
             if len(self.new_ms) > 4096:
                 del self.new_ms[:2048]
         return classes
 
+    def class_iou(self) -> tuple[float | None, dict[int, float]]:
+        """Mean IoU with the previous model over the classes covering at least
+        ``limits.class_floor`` of its sampled pixels, and each such class's IoU
+        (class id -> 0..1); ``(None, {})`` before any sample."""
+        with self._lock:
+            total = int(self.old_pixels.sum())
+            if not total:
+                return None, {}
+            shown = np.flatnonzero(self.old_pixels >= self.limits.class_floor * total)
+            ious = {int(c): float(self.inter[c] / self.union[c]) for c in shown}
+        return float(np.mean(list(ious.values()))), ious
+
     def snapshot(self) -> dict:
-        """The counters now: frames, errors, mean agreement, median ms of each model, FPS."""
+        """The counters now: frames, errors, mean agreement, mean class IoU with the previous
+        model, median ms of each model, FPS."""
+        class_iou = self.class_iou()[0]
         with self._lock:
             elapsed = max((self.last_frame or 0.0) - (self.started or 0.0), 1e-9)
             return {"frames": self.frames, "errors": self.errors, "first_error": self.first_error,
                     "agreement": float(np.mean(self.agreements)) if self.agreements else None,
+                    "class_iou": class_iou,
                     "new_ms": float(np.median(self.new_ms)) if self.new_ms else None,
                     "old_ms": float(np.median(self.old_ms)) if self.old_ms else None,
                     "fps": self.frames / elapsed if self.frames > 1 else 0.0}
@@ -159,9 +193,15 @@ class TrialSegmenter:
         if s["agreement"] is not None and s["agreement"] < lim.min_agreement:
             return (f"agrees with the previous model on {s['agreement']:.1%} of pixels, less than "
                     f"{lim.min_agreement:.0%}")
+        if s["class_iou"] is not None and s["class_iou"] < lim.min_class_iou:
+            from edge_runtime.contract.labels import CATEGORIES
+            _, ious = self.class_iou()
+            each = ", ".join(f"{CATEGORIES[c] if c < len(CATEGORIES) else c} {v:.0%}" for c, v in ious.items())
+            return (f"class maps collapsed: mean IoU with the previous model {s['class_iou']:.1%} ({each}), less "
+                    f"than {lim.min_class_iou:.0%} (pixel agreement {s['agreement']:.1%})")
         if s["new_ms"] and s["old_ms"] and s["new_ms"] > lim.max_slowdown * s["old_ms"]:
-            return (f"{s['new_ms'] / s['old_ms']:.1f}x slower than the previous model ({s['new_ms']:.1f} ms vs "
-                    f"{s['old_ms']:.1f} ms per frame), more than {lim.max_slowdown:g}x")
+            return (f"{s['new_ms'] / s['old_ms']:.1f}x slower than the previous model ({s['new_ms']:.2f} ms vs "
+                    f"{s['old_ms']:.2f} ms per frame), more than {lim.max_slowdown:g}x")
         if previous_fps and lim.min_fps_share and s["fps"] < lim.min_fps_share * previous_fps:
             return (f"{s['fps']:.1f} FPS, less than {lim.min_fps_share:.0%} of the {previous_fps:.1f} FPS the "
                     "previous model achieved")

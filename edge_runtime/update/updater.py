@@ -338,6 +338,7 @@ class Updater:
                                 (rel.input.height, rel.input.width))
         except (CheckFailed, contract.ReleaseError) as e:
             raise self._refuse(rel.version, str(e)) from None
+        seg.release = rel.version  # the loop's model info names it (stats, status, /v1/stats)
         rec = self.slots.complete(slot, {"version": rel.version, "target": ann.target, "name": rel.name,
                                          "sha256": info.hashes.get("sha256"), "model": model_name, "repo": ann.repo})
         self._checkpoint("verified")
@@ -477,4 +478,5 @@ def _summary(trial) -> str | None:
         return None
     s = trial.snapshot()
     agree = f", agreement {s['agreement']:.1%}" if s["agreement"] is not None else ""
+    agree += f", class IoU {s['class_iou']:.1%}" if s.get("class_iou") is not None else ""
     return f"probation passed: {s['frames']} frames, {s['errors']} errors{agree}"

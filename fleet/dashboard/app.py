@@ -26,7 +26,7 @@ import streamlit as st
 
 from edge_runtime.contract import payloads
 from edge_runtime.contract.labels import CATEGORIES, PALETTE
-from fleet.dashboard import health
+from fleet.dashboard import health, releases
 from fleet.dashboard.health import Thresholds
 from fleet.dashboard.state import FLEET_FULL, shared_fleet
 from fleet.text import UNKNOWN, clean, code, literal
@@ -178,6 +178,8 @@ TABLE_COLUMNS = {
     "road ahead drivable %": st.column_config.NumberColumn("drivable %", help="road ahead drivable (%)", width=70),
     "model": st.column_config.TextColumn("model", help="the model's name and the first 8 hex of its sha256",
                                          width=128),
+    "release": st.column_config.TextColumn("release", help="the fleet release it runs, then the one it tries and "
+                                           "how far (its model state)", width=96),
     "last seen s ago": st.column_config.NumberColumn("seen s ago", help="seconds since its last message", width=72),
     "live view": st.column_config.LinkColumn("live view", help="the vehicle's own device API", display_text="open",
                                              width=62),
@@ -202,7 +204,9 @@ def table(vehicles, now: float, th: Thresholds, api_override: str) -> None:
             "MQTT dropped": s.mqtt.dropped if s else None,
             "uptime min": round(s.uptime_s / 60, 1) if s else None,
             "road ahead drivable %": round(100 * cov.zones.road_ahead.drivable, 1) if cov else None,
-            "model": (clean(model.name, 80) + (f" {clean(model.sha256, 8)}" if model.sha256 else "")) if model else None,
+            "model": (clean(model.name, 80) + (f" {clean(model.sha256, 8)}" if model.sha256 else ""))
+            if model else None,
+            "release": releases.cell(v),
             "last seen s ago": round(now - v.last_seen, 1) if v.last_seen else None,
             "live view": f"{api}/v1/stream.mjpg" if api and c.kind not in health.UNREACHABLE else None})
         grey.append(c.kind in health.UNREACHABLE)
@@ -227,6 +231,10 @@ def vehicle_section(v, now: float, th: Thresholds, api_override: str) -> None:
         st.caption(f"stopped on purpose at {health.hhmmss(c.since)}: no alert{last}")
     elif off:
         st.caption(f"{c.kind.replace('_', ' ')} since {health.hhmmss(c.since)}{last}")
+    if v.model_state is not None:
+        ms, trying = v.model_state, releases.trying_text(v)
+        st.text(clean(f"{name}: runs {releases.running_text(v)}" + (f"; trying release {trying}" if trying else "")
+                      + (f"; last update {ms.state.replace('_', ' ')}: {ms.reason}" if ms.reason else ""), 600))
     if v.status is not None:
         st.text(clean("; ".join(f"{k} {x}" for k, x in (
             ("model", v.status.model.name if v.status.model else None), ("source", v.status.source),
@@ -313,6 +321,9 @@ def fleet_view():
         st.info("No vehicles yet: waiting for messages on roadseg/+/coverage, status, stats and snapshot.")
         return
     isolated("the alerts", alerts_section, fleet, vehicles, now, th, refused)
+    progress = releases.rollout(vehicles)
+    if progress is not None:
+        st.caption(literal(progress.text(), 600))
     isolated("the fleet table", table, vehicles, now, th, API)
     st.markdown(legend_html(), unsafe_allow_html=True)  # constants only
     shown = detail_order(vehicles, now, th)[:DETAIL_LIMIT]

@@ -37,7 +37,8 @@ class Thresholds:
 @dataclass
 class Alert:
     """One alert: ``kind`` is offline, never_seen, camera_lost, fps_low, hot, queue_growing, id_clash
-    (two installations on one device id) or disk_fault (a store that cannot write);
+    (two installations on one device id), disk_fault (a store that cannot write) or update_failed
+    (its last model update was rejected or rolled back: :mod:`fleet.dashboard.releases`);
     ``since`` in epoch seconds; ``message`` is composed by the dashboard from validated values,
     ``detail`` is text the vehicle sent (a reason or an error: shown verbatim, as code)."""
     vehicle: str
@@ -142,6 +143,10 @@ def vehicle_alerts(v, now: float, th: Thresholds) -> list[Alert]:
         out.append(Alert(v.device_id, "id_clash", f"{v.device_id}: two live installations use this device id "
                          f"(installation {clash.installation} publishes nothing while {clash.holder} runs): give "
                          f"each vehicle its own --device-id", parse_ts(clash.ts) or now))
+    from fleet.dashboard.releases import failure
+    failed = failure(v)
+    if failed is not None:
+        out.append(Alert(v.device_id, "update_failed", failed[0], parse_ts(failed[1]) or now, failed[2]))
     if c.kind not in UNREACHABLE and v.status is not None:
         for f in getattr(v.status, "faults", None) or []:
             out.append(Alert(v.device_id, "disk_fault", f"{v.device_id}: {f.store} cannot write, kept in memory "

@@ -1,7 +1,7 @@
 """What the dashboard knows about the fleet, bounded in bytes.
 
 One subscriber (:class:`fleet.broker.BrokerSubscriber`) to
-``roadseg/+/{coverage,status,stats,snapshot}``; every message passes
+``roadseg/+/{coverage,status,stats,snapshot,clash,model}``; every message passes
 :class:`fleet.intake.Intake` (size, then schema) and, for a snapshot,
 :func:`fleet.dashboard.snapshot.check_jpeg`, before it is kept. Per vehicle:
 the latest status, stats and coverage (validated models, each at most its
@@ -39,7 +39,7 @@ COVERAGE_COLUMNS = ("ts", *CATEGORIES)
 STATS_COLUMNS = ("ts", "achieved", "target", "cpu_temp_c", "queued")
 RING_BYTES = HISTORY * (len(COVERAGE_COLUMNS) + len(STATS_COLUMNS)) * 8
 FLEET_FULL = "(new ids while the fleet is full)"
-KINDS = ("coverage", "status", "stats", "snapshot", "clash")
+KINDS = ("coverage", "status", "stats", "snapshot", "clash", "model")
 
 
 class Ring:
@@ -89,6 +89,7 @@ class Vehicle:
     last_seen: float | None = None
     acknowledged: str | None = None
     clash: object = None       # payloads.Clash: a second live installation under this id (cleared when it ends)
+    model_state: object = None  # payloads.ModelState: the release it runs, the one it tries (issue 29)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class VehicleView:
     snapshot_at: float | None
     acknowledged: str | None
     clash: object = None
+    model_state: object = None
 
 
 def _number(x) -> float:
@@ -196,6 +198,8 @@ class FleetState:
         v.sizes[m.kind] = m.size
         if m.kind == "clash":
             v.clash = p
+        elif m.kind == "model":
+            v.model_state = p
         elif m.kind == "status":
             v.status = p
         elif m.kind == "stats":
@@ -229,7 +233,7 @@ class FleetState:
                 v.device_id, v.pinned, v.first_seen, v.last_seen, v.status, v.stats, v.coverage,
                 v.coverage_ring.rows() if v.coverage_ring else empty_cov,
                 v.stats_ring.rows() if v.stats_ring else empty_stats,
-                v.summaries, v.snapshot, v.snapshot_at, v.acknowledged, v.clash)
+                v.summaries, v.snapshot, v.snapshot_at, v.acknowledged, v.clash, v.model_state)
                 for _, v in sorted(self.vehicles.items())]
 
     def acknowledge(self, device: str, key: str | None) -> None:

@@ -1,5 +1,6 @@
 """edge_runtime.api.live: MJPEG frames, and viewer slots that come back when a viewer leaves."""
 import gc
+import socket
 
 import cv2
 import numpy as np
@@ -84,3 +85,39 @@ def test_a_viewer_that_goes_away_gives_its_slot_back(seg, no_cyclic_gc):
         assert _watch_a_little(url, 1) == 200  # the seventh viewer
         assert app.state.device.viewers.wait_idle(timeout=10)
         assert httpx.get(f"{url}/v1/stats", timeout=5).json()["api"]["viewers"] == 0
+
+
+def _stalled_viewer(port: int) -> socket.socket:
+    """A viewer that asks for the stream, reads its status line and never reads again: a 4 KiB
+    receive buffer (set before connecting, so the window is small from the handshake on) fills."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /v1/stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert sock.recv(12) == b"HTTP/1.1 200"
+    return sock
+
+
+def test_viewers_that_stop_reading_lose_their_slots_within_the_send_timeout(seg):
+    """Issue 32 item 6: four viewers with full receive buffers held all four slots for minutes; now a
+    part the transport has not taken within ``send_timeout`` s closes that stream, and a fifth is served."""
+    from edge_runtime.api.server import ServerLimits
+    live = LiveState()
+    app = create_app(seg, live, max_viewers=4)
+    slots = app.state.device.viewers
+    limits = ServerLimits(send_timeout=2.0)
+    with LiveFeed(live, seg, h=240, w=320), served(app, limits) as (url, port):
+        stalled = [_stalled_viewer(port) for _ in range(4)]
+        try:
+            assert slots.in_use == 4
+            with httpx.stream("GET", f"{url}/v1/stream.mjpg", timeout=10) as r:
+                assert r.status_code == 503  # all four slots held, as before
+            # the buffers fill within a few frames; then each stream has send_timeout s to move on
+            assert slots.wait_idle(timeout=limits.send_timeout + 15), "stalled viewers still hold their slots"
+            with httpx.stream("GET", f"{url}/v1/stream.mjpg", timeout=10) as r:
+                assert r.status_code == 200
+                assert _first_jpeg(r.iter_bytes()).shape == (240, 320, 3)
+        finally:
+            for s in stalled:
+                s.close()

@@ -92,7 +92,7 @@ def test_an_oversized_request_head_is_refused(seg):
     with served(create_app(seg), limits) as (_, port):
         # a head that keeps growing past the limit without ending: refused without waiting for its end
         big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000
-        assert raw_request(port, big)[0] == 400
+        assert raw_request(port, big)[0] == 431
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -49,16 +49,19 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) ->
 
 
 class Nginx:
-    """nginx from apt serving ``root`` on a free loopback port (``url``)."""
+    """nginx from apt serving ``root`` on a free loopback port (``url``); with ``log``, each response's
+    body bytes and path go to ``work/access.log`` (:meth:`bytes_sent`)."""
 
-    def __init__(self, root: Path, work: Path):
+    def __init__(self, root: Path, work: Path, log: bool = False):
         self.port, self.work = _free_port(), work
         work.mkdir(parents=True, exist_ok=True)
         temps = " ".join(f"{k}_temp_path {work / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        access = (f"log_format sent '$body_bytes_sent $uri'; access_log {work}/access.log sent;" if log
+                  else "access_log off;")
         (work / "nginx.conf").write_text(textwrap.dedent(f"""\
             daemon off; worker_processes 1; user root; pid {work}/nginx.pid; error_log {work}/error.log;
             events {{ worker_connections 64; }}
-            http {{ access_log off; {temps}
+            http {{ {access} {temps}
               types {{ application/json json; application/octet-stream tflite npz; }}
               server {{ listen 127.0.0.1:{self.port}; root {root}; location / {{ try_files $uri =404; }} }} }}
             """))
@@ -70,6 +73,12 @@ class Nginx:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+    def bytes_sent(self) -> list[tuple[int, str]]:
+        """``(body bytes, path)`` of every response so far (with ``log``)."""
+        path = self.work / "access.log"
+        rows = [line.split(" ", 1) for line in path.read_text().splitlines()] if path.exists() else []
+        return [(int(n), p) for n, p in rows]
 
 
 #: a static server whose target files misbehave: MODE extra (more bytes than signed), truncate
@@ -368,6 +377,72 @@ def test_a_signed_but_broken_model_is_refused_at_the_check(fleet, server, tmp_pa
     assert "refused before" in refused(u, ann(4, server.url))
 
 
+UPDATE_MODELS = DATA / "update"  # made by tests/data/make_update_models.py
+
+
+def _on_probation(model: Path, release_model: Path, fleet, server, tmp_path) -> tuple[str, list[dict], object]:
+    """A real Runner on a synthetic camera running ``model`` (the install's), and ``release_model``
+    added by the workstation's own ``add`` (golden frames its own class maps: it passes the check)
+    and announced; returns the outcome, the states reported and the segmenter running after."""
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.io.mqtt import NullPublisher
+    from edge_runtime.loop import Runner
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    repo, root = fleet
+    rel = repo.add(release_model)
+    s = load_settings({"model": str(model), "source": "synthetic:64x128@200", "fps": 100, "duration": 60}, None,
+                      env={})
+    runner = Runner(s, publisher=NullPublisher())
+    loop = threading.Thread(target=runner.run, daemon=True)
+    loop.start()
+    states: list[dict] = []
+    u = Updater(UpdateConfig(tmp_path / "state", root, [server.url], "car1", probation_s=1.0,
+                             limits=Limits(min_frames=20, sample_every=2)),
+                make_segmenter=lambda p: DeviceSegmenter(p, 1), publish_state=states.append,
+                swap=runner.request_swap, fps_fn=lambda: runner.achieved)
+    u.boot()
+    try:
+        outcome = u.handle(ann(rel["version"], server.url, rel["target"]))
+        frames = runner.frames
+        assert loop.is_alive()
+        deadline = time.monotonic() + 10
+        while runner.frames < frames + 5 and time.monotonic() < deadline:  # the loop goes on after the swap back
+            time.sleep(0.05)
+        assert runner.frames >= frames + 5
+        return outcome, states, runner.seg
+    finally:
+        runner.request_stop()
+        loop.join(10)
+
+
+def test_a_signed_model_that_says_flat_everywhere_is_rolled_back_in_probation(fleet, server, tmp_path):
+    """It passes every check (its golden frames are its own), and agrees with the running model on
+    most pixels of a street (flat is the majority class); its class maps collapsed: rolled back."""
+    outcome, states, seg = _on_probation(TINY, UPDATE_MODELS / "flat.tflite", fleet, server, tmp_path)
+    assert outcome == "rolled_back"
+    assert [x["state"] for x in states][-3:] == ["verifying", "trial", "rolled_back"]
+    last = states[-1]
+    assert "class maps collapsed" in last["reason"] and "flat" in last["reason"], last
+    assert last["trying"]["name"] == "flat" and "version" not in last["running"]  # the install's model again
+    assert seg.path == TINY
+    u, _ = make_updater(tmp_path / "state", fleet[1], [server.url])
+    u.boot()
+    assert u.slots.pointer() is None  # nothing of it runs at the next start either
+    assert "refused before" in refused(u, ann(2, server.url, "releases/2/flat.tflite"))
+
+
+def test_a_signed_model_five_times_slower_is_rolled_back_in_probation(fleet, server, tmp_path):
+    """The same class maps as the running model, at more than five times its time per frame."""
+    outcome, states, seg = _on_probation(UPDATE_MODELS / "steady.tflite", UPDATE_MODELS / "slow.tflite", fleet,
+                                         server, tmp_path)
+    assert outcome == "rolled_back"
+    last = states[-1]
+    assert last["state"] == "rolled_back" and "x slower than the previous model" in last["reason"], last
+    ratio = float(last["reason"].split("x slower")[0].rsplit(" ", 1)[-1])
+    assert ratio > 3.0
+    assert seg.path == UPDATE_MODELS / "steady.tflite"
+
+
 def test_the_vehicle_follows_a_rotated_targets_key(fleet, server, tmp_path):
     """rotate-key: a new root (signed by the offline root key) lists the new targets key; a vehicle
     installed with the old trust root walks to it, and targets signed by the retired key are refused."""
@@ -427,7 +502,7 @@ def test_roadseg_run_takes_an_announced_release_over_mqtt_without_a_restart(flee
                        "mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "publish_interval": 0,
                        "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "duration": 60,
                        "state_dir": str(tmp_path / "state"), "update_repo": server.url, "trust_root": str(root),
-                       "probation": 1.0}, None, env={})
+                       "probation": 1.0, "http": f"127.0.0.1:{_free_port()}", "stats_interval": 1}, None, env={})
     sub = Subscriber(broker.port, "roadseg/car1/#", client_id="upd-sub")
     vehicle = Vehicle(s)
     t = threading.Thread(target=vehicle.run, daemon=True)
@@ -452,6 +527,11 @@ def test_roadseg_run_takes_an_announced_release_over_mqtt_without_a_restart(flee
         assert len(times) > 15 and gaps.max() < 2 * (1 / fps) + 0.25, gaps.max()  # broker latency allowance
         assert vehicle.runner.seg.path.parent.parent == tmp_path / "state" / "models"
         assert t.is_alive()
+        # the release is named where the vehicle says what runs: its stats and its device API's /v1/stats
+        assert sub.wait_for(lambda m: m[0] == "roadseg/car1/stats" and m[1]["model"].get("release") == 1, 20)
+        import httpx
+        body = httpx.get(f"{vehicle.api_url}/v1/stats", timeout=10).json()
+        assert body["model"]["release"] == 1 and body["live"]["model"]["release"] == 1, body["model"]
     finally:
         op.loop_stop()
         op.disconnect()

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.test_broker_acl import PASSWORDS, docs_block, publish_rc, running_deploy_broker
+from tests.fleet.test_broker_acl import (
+    PASSWORDS,
+    docs_block,
+    publish_rc,
+    running_deploy_broker,
+)
 
 pytestmark = pytest.mark.skipif(not (__import__("shutil").which("prlimit")), reason="needs prlimit (util-linux)")
 

@@ -128,7 +128,8 @@ def test_monitor_started_before_the_embedded_broker_negotiates_mqtt_3_1_1(tmp_pa
         raw = Raw(port)
         raw.send(("roadseg/car1/status", status_body("car1"), True))  # retained: delivered once it subscribed
         assert "car1 status: online" in proc.stdout.readline()
-        raw.send(("roadseg/car1/coverage", coverage_body("car1", 1)), ("roadseg/car1/coverage", coverage_body("car1", 2)))
+        raw.send(("roadseg/car1/coverage", coverage_body("car1", 1)),
+                 ("roadseg/car1/coverage", coverage_body("car1", 2)))
         out, err = proc.communicate(timeout=60)
         raw.close()
     finally:

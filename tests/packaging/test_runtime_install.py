@@ -136,7 +136,22 @@ def real_args(prog: str, model: Path, broker, tmp: Path) -> list[str]:
         "roadseg-eval": ["--model", str(model), "--data", str(labelled(tmp)), "--out", str(tmp / "eval")],
         "roadseg-distill": ["--data", str(tmp), "--out", str(tmp / "student")],
         "roadseg-calibrate": ["--model", str(model), "--data", str(tmp), "--out", str(tmp / "dist")],
+        "roadseg-release": ["init", "--repo", str(tmp / "release-repo"), "--keys", str(tmp / "release-keys")],
+        "roadseg-rollout": ["status", "--state", str(_rollout_file(tmp))],
     }[prog]
+
+
+def _rollout_file(tmp: Path) -> Path:
+    """A rollout that was planned (fleet.rollout's file, as roadseg-rollout start writes it)."""
+    import dataclasses
+    import json
+
+    from fleet.rollout import Plan, Progress
+    path = tmp / "rollout.json"
+    plan = Plan(version=1, target="roadseg-default.tflite", repo="https://fleet.example/repo", devices=["car1"],
+                canary=["car1"])
+    path.write_text(json.dumps({"plan": dataclasses.asdict(plan), "progress": dataclasses.asdict(Progress())}))
+    return path
 
 
 def test_every_command_on_the_path_works_or_names_its_extra(runtime_venv, tiny_tflite, broker, tmp_path):
@@ -145,7 +160,8 @@ def test_every_command_on_the_path_works_or_names_its_extra(runtime_venv, tiny_t
     outcome = {p: works_or_names_its_extra(_run(runtime_venv, [p, *real_args(p, tiny_tflite, broker, tmp_path)],
                                                 tmp_path), p) for p in progs}
     assert {p for p, o in outcome.items() if o == "works"} >= {"roadseg-run", "roadseg-bench", "roadseg-doctor",
-                                                                "roadseg-data", "roadseg-eval"}, outcome
+                                                                "roadseg-data", "roadseg-eval", "roadseg-release",
+                                                                "roadseg-rollout"}, outcome
     assert {p for p, o in outcome.items() if o == "extra"} >= {"roadseg-train", "roadseg-distill",
                                                                 "roadseg-calibrate", "roadseg-serve",
                                                                 "roadseg-dashboard"}, outcome
