@@ -93,6 +93,42 @@ class ConnectionCounts:
             self._open.pop(address, None)
 
 
+class _SendStallGuard:
+    """Mixin for uvicorn's protocol: a client that takes no bytes of its response for
+    ``_send_timeout`` seconds (its receive buffer full, the transport paused) is dropped,
+    so a viewer that stops reading frees its live-view slot and its descriptor."""
+    _send_timeout = 10.0
+    _stall_timer = None
+
+    def pause_writing(self):
+        # the transport holds more than its high-water mark: the client stopped taking bytes
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self._send_timeout, self._write_stalled)
+
+    def resume_writing(self):
+        super().resume_writing()
+        self._cancel_stall()
+
+    def _cancel_stall(self):
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _write_stalled(self):
+        self._stall_timer = None
+        log.info("dropped %s: it took no bytes of its response for %g s", self.client, self._send_timeout)
+        self.transport.abort()  # close() would wait for the buffer to drain: never
+
+
+def _answer_431(transport, max_header_bytes: int) -> None:
+    """Refuse a request head over ``max_header_bytes`` and close the connection."""
+    body = f"request head over {max_header_bytes} bytes\n".encode()
+    transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    transport.close()
+
+
 def protocol_class(limits: ServerLimits):
     """uvicorn's h11 protocol with a deadline on every request head: the
     head must be complete ``limits.header_timeout`` s after the connection
@@ -104,8 +140,10 @@ def protocol_class(limits: ServerLimits):
     from uvicorn.protocols.http.h11_impl import H11Protocol
     counts = ConnectionCounts(limits.max_per_address, 2 * limits.max_connections)
 
-    class HeadDeadlineH11Protocol(H11Protocol):
-        """uvicorn's H11Protocol plus one timer per awaited request head and connection counts."""
+    class HeadDeadlineH11Protocol(_SendStallGuard, H11Protocol):
+        """uvicorn's H11Protocol plus one timer per awaited request head, connection counts and
+        a bound on the time a response may wait for the client to read it."""
+        _send_timeout = limits.send_timeout
 
         def connection_made(self, transport):
             peer = transport.get_extra_info("peername")
@@ -116,25 +154,7 @@ def protocol_class(limits: ServerLimits):
                 return
             super().connection_made(transport)
             self._head_timer, self._timed_cycle, self._head_bytes = None, None, 0
-            self._stall_timer = None
             self._arm_head_deadline()
-
-        def pause_writing(self):
-            # the transport holds more than its high-water mark: the client stopped taking bytes
-            super().pause_writing()
-            if self._stall_timer is None:
-                self._stall_timer = self.loop.call_later(limits.send_timeout, self._write_stalled)
-
-        def resume_writing(self):
-            super().resume_writing()
-            if self._stall_timer is not None:
-                self._stall_timer.cancel()
-                self._stall_timer = None
-
-        def _write_stalled(self):
-            self._stall_timer = None
-            log.info("dropped %s: it took no bytes of its response for %g s", self.client, limits.send_timeout)
-            self.transport.abort()  # close() would wait for the buffer to drain: never
 
         def _arm_head_deadline(self):
             self._disarm_head_deadline()
@@ -160,7 +180,8 @@ def protocol_class(limits: ServerLimits):
                 end = data.find(b"\r\n\r\n")
                 self._head_bytes += len(data) if end < 0 else end + 4
                 if self._head_bytes > limits.max_header_bytes:
-                    self._head_too_large()
+                    self._disarm_head_deadline()
+                    _answer_431(self.transport, limits.max_header_bytes)
                     return
             super().data_received(data)
             if self.cycle is not self._timed_cycle:  # the head is in: the application bounds the body
@@ -172,22 +193,13 @@ def protocol_class(limits: ServerLimits):
             if self.cycle is answered and not self.transport.is_closing():
                 self._arm_head_deadline()  # the next head has its own deadline, from now
 
-        def _head_too_large(self):
-            self._disarm_head_deadline()
-            body = f"request head over {limits.max_header_bytes} bytes\n".encode()
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
-            self.transport.close()
-
         def connection_lost(self, exc):
             if not self._counted:
                 return
             self._counted = False
             counts.release(self._address)
             self._disarm_head_deadline()
-            if self._stall_timer is not None:
-                self._stall_timer.cancel()
-                self._stall_timer = None
+            self._cancel_stall()
             super().connection_lost(exc)
 
     return HeadDeadlineH11Protocol

@@ -134,6 +134,7 @@ class MqttPublisher:
         self._counts = dict.fromkeys(("queued_total", "sent", "skipped", "refused", "oversize", "requests",
                                       "requests_limited", "requests_oversize", "connections", "connect_failures"), 0)
         self.last_error: str | None = None
+        self._link_errors: collections.deque[str] = collections.deque(maxlen=4)  # causes a connection clears
         self._lock = threading.Lock()          # publish() and the worker: one order of sending
         self._ack_lock = threading.Condition()  # in-flight bookkeeping (paho's thread takes only this one)
         self._inflight: collections.OrderedDict[int, _InFlight] = collections.OrderedDict()
@@ -519,8 +520,8 @@ class MqttPublisher:
                 self._set_delay(self.RECONNECT_DELAY)
             self._connected_at = time.monotonic()
             self._counts["connections"] += 1
-            if not self.clash.yielding:
-                self.last_error = None  # what went wrong before is over: the dashboard shows the current state
+            if self.last_error is not None and self.last_error in self._link_errors:
+                self.last_error = None  # the outage is over: the dashboard shows the current state, not a stale cause
             self._connected.set()
             with self._ack_lock:
                 self._ack_lock.notify_all()
@@ -550,6 +551,7 @@ class MqttPublisher:
         """A connection attempt failed: remember and report ``cause`` (rate-limited), retry after ``delay``."""
         self._counts["connect_failures"] += 1
         self.last_error = cause
+        self._link_errors.append(cause)
         self._set_delay(delay)
         with self._ack_lock:
             self._ack_lock.notify_all()  # stop() waits for a first connection only until it fails
@@ -572,8 +574,9 @@ class MqttPublisher:
             if not was:
                 if not self._connack_seen:
                     waited = time.monotonic() - self._attempt_at
-                    if reason_code.value == KEEPALIVE_TIMEOUT or waited >= 0.9 * self.s.mqtt_keepalive:
-                        # no answer at all (a network gone without a FIN, packets dropped): not a refusal
+                    silent = reason_code.value == KEEPALIVE_TIMEOUT or waited >= 0.9 * self.s.mqtt_keepalive
+                    if silent and self._counts["connections"]:
+                        # it answered before in this protocol: no answer now is a network gone without a FIN
                         self._fail(f"unreachable: no answer from {self.s.host}:{self.s.mqtt_port} for {waited:.0f} s "
                                    f"(the network is down or drops packets)", self.RECONNECT_DELAY)
                     else:
@@ -584,6 +587,7 @@ class MqttPublisher:
                 self._strike_oldest(str(reason_code))
             elif not self._takeover(reason_code.value, lasted):
                 self.last_error = f"disconnected after {lasted:.0f} s: {reason_code}"
+                self._link_errors.append(self.last_error)
                 self._throttle.warn("disconnect", f"MQTT {self.last_error}; queueing up to {self.s.max_queued} "
                                                   f"messages, reconnecting with backoff")
         except Exception as e:

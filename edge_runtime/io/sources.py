@@ -659,6 +659,8 @@ class LatestFrameSource(FrameSource):
         self._ended = False
         self._gen = 0  # the reader thread of this generation is the live one; older ones were abandoned
         self.abandoned = 0
+        self._live_since: float | None = None  # when the camera last came up (monotonic)
+        self._quick_losses = 0  # losses in a row within a second of coming up
         self.state = "opening"
         self.last_error = ""
         self.lost_since: float | None = None
@@ -669,6 +671,7 @@ class LatestFrameSource(FrameSource):
         if wait:
             self.camera.open()
             self.state = "live"
+            self._live_since = time.monotonic()
         self._spawn(release_first=False)
         return self
 
@@ -722,6 +725,7 @@ class LatestFrameSource(FrameSource):
                 log.warning("camera %s back after %.1f s (reconnect %d)", self.name,
                             time.monotonic() - (self.lost_since or time.monotonic()), self.reconnects)
             self.state, self.last_error, self.lost_since = "live", "", None
+            self._live_since = time.monotonic()
             return True
         return False
 
@@ -750,9 +754,16 @@ class LatestFrameSource(FrameSource):
                     return
                 if self._stop.is_set():
                     return
-                self.state, self.lost_since, self.last_error = "lost", time.monotonic(), "no frame"
+                now = time.monotonic()
+                live_for = now - (self._live_since or now)
+                self.state, self.lost_since, self.last_error = "lost", now, "no frame"
                 log.warning("camera %s lost; reopening", self.name)
                 self._call(gen, self.camera.release)
+                if live_for < 1.0:  # lost again at once: a camera that opens but gives nothing must not spin
+                    self._quick_losses += 1
+                    self._stop.wait(min(0.1 * 2 ** min(self._quick_losses, 5), self.max_backoff))
+                else:
+                    self._quick_losses = 0
                 if not self._reopen(gen):
                     return
                 continue

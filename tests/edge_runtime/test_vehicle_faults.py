@@ -288,6 +288,7 @@ def _run_with(camera, tiny_tflite, broker, tmp_path, monkeypatch, **settings):
             result["error"] = e
     t = threading.Thread(target=body)
     t.start()
+    result["source"] = source  # a given source is the caller's to stop
     return vehicle, t, wd, result
 
 
@@ -309,6 +310,7 @@ def test_a_hanging_capture_is_reported_abandoned_and_reopened(tiny_tflite, broke
     finally:
         vehicle.request_stop()
         t.join(30)
+        result["source"].stop()
         wd.done.set()
         sub.close()
     assert "error" not in result, result
@@ -328,6 +330,7 @@ def test_a_camera_that_stays_hung_exits_4_for_a_restart(tiny_tflite, broker, tmp
     finally:
         vehicle.request_stop()
         cam.unblock.set()
+        result["source"].stop()
         wd.done.set()
         sub.close()
     assert isinstance(result.get("error"), RuntimeFailure), result
