@@ -4,11 +4,17 @@ it: write to a temporary name in the same folder, then rename over the target.
 Every artifact roadseg writes (reports, checkpoints, plots, benchmark tables)
 goes through :func:`atomic_path`, so a crash or a full disk never leaves a
 truncated file looking valid.
+
+The other way, a small file named by a user (a password or token file, a
+``--config`` TOML, a model's sidecar) is read with :func:`read_small_file`:
+a regular file only, its size checked before a byte is read, so a link to
+``/dev/zero``, a FIFO or a 73 MB "config" costs nothing.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +90,69 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_small_file(path: str | Path, max_bytes: int, what: str = "file", missing_ok: bool = False) -> bytes | None:
+    """The bytes of ``path`` (symbolic links followed), which must be a regular
+    file of at most ``max_bytes`` bytes; None when it does not exist and
+    ``missing_ok``.
+
+    The file is opened without blocking (a FIFO with no writer opens at once),
+    then its kind and size are checked with ``fstat`` on that descriptor (no
+    race with a rename), and at most ``max_bytes + 1`` bytes are read (a file
+    that grew meanwhile is refused too): a link to ``/dev/zero``, a FIFO or a
+    huge file cost no memory and no wait.
+
+    Raises:
+        ValueError: one line, ``cannot read {what} {path}: {reason}`` (missing,
+            not a regular file and which kind it is, over ``max_bytes`` with its
+            size, or the OS error); never any of the file's content.
+    """
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"cannot read {what} {path}: {reason}")
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise refuse("no such file") from None
+    except OSError as e:
+        raise refuse(e.strerror or type(e).__name__) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a plain file")
+            raise refuse(f"not a regular file ({kind})")
+        if st.st_size > max_bytes:
+            raise refuse(f"{st.st_size} bytes, over the {max_bytes} it may have")
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise refuse(f"over the {max_bytes} bytes it may have (it grew while read)")
+        return b"".join(chunks)
+    except OSError as e:
+        raise refuse(e.strerror or type(e).__name__) from None
+    finally:
+        os.close(fd)
+
+
+def read_small_text(path: str | Path, max_bytes: int, what: str = "file", missing_ok: bool = False) -> str | None:
+    """:func:`read_small_file` decoded as UTF-8 (a BOM dropped). Raises
+    ValueError as it does, and ``cannot read {what} {path}: not UTF-8 text``."""
+    data = read_small_file(path, max_bytes, what, missing_ok)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {what} {path}: not UTF-8 text") from None

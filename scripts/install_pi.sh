@@ -17,6 +17,11 @@
 #                          TensorrtExecutionProvider with fp16 and an engine cache; `none`: the CPU) or
 #                          a LiteRT delegate library for a .tflite (e.g. libedgetpu.so.1)
 #   --delegate-option K=V  its options (repeat); replaces the TensorRT defaults
+#   --trust-root PATH      the fleet's TUF root metadata (roadseg-release trust-root writes it): copied to
+#                          PREFIX/trust-root.json, checked by roadseg-doctor; the vehicle runs a model release
+#                          only if the keys it names vouch for it (docs/deploy.md, "Fleet operator")
+#   --update-repo URL      the release repository the vehicle fetches from (needs --trust-root); without it
+#                          no update is fetched (ROADSEG_UPDATE_REPO in /etc/roadseg.env can add it later)
 #   --venv-only            stop after the check: the venv, models/ and roadseg.toml under --prefix, no
 #                          service; no sudo needed. What the tests run.
 #   --dry-run              print the roadseg.toml and the unit that would be written; install nothing
@@ -34,13 +39,14 @@ die() { local rc=$1; shift; echo "install_pi.sh: $*" >&2; exit "$rc"; }
 q() { printf '%q' "$1"; }  # a value as one shell word: a newline in it cannot split the error line
 
 MODEL="" DEVICE_ID="$(hostname -s)" MQTT_HOST="" SOURCE="picamera2" FPS=15 PREFIX=/opt/roadseg
-PLATFORM=auto VENV_ONLY=0 DRY_RUN=0 DELEGATE=auto DELEGATE_OPTIONS=()
+PLATFORM=auto VENV_ONLY=0 DRY_RUN=0 DELEGATE=auto DELEGATE_OPTIONS=() TRUST_ROOT="" UPDATE_REPO=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --venv-only) VENV_ONLY=1; shift; continue ;;
         --dry-run) DRY_RUN=1; shift; continue ;;
-        --model|--device-id|--mqtt-host|--source|--fps|--prefix|--platform|--delegate|--delegate-option)
+        --model|--device-id|--mqtt-host|--source|--fps|--prefix|--platform|--delegate|--delegate-option|\
+        --trust-root|--update-repo)
             [ $# -ge 2 ] || die 2 "$1 needs a value" ;;
         *) die 2 "unknown option $(q "$1") (see the top of scripts/install_pi.sh)" ;;
     esac
@@ -54,6 +60,8 @@ while [ $# -gt 0 ]; do
         --platform) PLATFORM="$2" ;;
         --delegate) DELEGATE="$2" ;;
         --delegate-option) DELEGATE_OPTIONS+=("$2") ;;
+        --trust-root) TRUST_ROOT="$2" ;;
+        --update-repo) UPDATE_REPO="$2" ;;
     esac
     shift 2
 done
@@ -132,6 +140,15 @@ if [ "$BACKEND" = onnx ]; then
     fi
     ORT_FROM="${ORT_INDEX:-PyPI}"
 fi
+if [ -n "$TRUST_ROOT" ]; then
+    [ -f "$TRUST_ROOT" ] || die 2 "--trust-root $(q "$TRUST_ROOT"): no such file (roadseg-release trust-root writes it)"
+    [ "$(wc -c < "$TRUST_ROOT")" -le 512000 ] || die 2 "--trust-root $(q "$TRUST_ROOT") is larger than TUF root metadata may be"
+fi
+if [ -n "$UPDATE_REPO" ]; then
+    [ -n "$TRUST_ROOT" ] || die 2 "--update-repo needs --trust-root: the vehicle must know whose signatures to trust"
+    [[ "$UPDATE_REPO" =~ ^https?://[A-Za-z0-9._~:-]+(/[A-Za-z0-9._~%-]*)*$ ]] \
+        || die 2 "--update-repo $(q "$UPDATE_REPO") is not an http(s)://host[:port]/path URL"
+fi
 NAME="$(basename "$MODEL")"
 
 write_config() {  # roadseg.toml; the keys are roadseg-run's settings (edge_runtime/commands/settings.py)
@@ -143,6 +160,11 @@ write_config() {  # roadseg.toml; the keys are roadseg-run's settings (edge_runt
     echo "# a camera that is not there at boot is waited for (status camera_lost) before the service gives up (exit 4)"
     echo "camera_wait = 600"
     [ -z "$MQTT_HOST" ] || echo "mqtt_host = \"$MQTT_HOST\""
+    if [ -n "$TRUST_ROOT" ]; then
+        echo "# model releases: signed by the keys this TUF root names (the slots and the trusted metadata: the state dir)"
+        echo "trust_root = \"$PREFIX/trust-root.json\""
+        [ -z "$UPDATE_REPO" ] || echo "update_repo = \"$UPDATE_REPO\""
+    fi
     if [ "$DELEGATE" != none ]; then
         echo "# the accelerator: an ONNX Runtime execution provider (.onnx) or a LiteRT delegate library (.tflite)"
         echo "delegate = \"$DELEGATE\""
@@ -260,11 +282,14 @@ if [ "$BACKEND" = onnx ]; then
     fi
 fi
 # everything must import together, with the system's NumPy; no service otherwise
-if ! "$PREFIX/venv/bin/roadseg-doctor" --camera "$CAMERA" --model "$MODEL"; then
+DOCTOR=(--camera "$CAMERA" --model "$MODEL")
+[ -z "$TRUST_ROOT" ] || DOCTOR+=(--trust-root "$TRUST_ROOT")  # TUF root metadata, or the install stops here
+if ! "$PREFIX/venv/bin/roadseg-doctor" "${DOCTOR[@]}"; then
     die 4 "the runtime cannot start here as installed (see the fix above); no service installed"
 fi
 # shellcheck disable=SC2094  # read, then renamed over: safe even when --model already is the installed copy
 for f in "$MODEL" "$SIDECAR"; do atomic_write "$PREFIX/models/$(basename "$f")" < "$f"; done
+[ -z "$TRUST_ROOT" ] || atomic_write "$PREFIX/trust-root.json" < "$TRUST_ROOT"
 write_config | atomic_write "$PREFIX/roadseg.toml"
 if [ "$VENV_ONLY" = 1 ]; then
     echo "venv ready: $PREFIX/venv; config $PREFIX/roadseg.toml (roadseg-run --config it);" \

@@ -26,7 +26,6 @@ import hmac
 import os
 import re
 import time
-from pathlib import Path
 from urllib.parse import parse_qs
 
 #: paths a signed URL may open (each signature names one of them)
@@ -42,13 +41,13 @@ _SIG = re.compile(r"[0-9a-f]{64}")      # a hex SHA-256 digest
 def load_token(token_file: str | None = None) -> str | None:
     """The API token: the first line of ``token_file`` (stripped), else
     ``ROADSEG_API_TOKEN``; None (no authentication) when neither is set or
-    empty. Raises ValueError (naming the file, never its content) when the
-    file cannot be read."""
+    empty. Raises ValueError (one line naming the file, never its content)
+    when the file is missing, not a regular file (a FIFO, a link to
+    ``/dev/zero``), over 4 KiB or not UTF-8."""
     if token_file:
-        try:
-            return Path(token_file).read_text().strip() or None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read token file {token_file}: {getattr(e, 'strerror', None) or e}") from None
+        from edge_runtime.atomic import read_small_text
+        from edge_runtime.io.credentials import MAX_SECRET_FILE_BYTES
+        return read_small_text(token_file, MAX_SECRET_FILE_BYTES, "token file").strip() or None
     return os.environ.get("ROADSEG_API_TOKEN") or None
 
 

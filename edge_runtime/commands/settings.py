@@ -147,16 +147,28 @@ def load_settings(cli: dict, config_file: str | None, env: dict | None = None,
     return settings
 
 
+#: the most a ``--config`` file may hold (a roadseg.toml is a few hundred bytes)
+MAX_CONFIG_BYTES = 256 * 1024
+
+
 def _read_toml(config_file: str, known: set[str]) -> dict:
+    """The settings of a TOML ``--config`` file, keys with ``_`` for ``-``. Raises ConfigError (one line
+    naming the file) when it is missing, not a regular file, over :data:`MAX_CONFIG_BYTES` (checked before
+    a byte is read), not UTF-8, malformed, or names a setting that does not exist."""
+    from edge_runtime.atomic import read_small_text
     p = Path(config_file)
-    if not p.is_file():
+    try:
+        text = read_small_text(p, MAX_CONFIG_BYTES, "config file", missing_ok=True)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if text is None:
         raise ConfigError(f"config file not found: {p}")
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(text)
     except Exception as e:
         raise ConfigError(f"malformed config file {p}: {e}") from None
     data = {k.replace("-", "_"): v for k, v in data.items()}

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge_runtime.atomic import atomic_path
+from edge_runtime.atomic import atomic_path, read_small_file
 from edge_runtime.contract.labels import CATEGORIES, NUM_CLASSES, PALETTE
 from edge_runtime.contract.preprocessing import RESIZE_POLICY
 
@@ -248,18 +248,23 @@ def validate(meta: Any, model: str | Path | None = None, where: str = "sidecar")
 def read_sidecar(model: str | Path, verify: bool = True) -> dict | None:
     """The sidecar of ``model`` as a dict, validated (and its sha256 checked
     against ``model`` when ``verify``); ``None`` when there is none. Raises
-    :class:`SidecarError` for a file over :data:`MAX_SIDECAR_BYTES`, that is
-    not JSON, or that breaks the schema."""
+    :class:`SidecarError` (one line naming the file) for one that is not a
+    regular file (a FIFO, a link to ``/dev/zero``), is over
+    :data:`MAX_SIDECAR_BYTES` (checked before it is read), is not JSON, is
+    nested deeper than JSON's parser goes, or breaks the schema."""
     p = sidecar_path(model)
-    if not p.is_file():
-        return None
-    size = p.stat().st_size
-    if size > MAX_SIDECAR_BYTES:
-        raise SidecarError(f"sidecar {p} is {size} bytes, over the {MAX_SIDECAR_BYTES} a sidecar may have")
     try:
-        meta = json.loads(p.read_bytes())
+        data = read_small_file(p, MAX_SIDECAR_BYTES, "sidecar", missing_ok=True)
+    except ValueError as e:
+        raise SidecarError(str(e)) from None
+    if data is None:
+        return None
+    try:
+        meta = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SidecarError(f"sidecar {p} is not JSON: {e}") from None
+    except RecursionError:  # "[[[[...]]]]" well under the byte cap
+        raise SidecarError(f"sidecar {p} is nested too deeply to be a sidecar") from None
     return validate(meta, model if verify else None, f"sidecar {p}")
 
 

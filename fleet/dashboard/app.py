@@ -15,6 +15,8 @@ Markdown or HTML (:func:`fleet.text.literal`, ``st.text``, table cells). Each
 vehicle is drawn on its own, so one that cannot be drawn does not hide the
 others. Broker and device API come from the command line or the environment,
 never from the page: a visitor cannot point the dashboard's credentials elsewhere.
+Before anything is drawn, :func:`fleet.dashboard.access.gate` asks for the
+password where one is configured and bounds the sessions and their reruns.
 """
 import os
 import re
@@ -26,7 +28,7 @@ import streamlit as st
 
 from edge_runtime.contract import payloads
 from edge_runtime.contract.labels import CATEGORIES, PALETTE
-from fleet.dashboard import health, releases
+from fleet.dashboard import access, health, releases
 from fleet.dashboard.health import Thresholds
 from fleet.dashboard.state import FLEET_FULL, shared_fleet
 from fleet.text import UNKNOWN, clean, code, literal
@@ -38,6 +40,11 @@ st.set_page_config(page_title="roadseg fleet", page_icon="🛣️", layout="wide
 # beside the sidebar (a constant, no broker text)
 st.markdown("<style>[data-testid='stMainBlockContainer']{padding-left:1rem;padding-right:1rem}</style>",
             unsafe_allow_html=True)
+try:  # the login, the bound on sessions and on reruns, before anything else is drawn or computed
+    access.gate("roadseg fleet")
+except ValueError as e:
+    st.error(literal(f"roadseg-dashboard: {e}", 300))
+    st.stop()
 HEX = ["#" + "".join(f"{int(v):02x}" for v in PALETTE[i]) for i in range(len(CATEGORIES))]
 GREY = "#8a8a8a"
 DETAIL_LIMIT = 12  # vehicles drawn in detail per refresh (alerts first); the table lists them all
@@ -176,10 +183,8 @@ TABLE_COLUMNS = {
     "MQTT dropped": st.column_config.NumberColumn("drops", help="MQTT messages dropped on the vehicle", width=50),
     "uptime min": st.column_config.NumberColumn("uptime min", help="minutes since roadseg-run started", width=76),
     "road ahead drivable %": st.column_config.NumberColumn("drivable %", help="road ahead drivable (%)", width=70),
-    "model": st.column_config.TextColumn("model", help="the model's name and the first 8 hex of its sha256",
-                                         width=128),
-    "release": st.column_config.TextColumn("release", help="the fleet release it runs, then the one it tries and "
-                                           "how far (its model state)", width=96),
+    "model": st.column_config.TextColumn("model", help="the fleet release it runs (→ the one it tries, how far), "
+                                         "the model's name and the first 8 hex of its sha256", width=128),
     "last seen s ago": st.column_config.NumberColumn("seen s ago", help="seconds since its last message", width=72),
     "live view": st.column_config.LinkColumn("live view", help="the vehicle's own device API", display_text="open",
                                              width=62),
@@ -204,9 +209,8 @@ def table(vehicles, now: float, th: Thresholds, api_override: str) -> None:
             "MQTT dropped": s.mqtt.dropped if s else None,
             "uptime min": round(s.uptime_s / 60, 1) if s else None,
             "road ahead drivable %": round(100 * cov.zones.road_ahead.drivable, 1) if cov else None,
-            "model": (clean(model.name, 80) + (f" {clean(model.sha256, 8)}" if model.sha256 else ""))
-            if model else None,
-            "release": releases.cell(v),
+            "model": releases.with_release(v, (clean(model.name, 80) + (f" {clean(model.sha256, 8)}" if model.sha256
+                                                                        else "")) if model else None),
             "last seen s ago": round(now - v.last_seen, 1) if v.last_seen else None,
             "live view": f"{api}/v1/stream.mjpg" if api and c.kind not in health.UNREACHABLE else None})
         grey.append(c.kind in health.UNREACHABLE)
@@ -313,6 +317,9 @@ auto = st.sidebar.checkbox("auto-refresh every 2 s", value=True)
 @st.fragment(run_every=2 if auto else None)
 def fleet_view():
     """The fleet page, redrawn every 2 s: subscriber, drops, alerts, table, legend, vehicles in detail."""
+    if not access.rerun_allowed():  # each redraw counts against the session's budget (fleet.dashboard.access)
+        st.caption("Paused: too many refreshes from this page; it resumes within seconds.")
+        return
     subscriber_banner(fleet)
     now = time.time()
     vehicles = fleet.view()

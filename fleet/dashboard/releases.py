@@ -47,6 +47,17 @@ def cell(v) -> str | None:
     return f"{run} → {trying}" if trying else run
 
 
+def with_release(v, model: str | None) -> str | None:
+    """The health table's ``model`` cell: the release first (:func:`cell`: ``r3``, ``r3 → 4: trial``) when
+    the vehicle reports a model state, then ``model`` (name and sha256 prefix); the release comes first
+    because the column is narrow."""
+    release = cell(v)
+    if release is None:
+        return model
+    release = release if release == "install" else f"r{release}"
+    return f"{release} · {model}" if model else release
+
+
 @dataclass(frozen=True)
 class Rollout:
     """The fleet's releases now: ``running`` release label -> vehicles; for the newest

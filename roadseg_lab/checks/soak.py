@@ -219,6 +219,8 @@ FAULT_WAIT_S = 60.0
 SEQ_BLOCK_WAIT = 50
 #: seconds an uptime may exceed the soak's own length (the vehicle starts before the soak's clock does)
 UPTIME_SLACK_S = 300.0
+#: seconds without a frame, the camera live, that the harness calls a stalled loop
+STALL_S = 20.0
 #: the offline queue's tmpfs and the heartbeat's
 STATE_CARD_SIZE, BEAT_CARD_SIZE = "4m", "1m"
 #: the re-executed soak finds its shim folder here (set by :func:`reexec_under_preload`)
@@ -523,6 +525,8 @@ class Soak:
         self.fault_events: list[dict] = []
         self.not_injected: dict[str, str] = {}
         self.mounts: list[Path] = []
+        self._frames_seen, self._frames_at, self._stall_said, self.stalls = -1, 0.0, False, 0
+        self.cut_by_end = False
         self.uptime_range: dict[str, tuple] = {}  # the lowest and highest uptime_s /v1/stats gave: api, live
         self.preload = Path(os.environ[PRELOAD_ENV]) if os.environ.get(PRELOAD_ENV) else None
         if self.preload is not None:  # loaded already: what this process starts (broker, twin) runs without it
@@ -609,6 +613,7 @@ class Soak:
         fault, so that none of them leaves a hole in the series."""
         s, now = self.s, time.monotonic()
         el = now - self.t0
+        self._check_stall(now)
         if not self.rss or el - self.rss[-1][0] >= 10:
             self.rss.append((el, memory_mb()["rss_mb"]))
             if len(self.rss) % 6 == 1:
@@ -618,16 +623,34 @@ class Soak:
             import httpx
             self.api_round(httpx if s.http_client == "per-request" else self.http)
 
+    def _check_stall(self, now: float) -> None:
+        """A loop without a frame for :data:`STALL_S` while the camera is live: say so and
+        write every thread's stack to stderr (once a stall), so that a report of a stall says where."""
+        frames = self.runner.frames
+        if frames != self._frames_seen or getattr(self.source, "state", "live") != "live":
+            self._frames_seen, self._frames_at, self._stall_said = frames, now, False
+        elif now - self._frames_at > STALL_S and not self._stall_said and self.thread.is_alive():
+            import faulthandler
+            self._stall_said = True
+            self.stalls += 1
+            log.error("soak: the loop has had no frame for %.0f s with the camera live (%d frames); every thread's "
+                      "stack follows", now - self._frames_at, frames)
+            faulthandler.dump_traceback(all_threads=True)
+
     def wait_for(self, condition, timeout: float) -> float | None:
         """Tick until ``condition()`` gives a monotonic time (not None), for at
-        most ``timeout`` s and while the vehicle runs; that time, else None."""
+        most ``timeout`` s and while the vehicle runs; that time, else None
+        (``cut_by_end`` set when the vehicle's run ended first)."""
         end = time.monotonic() + timeout
         while True:
             self.tick()
             found = condition()
             if found is not None:
                 return found
-            if time.monotonic() >= end or not self.thread.is_alive():
+            if not self.thread.is_alive():
+                self.cut_by_end = True
+                return None
+            if time.monotonic() >= end:
                 return None
             time.sleep(0.05)
 
@@ -662,6 +685,8 @@ class Soak:
         event = {"fault": kind, "at_s": round(t_in - self.t0, 1),
                  "visible_s": None if shown is None else round(max(shown - t_in, 0.0), 2),
                  "recovered_s": None if back is None else round(max(back - t_out, 0.0), 2), **extra}
+        if self.cut_by_end:
+            event["cut_by_run_end"] = True  # the vehicle's run ended before this fault could be timed in full
         self.fault_events.append(event)
         log.info("fault %s", event)
 
@@ -798,8 +823,16 @@ class Soak:
             return kind
         return None
 
+    def fault_margin(self, kind: str) -> float:
+        """Seconds fault ``kind`` may take, at most, to be injected, shown, held and recovered
+        (none starts later than this before the run's end)."""
+        s = self.s
+        return (s.fault_hold + 20 + (SEQ_BLOCK_WAIT * s.publish_interval if kind == "disk-full" else 0)
+                + (15 if kind == "twin" else 0))
+
     def inject(self, kind: str) -> None:
         """Inject fault ``kind`` (one of :data:`FAULTS`) and time it (see :meth:`_record`)."""
+        self.cut_by_end = False
         getattr(self, "fault_" + kind.replace("-", "_"))()
 
     def watch(self) -> None:
@@ -825,10 +858,12 @@ class Soak:
             elif now >= next_camera and not quiet_end:
                 self.camera_outage()
                 next_camera = time.monotonic() + s.camera_every
-            elif self.faults and now >= next_fault and el < s.minutes * 60 - s.fault_hold - 30:
+            elif self.faults and now >= next_fault:
                 kind = self.next_fault()
-                if kind:
+                if kind and el < s.minutes * 60 - self.fault_margin(kind):
                     self.inject(kind)
+                elif kind:
+                    self.fault_turn -= 1  # too close to the end for this one: the schedule is over
                 next_fault = time.monotonic() + s.fault_every
             if now - last_report >= 60:
                 last_report = now
@@ -889,6 +924,7 @@ class Soak:
             "broker_outages": len(self.broker_recovery), "broker_recovery_s": self.broker_recovery,
             "camera_outages": len(self.camera_recovery), "camera_recovery_s": self.camera_recovery,
             "watchdog": {"pings": self.wd.pings, "max_gap_s": round(self.wd.max_gap, 2), "misses": self.wd.misses},
+            "loop_stalls": self.stalls,
             "api": {"calls": self.api_calls, "errors": self.api_errors},
             "camera_reconnects": stats["camera"]["reconnects"],
         }
@@ -902,22 +938,24 @@ def fault_summary(events: list[dict], scheduled: tuple[str, ...], not_injected: 
                   s: SoakSettings, uptime_range: dict[str, tuple]) -> dict:
     """The fault schedule's part of the report: its settings, every fault
     (``events``: ``fault``, ``at_s``, ``visible_s``, ``recovered_s`` and
-    what the kind adds), those ``not_injected`` and why, per kind the count
+    what the kind adds), those ``not_injected`` and why, per kind (leaving
+    out a fault the run's end cut short, counted in ``cut_by_run_end``) the count
     and the slowest visibility and recovery (s; None when one never came),
     the slowest visibility over the kinds the status shows, and the lowest
     and highest ``uptime_s`` /v1/stats reported (``api``, ``live``: s)."""
-    by_kind = {}
+    by_kind, whole = {}, [e for e in events if not e.get("cut_by_run_end")]
     for kind in scheduled:
-        mine = [e for e in events if e["fault"] == kind]
+        mine = [e for e in whole if e["fault"] == kind]
         vis = [e["visible_s"] for e in mine]
         rec = [e["recovered_s"] for e in mine]
         by_kind[kind] = {"count": len(mine), "shown_in_status": kind in SHOWN_IN_STATUS,
                          "max_visible_s": None if None in vis or not vis else max(vis),
                          "max_recovered_s": None if None in rec or not rec else max(rec)}
-    shown = [e["visible_s"] for e in events if e["fault"] in SHOWN_IN_STATUS]
+    shown = [e["visible_s"] for e in whole if e["fault"] in SHOWN_IN_STATUS]
     return {"scheduled": list(scheduled), "every_s": s.fault_every, "hold_s": s.fault_hold,
             "slow_fsync_ms": s.slow_fsync_ms, "capture_timeout_s": s.capture_timeout,
             "not_injected": dict(not_injected), "events": events, "by_kind": by_kind,
+            "cut_by_run_end": len(events) - len(whole),
             "max_visible_s": None if None in shown or not shown else max(shown),
             "uptime_range_s": {k: list(v) for k, v in uptime_range.items()},
             **({"clock_step_by": "the soak's LD_PRELOAD shim (CLOCK_REALTIME only), not libfaketime: " + NOT_LIBFAKETIME}
@@ -926,11 +964,14 @@ def fault_summary(events: list[dict], scheduled: tuple[str, ...], not_injected: 
 
 def verdict(report: dict) -> dict[str, bool]:
     """The soak's goals: RSS growth under 1 MB/h after warm-up, no summary
-    lost, broker and camera back within 5 s every time, no watchdog miss;
+    lost, broker and camera back within 5 s every time, no watchdog miss, no
+    stall (no frame for :data:`STALL_S` with the camera live: a loop that
+    stopped for good pings no more, so its watchdog counts no gap);
     with a fault schedule also (issue 31): RSS growth under 0.5 MB/h, every
     fault that could be injected injected, each shown in the status within
     :data:`VISIBLE_WITHIN_S` and recovered, the frame rate held to 80 % of
-    the run's during a slow fsync, every ``uptime_s`` of /v1/stats between 0
+    the run's during a slow fsync (a fault the run's end cut short is
+    listed, not judged), every ``uptime_s`` of /v1/stats between 0
     and the run's length across a clock step (on the monotonic clock),
     and the twin yielding without a traceback."""
     growth = report["rss_growth_mb_per_hour_after_warmup"]
@@ -940,11 +981,12 @@ def verdict(report: dict) -> dict[str, bool]:
         "broker_recovery_below_5_s": all(r is not None and r < 5 for r in report["broker_recovery_s"]),
         "camera_recovery_below_5_s": all(r is not None and r < 5 for r in report["camera_recovery_s"]),
         "no_watchdog_miss": report["watchdog"]["misses"] == 0,
+        "no_loop_stall": not report.get("loop_stalls"),
     }
     faults = report.get("faults")
     if not faults:
         return goals
-    events, by_kind = faults["events"], faults["by_kind"]
+    events, by_kind = [e for e in faults["events"] if not e.get("cut_by_run_end")], faults["by_kind"]
     goals["rss_growth_below_0_5_mb_per_hour"] = growth is not None and growth < 0.5
     goals["every_fault_injected"] = all(k["count"] > 0 for kind, k in by_kind.items()
                                         if kind not in faults["not_injected"])
@@ -965,17 +1007,32 @@ def verdict(report: dict) -> dict[str, bool]:
     return goals
 
 
+def check_settings(s: SoakSettings) -> None:
+    """Raise ``ValueError`` naming the first fault-schedule setting out of its range."""
+    for name, value, low, high in (("--fault-every", s.fault_every, 1.0, 86400.0),
+                                   ("--fault-hold", s.fault_hold, 0.0, 3600.0),
+                                   ("--slow-fsync-ms", s.slow_fsync_ms, 0, 60000),
+                                   ("--capture-timeout", s.capture_timeout, 0.1, 600.0),
+                                   ("--publish-interval", s.publish_interval, 0.05, 3600.0)):
+        if not low <= value <= high:
+            raise ValueError(f"{name} {value:g} is out of range ({low:g} to {high:g})")
+
+
 def run_soak(s: SoakSettings) -> int:
     """Run the soak, print its report as JSON (and write it to ``s.out``);
     returns 0 when every goal was met, 1 otherwise. Raises ``SystemExit``
-    when the broker or the vehicle cannot start."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if s.verbose and noisy != "httpx" else logging.ERROR)
+    when the broker or the vehicle cannot start, or a setting is out of range (one line)."""
     try:
-        reexec_under_preload(parse_faults(s.faults))
+        faults = parse_faults(s.faults)
+        check_settings(s)
     except ValueError as e:
         raise SystemExit(f"soak: {e}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID: every thread's stack on stderr (a loop that stalls)
+    for noisy in ("roadseg.run", "roadseg.mqtt", "roadseg.sources", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if s.verbose and noisy != "httpx" else logging.ERROR)
+    reexec_under_preload(faults)
     soak = Soak(s)
     try:
         soak.start()

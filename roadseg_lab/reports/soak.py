@@ -44,11 +44,83 @@ ROWS = [
 ]
 
 
+#: the fault schedule's kinds as the tables name them (roadseg_lab.checks.soak.FAULTS)
+FAULT_NAMES = {"disk-full": "disk full (offline queue)", "read-only": "read-only (heartbeat)",
+               "slow-fsync": "slow fsync, broker stopped", "camera-hang": "hanging camera",
+               "clock-step": "wall clock a year ahead and back", "twin": "twin vehicle on the device id"}
+
+
+def _s(x) -> str:
+    return "never" if x is None else f"{x:g}"
+
+
+def _fault_cell(r: dict, kind: str) -> str:
+    f = r.get("faults")
+    if not f or kind not in f["scheduled"]:
+        return "n/a"
+    if kind in f["not_injected"]:
+        return f"not injected: {f['not_injected'][kind]}"
+    k = f["by_kind"][kind]
+    shown = (_s(k["max_visible_s"]) if k["shown_in_status"] else "nothing to show" if k["max_visible_s"] is None
+             else f"nothing to show (in the summaries' ts after {_s(k['max_visible_s'])})")
+    return f"{k['count']}, {shown}, {_s(k['max_recovered_s'])}"
+
+
+def _slow_fps(r: dict) -> str:
+    slow = [e["fps_during"] for e in (r.get("faults") or {}).get("events", []) if e["fault"] == "slow-fsync"]
+    return f"{min(slow):g} (run {r['fps_achieved']})" if slow else "n/a"
+
+
+def _uptimes(r: dict) -> str:
+    u = (r.get("faults") or {}).get("uptime_range_s") or {}
+    return "; ".join(f"{k} {_s(lo)} to {_s(hi)}" for k, (lo, hi) in u.items()) or "n/a"
+
+
+def fault_rows(runs: dict[str, dict]) -> list[tuple]:
+    """Rows for the fault schedule (issue 31), one per kind scheduled in any run
+    (times, slowest to the status in s, slowest recovery in s), then the
+    slowest to the status over all faults (goal: 5 s), the lowest frame rate
+    during a slow fsync and the uptimes /v1/stats gave; none when no run had a schedule."""
+    scheduled = [k for k in FAULT_NAMES if any(k in (r.get("faults") or {}).get("scheduled", ()) for r in runs.values())]
+    if not scheduled:
+        return []
+    rows = [(f"fault: {FAULT_NAMES[k]}: times, slowest to status s, slowest recovery s",
+             lambda r, k=k: _fault_cell(r, k)) for k in scheduled]
+    rows += [("faults: slowest to status s (goal 5)", lambda r: _s((r.get("faults") or {}).get("max_visible_s"))
+              if r.get("faults") else "n/a"),
+             ("FPS during a slow fsync, lowest", _slow_fps),
+             ("uptime_s from /v1/stats, lowest to highest", _uptimes),
+             ("loop stalls (no frame for 20 s, camera live)", lambda r: r.get("loop_stalls", "n/a"))]
+    return rows
+
+
+def fault_events_table(label: str, report: dict) -> str:
+    """A Markdown table of one run's faults in time order: when (minutes
+    into the run), which, seconds to the status, to recovery, and what the
+    kind adds. Empty when the run had no schedule."""
+    events = (report.get("faults") or {}).get("events") or []
+    if not events:
+        return ""
+    extras = ("bit_after_s", "fps_during", "start_s", "yielded", "exit_code", "cut_by_run_end")
+    lines = table([f"{label}: minute", "fault", "to status s", "recovered s", "notes"],
+                  ([f"{e['at_s'] / 60:.1f}", FAULT_NAMES.get(e["fault"], e["fault"]),
+                    _s(e["visible_s"]) if e["fault"] not in ("slow-fsync",) else "nothing to show",
+                    _s(e["recovered_s"]), ", ".join([f"{k} {e[k]}" for k in extras if k in e]
+                                                    + (["to the summaries' ts"] if e["fault"] == "clock-step" else []))]
+                   for e in events))
+    return "\n".join(lines)
+
+
 def soak_table(runs: dict[str, dict]) -> str:
     """A Markdown table, one column per run (by label), one row per figure
-    of :data:`ROWS`. Raises ``KeyError`` for a report without a figure."""
+    of :data:`ROWS` (with :func:`fault_rows` before the verdict when a run
+    had a fault schedule, and each such run's :func:`fault_events_table`
+    after it). Raises ``KeyError`` for a report without a figure."""
     cols = list(runs)
-    return "\n".join(table(["", *cols], ([name, *(fn(runs[c]) for c in cols)] for name, fn in ROWS)))
+    rows = ROWS[:-1] + fault_rows(runs) + ROWS[-1:]
+    text = "\n".join(table(["", *cols], ([name, *(fn(runs[c]) for c in cols)] for name, fn in rows)))
+    events = [t for t in (fault_events_table(c, runs[c]) for c in cols) if t]
+    return "\n\n".join([text, *events])
 
 
 def load_runs(items: list[str]) -> dict[str, dict]:
@@ -67,9 +139,31 @@ def load_runs(items: list[str]) -> dict[str, dict]:
     return runs
 
 
+#: a marker per fault kind on the memory plot
+FAULT_MARKERS = {"disk-full": "v", "read-only": "^", "slow-fsync": "s", "camera-hang": "x", "clock-step": "D",
+                 "twin": "*"}
+
+
+def _mark_faults(ax, report: dict, run_index: int) -> None:
+    """The run's faults as markers on its memory line (at the sample nearest each), one legend entry per kind."""
+    samples = report["rss_samples"]
+    events = (report.get("faults") or {}).get("events") or []
+    if not samples or not events:
+        return
+    from roadseg_lab.figures import style
+    seen = set()
+    for e in events:
+        t, rss = min(samples, key=lambda x: abs(x[0] - e["at_s"]))
+        kind = e["fault"]
+        ax.plot(t / 60, rss, FAULT_MARKERS.get(kind, "o"), ms=6, mfc="none", color=style.series_colour(run_index),
+                label=None if kind in seen else FAULT_NAMES.get(kind, kind))
+        seen.add(kind)
+
+
 def plot(runs: dict[str, dict], path: str | Path) -> None:
     """Resident memory over the run (MB from 0, against minutes), one line per
-    run in the project's palette, as a PNG at ``path``. A run whose HTTP
+    run in the project's palette, its faults (if scheduled) as markers on
+    its line, as a PNG at ``path``. A run whose HTTP
     client was ``per-request`` (a new client and TLS context per call, inside
     the measured process) is labelled as the test harness's, not the runtime's."""
     from roadseg_lab.figures import style
@@ -80,11 +174,14 @@ def plot(runs: dict[str, dict], path: str | Path) -> None:
         if r.get("http_client") == "per-request":
             label += " (the test harness's own clients grow, not the runtime)"
         ax.plot(t, [s[1] for s in r["rss_samples"]], label=label, lw=1.2, color=style.series_colour(i))
+        _mark_faults(ax, r, i)
     ax.set_ylim(0, None)
     ax.set_xlim(0, None)
     ax.set_xlabel("minutes")
     ax.set_ylabel("resident memory of roadseg-run, MB")
-    ax.set_title("roadseg-run soak: broker and camera failing, device API in use")
+    faults = any(r.get("faults") for r in runs.values())
+    ax.set_title("roadseg-run soak: broker and camera failing" + (", faults (markers)" if faults else "")
+                 + ", device API in use")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

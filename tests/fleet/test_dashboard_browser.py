@@ -7,6 +7,7 @@ nothing an attacker names, and never shows error details."""
 import http.server
 import json
 import os
+import time
 import re
 import shutil
 import subprocess
@@ -180,7 +181,11 @@ def test_browser_health_table_fits_1400_px_and_an_unseen_vehicle_claims_no_figur
     dash = Dashboard(broker, tmp_path, width=1400, env={"ROADSEG_DASH_VEHICLES": "ghost1"})
     try:
         dom = dash.page.wait_for("— connected", "66.5", "ghost1 — never seen", "gone1 — offline")
+        deadline = time.monotonic() + 20
         table = dash.page.evaluate(HEALTH_TABLE_JS)
+        while (table is None or not table["heads"]) and time.monotonic() < deadline:  # the grid draws its heads late
+            time.sleep(0.2)
+            table = dash.page.evaluate(HEALTH_TABLE_JS)
         if os.environ.get("ROADSEG_SCREENSHOT_DIR"):
             dash.page.screenshot(Path(os.environ["ROADSEG_SCREENSHOT_DIR"]) / "dashboard-1400.png")
         assert table is not None and table["scroll"] <= table["client"] + 1, table  # nothing to scroll to

@@ -64,6 +64,10 @@ def test_dashboard_state_shows_releases_the_rollout_and_a_failed_update():
     assert set(views) == {"car1", "car2", "car3", "car4"}
     assert [releases.cell(views[d]) for d in ("car1", "car2", "car3", "car4")] == [
         "4", "3 → 4: downloading 25%", "3 → 4: rolled back", "install"]
+    assert releases.with_release(views["car3"], "student-int8 abababab") == "r3 → 4: rolled back · student-int8 abababab"
+    assert releases.with_release(views["car4"], None) == "install"
+    assert releases.with_release(fleet.view()[0].__class__(**{**views["car1"].__dict__, "model_state": None}),
+                                 "m") == "m"  # no model state: the model alone
     progress = releases.rollout(list(views.values()))
     assert (progress.version, progress.succeeded, progress.in_progress, progress.failed, progress.reporting) == \
         (4, 1, 1, 1, 4)

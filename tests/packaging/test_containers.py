@@ -41,6 +41,30 @@ def test_runtime_image_serves_what_it_exposes_and_checks_the_loop():
     assert '--user "$(id -u):$(id -g)"' in train and "HOME=/tmp" in train
 
 
+def test_runtime_image_takes_a_trust_root_and_keeps_its_state_in_a_volume(tmp_path):
+    """Issue 29: ``--build-arg TRUST_ROOT=path`` bakes the fleet's TUF root into the image and roadseg-run finds
+    it through ROADSEG_TRUST_ROOT; without it the variable is empty, which roadseg-run reads as unset. The slots,
+    the trusted metadata and the offline queue live in the state dir, a volume the non-root user owns."""
+    pytest.importorskip("tuf.api.metadata")
+    text = (ROOT / "docker" / "runtime.Dockerfile").read_text()
+    assert re.search(r'^ARG TRUST_ROOT=""$', text, re.M)
+    baked = re.search(r"ROADSEG_TRUST_ROOT=\$\{TRUST_ROOT:\+(\S+)\}", text).group(1)
+    assert f'install -m 0644 "/context/$TRUST_ROOT" {baked}' in text and "--mount=type=bind,target=/context" in text
+    state = re.search(r"ROADSEG_STATE_DIR=(\S+)", text).group(1)
+    assert re.search(rf"^VOLUME {state}$", text, re.M) and f"install -d -o 10001 -g 10001 -m 0700 {state}" in text
+    from calibration.release import ReleaseRepo
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.update.compose import config_from
+    tiny = ROOT / "tests" / "data" / "tiny-int8.tflite"
+    image = {"ROADSEG_STATE_DIR": str(tmp_path / "state"), "ROADSEG_TRUST_ROOT": ""}  # built without TRUST_ROOT
+    assert load_settings({"model": str(tiny)}, None, env=image).trust_root is None
+    root = ReleaseRepo.init(tmp_path / "repo", tmp_path / "keys").trust_root(tmp_path / "trust-root.json")
+    s = load_settings({"model": str(tiny)}, None, env=dict(image, ROADSEG_TRUST_ROOT=str(root),
+                                                           ROADSEG_UPDATE_REPO="https://releases.example/fleet/"))
+    c = config_from(s)
+    assert c.trust_root == root and c.state_dir == tmp_path / "state" and c.repos == ["https://releases.example/fleet/"]
+
+
 def test_heartbeat_file_follows_the_running_loop(tiny_tflite, tmp_path):
     import threading
     import time

@@ -202,6 +202,16 @@ def tiny_onnx(directory: Path) -> Path:
     return write_pair(model.SerializeToString(), meta, directory / "student.onnx")[0]
 
 
+REPO_URL = "https://releases.example/fleet/"
+
+
+def trust_root(folder: Path) -> Path:
+    """A fleet's trust root, as ``roadseg-release init`` and ``trust-root`` write it (keys in ``folder``)."""
+    pytest.importorskip("tuf.api.metadata")
+    from calibration.release import ReleaseRepo
+    return ReleaseRepo.init(folder / "repo", folder / "keys").trust_root(folder / "trust-root.json")
+
+
 @pytest.fixture(scope="module")
 def onnx_install(tmp_path_factory):
     """``install_pi.sh --venv-only`` of a .onnx on Debian's python3 with apt's NumPy and OpenCV (run once)."""
@@ -214,7 +224,7 @@ def onnx_install(tmp_path_factory):
     prefix = d / "opt"
     r = install_pi("--venv-only", "--prefix", str(prefix), "--platform", "debian-bookworm", "--source",
                    "synthetic:64x128@40", "--device-id", "ort1", "--delegate", "CPUExecutionProvider",
-                   "--model", str(model))
+                   "--model", str(model), "--trust-root", str(trust_root(d)), "--update-repo", REPO_URL)
     return prefix, model, r
 
 
@@ -234,6 +244,10 @@ def test_onnx_model_gets_onnxruntime_and_a_config_that_runs(onnx_install, broker
     config = tomllib.loads((prefix / "roadseg.toml").read_text())
     assert config["delegate"] == "CPUExecutionProvider" and config["model"] == str(prefix / "models" / model.name)
     assert (prefix / "models" / model.name).read_bytes() == model.read_bytes()
+    # the fleet's trust root (issue 29): copied beside the model, named in the config, shown by roadseg-doctor
+    assert config["trust_root"] == str(prefix / "trust-root.json") and config["update_repo"] == REPO_URL
+    assert json.loads((prefix / "trust-root.json").read_text())["signed"]["_type"] == "root"
+    assert "trust_root   {" in r.stdout and '"version": 1' in r.stdout  # roadseg-doctor --trust-root
 
     sub = Subscriber(broker.port, "roadseg/ort1/#")
     try:
@@ -314,3 +328,45 @@ def test_an_apt_failure_is_exit_4_with_one_line_naming_the_packages(tiny_tflite,
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 4 and "venv" in last and "failed (exit 3" in last and "no service installed" in last, \
         (r.returncode, r.stderr)
+
+
+# -- issue 29: the vehicle's trust root ------------------------------------------------------------------------
+
+def test_trust_root_and_update_repo_go_into_the_config(tiny_tflite, tmp_path):
+    config, _, _ = dry_run("--model", str(tiny_tflite), "--prefix", "/opt/rs", "--trust-root",
+                           str(trust_root(tmp_path)), "--update-repo", REPO_URL, env={})
+    toml = tomllib.loads(config)
+    assert toml["trust_root"] == "/opt/rs/trust-root.json" and toml["update_repo"] == REPO_URL
+    config, _, _ = dry_run("--model", str(tiny_tflite), "--trust-root", str(tmp_path / "trust-root.json"), env={})
+    assert "update_repo" not in tomllib.loads(config)  # a trust root alone: no repository yet
+    assert "trust_root" not in tomllib.loads(dry_run("--model", str(tiny_tflite), env={})[0])
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--update-repo", REPO_URL], "--update-repo needs --trust-root"),
+    (["--trust-root", "/nonexistent/root.json"], "--trust-root /nonexistent/root.json: no such file"),
+    (["--trust-root", str(SCRIPT), "--update-repo", "ftp://releases.example/"], "is not an http(s)://"),
+    (["--trust-root", str(SCRIPT), "--update-repo", 'https://x.example/"\nfps = 0'], "is not an http(s)://"),
+])
+def test_trust_root_and_update_repo_are_checked_before_anything_is_installed(args, problem, tiny_tflite, tmp_path):
+    prefix = tmp_path / "opt"
+    line = one_line_refusal(install_pi("--venv-only", "--prefix", str(prefix), "--model", str(tiny_tflite), *args,
+                                       timeout=60))
+    assert problem in line and not prefix.exists(), line
+
+
+@pytest.mark.integration
+def test_a_trust_root_that_is_not_tuf_root_metadata_installs_nothing(onnx_install, tmp_path):
+    """roadseg-doctor --trust-root checks it in the venv: exit 4, one line, the installed files untouched."""
+    prefix, model, r = onnx_install
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = {p: p.read_bytes() for p in (prefix / "roadseg.toml", prefix / "trust-root.json")}
+    bad = tmp_path / "trust-root.json"
+    bad.write_text('{"signed": {"_type": "targets"}, "signatures": []}')
+    again = install_pi("--venv-only", "--prefix", str(prefix), "--platform", "debian-bookworm", "--source",
+                       "synthetic:64x128@40", "--device-id", "ort1", "--delegate", "CPUExecutionProvider",
+                       "--model", str(model), "--trust-root", str(bad), "--update-repo", REPO_URL)
+    assert again.returncode == 4, (again.stdout + again.stderr)[-3000:]
+    assert "roadseg-doctor: trust root:" in again.stderr and "not TUF root metadata" in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith("install_pi.sh: the runtime cannot start here")
+    assert {p: p.read_bytes() for p in before} == before
