@@ -53,7 +53,8 @@ def load_tokens(path: str | Path) -> dict[str, str]:
     ValueError naming the file and line (never a token) for a malformed line, a
     repeated vehicle or token, or no vehicle; OSError when it cannot be read."""
     tokens: dict[str, str] = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    from edge_runtime.atomic import read_small_text
+    for n, line in enumerate(read_small_text(path, 1 << 20, "the token file").splitlines(), 1):  # regular, size first
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 #: environment variable holding the upload password / token when no file is given
 TOKEN_ENV = "ROADSEG_UPLOAD_TOKEN"
@@ -20,11 +19,8 @@ def upload_token(token_file: str | None) -> str:
     """The upload credential: the first line of ``token_file``, else ``$ROADSEG_UPLOAD_TOKEN``.
     Raises ValueError (naming the file, never its content) when there is none."""
     if token_file:
-        try:
-            token = Path(token_file).read_text().strip().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read --upload-token-file {token_file}: "
-                             f"{getattr(e, 'strerror', None) or e}") from None
+        from edge_runtime.atomic import read_small_text
+        token = read_small_text(token_file, 4096, "--upload-token-file").strip().splitlines()  # regular, size first
         if token and token[0].strip():
             return token[0].strip()
         raise ValueError(f"--upload-token-file {token_file} is empty")
