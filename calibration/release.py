@@ -38,7 +38,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -78,18 +77,9 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _write_key(path: Path, pem: bytes) -> None:
+    from edge_runtime.atomic import durable_write
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    durable_write(path, pem, mode=0o600)  # owner-only from its first byte
 
 
 def load_signer(path: Path):

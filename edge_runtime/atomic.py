@@ -156,3 +156,39 @@ def read_small_text(path: str | Path, max_bytes: int, what: str = "file", missin
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"cannot read {what} {path}: not UTF-8 text") from None
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (a rename or unlink in it) to disk (POSIX: fsync on the directory).
+
+    Raises:
+        OSError: the folder cannot be opened or synced.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that after a power cut it holds the old bytes or the new:
+    a temporary file in the same folder (created with ``mode``, e.g. 0o600 for a key), fsync,
+    rename, fsync of the folder. What :func:`write_bytes` leaves to the page cache, this puts on disk.
+
+    Raises:
+        OSError: the folder or file cannot be written or synced.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)

@@ -258,3 +258,27 @@ http {{
             if m == method:
                 out.append((int(status), uri))
         return out
+
+
+class Watchdog:
+    """A NOTIFY_SOCKET as systemd provides it: the monotonic times of WATCHDOG=1 pings (``pings``);
+    ``stop.set()`` ends it."""
+
+    def __init__(self, path):
+        import socket
+        import threading
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        import time
+        while not self.stop.is_set():
+            try:
+                if b"WATCHDOG=1" in self.sock.recv(256):
+                    self.pings.append(time.monotonic())
+            except OSError:
+                pass

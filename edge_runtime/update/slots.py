@@ -30,6 +30,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.atomic import durable_write, fsync_dir
+
 SLOTS = ("a", "b")
 POINTER = "current.json"
 RELEASE = "release.json"
@@ -39,31 +41,6 @@ MAX_RECORD_BYTES = 64 * 1024
 
 class SlotError(RuntimeError):
     """A slot whose files do not match its record, or that cannot be written (one line)."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a rename or unlink in it) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def durable_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that after a power cut it holds the old bytes or the new:
-    temporary file in the same folder, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:

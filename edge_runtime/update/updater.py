@@ -41,7 +41,8 @@ from pathlib import Path, PurePosixPath
 
 from edge_runtime import __version__
 from edge_runtime.contract import release as contract
-from edge_runtime.update.slots import Slots, durable_write
+from edge_runtime.atomic import durable_write
+from edge_runtime.update.slots import Slots
 from edge_runtime.update.trial import CheckFailed, Limits, TrialSegmenter, check_release
 
 log = logging.getLogger("roadseg.update")

@@ -23,7 +23,7 @@ from edge_runtime.io.sources import (
     SyntheticCamera,
 )
 from edge_runtime.loop import Runner
-from tests.support import Subscriber
+from tests.support import Subscriber, Watchdog
 
 
 def test_latency_windows_are_bounded(tiny_tflite, monkeypatch):
@@ -62,24 +62,6 @@ def _settings(model, broker, **kw):
             "mqtt_protocol": "5" if broker.mqtt5 else "3.1.1", "publish_interval": 0.2}
     return load_settings(base | kw, None, env={})
 
-class Watchdog:
-    """A NOTIFY_SOCKET as systemd provides it: counts WATCHDOG=1 pings."""
-
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.pings: list[float] = []
-        self.stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                if b"WATCHDOG=1" in self.sock.recv(256):
-                    self.pings.append(time.monotonic())
-            except OSError:
-                pass
 
 def _states(sub):
     return [m[1]["state"] for m in sub.of("/status") if m[1]]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Subscriber
+from tests.support import Subscriber, Watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,26 +248,6 @@ class HangingCamera:
             self.unblock.set()
 
 
-class Watchdog:
-    """A NOTIFY_SOCKET as systemd provides it: the monotonic times of WATCHDOG=1 pings."""
-
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.pings: list[float] = []
-        self.done = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while not self.done.is_set():
-            try:
-                if b"WATCHDOG=1" in self.sock.recv(256):
-                    self.pings.append(time.monotonic())
-            except OSError:
-                continue
-
-
 def _run_with(camera, tiny_tflite, broker, tmp_path, monkeypatch, **settings):
     from edge_runtime.commands.run import Vehicle
     from edge_runtime.commands.settings import load_settings
@@ -311,7 +291,7 @@ def test_a_hanging_capture_is_reported_abandoned_and_reopened(tiny_tflite, broke
         vehicle.request_stop()
         t.join(30)
         result["source"].stop()
-        wd.done.set()
+        wd.stop.set()
         sub.close()
     assert "error" not in result, result
 
@@ -331,7 +311,7 @@ def test_a_camera_that_stays_hung_exits_4_for_a_restart(tiny_tflite, broker, tmp
         vehicle.request_stop()
         cam.unblock.set()
         result["source"].stop()
-        wd.done.set()
+        wd.stop.set()
         sub.close()
     assert isinstance(result.get("error"), RuntimeFailure), result
     assert "times without a frame" in str(result["error"])
