@@ -164,6 +164,7 @@ class Runner:
         self._fault_key: tuple = ()
         self._swap_lock = threading.Lock()
         self._swap: tuple | None = None
+        self._takes_prepared = False  # the segmenter takes inputs its source's reader prepared
 
     def model_info(self) -> dict:
         """``{"name", "sha256", "precision", "input_size": [H, W]}`` of the running model, and ``release``
@@ -196,6 +197,7 @@ class Runner:
             return
         old, (self.seg, on_done) = self.seg, pending
         self._model_info = None
+        self._prepare_on_reader()  # frames prepared for the old input size are ignored by the new model
         info = self.model_info()
         log.info("model swapped between two frames: %s (%s) -> %s (%s)", old.describe()["name"],
                  old.describe()["sha256"][:12], info["name"], (info["sha256"] or "")[:12])
@@ -214,7 +216,20 @@ class Runner:
             from edge_runtime.io.sources import open_source
             self.source = open_source(self.s.source, self.seg.input_size, realtime=self.s.realtime,
                                       loop=self.s.loop, wait=self.s.camera_wait == 0)
+        self._prepare_on_reader()
         return self.source
+
+    def _prepare_on_reader(self) -> None:
+        """Let the source's reader thread preprocess each frame for this model (decode and resize
+        beside the model, not before it), when the source and the segmenter can."""
+        import inspect
+        try:
+            takes = "prepared" in inspect.signature(self.seg.segment).parameters and hasattr(self.seg, "prepare")
+        except (TypeError, ValueError):
+            takes = False
+        self._takes_prepared = takes
+        if hasattr(self.source, "prepare"):
+            self.source.prepare = self.seg.prepare if takes else None
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> dict:
@@ -375,7 +390,9 @@ class Runner:
 
     def _segment(self, frame, order, agg) -> np.ndarray:
         t_start = time.perf_counter()
-        classes = self.seg.segment(frame, order)
+        prepared = getattr(self.source, "prepared", None) if self._takes_prepared else None  # made beside the model
+        classes = self.seg.segment(frame, order, prepared=prepared) if prepared is not None else \
+            self.seg.segment(frame, order)
         total_ms = (time.perf_counter() - t_start) * 1e3
         agg.add(classes, self.seg.timing.invoke_ms, total_ms)
         self.frames += 1

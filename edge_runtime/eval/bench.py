@@ -87,6 +87,17 @@ class FrameFeed:
             return f, "bgr"
         return self.src.read()
 
+    def prepare_for(self, seg) -> None:
+        """Let a file source's reader thread preprocess frames for ``seg`` (as roadseg-run's loop does);
+        synthetic frames are in memory, prepared by the loop itself."""
+        if self.source != "synthetic":
+            self.src.prepare = seg.prepare
+
+    @property
+    def prepared(self) -> np.ndarray | None:
+        """The reader's preprocessed input of the frame :meth:`read` returned last (None: none made)."""
+        return getattr(getattr(self, "src", None), "prepared", None)
+
 
 class Bench:
     """One model at one thread count, and what was measured on it: invoke
@@ -142,11 +153,12 @@ def _run_e2e(b: Bench, feed: FrameFeed, n: int, publish_interval: float = 1.0) -
     from edge_runtime.contract import payloads
     from edge_runtime.io.mqtt import NullPublisher
     agg, pub = b.agg, NullPublisher()
+    feed.prepare_for(b.seg)
     c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(n):
         frame, order = feed.read()
-        classes = b.seg.segment(frame, order)
+        classes = b.seg.segment(frame, order, prepared=feed.prepared)
         agg.add(classes, b.seg.timing.invoke_ms, b.seg.timing.total_ms)
         if b.scorer is not None:  # the vehicle with --keep-frames scores every frame on the loop's thread
             t = time.perf_counter()

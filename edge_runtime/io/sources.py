@@ -567,6 +567,10 @@ class FrameSource:
         self.dropped = 0
         self.reconnects = 0
         self.busy_since: float | None = None  # monotonic time the reader entered the camera; None when outside
+        #: ``prepare(frame, order) -> model input``, run on the reader thread for every frame (the consumer sets
+        #: it: DeviceSegmenter.prepare); :attr:`prepared` is then the input of the frame ``read`` returned last
+        self.prepare = None
+        self.prepared = None
         self._ended = False
         self._queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
         self._stop = threading.Event()
@@ -593,14 +597,26 @@ class FrameSource:
                 log.warning("reading %s failed: %s: %s", self.name, type(e).__name__, e)
                 frame = None
             self.busy_since = None
+            item = None if frame is None else (frame, self._prepare(frame))
             while not self._stop.is_set():
                 try:
-                    self._queue.put(frame, timeout=0.5)
+                    self._queue.put(item, timeout=0.5)
                     break
                 except queue.Full:
                     continue
             if frame is None:
                 return
+
+    def _prepare(self, frame):
+        """The model's input for ``frame`` when a consumer asked for it (None otherwise, or when it fails:
+        the consumer then prepares the frame itself and meets the error there)."""
+        fn = self.prepare
+        if fn is None:
+            return None
+        try:
+            return fn(frame, self.camera.channel_order)
+        except Exception:
+            return None
 
     @property
     def ended(self) -> bool:
@@ -614,12 +630,13 @@ class FrameSource:
         if self._ended:
             return None
         try:
-            frame = self._queue.get(timeout=timeout)
+            item = self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
-        if frame is None:
+        if item is None:
             self._ended = True
             return None
+        frame, self.prepared = item
         self.frames_read += 1
         return frame, self.camera.channel_order
 
@@ -655,6 +672,7 @@ class LatestFrameSource(FrameSource):
         self.max_backoff = max_backoff
         self._cond = threading.Condition()
         self._frame = None
+        self._prepared = None
         self._fresh = False
         self._ended = False
         self._gen = 0  # the reader thread of this generation is the live one; older ones were abandoned
@@ -767,10 +785,11 @@ class LatestFrameSource(FrameSource):
                 if not self._reopen(gen):
                     return
                 continue
+            prepared = self._prepare(frame)
             with self._cond:
                 if self._fresh:
                     self.dropped += 1
-                self._frame = frame
+                self._frame, self._prepared = frame, prepared
                 self._fresh = True
                 self._cond.notify_all()
 
@@ -784,6 +803,7 @@ class LatestFrameSource(FrameSource):
                 return None  # ended, stopped, or no frame within timeout (camera away): see .ended
             self._fresh = False
             self.frames_read += 1
+            self.prepared = self._prepared
             return self._frame, self.camera.channel_order
 
     def stop(self) -> None:

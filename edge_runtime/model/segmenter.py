@@ -140,14 +140,29 @@ class DeviceSegmenter:
         return self._classes
 
     # -- public API ----------------------------------------------------------
-    def segment(self, frame: np.ndarray, frame_order: str = "rgb") -> np.ndarray:
+    def prepare(self, frame: np.ndarray, frame_order: str = "rgb") -> np.ndarray:
+        """The shared preprocessing of ``frame`` (uint8 [H, W, 3] in ``frame_order``) into a new
+        uint8 [h, w, 3] array at the model's input size and channel order: what a source's reader
+        thread computes beside the model (thread-safe: it touches no interpreter state), so that
+        :meth:`segment` with ``prepared=`` only copies it in. Raises ValueError as :meth:`segment`."""
+        order = frame_order if self.channel_order == "rgb" else {"rgb": "bgr", "bgr": "rgb"}[frame_order]
+        return preprocess(frame, self.input_size, order)
+
+    def segment(self, frame: np.ndarray, frame_order: str = "rgb", prepared: np.ndarray | None = None) -> np.ndarray:
         """Class map (uint8 categories 0..7, [h, w] at the output resolution)
         of one uint8 [H, W, 3] frame in ``frame_order`` (rgb or bgr). The
         returned array is reused by the next call: copy it to keep it.
+        ``prepared``: :meth:`prepare`'s result for this frame, made off this
+        thread (ignored when its size is not this model's, e.g. after a swap).
         Raises ValueError for a frame that is not uint8 [H, W, 3] and
         ModelError when a class-map model returns an id outside its classes."""
         t0 = time.perf_counter()
-        self._set_input(self._preprocess(frame, frame_order))  # no view of the tensor outlives this line
+        if prepared is not None and prepared.shape[:2] == tuple(self.input_size):
+            if self._direct:
+                np.copyto(self.interpreter.tensor(self._in["index"])()[0], prepared)
+            self._set_input(prepared)
+        else:
+            self._set_input(self._preprocess(frame, frame_order))  # no view of the tensor outlives this line
         t1 = time.perf_counter()
         self.interpreter.invoke()
         t2 = time.perf_counter()
