@@ -9,10 +9,13 @@ size first, then the schema, then the JPEG's sha256) and plain images
 recursively. Each is labelled by the teacher runs' exports with their
 test-time views (:class:`distill.distill.Teachers`, as ``--teacher-tta``):
 the mean probabilities at the teacher's size, resized bilinearly to the
-frame's; pixels whose top probability is below ``min_confidence`` become
-void. The result is a CamVid-layout dataset (SegNet split: ``train/`` the
-frames as they came, ``trainannot/`` the labels as CamVid class indices,
-void as Unlabelled) that ``roadseg-distill --extra-data`` trains on, a
+frame's; pixels whose top probability is below ``min_confidence`` are left
+unlabelled: 255, the ignore label (``IGNORE_INDEX``), which the loss does
+not count (trained as void, they taught the student to answer void on the
+hard pixels: -3.7 points of mIoU-7 in docs/RESULTS.md's flywheel table). The
+result is a CamVid-layout dataset (SegNet split: ``train/`` the frames as
+they came, ``trainannot/`` the labels as CamVid class indices, the teacher's
+void as Unlabelled, unsure pixels 255) that ``roadseg-distill --extra-data`` trains on, a
 ``pseudolabels.json`` manifest, and a contact sheet (frame, pseudo-label,
 confidence) to check them by eye.
 """
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import atomic
-from edge_runtime.contract.labels import VOID, colorize
+from edge_runtime.contract.labels import IGNORE_INDEX, VOID, colorize
 from edge_runtime.eval.datasets import IMAGE_EXTS, read_image
 
 log = logging.getLogger("roadseg.pseudolabel")
@@ -85,7 +88,7 @@ def label_frame(teachers, image: np.ndarray, min_confidence: float) -> tuple[np.
     probs = tf.image.resize(probs, image.shape[:2], method="bilinear")[0].numpy()
     classes = probs.argmax(axis=-1).astype(np.uint8)
     confidence = probs.max(axis=-1).astype(np.float32)
-    classes[confidence < min_confidence] = VOID
+    classes[confidence < min_confidence] = IGNORE_INDEX  # not counted by the loss: an unsure pixel is no void
     return classes, confidence
 
 
@@ -111,7 +114,8 @@ def contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], mi
     lines = [header]
     for name, frame, classes, conf in rows:
         heat = cv2.applyColorMap(np.clip(conf * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
-        row = np.concatenate([_tile(frame, height), _tile(colorize(classes), height), _tile(heat, height)], axis=1)
+        shown = np.where(classes == IGNORE_INDEX, VOID, classes)  # ignored pixels drawn as void (black)
+        row = np.concatenate([_tile(frame, height), _tile(colorize(shown), height), _tile(heat, height)], axis=1)
         cv2.putText(row, name[-40:], (4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
         lines.append(row)
     sheet = np.concatenate(lines, axis=0)
@@ -168,7 +172,8 @@ def _write_pair(out: Path, frame: dict, classes: np.ndarray) -> None:
     src = frame["image"]
     with atomic.atomic_path(out / "train" / f"{frame['name']}{src.suffix.lower()}") as tmp:
         shutil.copyfile(src, tmp)
-    ok, png = cv2.imencode(".png", CATEGORY_TO_CAMVID[classes])
+    camvid = np.where(classes == IGNORE_INDEX, IGNORE_INDEX, CATEGORY_TO_CAMVID[np.minimum(classes, len(CATEGORY_TO_CAMVID) - 1)])
+    ok, png = cv2.imencode(".png", camvid.astype(np.uint8))
     if not ok:
         raise ValueError(f"cannot encode the label of {frame['name']}")
     atomic.write_bytes(out / "trainannot" / f"{frame['name']}.png", png.tobytes())

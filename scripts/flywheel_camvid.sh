@@ -11,13 +11,13 @@
 #   5. every model calibrated to int8 and scored on the second half, 0006R0[50:], frames no vehicle kept
 # Every stage is skipped when its output exists; a training cut off continues from its checkpoint when rerun.
 # Env: SIZE (192x256), TEACHER_EPOCHS (20), BASE_EPOCHS (20), FT_EPOCHS (5), FT_LR (5e-4), EXTRA_RATIO (0.125),
-#      MIN_CONF (0.5), TTA (flip,0.75,1.25), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none)
+#      MIN_CONF (0.5), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
 data=$1
 SIZE=${SIZE:-192x256}; RUNS=${RUNS:-runs/flywheel}; FT_EPOCHS=${FT_EPOCHS:-5}; FT_LR=${FT_LR:-5e-4}
-EXTRA_RATIO=${EXTRA_RATIO:-0.125}; MIN_CONF=${MIN_CONF:-0.5}; TTA=${TTA:-flip,0.75,1.25}
+EXTRA_RATIO=${EXTRA_RATIO:-0.125}; MIN_CONF=${MIN_CONF:-0.5}; TTA=${TTA:-flip}
 drive="holdout:0006R0[:50]"; test="holdout:0006R0[50:]"
 bin=.venv/bin
 budget=(); [ -n "${BUDGET_MIN:-}" ] && budget=(--time-budget "$BUDGET_MIN")

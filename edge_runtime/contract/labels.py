@@ -113,8 +113,9 @@ def map_labels(raw: np.ndarray, fmt: str, source: str = "<array>") -> np.ndarray
             raise UnknownLabelError(f"{source}: label values outside 0..255")
         raw = raw.astype(np.uint8)
     out = lut[raw]
-    if (out == IGNORE_INDEX).any():
-        bad = sorted(set(np.unique(raw[out == IGNORE_INDEX]).tolist()))
+    unknown = (out == IGNORE_INDEX) & (raw != IGNORE_INDEX)  # 255 itself is the ignore label (pseudo-labels)
+    if unknown.any():
+        bad = sorted(set(np.unique(raw[unknown]).tolist()))
         raise UnknownLabelError(f"{source}: unknown {fmt} label value(s) {bad[:10]}")
     return out
 

@@ -67,13 +67,15 @@ def test_the_teacher_labels_kept_frames_into_a_camvid_dataset(tiny_student_run, 
     assert manifest["min_confidence"] == 0.6 and manifest["teachers"][0]["flip"] is True
     assert manifest["teachers"][0]["scales"] == [0.75]
     entry = manifest["frames"][0]
-    assert entry["record"]["device_id"] == "car1" and 0 <= entry["low_confidence_share"] <= entry["void_share"] <= 1
+    assert entry["record"]["device_id"] == "car1" and 0 <= entry["low_confidence_share"] <= 1
+    assert 0 <= entry["void_share"] <= 1 - entry["low_confidence_share"]  # unsure pixels are ignored, not void
+    assert (labels == 255).mean() == pytest.approx(entry["low_confidence_share"], abs=0.02)  # IGNORE_INDEX as read
     import cv2
     sheet = cv2.imread(str(out / "contact-sheet.png"))
     assert sheet.shape[1] == 3 * 256 and sheet.shape[0] > 3 * 128  # three columns, a header and three rows
 
 
-def test_a_higher_confidence_bar_leaves_more_void(tiny_student_run):
+def test_a_higher_confidence_bar_leaves_more_pixels_ignored(tiny_student_run):
     import trainer  # noqa: F401
     from distill.distill import Teachers
     from distill.pseudolabel import label_frame
@@ -82,7 +84,8 @@ def test_a_higher_confidence_bar_leaves_more_void(tiny_student_run):
     low, conf = label_frame(teachers, frame, 0.0)
     high, _ = label_frame(teachers, frame, 0.99)
     assert conf.shape == (64, 128) and np.all((conf > 0) & (conf <= 1 + 1e-6))
-    assert (high == 0).mean() >= (low == 0).mean() and (high == 0).mean() > 0.5
+    assert (high == 255).mean() >= (low == 255).mean() and (high == 255).mean() > 0.5  # 255: IGNORE_INDEX
+    assert (low == 255).mean() == 0  # a bar of 0 leaves every pixel labelled
 
 
 def test_mix_extra_draws_the_set_share_of_frames():

@@ -60,3 +60,16 @@ def test_palette_distinct_and_colorize():
     rgb = labels.colorize(mask)
     assert rgb.shape == (2, 2, 3)
     assert tuple(rgb[0, 1]) == tuple(PALETTE[7])
+
+
+def test_255_is_the_ignore_label_in_camvid_annotations_and_other_unknowns_are_refused():
+    """Pseudo-labels leave the pixels the teacher is unsure of at 255 (IGNORE_INDEX): read as ignored, never as
+    an error or a category; any other value outside CamVid's 0..11 is still refused."""
+    import numpy as np
+    import pytest
+
+    from edge_runtime.contract.labels import IGNORE_INDEX, UnknownLabelError, map_labels
+    got = map_labels(np.array([[255, 3], [11, 9]], np.uint8), "camvid")
+    assert got.tolist() == [[IGNORE_INDEX, 1], [0, 6]]
+    with pytest.raises(UnknownLabelError, match=r"unknown camvid label value\(s\) \[12\]"):
+        map_labels(np.array([12, 255], np.uint8), "camvid")
