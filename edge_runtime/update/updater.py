@@ -325,7 +325,9 @@ class Updater:
             for path, tinfo in files.items():
                 tuf.download_target(tinfo, str(folder / names[path]))
         except tuf_errors.DownloadError as e:
-            raise UpdateError(f"download failed: {type(e).__name__}: {e}", transient=True) from None
+            detail = str(e) or (f"no data for more than {self.c.socket_timeout_s:g} s (the server stalled)"
+                                if isinstance(e, tuf_errors.SlowRetrievalError) else "no detail")
+            raise UpdateError(f"download failed: {type(e).__name__}: {detail}", transient=True) from None
         except tuf_errors.RepositoryError as e:
             raise UpdateError(f"the signed repository refused it: {type(e).__name__}: {e}", transient=True) from None
         self._checkpoint("downloaded")

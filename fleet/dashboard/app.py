@@ -236,9 +236,7 @@ def vehicle_section(v, now: float, th: Thresholds, api_override: str) -> None:
     elif off:
         st.caption(f"{c.kind.replace('_', ' ')} since {health.hhmmss(c.since)}{last}")
     if v.model_state is not None:
-        ms, trying = v.model_state, releases.trying_text(v)
-        st.text(clean(f"{name}: runs {releases.running_text(v)}" + (f"; trying release {trying}" if trying else "")
-                      + (f"; last update {ms.state.replace('_', ' ')}: {ms.reason}" if ms.reason else ""), 600))
+        st.text(clean(releases.vehicle_line(v), 600))
     if v.status is not None:
         st.text(clean("; ".join(f"{k} {x}" for k, x in (
             ("model", v.status.model.name if v.status.model else None), ("source", v.status.source),

@@ -47,6 +47,25 @@ def cell(v) -> str | None:
     return f"{run} → {trying}" if trying else run
 
 
+def vehicle_line(v) -> str | None:
+    """The vehicle section's line: ``car1: runs release 3; trying release 4: trial``, ``car1: runs release 3;
+    rolled back release 4: <reason>`` or ``car1: runs release 4; succeeded: <reason>``; None without a model
+    state. The reason is the vehicle's text, cleaned."""
+    s = getattr(v, "model_state", None)
+    if s is None:
+        return None
+    line = f"{v.device_id}: runs {running_text(v)}"
+    trying = trying_text(v)
+    if s.state in FAILED and s.trying is not None:
+        what = f"release {s.trying.version}" if s.trying.version is not None else "a release"
+        line += f"; {s.state.replace('_', ' ')} {what}" + (f": {clean(s.reason, 300)}" if s.reason else "")
+    elif trying:
+        line += f"; trying release {trying}"
+    elif s.reason:
+        line += f"; {s.state.replace('_', ' ')}: {clean(s.reason, 300)}"
+    return line
+
+
 def with_release(v, model: str | None) -> str | None:
     """The health table's ``model`` cell: the release first (:func:`cell`: ``r3``, ``r3 → 4: trial``) when
     the vehicle reports a model state, then ``model`` (name and sha256 prefix); the release comes first

@@ -14,12 +14,12 @@ street scenes, read by the runtime's tests with the real LiteRT interpreter.
 ==================  ==========================================================
 ``steady.tflite``   each 8x8 cell's mean colour votes: red -> flat, green ->
                     sky, blue -> vehicle (a cheap, working model)
-``slow.tflite``     ``steady`` plus two 3x3 convolutions of 16 channels at full
+``slow.tflite``     ``steady`` plus three 3x3 convolutions of 16 channels at full
                     resolution whose mean is added to every logit alike: the
                     same class maps, at least five times the time per frame
                     (this script measures the model alone and refuses less
-                    than 5x: about 12x on x86; probation, which times the
-                    frame's preprocessing too, measures 5-7x)
+                    than 5x: about 17x on x86; probation, which times the
+                    frame's preprocessing too, measures 6-9x)
 ``flat.tflite``     says ``flat`` on every pixel of every frame (its logits
                     barely depend on the input)
 ==================  ==========================================================
@@ -38,7 +38,7 @@ STRIDE = 8
 #: category per input channel in ``steady`` and ``slow``: red -> flat, green -> sky, blue -> vehicle
 RGB_TO_CATEGORY = (1, 5, 7)
 #: the 3x3 convolutions that make ``slow`` slow, and their channels
-SLOW_LAYERS, SLOW_CHANNELS = 2, 16
+SLOW_LAYERS, SLOW_CHANNELS = 3, 16
 #: the least slowdown of ``slow`` over ``steady`` (time per frame through DeviceSegmenter, one thread)
 MIN_SLOWDOWN = 5.0
 
@@ -96,8 +96,9 @@ def _model(kind: str) -> bytes:
 
 
 def _pair(kind: str, data: bytes) -> Path:
-    from edge_runtime.contract.sidecar import build_sidecar, input_block, output_block, write_pair
     from ai_edge_litert.interpreter import Interpreter
+
+    from edge_runtime.contract.sidecar import build_sidecar, input_block, output_block, write_pair
     path = OUT / f"{kind}.tflite"
     it = Interpreter(model_content=data)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]

@@ -314,7 +314,7 @@ def test_an_announcement_that_breaks_the_schema_or_names_another_repository(flee
     ("other", "LengthOrHashMismatch"),      # a plain-HTTP mirror serving other bytes
     ("extra", "DownloadLengthMismatch"),    # endless data: more bytes than signed
     ("truncate", "download failed"),        # closed half way
-    ("stall", "SlowRetrieval"),             # sends 1000 bytes, then nothing
+    ("stall", "SlowRetrievalError: no data for more than 1 s"),  # sends 1000 bytes, then nothing
 ])
 def test_a_misbehaving_server_is_refused_within_bounds(mode, expect, fleet, tmp_path):
     bad = serve(fleet[0].repo, tmp_path / "www", mode)

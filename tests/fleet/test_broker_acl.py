@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 pytestmark = pytest.mark.skipif(not (MOSQUITTO and shutil.which("mosquitto_passwd") and shutil.which("openssl")),
                                 reason="needs mosquitto, mosquitto_passwd and openssl (scripts/test.sh installs them)")
-PASSWORDS = {"car1": "car1-secret", "car2": "car2-secret", "dashboard": "dash-secret", "monitor": "monitor-secret"}
+PASSWORDS = {"car1": "car1-secret", "car2": "car2-secret", "dashboard": "dash-secret", "monitor": "monitor-secret",
+             "operator": "operator-secret"}
 
 
 def docs_block(first_line: str) -> str:
@@ -184,3 +185,22 @@ def test_wrong_or_missing_credentials_are_refused_and_said_in_one_line(deploy_br
                        env=dict(env, ROADSEG_MQTT_PASSWORD=PASSWORDS["dashboard"]), capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 4 and "Traceback" not in r.stderr
+
+
+def test_only_the_operator_announces_releases_and_a_vehicle_reports_only_its_own_model_state(deploy_broker):
+    """Issue 29: a vehicle (or the dashboard) forging an announcement, fleet-wide or another vehicle's, or
+    another vehicle's model state is refused by the deploy ACL; the operator (roadseg-rollout) announces."""
+    from edge_runtime.contract import payloads
+    from edge_runtime.contract import release as contract
+    b = deploy_broker
+    ann = json.dumps(contract.announcement(4, "releases/4/student.tflite", "https://releases.example/fleet/"))
+    for user, topic in [("car2", "roadseg/fleet/release"), ("car2", "roadseg/car1/release"),
+                        ("car2", "roadseg/car2/release"), ("dashboard", "roadseg/fleet/release"),
+                        ("monitor", "roadseg/car1/release")]:
+        assert publish_rc(b, user, topic, ann, retain=True) == "refused", (user, topic)
+    state = {d: json.dumps(payloads.model_state(d, "succeeded", {"version": 4})) for d in ("car1", "car2")}
+    assert publish_rc(b, "car2", "roadseg/car1/model", state["car1"], retain=True) == "refused"
+    assert publish_rc(b, "car2", "roadseg/car2/model", state["car2"], retain=True) == "accepted"
+    assert publish_rc(b, "operator", "roadseg/car1/model", state["car1"]) == "refused"
+    assert publish_rc(b, "operator", "roadseg/fleet/release", ann, retain=True) == "accepted"
+    assert publish_rc(b, "operator", "roadseg/car1/release", ann, retain=True) == "accepted"

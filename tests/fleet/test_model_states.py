@@ -66,6 +66,9 @@ def test_dashboard_state_shows_releases_the_rollout_and_a_failed_update():
         "4", "3 → 4: downloading 25%", "3 → 4: rolled back", "install"]
     assert releases.with_release(views["car3"], "student-int8 abababab") == "r3 → 4: rolled back · student-int8 abababab"
     assert releases.with_release(views["car4"], None) == "install"
+    assert [releases.vehicle_line(views[d]) for d in ("car1", "car2", "car3")] == [
+        "car1: runs release 4", "car2: runs release 3; trying release 4: downloading 25%",
+        "car3: runs release 3; rolled back release 4: 3.1x slower"]
     assert releases.with_release(fleet.view()[0].__class__(**{**views["car1"].__dict__, "model_state": None}),
                                  "m") == "m"  # no model state: the model alone
     progress = releases.rollout(list(views.values()))

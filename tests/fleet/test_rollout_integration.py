@@ -227,8 +227,9 @@ def test_release_canary_then_the_rest_swaps_without_restart_and_a_broken_release
         for n in ("car2", "car3"):  # never told: still on release 1, nothing tried
             assert not any(isinstance(m[1], dict) and m[1].get("version") == 2 for m in sub.of(f"{n}/release"))
             assert not any((s.get("trying") or {}).get("version") == 2 for s in states_of(sub, n))
-        dom = dash.page.wait_for("car1 rolled back release 2 (runs release 1)", timeout=60)
-        assert "car1 rolled back release 2 (runs release 1)" in dom
+        shown = ["car1 rolled back release 2 (runs release 1)", "car1: runs release 1; rolled back release 2: "]
+        dom = dash.page.wait_for(*shown, timeout=60)  # the alert, and car1's own line redrawn
+        assert all(x in dom for x in shown), [x for x in shown if x not in dom]
         assert re.search(COLLAPSED, section(dom, "car1 —")), section(dom, "car1 —")[:3000]
         assert all(v.proc.poll() is None for v in vehicles)  # nobody restarted
     finally:
