@@ -393,9 +393,12 @@ class HangingCamera:
         self._hang.set()
 
     def open(self) -> None:
+        """Open the wrapped camera (raises what it raises)."""
         self.camera.open()
 
     def grab(self):
+        """The wrapped camera's next frame, uint8 [H, W, 3]; while hanging, blocks until
+        :meth:`release` (as picamera2's capture_array() can) and then returns None."""
         if self._hang.is_set():
             self.hangs += 1
             self._released.wait()
@@ -403,6 +406,7 @@ class HangingCamera:
         return self.camera.grab()
 
     def release(self) -> None:
+        """End a hang (the stuck grab returns) and release the wrapped camera."""
         self._hang.clear()
         self._released.set()
         self.camera.release()
