@@ -16,6 +16,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import time
 
 from tests.fleet.messages import Raw, coverage_body, stats_body, status_body
 
@@ -125,6 +126,15 @@ def test_monitor_started_before_the_embedded_broker_negotiates_mqtt_3_1_1(tmp_pa
         early.accept()[0].close()  # the monitor knocked: no broker answered it
         early.close()
         broker = EmbeddedBroker("127.0.0.1", port).start()
+        deadline = time.monotonic() + 15
+        while True:  # the embedded broker's listener, up (a loaded machine may take a moment after start())
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         raw = Raw(port)
         raw.send(("roadseg/car1/status", status_body("car1"), True))  # retained: delivered once it subscribed
         assert "car1 status: online" in proc.stdout.readline()
