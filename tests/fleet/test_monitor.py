@@ -12,11 +12,11 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import unicodedata
 from pathlib import Path
 
 import pytest
-import time
 
 from tests.fleet.messages import Raw, coverage_body, stats_body, status_body
 
