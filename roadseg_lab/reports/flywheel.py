@@ -77,24 +77,24 @@ def markdown(data: dict) -> list[str]:
 
 
 def plot(data: dict, path: str | Path) -> Path:
-    """Bars of mIoU-7 per arm at each N (random beside selected, one bar per seed), the labels-only twin and
-    the teacher as lines; y axis from the lowest bar's neighbourhood, labelled as such."""
+    """mIoU-7 per arm at each N as points (random beside selected, one point per seed, labelled), the
+    labels-only twins and the teacher as lines. Points, not bars: the axis does not start at 0."""
     from edge_runtime import atomic
-    from roadseg_lab.figures.style import caption, pyplot, series_colour
+    from roadseg_lab.figures.style import bottom_margin, caption, pyplot, series_colour
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    groups = sorted({(a["n"]) for a in data["arms"]})
-    width = 0.18
-    values = []
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    groups = sorted({a["n"] for a in data["arms"]})
+    values, seen = [], set()
     for gi, n in enumerate(groups):
-        arms = [a for a in data["arms"] if a["n"] == n]
-        for ai, a in enumerate(arms):
+        for a in (a for a in data["arms"] if a["n"] == n):
             v = 100 * a["metrics"]["miou7"]
             values.append(v)
-            x = gi + (ai - (len(arms) - 1) / 2) * width
-            ax.bar(x, v, width * 0.9, color=series_colour(0 if a["mode"] == "random" else 1),
-                   label=f"+ {a['mode']}" if gi == 0 and a["seed"] == 0 else None)
-            ax.text(x, v + 0.1, f"s{a['seed']}", ha="center", va="bottom", fontsize=8)
+            x = gi + (-0.12 if a["mode"] == "random" else 0.12) + 0.05 * a["seed"]
+            label = f"+ {a['mode']} frames" if a["mode"] not in seen else None
+            seen.add(a["mode"])
+            ax.plot([x], [v], "o" if a["mode"] == "selected" else "s", ms=9, label=label,
+                    color=series_colour(0 if a["mode"] == "random" else 1))
+            ax.annotate(f"seed {a['seed']}", (x, v), textcoords="offset points", xytext=(8, -3), fontsize=8)
     for seed, twin in sorted(data["twins"].items()):
         values.append(100 * twin["miou7"])
         ax.axhline(100 * twin["miou7"], color="0.35", linestyle="--" if seed == 0 else ":",
@@ -103,16 +103,18 @@ def plot(data: dict, path: str | Path) -> Path:
         values.append(100 * data["teacher"]["miou7"])
         ax.axhline(100 * data["teacher"]["miou7"], color=series_colour(2), label="teacher (float)")
     if values:
-        ax.set_ylim(max(0.0, min(values) - 3), max(values) + 2)
+        ax.set_ylim(max(0.0, min(values) - 2), max(values) + 1.5)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_xticks(range(len(groups)), [f"N = {n} frames kept" for n in groups])
-    ax.set_ylabel("mIoU-7 on 0006R0[50:], int8 (%) — axis starts near the lowest value")
-    ax.set_title("Fleet frames labelled by the teacher: the student on a road it never saw")
-    ax.legend(fontsize=8, loc="lower right")
-    caption(fig, "Lite0 stride-4 student fine-tuned 5 epochs from the same base on CamVid labels + the kept frames "
-                 "(teacher pseudo-labels, 1/8 of each batch) or labels only; scored int8 on the 51 frames of "
-                 "0006R0 no vehicle kept. One bar per seed.")
+    ax.set_ylabel("mIoU-7, int8 (%)")
+    ax.set_title("Kept frames labelled by the teacher: the student on a road it never saw")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    lines = caption(fig, "Lite0 stride-4 student fine-tuned 5 epochs from one base on CamVid labels + the kept "
+                         "frames (teacher pseudo-labels, unsure pixels ignored, 1/8 of each batch) or on labels "
+                         "only; int8 on the 51 frames of 0006R0 no vehicle kept. The y axis does not start at 0.")
+    fig.subplots_adjust(right=0.74, bottom=bottom_margin(fig, lines))
     with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(path)
 
