@@ -106,26 +106,37 @@ class Camera(Protocol):
 
 # --- drivers -----------------------------------------------------------------
 
+def _log_level_api():
+    """(get, set, silent) of OpenCV's log level: ``cv2.utils.logging`` (pip's OpenCV 4.5+), else the
+    older ``cv2.getLogLevel``/``cv2.setLogLevel`` (Debian bookworm's 4.6 has only these), else None."""
+    logging_ = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_ is not None:
+        return logging_.getLogLevel, logging_.setLogLevel, logging_.LOG_LEVEL_SILENT
+    if hasattr(cv2, "getLogLevel") and hasattr(cv2, "setLogLevel"):
+        return cv2.getLogLevel, cv2.setLogLevel, 0  # 0: LOG_LEVEL_SILENT
+    return None
+
+
 def _quiet(call):
-    """``call()`` without OpenCV's own log lines (a file being written or cut makes FFmpeg complain;
-    the caller says what it means once)."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    """``call()`` without OpenCV's own log lines (a file being written or cut makes FFmpeg complain, a
+    broken image makes the decoder complain; the caller says what it means once). Where this OpenCV
+    has no log-level API, ``call()`` as it is."""
+    api = _log_level_api()
+    if api is None:
+        return call()
+    get, set_, silent = api
+    level = get()
+    set_(silent)
     try:
         return call()
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        set_(level)
 
 
 def _quiet_imdecode(buf: np.ndarray) -> np.ndarray | None:
     """``cv2.imdecode`` to BGR without OpenCV's own log lines for a broken
     file (the caller reports it once, naming the file)."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    return _quiet(lambda: cv2.imdecode(buf, cv2.IMREAD_COLOR))
 
 
 class OpenCVCamera:

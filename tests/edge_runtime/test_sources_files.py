@@ -131,3 +131,18 @@ def test_csi_without_gstreamer_fails_at_once_with_its_own_exit_code(tiny_tflite,
     line = [ln for ln in err if ln.startswith("roadseg-run: error:")]
     assert len(line) == 1 and "needs an OpenCV built with GStreamer" in line[0] and "opencv-python-headless" in line[0]
     assert "Traceback" not in "\n".join(err) and "lost" not in line[0]
+
+
+def test_opencv_without_its_logging_module_still_opens_files(monkeypatch, tmp_path):
+    """Debian bookworm's OpenCV 4.6 (the Pi's) has no cv2.utils.logging: the quiet wrappers fall back to
+    cv2.setLogLevel, or to nothing, instead of failing every video (the aarch64 check found it)."""
+    import types
+
+    import cv2
+
+    from edge_runtime.io import sources
+    monkeypatch.setattr(cv2, "utils", types.SimpleNamespace(), raising=False)
+    assert sources._quiet(lambda: 42) == 42
+    assert sources._quiet_imdecode(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1]).shape == (4, 4, 3)
+    monkeypatch.delattr(cv2, "setLogLevel", raising=False)
+    assert sources._quiet(lambda: 7) == 7
