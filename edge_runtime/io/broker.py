@@ -114,6 +114,7 @@ class EmbeddedBroker:
         except ImportError as e:
             raise RuntimeError("no --mqtt-host given and amqtt is not installed (pip install amqtt)") from e
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as amqtt binds: a TIME_WAIT is no conflict
             try:
                 s.bind((self.host, self.port))
             except OSError:
