@@ -47,20 +47,13 @@ if ! command -v prometheus-mqtt-exporter >/dev/null 2>&1 && command -v apt-get >
 fi
 
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing nginx (serves the release repository in the model-update tests)"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
-    $SUDO apt-get install -y -q nginx-light >/dev/null 2>&1 || $SUDO apt-get install -y -q nginx >/dev/null 2>&1 \
-        || echo "    could not install nginx; the update tests serve the repository with Python's http.server"
-fi
-
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing nginx (the kept frames' WebDAV upload target)"
+    # Debian's full nginx (its WebDAV module takes the kept frames' PUTs; it also serves the release repository)
+    echo "==> installing nginx (the kept frames' WebDAV upload target and the model updates' release repository)"
     SUDO=""
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
     ($SUDO apt-get install -y -q nginx >/dev/null 2>&1 \
       || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q nginx >/dev/null 2>&1; }) \
-        || echo "    could not install nginx; the WebDAV upload tests will skip"
+        || echo "    could not install nginx; the WebDAV upload tests skip, the update tests use Python's http.server"
 fi
 
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
