@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from roadseg_lab.checks.soak import fill  # the soak's own: a card filled to the last byte
 from tests.support import Subscriber, Watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,22 +66,6 @@ def _io_error_remounts_read_only(point: Path) -> None:
         (point / "probe").write_bytes(b"x")
 
 
-def _fill(folder: Path) -> Path:
-    """Fill the file system of ``folder`` to the last byte (ENOSPC); returns the filler to delete."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (65536, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
 def _vehicle(model, port, state_dir, *extra, env=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edge_runtime.commands.run", "--model", str(model), "--source", "synthetic:64x128@30",
@@ -115,7 +100,7 @@ def test_a_full_disk_is_a_fault_not_a_crash_and_it_resumes_and_restarts(tiny_tfl
     proc = _vehicle(tiny_tflite, broker.port, small_tmpfs / "state")
     try:
         assert sub.wait_for(lambda m: m[0].endswith("/coverage"), timeout=30)
-        filler = _fill(small_tmpfs)
+        filler = fill(small_tmpfs)
         # the sequence reservation (every 50 summaries, one per frame here) meets the full disk
         assert sub.wait_for(_status_with("offline-queue"), timeout=30), "the fault never reached the status"
         stats = [m for m in sub.of("/stats") if "offline-queue" in _faults(m)]
@@ -134,7 +119,7 @@ def test_a_full_disk_is_a_fault_not_a_crash_and_it_resumes_and_restarts(tiny_tfl
     assert "takes writes again" in err
 
     # restarted on a disk that is still full: it starts, says so, and runs
-    filler = _fill(small_tmpfs)
+    filler = fill(small_tmpfs)
     proc = _vehicle(tiny_tflite, broker.port, small_tmpfs / "state", "--duration", "4")
     out, err = proc.communicate(timeout=60)
     filler.unlink()
