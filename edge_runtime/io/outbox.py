@@ -12,7 +12,11 @@ a disk: a slow fsync, a full disk (ENOSPC), a card remounted read-only
 queue lives in memory within the same bounds; :attr:`Outbox.fault` says so
 (store, path, error, since) and the writer tries again every
 :data:`RETRY_SECONDS`; when the disk takes writes again the file is made
-equal to the memory queue in one transaction, by itself. A file that cannot
+equal to the memory queue in one transaction, by itself. The writer also looks
+at the file system every :data:`CHECK_SECONDS` while it has nothing to write
+(``statvfs``: read-only, or under :data:`MIN_FREE_BYTES` free), so a full or
+read-only card is a fault within seconds even while every message is
+delivered before it needs the disk. A file that cannot
 be written at start (read-only card) is read if it can be, so the messages
 and the sequence number it holds are not lost: the vehicle starts and says so.
 
@@ -51,6 +55,11 @@ log = logging.getLogger("roadseg.mqtt")
 SEQ_BLOCK = 100
 #: seconds between attempts to write to a disk that refused (full, read-only, I/O error)
 RETRY_SECONDS = 5.0
+#: seconds between the writer's looks at the queue's file system (statvfs) while it has nothing to write
+CHECK_SECONDS = 1.0
+#: free bytes under which the queue's file system counts as full: room for one WAL commit of a
+#: queue of small messages, its checkpoint and SQLite's page cache spill (SQLite's default page is 4 KiB)
+MIN_FREE_BYTES = 256 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
@@ -97,11 +106,12 @@ class Outbox:
     file or folder that cannot be written at all is a :attr:`fault`, not an
     error."""
 
-    def __init__(self, path: str | Path | None, max_bytes: int, max_count: int, retry: float = RETRY_SECONDS):
+    def __init__(self, path: str | Path | None, max_bytes: int, max_count: int, retry: float = RETRY_SECONDS,
+                 check: float = CHECK_SECONDS):
         if max_bytes < 1 or max_count < 1:
             raise ValueError(f"queue bounds must be at least 1, got {max_bytes} bytes and {max_count} messages")
         self.path = Path(path) if path is not None else None
-        self.max_bytes, self.max_count, self.retry = max_bytes, max_count, retry
+        self.max_bytes, self.max_count, self.retry, self.check = max_bytes, max_count, retry, check
         self.dropped = 0
         self._lock = threading.Lock()
         self._rows: collections.OrderedDict[int, Row] = collections.OrderedDict()  # id order
@@ -110,6 +120,7 @@ class Outbox:
         self._next_id = 1
         self._seq = self._seq_recorded = 0
         self._fault: dict | None = None
+        self._fault_looked = False  # the fault was seen by a look at the file system, not by a failed write
         # what the file lacks: rows to insert, ids to delete, the seq reservation to record
         self._to_insert: dict[int, Row] = {}
         self._to_delete: set[int] = set()
@@ -308,16 +319,34 @@ class Outbox:
         return bool(self._resync or self._to_insert or self._to_delete or self._seq_wanted > self._seq_recorded)
 
     def _write_loop(self) -> None:
-        next_try = 0.0
+        next_try = next_look = 0.0
         while True:
             with self._lock:
-                while not self._closing and not (self._pending() and time.monotonic() >= next_try):
-                    wait = max(next_try - time.monotonic(), 0.0) if self._pending() else None
-                    self._wake.wait(wait)
+                while not self._closing:
+                    now = time.monotonic()
+                    write = self._pending() and now >= next_try
+                    if write or now >= next_look:
+                        break
+                    until = min(next_look, next_try) if self._pending() else next_look
+                    self._wake.wait(max(until - now, 0.0))
                 if self._closing:
                     return
-            if not self._write_once():
+            if not write:
+                self._look()
+                next_look = time.monotonic() + self.check
+            elif not self._write_once():
                 next_try = time.monotonic() + self.retry
+
+    def _look(self) -> None:
+        """The writer's look at the file system between writes: a full or read-only one becomes the
+        fault (said once, as a failed write would be); one seen this way ends when a look finds room."""
+        trouble = disk_trouble(self.path.parent)
+        with self._lock:
+            if trouble is not None and self._fault is None:
+                self._set_fault(trouble)
+                self._fault_looked = True
+            elif trouble is None and self._fault is not None and self._fault_looked:
+                self._clear_fault()
 
     def _write_once(self, final: bool = False) -> bool:
         """Bring the file up to the memory queue in one transaction; False (and a
@@ -360,21 +389,31 @@ class Outbox:
                     pass
                 self._db = None
             return False
+        trouble = disk_trouble(self.path.parent) if self._fault is not None else None
         with self._lock:
             self._seq_recorded = max(seq, self._seq_recorded) if not final else seq
             self._written.notify_all()
             if self._fault is not None:
-                since = self._fault["since"]
-                self._fault = None
-                log.warning("offline queue: %s takes writes again (refused since %s); %d messages kept on disk",
-                            self.path, since, len(self._rows))
+                if trouble is None:
+                    self._clear_fault()
+                else:  # written into the last bytes: the fault stays until there is room (no flapping)
+                    self._fault_looked = True
         return True
 
-    def _set_fault(self, err: BaseException) -> None:
-        """Note (once, in the log) that the disk refuses writes; caller holds the lock or is starting."""
-        text = _describe(err, self.path.parent if self.path is not None else None)
+    def _clear_fault(self) -> None:
+        """The disk takes writes again: said once; caller holds the lock."""
+        since = self._fault["since"]
+        self._fault, self._fault_looked = None, False
+        log.warning("offline queue: %s takes writes again (refused since %s); %d messages kept on disk",
+                    self.path, since, len(self._rows))
+
+    def _set_fault(self, err: BaseException | str) -> None:
+        """Note (once, in the log) that the disk refuses writes (``err``: what failed, or the
+        text of :func:`disk_trouble`); caller holds the lock or is starting."""
+        text = err if isinstance(err, str) else _describe(err, self.path.parent if self.path is not None else None)
         if self._fault is not None:  # said once; the cause may read differently on the next try
             self._fault["error"] = text
+            self._fault_looked = False  # a write failed: only a write that succeeds ends it
             return
         log.warning("offline queue: cannot write %s (%s): messages are kept in memory (at most %d, %.1f MiB) "
                     "and written when the disk takes writes again", self.path, text, self.max_count,
@@ -421,6 +460,25 @@ def _is_disk_error(e: BaseException) -> bool:
     code = getattr(e, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
                                                    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY)
+
+
+def disk_trouble(folder: Path) -> str | None:
+    """Why the file system holding ``folder`` will refuse the next write, from
+    ``statvfs(2)`` alone (no write, so it is safe on a card that errs): ``"read-only
+    file system"``, ``"disk full (N bytes free)"`` under :data:`MIN_FREE_BYTES` (the
+    blocks this user may take: root also takes ext4's reserved blocks), or None.
+    A folder that cannot be looked at is None here: the next write says why.
+    Blocks while the file system does (call it off the camera loop's thread)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    if free < MIN_FREE_BYTES:
+        return f"disk full ({free} bytes free)"
+    return None
 
 
 def _describe(err: BaseException, folder: Path | None = None) -> str:

@@ -129,6 +129,41 @@ def test_a_full_disk_is_a_fault_not_a_crash_and_it_resumes_and_restarts(tiny_tfl
     del stats
 
 
+def _until(pred, timeout: float) -> bool:
+    """True as soon as ``pred()`` holds, False after ``timeout`` seconds (looked at every 20 ms)."""
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        tick.wait(0.02)
+    return True
+
+
+def test_a_full_card_is_a_fault_before_any_write_meets_it_and_ends_with_room(small_tmpfs):
+    """The soak's blind spot: with the broker up nothing is written, so a full card went unseen until the
+    next sequence reservation; the writer's look at the file system shows it within its interval."""
+    from edge_runtime.io.outbox import Outbox
+    box = Outbox(small_tmpfs / "state" / "outbox.sqlite", max_bytes=1 << 20, max_count=100, check=0.1)
+    try:
+        assert box.flush(10) and box.fault is None
+        filler = fill(small_tmpfs)
+        assert _until(lambda: box.fault is not None, 10), "a full card with nothing to write was not seen"
+        assert box.fault["store"] == "offline-queue" and "disk full" in box.fault["error"]
+        for i in range(5):  # kept in memory meanwhile, within the bounds
+            box.append("roadseg/car1/coverage", b"x" * 100, 1)
+        assert len(box) == 5
+        filler.unlink()
+        assert _until(lambda: box.fault is None, 10), "the fault outlived the room made on the card"
+        assert box.flush(10)
+    finally:
+        box.close()
+    again = Outbox(small_tmpfs / "state" / "outbox.sqlite", max_bytes=1 << 20, max_count=100)
+    try:
+        assert len(again) == 5  # nothing lost
+    finally:
+        again.close()
+
+
 # -- case 2: a card remounted read-only ------------------------------------------------------------------
 
 def test_a_card_remounted_read_only_keeps_the_vehicle_and_its_sequence(tiny_tflite, broker, ext4_card):
