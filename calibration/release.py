@@ -87,14 +87,13 @@ def load_signer(path: Path):
     Raises ReleaseRepoError naming the file (never its content)."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from securesystemslib.signer import CryptoSigner
-    path = Path(path)
-    if not path.is_file():
-        raise ReleaseRepoError(f"key {path} not found")
-    size = path.stat().st_size
-    if size > MAX_KEY_BYTES:
-        raise ReleaseRepoError(f"key {path} is {size} bytes: not a private key (at most {MAX_KEY_BYTES})")
+    from edge_runtime.atomic import read_small_file
+    try:  # a regular file, size first: a FIFO, a device or a huge file is refused before a read
+        data = read_small_file(path, MAX_KEY_BYTES, "key")
+    except ValueError as e:
+        raise ReleaseRepoError(str(e)) from None
     try:
-        return CryptoSigner(load_pem_private_key(path.read_bytes(), None))
+        return CryptoSigner(load_pem_private_key(data, None))
     except (ValueError, TypeError) as e:
         raise ReleaseRepoError(f"key {path} is not an unencrypted PEM private key ({type(e).__name__})") from None
 

@@ -88,13 +88,8 @@ def read_trust_root(path: str | Path) -> bytes:
     """The trust root's bytes, size first, then parsed as TUF root metadata. Raises ValueError
     (one line) for a file that is missing, too large or not root metadata."""
     from tuf.api.metadata import Metadata, Root
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"trust root {path} not found")
-    size = path.stat().st_size
-    if size > MAX_TRUST_ROOT_BYTES:
-        raise ValueError(f"trust root {path} is {size} bytes, more than the {MAX_TRUST_ROOT_BYTES} a root may have")
-    data = path.read_bytes()
+    from edge_runtime.atomic import read_small_file
+    data = read_small_file(path, MAX_TRUST_ROOT_BYTES, "trust root")  # a regular file, size first
     try:
         md = Metadata.from_bytes(data)
     except Exception as e:  # tuf's DeserializationError and friends

@@ -67,3 +67,24 @@ def test_a_model_without_sidecar_or_a_missing_repository_is_one_line(tmp_path):
     lone.write_bytes(TINY.read_bytes())
     r = release("add", "--repo", tmp_path / "repo", "--keys", tmp_path / "k", lone)
     assert r.returncode == 2 and "no sidecar" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge", "folder", "missing"])
+def test_a_key_that_is_not_a_small_regular_file_is_refused_in_one_line_without_a_read(tmp_path, kind):
+    """A FIFO with no writer, a link to /dev/zero or a huge file costs neither a wait nor memory."""
+    import os
+    from calibration.release import MAX_KEY_BYTES, ReleaseRepoError, load_signer
+    key = tmp_path / "targets.pem"
+    if kind == "fifo":
+        os.mkfifo(key)
+    elif kind == "dev-zero":
+        key.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(key, "wb") as f:
+            f.truncate(MAX_KEY_BYTES + 1)
+    elif kind == "folder":
+        key.mkdir()
+    with pytest.raises(ReleaseRepoError) as e:
+        load_signer(key)
+    text = str(e.value)
+    assert "\n" not in text and str(key) in text and text.startswith("cannot read key")
