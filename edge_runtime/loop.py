@@ -46,6 +46,8 @@ LIMIT_FRACTION = 0.95
 MAX_HUNG = 3
 #: seconds between two looks at the stores' faults (status shows a fault within this plus a publish)
 FAULT_CHECK_INTERVAL = 1.0
+#: seconds without a watchdog ping (one a second while the loop is alive) before /healthz says "stalled"
+LIVENESS_S = 5.0
 
 
 class FrameView(Protocol):
@@ -323,6 +325,22 @@ class Runner:
             sd_notify("WATCHDOG=1")
             self.heartbeat.beat()
             self._last_ping = now
+
+    def liveness(self) -> dict:
+        """The loop's liveness as the systemd watchdog sees it (thread-safe, for /healthz):
+        ``{"status", "alive", "last_frame_s"}``; ``status`` is ``"starting"`` (no ping yet),
+        ``"stalled"`` (no ping for :data:`LIVENESS_S` s: no frame within the capture bound and
+        no camera being reopened, or the loop is stuck), ``"camera_lost"`` (alive, reopening) or
+        ``"ok"``; ``last_frame_s`` is seconds since the last frame (monotonic clock)."""
+        now, ping = time.monotonic(), self._last_ping
+        if not ping:
+            status = "starting"
+        elif now - ping > LIVENESS_S:
+            status = "stalled"
+        else:
+            status = "camera_lost" if self.camera_lost else "ok"
+        return {"status": status, "alive": status in ("ok", "camera_lost"),
+                "last_frame_s": round(now - self._last_frame, 2)}
 
     def _frame_bound(self) -> float:
         """Seconds without a frame before the capture counts as hung: ``capture_timeout``,

@@ -97,8 +97,22 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
 
     @app.get("/healthz")
     def healthz():
-        """Liveness, open without a token: ``{"status": "ok", "model": NAME}``."""
-        return {"status": "ok", "model": segmenter.describe()["name"]}
+        """Liveness, open without a token. Without a live loop (``roadseg-serve``): 200
+        ``{"status": "ok", "model": NAME}``. With one (``roadseg-run --http``), the loop's own
+        liveness, measured on frames as the systemd watchdog is
+        (:meth:`edge_runtime.loop.Runner.liveness`): 200 while frames arrive (``"ok"``) or while
+        the camera is announced lost and being reopened (``"camera_lost"``); 503 before the
+        first frame (``"starting"``) and when the loop has stopped beating (``"stalled"``); the
+        body also carries ``last_frame_s``, seconds since the last frame."""
+        body = {"status": "ok", "model": segmenter.describe()["name"]}
+        live = device.live
+        if live is None or live.liveness_fn is None:
+            return body
+        state = live.liveness_fn()
+        body |= {"status": state["status"], "last_frame_s": state["last_frame_s"]}
+        if live.describe_fn is not None:
+            body["model"] = live.describe_fn()["name"]
+        return body if state["alive"] else JSONResponse(body, status_code=503)
 
     _add_docs(app, device)
     _add_segment(app, device)

@@ -31,14 +31,18 @@ class LiveState:
     ``stats_fn`` (set by the loop) returns the loop's stats payload;
     ``describe_fn`` returns the live segmenter's description
     (:meth:`DeviceSegmenter.describe`: its threads, delegate, input size), which
-    /v1/stats reports instead of the upload interpreter's."""
+    /v1/stats reports instead of the upload interpreter's; ``liveness_fn`` the
+    loop's liveness, measured on frames, which /healthz reports."""
 
-    def __init__(self, stats_fn: Callable[[], dict] | None = None, describe_fn: Callable[[], dict] | None = None):
+    def __init__(self, stats_fn: Callable[[], dict] | None = None, describe_fn: Callable[[], dict] | None = None,
+                 liveness_fn: Callable[[], dict] | None = None):
         self._cond = threading.Condition()
         self._item = None
         self._seq = 0
         self.stats_fn = stats_fn
         self.describe_fn = describe_fn
+        #: the loop's liveness (:meth:`edge_runtime.loop.Runner.liveness`), which /healthz answers with
+        self.liveness_fn = liveness_fn
 
     def update(self, frame: np.ndarray, order: str, classes: np.ndarray, fps: float) -> None:
         """Store a frame (H, W, 3) uint8 in ``order`` ("rgb"/"bgr"), its class

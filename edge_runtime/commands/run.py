@@ -255,6 +255,7 @@ class Vehicle:
         runner = Runner(self.s, seg, source, self.publisher, [*views, self.snapshots], hooks)
         if self.live is not None:
             self.live.stats_fn = runner.stats_payload
+            self.live.liveness_fn = runner.liveness  # /healthz: the loop's liveness, measured on frames
             # /v1/stats reports the loop's interpreter (not the uploads'), the one running since the last swap
             self.live.describe_fn = lambda: dict(runner.seg.describe(), **(
                 {"release": runner.seg.release} if getattr(runner.seg, "release", None) is not None else {}))
@@ -366,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = vehicle.run()
         short = {"frames": summary["frames"], "fps": summary["fps"], "dropped_frames": summary["dropped_frames"],
                  "mqtt": summary["mqtt"]}
-        print(json.dumps(summary if args.json else short))
+        try:  # the run's own result does not hang on its last line: a full disk under stdout is said, not fatal
+            print(json.dumps(summary if args.json else short), flush=True)
+        except OSError as e:
+            log.warning("cannot write the run's summary to stdout (%s): the run itself ended normally",
+                        e.strerror or e)
         problem = vehicle.publisher.delivery_problem() if settings.mqtt_host else None
         if problem:  # a broker was configured and got nothing: not a success
             raise cli.RuntimeFailure(problem)

@@ -122,3 +122,82 @@ def test_run_with_http_serves_live_stats_and_stream(tiny_tflite, broker):
     finally:
         vehicle.request_stop()
         t.join(timeout=30)
+
+
+@pytest.mark.parametrize("status,alive,code", [("ok", True, 200), ("camera_lost", True, 200),
+                                               ("starting", False, 503), ("stalled", False, 503)])
+def test_healthz_answers_with_the_live_loops_liveness(seg, status, alive, code):
+    live = LiveState(liveness_fn=lambda: {"status": status, "alive": alive, "last_frame_s": 1.5})
+    r = TestClient(create_app(seg, live)).get("/healthz")
+    assert r.status_code == code and r.json()["status"] == status and r.json()["last_frame_s"] == 1.5
+    alone = TestClient(create_app(seg)).get("/healthz")  # roadseg-serve: no loop, the server's own liveness
+    assert alone.status_code == 200 and alone.json()["status"] == "ok"
+
+
+def _healthz_until(url, pred, timeout=30.0):
+    """The first /healthz answer (code, body) for which ``pred`` holds, or the last one after ``timeout`` s."""
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while True:
+        r = httpx.get(f"{url}/healthz", timeout=5)
+        got = (r.status_code, r.json())
+        if pred(*got) or time.monotonic() > deadline:
+            return got
+        tick.wait(0.05)
+
+
+def _vehicle(tiny_tflite, source, port, **extra):
+    from edge_runtime.commands.run import Vehicle
+    from edge_runtime.commands.settings import load_settings
+    s = load_settings({"model": str(tiny_tflite), "source": source, "fps": 20, "device_id": "hz1",
+                       "http": f"127.0.0.1:{port}", "duration": 60.0, "threads": 1, **extra}, None, env={})
+    vehicle = Vehicle(s)
+    t = threading.Thread(target=vehicle.run)
+    t.start()
+    return vehicle, t
+
+
+def test_healthz_of_a_vehicle_is_measured_on_frames_stalled_when_the_loop_is_stuck(tiny_tflite, monkeypatch):
+    """/healthz said "ok" whatever the loop did (issue 31's adversary: 200 with the camera gone, 0 frames)."""
+    from edge_runtime import loop
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    monkeypatch.setattr(loop, "LIVENESS_S", 1.0)
+    gate, stuck, real = threading.Event(), threading.Event(), DeviceSegmenter.segment
+
+    def segment(self, *a, **k):  # an inference that hangs once the gate is closed (a delegate stuck in a driver)
+        if not gate.is_set():
+            stuck.set()
+            gate.wait(60)
+        return real(self, *a, **k)
+    gate.set()
+    monkeypatch.setattr(DeviceSegmenter, "segment", segment)
+    port = free_port()
+    vehicle, t = _vehicle(tiny_tflite, "synthetic:64x128@30", port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert vehicle.ready.wait(timeout=20)
+        code, body = _healthz_until(url, lambda c, b: b["status"] == "ok")
+        assert code == 200 and body["status"] == "ok"
+        gate.clear()
+        assert stuck.wait(10)
+        code, body = _healthz_until(url, lambda c, b: c == 503)
+        assert code == 503 and body["status"] == "stalled" and body["last_frame_s"] > 0.5
+        gate.set()
+        code, body = _healthz_until(url, lambda c, b: c == 200)
+        assert code == 200 and body["status"] == "ok"
+    finally:
+        gate.set()
+        vehicle.request_stop()
+        t.join(timeout=30)
+
+
+def test_healthz_of_a_vehicle_whose_camera_is_away_says_camera_lost(tiny_tflite):
+    port = free_port()
+    vehicle, t = _vehicle(tiny_tflite, "v4l2:/dev/video97", port, camera_wait=60.0)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert vehicle.ready.wait(timeout=20)
+        code, body = _healthz_until(url, lambda c, b: b["status"] == "camera_lost")
+        assert code == 200 and body["status"] == "camera_lost"  # alive: it says so and reopens the camera
+    finally:
+        vehicle.request_stop()
+        t.join(timeout=30)

@@ -171,3 +171,30 @@ def test_redaction_keeps_messages_useful():
         "argument --proto: invalid choice (value not shown) (choose from '3.1.1', '5')"
     assert redact_values("argument --n: invalid int value: '1.5'", ["--n", "1.5"], {"--n"}) == \
         "argument --n: invalid int value (value not shown)"
+
+
+@pytest.mark.parametrize("streams", ["stdout", "stdout and stderr"])
+def test_a_full_disk_under_stdout_does_not_fail_a_clean_run(tiny_tflite, broker, tmp_path, streams):
+    """roadseg-run's last line (its summary) onto a full disk: said on stderr, exit 0 (it was exit 4, or 1 with
+    stderr on the same disk). A real 64 KiB tmpfs filled to the last byte."""
+    import subprocess
+    import sys
+    from roadseg_lab.checks.soak import fill
+    point = tmp_path / "full"
+    point.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount here ({r.stderr.strip()[:80]}): needs root and mount permission")
+    try:
+        fill(point)
+        with open(point / "out.txt", "w") as out, open(point / "err.txt", "w") as full_err:
+            err = full_err if streams == "stdout and stderr" else subprocess.PIPE
+            p = subprocess.run([sys.executable, "-m", "edge_runtime.commands.run", "--model", str(tiny_tflite),
+                                "--source", "synthetic:64x128@30", "--duration", "1", "--threads", "1",
+                                "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
+                                "--state-dir", str(tmp_path / "state")], cwd=ROOT, stdout=out, stderr=err, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        if streams == "stdout":
+            assert "cannot write the run's summary to stdout (No space left on device)" in p.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
