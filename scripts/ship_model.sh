@@ -2,7 +2,7 @@
 # After scripts/train_shipped.sh: measure the shipped model's speed beside LR-ASPP MobileNetV3-Large
 # int8 at the same size (trained one short epoch: its speed, not its accuracy, is the point), then put
 # the model, its sidecar and its card inside the runtime package (python -m calibration.commands.ship).
-# Usage: scripts/ship_model.sh CAMVID_DIR      (env: SIZE, RUNS, DIST, STUDENT as for train_shipped.sh;
+# Usage: scripts/ship_model.sh CAMVID_DIR      (env: SIZE, RUNS, DIST, STUDENT, PRE_SIZE, PRE_EPOCHS, EPOCHS, LR as for train_shipped.sh;
 #        FRAMES (300) per round, ROUNDS (5); AARCH64=path/to/agreement.json to quote the aarch64 check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +28,4 @@ echo "==> roadseg-bench: shipped vs speed reference, 1 and 2 threads, interleave
 aarch=(); [ -n "${AARCH64:-}" ] && aarch=(--aarch64 "$AARCH64")
 "$bin/python" -m calibration.commands.ship --model "$DIST/shipped.tflite" --twin "$DIST/twin.tflite" \
     --bench "$DIST/bench.json" "${aarch[@]}" --results "$DIST/results-section.md" --speed-note "${SPEED_NOTE:-speedref: LR-ASPP MobileNetV3-Large int8 at the same size, trained one short epoch (its speed, not its accuracy, is the point).}" \
-    --command "${STUDENT:+STUDENT=$STUDENT }SIZE=$SIZE scripts/train_shipped.sh CAMVID_DIR && scripts/ship_model.sh CAMVID_DIR"
+    --command "${STUDENT:+STUDENT=$STUDENT }${PRE_SIZE:+PRE_SIZE=$PRE_SIZE PRE_EPOCHS=${PRE_EPOCHS:-20} }SIZE=$SIZE${EPOCHS:+ EPOCHS=$EPOCHS}${LR:+ LR=$LR} scripts/train_shipped.sh CAMVID_DIR && scripts/ship_model.sh CAMVID_DIR"
