@@ -346,8 +346,17 @@ def test_a_camera_that_stays_hung_exits_4_for_a_restart(tiny_tflite, broker, tmp
 
 # -- case 5: two vehicles on one device id -----------------------------------------------------------------
 
-def test_two_installations_on_one_device_id_the_later_yields_and_says_so(tiny_tflite, broker, tmp_path):
-    sub = Subscriber(broker.port, "roadseg/car1/#", client_id="twin-sub")
+@pytest.mark.parametrize("cards", ["writable", "read-only"])
+def test_two_installations_on_one_device_id_the_later_yields_and_says_so(tiny_tflite, broker, tmp_path, cards,
+                                                                          request):
+    """Also when neither state dir can be written (both fell back to one machine id: told apart by nothing)."""
+    if cards == "read-only":
+        card = request.getfixturevalue("ext4_card")
+        (card / "a").mkdir()
+        (card / "b").mkdir()
+        _io_error_remounts_read_only(card)
+        tmp_path = card
+    sub = Subscriber(broker.port, "roadseg/car1/#", client_id=f"twin-sub-{cards}")
     first = _vehicle(tiny_tflite, broker.port, tmp_path / "a", "--publish-interval", "0.2")
     try:
         assert sub.wait_for(lambda m: m[0].endswith("/coverage"), timeout=30)
@@ -370,6 +379,29 @@ def test_two_installations_on_one_device_id_the_later_yields_and_says_so(tiny_tf
         rc1, err1 = _stop(first)
         sub.close()
     assert rc1 == 0 and "Traceback" not in err1
+
+
+def test_the_default_device_id_of_a_container_is_not_its_container_id():
+    from edge_runtime.io.identity import default_device_id, machine_suffix
+    for container in ("3f9c2a1b7d4e", "3f9c2a1b7d4e" * 5 + "0a1b"):
+        assert default_device_id(container) == f"vehicle-{machine_suffix()}"
+
+
+@pytest.mark.parametrize("content", [b"", b"uninitialized\n", b"0" * 32 + b"\n"])
+def test_a_machine_id_that_names_no_machine_is_skipped(tmp_path, monkeypatch, content):
+    """An empty or first-boot machine id gave every machine one suffix (sha256 of "roadseg-device:")."""
+    from edge_runtime.io import identity
+    empty = tmp_path / "machine-id"
+    empty.write_bytes(content)
+    real = tmp_path / "serial-number"
+    real.write_bytes(b"10000000abcdef01\0")
+    monkeypatch.setattr(identity, "MACHINE_ID_FILES", (str(empty), str(tmp_path / "missing"), str(real)))
+    assert identity.machine_key() == b"10000000abcdef01"
+    other = tmp_path / "other-serial"
+    other.write_bytes(b"10000000abcdef02\0")
+    first = identity.machine_suffix()
+    monkeypatch.setattr(identity, "MACHINE_ID_FILES", (str(empty), str(other)))
+    assert identity.machine_suffix() != first  # two boards, two suffixes
 
 
 def test_the_default_device_id_is_unique_per_machine_for_factory_host_names():
