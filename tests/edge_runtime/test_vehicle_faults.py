@@ -478,3 +478,14 @@ def test_an_outage_without_a_fin_is_named_as_one_and_forgotten_once_over(broker)
         assert pub.counts["last_error"] is None  # the outage is over: nothing stale on the dashboard
     finally:
         pub.stop(1)
+
+
+def test_a_heartbeat_touched_before_the_clock_stepped_back_reads_stale_not_young(tmp_path):
+    """A negative age read healthy to the container's health check until the wall clock caught up."""
+    from edge_runtime.io.device import heartbeat_age
+    beat = tmp_path / "beat"
+    beat.touch()
+    assert 0 <= heartbeat_age(str(beat)) < 60
+    year = 365 * 86400
+    os.utime(beat, (time.time() + year, time.time() + year))  # touched while the clock was a year ahead
+    assert heartbeat_age(str(beat)) == float("inf")
