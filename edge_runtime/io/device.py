@@ -76,12 +76,17 @@ class Heartbeat:
 
 
 def heartbeat_age(path: str) -> float:
-    """Seconds since :func:`heartbeat` last touched ``path`` (inf when never)."""
+    """Seconds since the heartbeat last touched ``path`` (inf when never). A file
+    touched more than a second in the future was touched before the wall clock stepped
+    back (an NTP sync on a Pi without a real-time clock): its age is unknown, so inf
+    (stale) rather than a negative age that would read healthy until the clock caught up;
+    a live loop touches it again within a second."""
     import time
     try:
-        return time.time() - Path(path).stat().st_mtime
+        age = time.time() - Path(path).stat().st_mtime
     except OSError:
         return float("inf")
+    return age if age >= -1.0 else float("inf")
 
 
 # --- device health --------------------------------------------------------------
