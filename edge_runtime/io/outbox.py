@@ -57,6 +57,10 @@ SEQ_BLOCK = 100
 RETRY_SECONDS = 5.0
 #: seconds between the writer's looks at the queue's file system (statvfs) while it has nothing to write
 CHECK_SECONDS = 1.0
+#: seconds a write (one transaction and its fsyncs) may take before the disk counts as slow: a fault
+#: while one takes longer, or until a write is quick again (SD cards commit in milliseconds; 2 s is
+#: the watchdog's own tolerance for a stalled loop)
+SLOW_WRITE_S = 2.0
 #: free bytes under which the queue's file system counts as full: room for one WAL commit of a
 #: queue of small messages, its checkpoint and SQLite's page cache spill (SQLite's default page is 4 KiB)
 MIN_FREE_BYTES = 256 * 1024
@@ -86,10 +90,11 @@ class Row:
         return len(self.payload) + len(self.topic.encode())
 
 
-def utc_now() -> str:
-    """The current UTC time as RFC 3339 with milliseconds (a fault's ``since``)."""
+def utc_now(offset_s: float = 0.0) -> str:
+    """The current UTC time (plus ``offset_s`` seconds) as RFC 3339 with milliseconds (a fault's ``since``)."""
     import datetime as dt
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=offset_s)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Outbox:
@@ -121,6 +126,8 @@ class Outbox:
         self._seq = self._seq_recorded = 0
         self._fault: dict | None = None
         self._fault_looked = False  # the fault was seen by a look at the file system, not by a failed write
+        self._write_began: float | None = None  # monotonic start of the write in progress
+        self._slow: dict | None = None  # the last write took over SLOW_WRITE_S: {"took", "since"}
         # what the file lacks: rows to insert, ids to delete, the seq reservation to record
         self._to_insert: dict[int, Row] = {}
         self._to_delete: set[int] = set()
@@ -146,7 +153,9 @@ class Outbox:
         except OSError as e:  # a read-only card cannot hold the lock file: nothing else can write either
             self._set_fault(e)
         try:
-            if self._lockfile is not None:
+            # a first start has nothing to read: the writer thread creates the file, so a card whose every
+            # fsync takes seconds (several for a new WAL database) holds up the writer, not the start
+            if self._lockfile is not None and self.path.exists():
                 self._db = self._open()
         except (sqlite3.Error, OSError) as e:
             self._set_fault(e)
@@ -283,8 +292,19 @@ class Outbox:
     def fault(self) -> dict | None:
         """None while the file holds the queue (or there is no file), else
         ``{"store": "offline-queue", "path", "error", "since"}``: the disk refuses
-        writes and the queue is kept in memory meanwhile."""
-        return dict(self._fault) if self._fault else None
+        writes (the queue is kept in memory meanwhile), or it is slow: a write in
+        progress for more than :data:`SLOW_WRITE_S` seconds, or the last one took longer."""
+        if self._fault:
+            return dict(self._fault)
+        began, slow = self._write_began, self._slow
+        # one text while it lasts: the retained status is published again only when a fault's text changes
+        error = f"slow disk: writes take more than {SLOW_WRITE_S:g} s (fsync)"
+        if began is not None and time.monotonic() - began > SLOW_WRITE_S:
+            since = slow["since"] if slow is not None else utc_now(began - time.monotonic())
+            return {"store": "offline-queue", "path": str(self.path), "error": error, "since": since}
+        if slow is not None:
+            return {"store": "offline-queue", "path": str(self.path), "error": error, "since": slow["since"]}
+        return None
 
     @property
     def unwritten(self) -> int:
@@ -360,6 +380,7 @@ class Outbox:
             self._to_insert.clear()
             self._to_delete.clear()
             self._resync = False
+        self._write_began = began = time.monotonic()
         try:
             if self._db is None:
                 if self._lockfile is None:
@@ -377,6 +398,7 @@ class Outbox:
                 self._db.execute("INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT(key) DO UPDATE SET "
                                  "value = excluded.value", (seq,))
         except (sqlite3.Error, OSError) as e:
+            self._write_began = None
             with self._lock:
                 self._resync = True  # whatever this transaction held, the next one writes everything
                 self._to_insert.clear()
@@ -389,6 +411,8 @@ class Outbox:
                     pass
                 self._db = None
             return False
+        self._write_began, took = None, time.monotonic() - began
+        self._note_speed(took)
         trouble = disk_trouble(self.path.parent) if self._fault is not None else None
         with self._lock:
             self._seq_recorded = max(seq, self._seq_recorded) if not final else seq
@@ -399,6 +423,19 @@ class Outbox:
                 else:  # written into the last bytes: the fault stays until there is room (no flapping)
                     self._fault_looked = True
         return True
+
+    def _note_speed(self, took: float) -> None:
+        """A write took ``took`` s: slow (over SLOW_WRITE_S) begins or ends, said once each way."""
+        if took > SLOW_WRITE_S and self._slow is None:
+            log.warning("offline queue: a write to %s took %.1f s (a slow or failing card): the camera loop does "
+                        "not wait on it; messages wait in memory meanwhile", self.path, took)
+            self._slow = {"took": took, "since": utc_now(-took)}
+        elif took > SLOW_WRITE_S:
+            self._slow["took"] = took
+        elif self._slow is not None:
+            log.warning("offline queue: writes to %s are quick again (%.2f s; slow since %s)", self.path, took,
+                        self._slow["since"])
+            self._slow = None
 
     def _clear_fault(self) -> None:
         """The disk takes writes again: said once; caller holds the lock."""

@@ -187,3 +187,21 @@ def test_json_schema_files_are_current_and_agree_with_the_models():
     stats = json.loads((folder / "stats.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(json.loads(json.dumps(_built()["stats"])) | {"uptime_s": "long"}, stats)
+
+
+def test_parsing_keeps_no_received_string_values():
+    """Every status a vehicle receives (its own, echoed by the broker, and a twin's) carries new
+    timestamps: pydantic-core's default JSON string cache (16,384 entries, process-wide) kept them,
+    about 1.2 MB that grew over hours of a soak. Only the keys may be cached."""
+    import sys
+    for i in range(3):
+        ts = f"2026-01-01T00:00:{i:02d}.{i:03d}Z"  # unique strings, as each message's ts is
+        body = json.dumps({"state": "online", "ts": ts, "device_id": "car1", "installation": "1234abcd",
+                           "started": f"2026-01-01T00:00:00.{100 + i}Z"}).encode()
+        m = payloads.parse("status", body)
+        kept = m.ts
+        del m
+        assert kept == ts
+        assert sys.getrefcount(kept) == 2, "a parsed value is still referenced after its message is gone (cached)"
+    for kind, model in payloads.MODELS.items():
+        assert model.model_config.get("cache_strings") == "keys", kind
