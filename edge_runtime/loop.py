@@ -164,6 +164,8 @@ class Runner:
         self.hung = 0  # captures abandoned since the last frame
         self._state, self._state_extra = "online", {}
         self._fault_key: tuple = ()
+        #: more objects whose ``disk_fault`` (a fault dict or None) the status carries (model updates, uploads)
+        self.fault_sources: list = []
         self._swap_lock = threading.Lock()
         self._swap: tuple | None = None
         self._takes_prepared = False  # the segmenter takes inputs its source's reader prepared
@@ -384,9 +386,10 @@ class Runner:
 
     def faults(self) -> list[dict]:
         """The stores that cannot write now (offline queue, heartbeat, views such as the
-        preview or kept frames): each ``{"store", "path", "error", "since"}``."""
+        preview or kept frames, :attr:`fault_sources` such as model updates): each
+        ``{"store", "path", "error", "since"}``."""
         found = [getattr(getattr(self.publisher, "outbox", None), "fault", None), self.heartbeat.fault]
-        found += [getattr(v, "disk_fault", None) for v in self.views]
+        found += [getattr(v, "disk_fault", None) for v in [*self.views, *self.fault_sources]]
         return [f for f in found if f][:payloads.MAX_FAULTS]
 
     def _check_faults(self) -> None:

@@ -265,6 +265,7 @@ class Vehicle:
         self.publisher.start(status)
         if updates is not None:  # announcements in, model state out, swaps through the loop
             updates.attach(runner, self.publisher, stack)
+            runner.fault_sources.append(updates)  # a state dir that refuses releases: a fault in status
         return runner
 
     def _open_source(self, stack: contextlib.ExitStack, seg):

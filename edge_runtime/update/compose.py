@@ -95,10 +95,20 @@ class VehicleUpdates:
         u.start()
         stack.callback(u.stop)
 
+    @property
+    def disk_fault(self) -> dict | None:
+        """The updater's :attr:`~edge_runtime.update.updater.Updater.disk_fault`: None, or
+        ``{"store": "model-update", "path", "error", "since"}`` while the state dir's disk refuses
+        the updater's writes (updates wait; the running model goes on). Thread-safe."""
+        return self.updater.disk_fault
+
     def describe(self) -> dict:
-        """The running release, the slots and the last state (the device API, roadseg-doctor)."""
-        return {"running": self.updater.running_ref(), "slots": self.updater.slots.describe(),
-                "state": self.updater.state.get("state")}
+        """The running release, the slots, the last state and the disk fault, if any (the device
+        API, roadseg-doctor)."""
+        out = {"running": self.updater.running_ref(), "slots": self.updater.slots.describe(),
+               "state": self.updater.state.get("state")}
+        fault = self.updater.disk_fault
+        return dict(out, fault=fault) if fault else out
 
 
 def doctor_report(trust_root: str | None, state_dir: str | None) -> dict:

@@ -28,21 +28,37 @@ A release that failed a check or probation is remembered
 (``<state-dir>/update.json``) and not tried again; transient failures (the
 network, metadata that expired before the operator re-signed it) are retried
 every ``retry_s`` seconds.
+
+The disk of ``<state-dir>`` may refuse any write (full: ENOSPC, read-only:
+EROFS, an I/O error: EIO). That is never the release's fault and never stops
+the vehicle: the model it runs goes on, and :attr:`Updater.disk_fault` is
+``{"store": "model-update", "path", "error", "since"}`` (said once in the log)
+until the disk takes writes again. Meanwhile what could not be recorded (a
+rollback, a refusal) is kept in memory, and an announced release waits (state
+``queued`` with the reason): before a download, the signed lengths of its
+files plus ``reserve_bytes`` must fit in the free space (``statvfs``), else
+it does not start; a write that fails during the download or the install
+removes what was written (the room comes back). The updater's thread looks
+at the disk every ``disk_check_s`` seconds and, once it takes writes (and has
+room for the waiting release), records what was kept in memory and takes the
+release up again, by itself.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from edge_runtime import __version__
-from edge_runtime.contract import release as contract
 from edge_runtime.atomic import durable_write
-from edge_runtime.update.slots import Slots
+from edge_runtime.contract import release as contract
+from edge_runtime.io.outbox import MIN_FREE_BYTES, disk_trouble, utc_now
+from edge_runtime.update.slots import POINTER, SlotError, Slots, os_error_text
 from edge_runtime.update.trial import CheckFailed, Limits, TrialSegmenter, check_release
 
 log = logging.getLogger("roadseg.update")
@@ -51,6 +67,8 @@ log = logging.getLogger("roadseg.update")
 MAX_TRUST_ROOT_BYTES = 512_000
 #: releases remembered as refused (oldest forgotten beyond)
 MAX_REFUSED = 64
+#: the :attr:`Updater.disk_fault` store name
+FAULT_STORE = "model-update"
 
 
 class UpdateError(RuntimeError):
@@ -59,6 +77,18 @@ class UpdateError(RuntimeError):
     def __init__(self, reason: str, transient: bool = False):
         super().__init__(reason)
         self.transient = transient
+
+
+class DiskError(UpdateError):
+    """The state dir's disk refused a write (full, read-only, an I/O error) or has no room for the
+    release: the release is not at fault, it waits for the disk. ``path``: the file or folder;
+    ``error``: one line (the OS's text and errno name, or the room missing); ``before_writing``:
+    True when refused before any write (no room for the release, or a disk that already refuses),
+    False when a write failed. ``str()``: ``{what}: {path}: {error}``."""
+
+    def __init__(self, what: str, path: str | Path, error: str, before_writing: bool = False):
+        super().__init__(f"{what}: {path}: {error}", transient=True)
+        self.path, self.error, self.before_writing = str(path), error, before_writing
 
 
 @dataclasses.dataclass
@@ -70,7 +100,10 @@ class UpdateConfig:
     seconds any one file may take in all, ``socket_timeout_s`` between two reads;
     ``retry_s``: seconds before a transient failure is tried again; ``limits``:
     what probation tolerates; ``swap_timeout_s``: how long the loop may take to
-    apply a swap."""
+    apply a swap; ``reserve_bytes``: free bytes a download must leave on the state dir's
+    file system for the vehicle's other stores (offline queue, heartbeat, kept frames);
+    ``disk_check_s``: seconds between two looks at a disk that refused (statvfs, then the
+    writes that wait)."""
     state_dir: Path
     trust_root: Path
     repos: list[str]
@@ -82,12 +115,15 @@ class UpdateConfig:
     retry_s: float = 300.0
     limits: Limits = dataclasses.field(default_factory=Limits)
     swap_timeout_s: float = 30.0
+    reserve_bytes: int = 4 * MIN_FREE_BYTES
+    disk_check_s: float = 5.0
 
 
 def read_trust_root(path: str | Path) -> bytes:
     """The trust root's bytes, size first, then parsed as TUF root metadata. Raises ValueError
     (one line) for a file that is missing, too large or not root metadata."""
     from tuf.api.metadata import Metadata, Root
+
     from edge_runtime.atomic import read_small_file
     data = read_small_file(path, MAX_TRUST_ROOT_BYTES, "trust root")  # a regular file, size first
     try:
@@ -127,13 +163,24 @@ class Updater:
         self.slots = Slots(self.state_dir)
         self.trust_root = read_trust_root(config.trust_root)
         self.tuf_dir = self.state_dir / "tuf"
-        self.tuf_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._fault: dict | None = None
+        self._fault_lock = threading.Lock()
+        self._memory_unwritten = False  # update.json lacks a refusal kept in memory
+        self._room: tuple | None = None  # (announcement key, free bytes its release waits for)
+        self._deferred = False  # an announcement waits for the disk
+        self._disk_failures = 0  # writes that failed in a row (the next look waits longer)
+        self._disk_check_at = 0.0
+        try:
+            self._make_folders()
+        except OSError as e:
+            self._set_fault(e.filename or self.state_dir, os_error_text(e))
         self.running: dict | None = None  # the running release's record (None: the install's model)
         self.install_model: dict | None = None  # name and sha256 of the install's model
         self._anns: dict[str, contract.Announcement | None] = {"fleet": None, "device": None}
         self._lock = threading.Lock()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._retry_at: float | None = None
+        self._staging: str | None = None  # the slot a release is being written to
         self._handled: tuple | None = None
         self._thread: threading.Thread | None = None
         self._last_publish = 0.0
@@ -154,11 +201,83 @@ class Updater:
         return {"refused": {str(k): str(v)[:500] for k, v in (refused or {}).items()}}
 
     def _remember_refused(self, version: int, reason: str) -> None:
+        """Remember ``version`` as refused: on disk when it takes the write, else in memory (a fault)."""
         refused = self._remembered["refused"]
         refused[str(version)] = reason[:500]
         while len(refused) > MAX_REFUSED:
             refused.pop(next(iter(refused)))
+        try:
+            self._write_memory()
+        except OSError as e:
+            self._memory_unwritten = True
+            self._set_fault(self._memory_path(), f"release {version} refused, not recorded: {os_error_text(e)}")
+
+    def _write_memory(self) -> None:
         durable_write(self._memory_path(), json.dumps(self._remembered).encode())
+        self._memory_unwritten = False
+
+    def _make_folders(self) -> None:
+        self.slots.ensure()
+        self.tuf_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- the disk -------------------------------------------------------------------------------
+    @property
+    def disk_fault(self) -> dict | None:
+        """None while the state dir's disk takes the updater's writes, else
+        ``{"store": "model-update", "path", "error", "since"}`` (``since``: UTC, RFC 3339):
+        updates wait, what could not be recorded is kept in memory, the running model goes
+        on. Thread-safe; a copy."""
+        f = self._fault
+        return dict(f) if f else None
+
+    def _set_fault(self, path: str | Path, error: str, replace: bool = False) -> None:
+        """The disk refused (said once in the log); ``replace``: the error of this attempt replaces the
+        one the fault began with (``since`` stays)."""
+        with self._fault_lock:
+            if self._fault is None:
+                log.warning("model updates: cannot write %s (%s): updates wait until the disk takes writes; "
+                            "the running model goes on", path, error)
+                self._fault = {"store": FAULT_STORE, "path": str(path), "error": error[:200], "since": utc_now()}
+                self._disk_check_at = time.monotonic() + self.c.disk_check_s
+            elif replace:
+                self._fault = dict(self._fault, path=str(path), error=error[:200])
+
+    def _clear_fault(self) -> None:
+        with self._fault_lock:
+            if self._fault is not None:
+                log.warning("model updates: the disk takes writes again (refused since %s)", self._fault["since"])
+            self._fault, self._room = None, None
+
+    def check_disk(self) -> bool:
+        """Look at the state dir's disk after it refused: read-only or full (``statvfs``), room for
+        the release that waits, then the writes that wait (the slots' folders, a pointer or a
+        refusal kept in memory). Returns True, ending :attr:`disk_fault` (and taking a waiting
+        announcement up again on the updater's thread), when nothing waits on the disk any more;
+        False while it still refuses. Blocks while the disk does; never raises. The updater's
+        thread calls it every ``disk_check_s`` seconds while there is a fault."""
+        if self._fault is None:
+            return True
+        if disk_trouble(self.state_dir) is not None:
+            return False
+        room = self._room
+        if room is not None and (_free_bytes(self.slots.root) or 0) < room[1]:
+            return False
+        try:
+            self._make_folders()
+            self.slots.write_pending()
+            if self._memory_unwritten:
+                self._write_memory()
+        except OSError as e:
+            self._set_fault(e.filename or self.state_dir, os_error_text(e))
+            return False
+        self._clear_fault()
+        if self._deferred:
+            self._deferred, self._handled = False, None
+            self._wake.set()
+        return True
+
+    def _disk_error(self, what: str, err: OSError, path: str | Path | None = None) -> DiskError:
+        return DiskError(what, err.filename or path or self.state_dir, os_error_text(err))
 
     # -- start, stop, announcements -------------------------------------------------------------
     def boot(self, install_model: dict | None = None) -> Path | None:
@@ -170,6 +289,8 @@ class Updater:
         self.running = b.release
         if b.note:
             log.info("model at start: %s", b.note)
+        if b.unrecorded:
+            self._set_fault(self.slots.root / POINTER, f"the model chosen at start is not recorded: {b.unrecorded}")
         if b.rolled_back is not None:
             version = b.rolled_back.get("version")
             reason = "the process stopped during probation (a crash or a power cut)"
@@ -213,19 +334,30 @@ class Updater:
     # -- the thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+            due = [t for t in (self._retry_at, self._disk_check_at if self._fault else None) if t is not None]
+            timeout = None if not due else max(0.0, min(due) - time.monotonic())
             self._wake.wait(timeout)
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self._fault is not None and time.monotonic() >= self._disk_check_at and not self.check_disk():
+                self._disk_check_at = time.monotonic() + self.c.disk_check_s
             ann = self.effective()
-            key = None if ann is None else (ann.version, ann.target, ann.repo)
+            key = None if ann is None else _key(ann)
             retry = self._retry_at is not None and time.monotonic() >= self._retry_at
             if ann is None or (key == self._handled and not retry):
                 continue
             self._retry_at, self._handled = None, key
             try:
                 self.handle(ann)
+                self._disk_failures = 0
+            except DiskError as e:  # the release waits for the disk: check_disk takes it up again
+                self._deferred = True
+                if not e.before_writing:  # a write failed: the next looks come later and later (at most retry_s)
+                    self._disk_failures += 1
+                delay = min(self.c.retry_s, self.c.disk_check_s * 2 ** max(0, self._disk_failures - 1))
+                self._disk_check_at = time.monotonic() + delay
+                self._report("queued", trying=_ann_ref(ann), reason=f"waiting for the disk: {e}")
             except UpdateError as e:
                 if e.transient:
                     self._retry_at = time.monotonic() + self.c.retry_s
@@ -240,7 +372,8 @@ class Updater:
     def handle(self, ann: contract.Announcement) -> str:
         """Take one announcement through every step (on the calling thread); returns the final
         state (succeeded, rolled_back, idle when it already runs). Raises UpdateError when it
-        is refused."""
+        is refused; DiskError (an UpdateError, transient) when the state dir's disk refuses or
+        has no room: then :attr:`disk_fault` says so and the release is not remembered as refused."""
         running_version = None if self.running is None else self.running.get("version")
         if running_version == ann.version:
             return "idle"
@@ -253,9 +386,19 @@ class Updater:
         if running_version is not None and ann.version < running_version:
             raise UpdateError(f"release {ann.version} is older than the running release {running_version}: "
                               "a rollback is refused")
+        if self._room is not None and self._room[0] != _key(ann):
+            self._room = None  # another release: its own room is looked at before its download
+        if not self.check_disk():
+            f = self._fault or {}
+            raise DiskError("the disk refuses writes", f.get("path", self.state_dir), f.get("error", "refused"),
+                            before_writing=True)
         self._report("queued", trying=_ann_ref(ann))
-        slot, rec, seg = self._fetch_and_check(ann, running_version)
-        return self._try(slot, rec, seg)
+        try:
+            slot, rec, seg = self._fetch_and_check(ann, running_version)
+            return self._try(slot, rec, seg)
+        except DiskError as e:
+            self._set_fault(e.path, e.error, replace=True)
+            raise
 
     # -- download and verify --------------------------------------------------------------------
     def _tuf(self, repo: str, progress: Callable[[int], None]):
@@ -273,6 +416,17 @@ class Updater:
                           fetcher=fetcher, config=cfg, bootstrap=self.trust_root)
 
     def _fetch_and_check(self, ann: contract.Announcement, running_version: int | None):
+        """Download, verify, check and install ``ann``'s release into the inactive slot; returns
+        ``(slot, record, segmenter)``. Whatever fails after the slot was emptied empties it again
+        (a partial download gives its room back). Raises UpdateError (DiskError for the disk)."""
+        self._staging = None
+        try:
+            return self._fetch_and_check_on_disk(ann, running_version)
+        except BaseException:
+            self._discard(self._staging)
+            raise
+
+    def _fetch_and_check_on_disk(self, ann: contract.Announcement, running_version: int | None):
         from tuf.api import exceptions as tuf_errors
         got = {"bytes": 0, "total": None}
         trying = _ann_ref(ann)
@@ -314,19 +468,34 @@ class Updater:
                                   "allowed (--update-max-mb)")
             got["total"], got["bytes"] = total, 0  # from here on: the release's files, not metadata
             trying = {**trying, "name": rel.name, "sha256": info.hashes.get("sha256")}
-            slot = self.slots.inactive()
+            self._check_room(ann, rel.version, total, self.slots.inactive())
+            slot = self._staging = self.slots.inactive()
             folder = self.slots.invalidate(slot)
             self._report("downloading", trying=trying, bytes=0, total_bytes=total)
             for path, tinfo in files.items():
-                tuf.download_target(tinfo, str(folder / names[path]))
+                dest = folder / names[path]
+                try:
+                    tuf.download_target(tinfo, str(dest))
+                except OSError as e:  # a failed write() names no file: this one
+                    raise DiskError(f"release {ann.version} cannot be written", e.filename or dest,
+                                    os_error_text(e)) from None
         except tuf_errors.DownloadError as e:
             detail = str(e) or (f"no data for more than {self.c.socket_timeout_s:g} s (the server stalled)"
                                 if isinstance(e, tuf_errors.SlowRetrievalError) else "no detail")
             raise UpdateError(f"download failed: {type(e).__name__}: {detail}", transient=True) from None
         except tuf_errors.RepositoryError as e:
             raise UpdateError(f"the signed repository refused it: {type(e).__name__}: {e}", transient=True) from None
+        except OSError as e:  # the disk (TUF's metadata, the slot): network errors come as DownloadError
+            raise self._disk_error(f"release {ann.version} cannot be written", e, self.tuf_dir) from None
+        try:
+            return self._verify_and_complete(ann, rel, info, slot, folder, model_name, trying, got["bytes"], total)
+        except OSError as e:
+            raise self._disk_error(f"release {ann.version} cannot be installed", e, folder) from None
+
+    def _verify_and_complete(self, ann, rel, info, slot: str, folder: Path, model_name: str, trying: dict,
+                             got: int, total: int):
         self._checkpoint("downloaded")
-        self._report("verifying", trying=trying, bytes=got["bytes"], total_bytes=total)
+        self._report("verifying", trying=trying, bytes=got, total_bytes=total)
         golden_path = folder / "golden.npz"
         if golden_path.stat().st_size > contract.MAX_GOLDEN_BYTES:
             raise self._refuse(rel.version, "golden.npz is larger than golden frames may be")
@@ -341,6 +510,31 @@ class Updater:
                                          "sha256": info.hashes.get("sha256"), "model": model_name, "repo": ann.repo})
         self._checkpoint("verified")
         return slot, rec, seg
+
+    def _check_room(self, ann: contract.Announcement, version: int, total: int, slot: str) -> None:
+        """Refuse to start a download of ``total`` bytes (the signed lengths) that would leave less than
+        ``reserve_bytes`` free on the slots' file system (the files of ``slot``, overwritten, count as
+        free). Raises DiskError (``before_writing``) and remembers the room the release waits for."""
+        free = _free_bytes(self.slots.root)
+        if free is None:
+            return  # cannot look: the writes say
+        reclaim = self.slots.reclaimable(slot)
+        need = total + self.c.reserve_bytes
+        if free + reclaim < need:
+            self._room = (_key(ann), need - reclaim)
+            raise DiskError(f"no room for release {version}", self.slots.root,
+                            f"{total} bytes and a reserve of {self.c.reserve_bytes} needed, {free + reclaim} free",
+                            before_writing=True)
+
+    def _discard(self, slot: str | None) -> None:
+        """Remove what a failed download or install left in ``slot`` (the room comes back); never raises."""
+        if slot is None:
+            return
+        try:
+            self.slots.invalidate(slot)
+        except (OSError, SlotError) as e:  # a read-only disk: the slot stays incomplete, never booted
+            log.warning("model updates: cannot empty slot %s (%s)", slot,
+                        os_error_text(e) if isinstance(e, OSError) else e)
 
     def _check_release_info(self, ann, rel: contract.ReleaseInfo, running_version: int | None) -> None:
         if rel.version != ann.version:
@@ -376,11 +570,11 @@ class Updater:
         prev_slot = previous["slot"] if previous is not None else None
         trying = _ref(rec)
         if self.swap is None:  # no loop: checked is all we can do
-            self.slots.set_pointer(slot, prev_slot, "committed")
+            self._set_pointer(slot, prev_slot, "committed", rec)
             self.running = rec
             self._report("succeeded", reason="checked; runs from the next start")
             return "succeeded"
-        self.slots.set_pointer(slot, prev_slot, "trial")
+        self._set_pointer(slot, prev_slot, "trial", rec)
         self._checkpoint("pointer-trial")
         fps_before = self.fps_fn() if self.fps_fn is not None else None
         trial = TrialSegmenter(seg, None, self.c.limits)
@@ -396,7 +590,10 @@ class Updater:
             return "stopped"
         if reason is None:
             self._swap_to(seg)
-            self.slots.set_pointer(slot, prev_slot, "committed")
+            unrecorded = self.slots.settle(slot, prev_slot, "committed")
+            if unrecorded:  # it runs; until recorded, a restart would take it for an unfinished trial
+                self._set_fault(self.slots.root / POINTER, f"release {rec.get('version')} passed probation, its "
+                                f"commit is not recorded: {unrecorded}")
             self.running = rec
             self._checkpoint("committed")
             self._report("succeeded", reason=_summary(trial))
@@ -425,11 +622,18 @@ class Updater:
             self._stop.wait(0.2)
         return None
 
+    def _set_pointer(self, slot: str, prev_slot: str | None, state: str, rec: dict) -> None:
+        try:
+            self.slots.set_pointer(slot, prev_slot, state)
+        except OSError as e:
+            raise self._disk_error(f"release {rec.get('version')} cannot be pointed at", e,
+                                   self.slots.root / POINTER) from None
+
     def _undo(self, slot: str, prev_slot: str | None) -> None:
-        if prev_slot is not None:
-            self.slots.set_pointer(prev_slot, None, "committed")
-        else:
-            self.slots.clear_pointer()
+        """Back to ``prev_slot`` (None: the install's model): on disk, else in memory (a fault)."""
+        unrecorded = self.slots.settle(prev_slot)
+        if unrecorded:
+            self._set_fault(self.slots.root / POINTER, f"the rollback is not recorded: {unrecorded}")
 
     def _checkpoint(self, step: str) -> None:
         """A named step of the update (download-progress, downloaded, verified, pointer-trial, swapped,
@@ -461,6 +665,24 @@ class Updater:
             self.publish_state(payload)
         except Exception as e:  # the report must never stop the update
             log.warning("cannot publish the model state: %s", e)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes this user may still write on the file system of ``folder`` (its nearest existing
+    parent), from ``statvfs``; None when it cannot be looked at."""
+    for f in (folder, *folder.parents):
+        try:
+            st = os.statvfs(f)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    return None
+
+
+def _key(ann: contract.Announcement) -> tuple:
+    return (ann.version, ann.target, ann.repo)
 
 
 def _ref(rec: dict) -> dict:
