@@ -389,7 +389,8 @@ class Runner:
         preview or kept frames, :attr:`fault_sources` such as model updates): each
         ``{"store", "path", "error", "since"}``."""
         found = [getattr(getattr(self.publisher, "outbox", None), "fault", None), self.heartbeat.fault]
-        found += [getattr(v, "disk_fault", None) for v in [*self.views, *self.fault_sources]]
+        for v in [*self.views, *self.fault_sources]:  # a view may hold several stores (kept frames, upload journal)
+            found += getattr(v, "disk_faults", None) or [getattr(v, "disk_fault", None)]
         return [f for f in found if f][:payloads.MAX_FAULTS]
 
     def _check_faults(self) -> None:

@@ -141,7 +141,7 @@ def _keep_flags(p: argparse.ArgumentParser) -> None:
                                                            "(python -m fleet.presign)")
     g.add_argument("--upload-token-file", help="file whose first line is the upload password / token "
                                                "(or ROADSEG_UPLOAD_TOKEN)")
-    g.add_argument("--upload-mb-per-day", type=float, help="bytes pushed per UTC day at most, in MiB; default 50")
+    g.add_argument("--upload-mb-per-day", type=float, help="bytes pushed in any 24 hours at most (a sliding window on the boot clock), in MiB; default 50")
 
 
 def _update_flags(p: argparse.ArgumentParser) -> None:

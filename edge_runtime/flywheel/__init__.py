@@ -1,8 +1,9 @@
 """The vehicle's half of the data flywheel (off by default): score every
 frame by how much it would teach (:mod:`.score`), keep the best in a bounded
 folder (:mod:`.store`, :mod:`.keep`), push them to the workstation within a
-daily byte budget (:mod:`.upload`). The workstation's half labels them with
-the teacher (``python -m distill.commands.pseudolabel``).
+byte budget per 24 hours (:mod:`.upload`, its journal :mod:`.journal`). The
+workstation's half labels them with the teacher
+(``python -m distill.commands.pseudolabel``).
 
 Kept frames are full camera frames: they hold faces and number plates.
 """
@@ -35,8 +36,10 @@ def compose(settings, segmenter, stack: contextlib.ExitStack):
     ``keep_per_hour``, ``upload_url`` / ``upload_presign``, ``upload_token_file``,
     ``upload_mb_per_day``, ``device_id``): the KeepFrames view (closed by
     ``stack``) and, when a target is set, the uploader thread (stopped by
-    ``stack`` first). Raises ValueError for a bad URL or a missing credential,
-    OSError when the folder cannot be made."""
+    ``stack`` first). Raises ValueError for a bad URL or a missing credential.
+    A folder that cannot be made or written (read-only or full card) raises
+    nothing: the vehicle starts, and the view's ``disk_faults`` (the kept
+    frames' and the upload journal's) say so until the disk recovers."""
     from edge_runtime.flywheel.keep import KeepFrames, KeepPolicy
     from edge_runtime.flywheel.store import FrameStore
     from edge_runtime.flywheel.upload import PresignedTarget, Uploader, WebDavTarget

@@ -12,11 +12,21 @@ frame (mean absolute difference of 32x24 grey thumbnails below
 (:class:`edge_runtime.flywheel.store.FrameStore`) stays within its bytes by
 dropping its lowest-scoring frames for better ones.
 
+Time: windows and the hourly limit run on the monotonic clock
+(``time.monotonic``), so a wall-clock step (NTP after a boot without a
+real-time clock) neither stops nor floods the keeping; the wall clock only
+names the frames and dates them (``captured_utc``).
+
 The writer thread encodes the full-size JPEG and writes JPEG and record
 atomically, off the loop's thread; its queue is bounded (a full queue drops
-and counts). A disk that refuses (ENOSPC, EROFS, EIO) is reported once by
-:attr:`KeepFrames.disk_fault` and retried every ``retry_s`` seconds; nothing
-raises into the loop.
+and counts). A disk that refuses (ENOSPC, EROFS, EIO, a folder that cannot
+be made at start, free space under the store's reserve) is said once in the
+log and by :attr:`KeepFrames.disk_fault`, and retried every ``retry_s``
+seconds; while it has nothing to write, the writer also looks at the file
+system every ``check_s`` seconds (``statvfs``: read-only, or free space
+under the reserve), so a card that went bad is a fault within seconds and
+one that recovered is used again by itself. Nothing raises into the loop,
+and :meth:`KeepFrames.close` never waits long on a disk that refuses.
 """
 from __future__ import annotations
 
@@ -33,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_runtime.flywheel.score import TeachScorer
-from edge_runtime.flywheel.store import FrameStore, KeptRecord
+from edge_runtime.flywheel.store import FrameStore, KeptRecord, free_bytes, reserve_text
+from edge_runtime.io.outbox import utc_now
 
 log = logging.getLogger("roadseg.keep")
 
@@ -47,13 +58,15 @@ class KeepPolicy:
     ``min_score`` (0..1) the least score worth keeping, ``similarity`` grey
     levels (0..255) of thumbnail difference below which a frame repeats the
     last kept one, ``jpeg_quality`` 1..100, ``queue`` frames waiting for the
-    writer at most, ``retry_s`` seconds between tries of a refusing disk."""
+    writer at most, ``retry_s`` seconds between tries of a refusing disk,
+    ``check_s`` seconds between the idle writer's looks at the file system."""
     per_hour: int = 30
     min_score: float = 0.0
     similarity: float = 6.0
     jpeg_quality: int = 90
     queue: int = 4
-    retry_s: float = 30.0
+    retry_s: float = 5.0
+    check_s: float = 1.0
 
     @property
     def window_s(self) -> float:
@@ -70,25 +83,34 @@ def thumbnail(frame: np.ndarray, order: str) -> np.ndarray:
 
 class FaultReport:
     """A disk fault of one store, reported once: :attr:`fault` is None or
-    ``{"store", "path", "error", "since"}`` (``since``: UTC ISO 8601)."""
+    ``{"store", "path", "error", "since"}`` (``since``: UTC RFC 3339,
+    :func:`edge_runtime.io.outbox.utc_now`). ``logger``: where it is said."""
 
-    def __init__(self, store: str, path: str):
-        self.store, self.path = store, path
+    def __init__(self, store: str, path: str, logger: logging.Logger = log):
+        self.store, self.path, self.log = store, path, logger
         self.fault: dict | None = None
+        self.looked = False  # the fault was seen by a look at the file system, not by a failed write
 
-    def failed(self, error: OSError) -> None:
-        """Record a failure (logged the first time only)."""
-        if self.fault is None:
+    def failed(self, error: OSError | str, looked: bool = False) -> None:
+        """Record a failure (``error``: what failed, or a look's text; logged the first
+        time only). ``looked``: seen by a look, so a look that finds room ends it."""
+        if isinstance(error, OSError):
             text = f"{error.strerror or error} (errno {error.errno})" if error.errno else str(error)
-            self.fault = {"store": self.store, "path": self.path, "error": text[:200],  # payloads.Fault's bound
-                          "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-            log.warning("%s: cannot write to %s: %s; retrying", self.store, self.path, text)
+        else:
+            text = str(error)
+        text = text[:200]  # payloads.Fault's bound
+        if self.fault is None:
+            self.fault = {"store": self.store, "path": self.path, "error": text, "since": utc_now()}
+            self.log.warning("%s: cannot write to %s: %s; retrying", self.store, self.path, text)
+        elif self.fault["error"] != text:  # said once; the cause may read differently on the next try
+            self.fault = dict(self.fault, error=text)  # a new dict: readers on other threads see one or the other
+        self.looked = looked
 
     def recovered(self) -> None:
         """The store writes again (logged once)."""
         if self.fault is not None:
-            log.info("%s: %s writes again", self.store, self.path)
-            self.fault = None
+            self.log.info("%s: %s writes again", self.store, self.path)
+            self.fault, self.looked = None, False
 
 
 class KeepFrames:
@@ -96,21 +118,30 @@ class KeepFrames:
     FrameStore; ``segmenter``: the loop's DeviceSegmenter (its
     ``last_output``, output kind and quantization, and its model's name and
     sha256); ``clock``: Unix seconds (time.time; tests inject one).
-    ``counts``: frames ``seen``, ``candidates``, ``kept``, dropped as
+    ``sha256``; ``clock``: the wall clock, Unix seconds (time.time), for
+    ``captured_utc`` and the file names only; ``monotonic``: seconds
+    (time.monotonic) for the windows and the hourly limit (tests inject
+    both). ``counts``: frames ``seen``, ``candidates``, ``kept``, dropped as
     ``similar``, over the hourly ``rate``, because the writer's queue was
-    ``queue_full``, because the store was ``store_full``, and ``evicted``
-    (removed for better ones). :meth:`close` keeps the last window's
-    candidate and stops the writer."""
+    ``queue_full``, because the store was ``store_full``, ``evicted``
+    (removed for better ones), and ``not_written`` (still waiting for a
+    refusing disk at :meth:`close`). :meth:`close` keeps the last window's
+    candidate and stops the writer. A store that could not be prepared
+    (:attr:`FrameStore.open_error`) is a :attr:`disk_fault` from the start."""
 
     def __init__(self, store: FrameStore, segmenter, device_id: str, policy: KeepPolicy = KeepPolicy(),
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.store, self.seg, self.device_id, self.policy, self.clock = store, segmenter, device_id, policy, clock
+        self.monotonic = monotonic
         self.scorer = TeachScorer.for_segmenter(segmenter)
         d = segmenter.describe()
         self.model = {"name": d["name"], "sha256": d["sha256"]}
         self.counts = dict.fromkeys(("seen", "candidates", "kept", "similar", "rate", "queue_full", "store_full",
-                                     "evicted"), 0)
+                                     "evicted", "not_written"), 0)
         self._fault = FaultReport(STORE_NAME, str(store.folder))
+        if store.open_error is not None:  # a read-only or full card at start: the vehicle starts and says so
+            self._fault.failed(store.open_error)
+        self._last_open_try = monotonic()
         self.uploader = None  # the Uploader sending this store's frames, when one is set (edge_runtime.flywheel)
         self._window_end: float | None = None
         self._best: dict | None = None  # the window's best frame so far
@@ -134,11 +165,18 @@ class KeepFrames:
         """None, or ``{"store": "kept-frames", "path", "error", "since"}`` while the disk refuses."""
         return self._fault.fault
 
+    @property
+    def disk_faults(self) -> list[dict]:
+        """Every disk fault of the flywheel: the kept frames' and, when an uploader is
+        set, its journal's (:attr:`edge_runtime.flywheel.upload.Uploader.disk_fault`)."""
+        found = [self._fault.fault, getattr(self.uploader, "disk_fault", None)]
+        return [f for f in found if f]
+
     # -- on the loop's thread ------------------------------------------------------
     def update(self, frame: np.ndarray, order: str, classes: np.ndarray, fps: float) -> None:
         """Score one frame (uint8 [H,W,3] in ``order``, its class map [h,w]); keep it as the
         window's candidate when it scores best so far. Never raises for a disk problem."""
-        now = self.clock()
+        now = self.monotonic()
         if self._window_end is None:
             self._window_end = now + self.policy.window_s
         elif now >= self._window_end:
@@ -152,7 +190,7 @@ class KeepFrames:
         if buf is None:
             buf = np.empty_like(frame)
         np.copyto(buf, frame)
-        self._best = {"frame": buf, "order": order, "score": s, "time": now}
+        self._best = {"frame": buf, "order": order, "score": s, "time": now, "wall": self.clock()}
 
     def _close_window(self) -> None:
         """The window's candidate: checked for rate and similarity, then queued for the writer."""
@@ -180,27 +218,39 @@ class KeepFrames:
         self._kept_times.append(now)
         self._last_thumb = thumb
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Queue the open window's candidate, let the writer finish (at most ``timeout`` seconds), stop it."""
+    def close(self, timeout: float = 3.0) -> None:
+        """Queue the open window's candidate, let the writer finish what is queued (at most
+        ``timeout`` seconds), stop it. A disk that refuses is not waited for: the writer
+        is woken at once, and the frames it could not write are counted in
+        ``not_written`` and said once in the log."""
         if self._window_end is not None:
             self._close_window()
+        self._stop.set()  # wakes a writer waiting to retry a refusing disk: it gives up at once
         try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:  # the writer is stuck on a refusing disk: what waits is dropped
+            self._queue.put_nowait(None)
+        except queue.Full:  # the writer sees the stop after the frame it is writing
             pass
         self._writer.join(timeout)
-        self._stop.set()
-        self._writer.join(1.0)
+        if self._writer.is_alive():
+            log.warning("kept frames: the writer did not finish within %g s (a slow disk?): %d frame(s) may be lost",
+                        timeout, self.pending)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Block until ``predicate()`` holds, checked after every write the writer tries; False on timeout."""
+        """Block until ``predicate()`` holds, checked after every write the writer tries and every
+        change of :attr:`disk_fault`; False on timeout (seconds)."""
         with self.written:
             return self.written.wait_for(predicate, timeout)
 
     # -- on the writer's thread ------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            if self._stop.is_set() and self._queue.empty():  # closed, and the end marker found no room
+                return
+            try:
+                item = self._queue.get(timeout=self.policy.check_s)
+            except queue.Empty:
+                self._look()
+                continue
             if item is None:
                 return
             try:
@@ -211,7 +261,58 @@ class KeepFrames:
                 continue
             while not self._write(name, jpeg, record, item["score"].score):
                 if self._stop.wait(self.policy.retry_s):
+                    self._give_up()
                     return
+
+    def _give_up(self) -> None:
+        """At close, with the disk refusing: drop what waits, count it, say it once."""
+        lost = 1  # the frame being retried
+        while True:
+            try:
+                lost += self._queue.get_nowait() is not None
+            except queue.Empty:
+                break
+        with self.written:
+            self.counts["not_written"] += lost
+            self._pending = 0
+            self.written.notify_all()
+        fault = self._fault.fault
+        log.warning("kept frames: %d frame(s) not written at stop: %s refuses (%s)", lost, self.store.folder,
+                    fault["error"] if fault else "unknown")
+
+    def _look(self) -> None:
+        """The idle writer's look at the file system (statvfs, no write): read-only, or free
+        space under the store's reserve, is a fault; a look that finds room ends a fault
+        that a look found, and prepares a store that could not be prepared before."""
+        before = self._fault.fault
+        self._look_once()
+        if self._fault.fault is not before:
+            with self.written:
+                self.written.notify_all()
+
+    def _look_once(self) -> None:
+        try:
+            free, read_only = free_bytes(self.store.folder if self.store.folder.exists() else
+                                         _existing_parent(self.store.folder))
+        except OSError:
+            return  # cannot be looked at: the next write says why
+        trouble = "read-only file system" if read_only else (
+            reserve_text(self.store.reserve_bytes) if free < self.store.reserve_bytes else None)
+        if trouble is not None:
+            if self._fault.fault is None or self._fault.looked:
+                self._fault.failed(trouble, looked=True)
+            return
+        if not self.store.ready:
+            now = self.monotonic()
+            if now - self._last_open_try < self.policy.retry_s:
+                return
+            self._last_open_try = now
+            if not self.store.open():
+                self._fault.failed(self.store.open_error)
+                return
+            self._fault.recovered()
+        elif self._fault.looked:
+            self._fault.recovered()
 
     def _encode(self, item: dict) -> tuple[str, bytes, bytes]:
         import cv2
@@ -220,7 +321,7 @@ class KeepFrames:
         if not ok:
             raise ValueError("JPEG encoding failed")
         jpeg = buf.tobytes()
-        when = dt.datetime.fromtimestamp(item["time"], dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(item["wall"], dt.timezone.utc)
         name = f"{self.device_id}-{when:%Y%m%dT%H%M%S.%f}Z"
         s = item["score"]
         record = KeptRecord(
@@ -252,9 +353,20 @@ class KeepFrames:
         except OSError as e:
             self._fault.failed(e)
             return False
+        except ValueError:  # a bad name (a device id the store refuses): nothing to retry
+            log.exception("kept frames: cannot keep %s", name)
+            return True
         self._fault.recovered()
         self.counts["kept"] += 1
         self.counts["evicted"] += len(evicted)
         log.info("kept frame %s (score %.3f)%s", name, score,
                  f", removed {len(evicted)} lower-scoring" if evicted else "")
         return True
+
+
+def _existing_parent(folder):
+    """The nearest folder above ``folder`` that exists (a store not yet made is looked at there)."""
+    for parent in folder.parents:
+        if parent.exists():
+            return parent
+    return folder

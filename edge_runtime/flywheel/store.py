@@ -10,11 +10,21 @@ deletions) are removed. Deleting removes the record first. The writer thread
 (:mod:`edge_runtime.flywheel.keep`) adds, the uploader
 (:mod:`edge_runtime.flywheel.upload`) reads and removes; one lock keeps the
 byte count right between them.
+
+A card that refuses (read-only, full, I/O error) does not stop the vehicle
+from starting: the store is then *not ready* (:attr:`FrameStore.open_error`),
+indexes what it can read, and :meth:`FrameStore.open` is tried again by the
+writer thread until it succeeds. The store also leaves :data:`RESERVE_BYTES`
+free on its file system (``statvfs``) for the offline queue, the logs and
+the system: a frame that would take the free space under the reserve is
+refused like a full disk (OSError ENOSPC), whatever ``max_bytes`` allows.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import threading
 from pathlib import Path
@@ -29,6 +39,24 @@ log = logging.getLogger("roadseg.keep")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: the largest record read back (bytes): a record is ~400 bytes
 MAX_RECORD_BYTES = 16 * 1024
+#: bytes the store leaves free on its file system (the offline queue's default 32 MiB with SQLite's
+#: overhead, the logs, the system): no frame is kept that would take the free space under it
+RESERVE_BYTES = 64 * 2 ** 20
+
+
+def reserve_text(reserve_bytes: int) -> str:
+    """The fault's text when a frame would take the free space under the reserve (no byte
+    count that changes from one look to the next: the status is published again on a change)."""
+    return f"disk nearly full: keeping {reserve_bytes / 2 ** 20:g} MiB free for the rest of the vehicle"
+
+
+def free_bytes(folder: str | Path) -> tuple[int, bool]:
+    """``(bytes this user may still write, read-only?)`` of the file system holding
+    ``folder``, from ``statvfs(2)`` (no write: safe on a card that errs; root also
+    takes ext4's reserved blocks). Raises OSError when it cannot be looked at."""
+    st = os.statvfs(folder)
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    return free, bool(st.f_flag & os.ST_RDONLY)
 
 
 class KeptRecord(BaseModel):
@@ -67,38 +95,90 @@ def read_record(path: str | Path) -> KeptRecord:
 
 class FrameStore:
     """The kept frames in ``folder`` (created), at most ``max_bytes`` (JPEGs and
-    records together). Thread-safe. Raises OSError when the folder cannot be
-    created or listed."""
+    records together), leaving ``reserve_bytes`` free on the file system
+    (default :data:`RESERVE_BYTES`). Thread-safe. Never raises for the disk at
+    construction: a folder that cannot be created or tidied (read-only, full,
+    I/O error) leaves the store not :attr:`ready`, with the error in
+    :attr:`open_error`; :meth:`add` and :meth:`open` try again."""
 
-    def __init__(self, folder: str | Path, max_bytes: int):
+    def __init__(self, folder: str | Path, max_bytes: int, reserve_bytes: int = RESERVE_BYTES):
         self.folder = Path(folder)
         self.max_bytes = int(max_bytes)
+        self.reserve_bytes = int(reserve_bytes)
         self._lock = threading.Lock()
-        self.folder.mkdir(parents=True, exist_ok=True)
         self._scores: dict[str, float] = {}
         self._sizes: dict[str, int] = {}
-        self._tidy()
+        self.open_error: OSError | None = None
+        self.open()
+
+    @property
+    def ready(self) -> bool:
+        """True once the folder exists and was tidied (frames can be added)."""
+        return self.open_error is None
+
+    def open(self) -> bool:
+        """Create and tidy the folder (again, after a failure); True when that worked.
+        On an OSError the store indexes the whole frames it can read, keeps the error
+        in :attr:`open_error` (logged the first time) and returns False."""
+        with self._lock:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._tidy()
+            except OSError as e:
+                if self.open_error is None:
+                    log.warning("kept frames: cannot prepare %s (%s): keeping no frames until it can be written",
+                                self.folder, e.strerror or e)
+                self.open_error = e
+                return False
+            if self.open_error is not None:
+                log.info("kept frames: %s can be written again", self.folder)
+            self.open_error = None
+            return True
 
     def _tidy(self) -> None:
-        """Forget half-written frames; index the whole ones (name -> score, bytes)."""
-        for tmp in self.folder.glob(".*.tmp*"):
-            tmp.unlink(missing_ok=True)
+        """Index the whole frames (name -> score, bytes), then remove the half-written
+        ones. Raises the first OSError of a removal (after indexing what it could read)."""
+        scores: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        doomed: list[tuple[Path, str]] = [(tmp, "") for tmp in self.folder.glob(".*.tmp*")]
         for rec in self.folder.glob("*.json"):
             jpg = rec.with_suffix(".jpg")
             try:
                 r = read_record(rec)
                 if not jpg.is_file() or r.name != rec.stem:
                     raise ValueError("no JPEG")
+                size = rec.stat().st_size + jpg.stat().st_size
             except (OSError, ValueError) as e:
-                log.warning("kept frames: removing %s (%s)", rec.name, str(e).splitlines()[0])
-                rec.unlink(missing_ok=True)
+                doomed.append((rec, str(e).splitlines()[0]))
                 continue
-            self._scores[rec.stem] = r.score
-            self._sizes[rec.stem] = rec.stat().st_size + jpg.stat().st_size
-        for jpg in self.folder.glob("*.jpg"):
-            if jpg.stem not in self._scores:
-                log.warning("kept frames: removing %s (no record: written when the power went?)", jpg.name)
-                jpg.unlink(missing_ok=True)
+            scores[rec.stem], sizes[rec.stem] = r.score, size
+        doomed += [(jpg, "no record: written when the power went?") for jpg in self.folder.glob("*.jpg")
+                   if jpg.stem not in scores]
+        self._scores, self._sizes = scores, sizes
+        first: OSError | None = None
+        for path, why in doomed:
+            try:
+                path.unlink(missing_ok=True)
+                if why:
+                    log.warning("kept frames: removed %s (%s)", path.name, why)
+            except OSError as e:
+                first = first or e
+        if first is not None:
+            raise first
+
+    def check_room(self, need: int) -> None:
+        """Raise OSError (ENOSPC, EROFS) when ``need`` more bytes would take the file
+        system's free space under :attr:`reserve_bytes`, or it is read-only. ``need`` under 1
+        (a frame that replaces larger ones) always fits a writable file system."""
+        free, read_only = free_bytes(self.folder)
+        if read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.folder))
+        if need <= 0:
+            return
+        if free < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder))
+        if free - need < self.reserve_bytes:
+            raise OSError(errno.ENOSPC, reserve_text(self.reserve_bytes), str(self.folder))
 
     @property
     def bytes_used(self) -> int:
@@ -119,10 +199,14 @@ class FrameStore:
         """Keep a frame, making room by removing lower-scoring frames; returns the
         names removed. Raises ValueError for a bad name, OverflowError when it
         does not fit (larger than the store, or every kept frame scores at
-        least as high), OSError when the disk refuses (nothing is then kept)."""
+        least as high), OSError when the disk refuses, the folder is not :attr:`ready`
+        (:meth:`open` is tried first) or the frame would take the free space under
+        the reserve (:meth:`check_room`; nothing is then kept)."""
         if not NAME.fullmatch(name):
             raise ValueError(f"bad kept-frame name {name!r}")
         need = len(jpeg) + len(record)
+        if not self.ready and not self.open():
+            raise self.open_error
         with self._lock:
             if need > self.max_bytes:
                 raise OverflowError(f"a frame of {need} bytes is larger than the store ({self.max_bytes} bytes)")
@@ -134,6 +218,7 @@ class FrameStore:
                 used -= self._sizes[other]
             if used + need > self.max_bytes:
                 raise OverflowError("the store is full of frames that score at least as high")
+            self.check_room(need - sum(self._sizes[o] for o in evict))
             for other in evict:
                 self._remove_locked(other)
             atomic.write_bytes(self.folder / f"{name}.jpg", jpeg)

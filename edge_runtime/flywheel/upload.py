@@ -1,6 +1,7 @@
 """Push the kept frames to the workstation (``roadseg-run --upload-url`` or
 ``--upload-presign``): the vehicle connects out, never listens; within a
-byte budget per UTC day; resumable; nothing lost, nothing kept twice.
+byte budget per 24 hours (sliding, on the monotonic clock); resumable;
+nothing lost, nothing kept twice; a full card does not stop it.
 
 Two targets, both plain HTTP(S) PUT, so the vehicle needs nothing beyond the
 standard library:
@@ -14,10 +15,10 @@ standard library:
 How nothing is lost or sent twice: a frame leaves the store
 (:class:`edge_runtime.flywheel.store.FrameStore`) only after the server
 confirmed both its files (2xx); the names confirmed but not yet deleted and the
-day's bytes are in a small state file written atomically
-(``<store>/.upload/state.json``), so after a power cut the uploader deletes
-what was confirmed instead of sending it again. A PUT whose answer was lost
-(a dropped connection) is sent again under the same key: the server then
+bytes sent are in a small journal (``<store>/.upload/journal``,
+:mod:`edge_runtime.flywheel.journal`), so after a power cut the uploader
+deletes what was confirmed instead of sending it again. A PUT whose answer was
+lost (a dropped connection) is sent again under the same key: the server then
 holds one copy, overwritten with the same bytes. Frames go one at a time,
 the highest score first; a frame is small (a JPEG), so "resumable" is per
 frame, not within one.
@@ -25,12 +26,31 @@ frame, not within one.
 The budget counts every byte handed to the network, failed tries included
 (a metered link bills them); a try refused before anything was sent (the
 server down) costs nothing. The frame about to be sent is written in the
-state first, so a power cut mid-send still counts it.
+journal first, so a power cut mid-send still counts it. The budget is a
+sliding 24 hours on the boot clock, never the wall clock: a clock step (NTP
+after a boot without a real-time clock, a machine that boots in 1970) grants
+nothing, and a reboot carries the spending over (the journal module says how,
+and what a reboot can cost).
+
+A full card: the journal is written in place into blocks it already owns, so
+a card filled to the last byte still takes it, and the frames are sent and
+deleted, which frees the card. Where the journal file cannot even be made
+(a full card on the first run: it needs 16 KiB), frames are sent unrecorded
+(their bytes in memory only) until their deletions made that room: at most
+16 KiB and one frame go unrecorded (a power cut then can forget those bytes,
+and send those frames again under the same keys), and nothing more is sent
+until the journal is written. A journal that cannot be
+written at all (read-only card, I/O error) stops the sending: said once in
+the log and by :attr:`Uploader.disk_fault` (``{"store": "upload-journal",
+"path", "error", "since"}``), retried, and cleared by the first write that
+succeeds. The old ``state.json`` (before the journal) is read once, its
+bytes counted as sent now, and removed.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import json
 import logging
 import socket
@@ -45,17 +65,33 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge_runtime import atomic
+from edge_runtime.flywheel.journal import (
+    SLOT_BYTES,
+    JournalFile,
+    Spending,
+    boot_clock,
+    boot_id,
+)
+from edge_runtime.flywheel.keep import FaultReport
 from edge_runtime.flywheel.store import FrameStore
+from edge_runtime.io.outbox import utc_now
 
 log = logging.getLogger("roadseg.upload")
 
 #: the largest answer read from a server (bytes): answers are a status line or a small JSON
 MAX_ANSWER_BYTES = 64 * 1024
-#: the largest state file read back (bytes)
+#: the largest old-format state file read back (bytes)
 MAX_STATE_BYTES = 256 * 1024
-#: confirmed names kept in the state at most (they are deleted right after confirmation)
-MAX_ACKED = 1000
+#: confirmed names kept in the journal at most (they are deleted right after confirmation)
+MAX_ACKED = 16
+#: the journal's ``schema``
+JOURNAL_SCHEMA = "roadseg.upload-journal/1"
+#: the journal fault's ``store`` name
+STORE_NAME = "upload-journal"
+
+
+class JournalRefused(OSError):
+    """The disk refused the journal (its ``errno`` is the disk's)."""
 
 
 class UploadError(Exception):
@@ -152,75 +188,123 @@ class PresignedTarget:
         http_request("PUT", url, data, {"Content-Type": content_type}, self.timeout)
 
 
-class UploadState(BaseModel):
-    """``.upload/state.json``: the UTC ``day`` and the bytes sent on it, the
-    names the server confirmed but not yet deleted here, and the frame being
-    sent (``inflight``: its name and bytes), counted at start when a power
-    cut interrupted it."""
-    model_config = ConfigDict(extra="forbid")
-    schema_: str = Field("roadseg.upload-state/1", alias="schema", pattern=r"^roadseg\.upload-state/1$")
-    day: str = Field("", max_length=10)
-    sent_bytes: int = Field(0, ge=0)
-    acked: list[str] = Field(default_factory=list, max_length=MAX_ACKED)
-    inflight: dict[str, str | int] | None = None
-
-
-def utc_day(t: float) -> str:
-    """The UTC date (``YYYY-MM-DD``) of Unix time ``t``."""
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).date().isoformat()
-
-
 class Uploader:
-    """Sends the store's frames to ``target`` within ``bytes_per_day`` (per UTC
-    day of ``clock()``, Unix seconds), the state in ``state_file`` (default
-    ``<store>/.upload/state.json``). :meth:`step` sends what the budget
-    allows now (tests call it directly with an injected clock); :meth:`start`
-    runs it on a thread, again every ``poll_s`` seconds, after a failure
-    ``retry_s`` (doubling up to 10x), and at the next UTC day when the
-    budget is spent. ``counts``: frames ``uploaded``, ``bytes_sent``,
-    ``failures``; :attr:`problem` is None or the last failure, until a
-    success. Nothing raises into the caller's thread."""
+    """Sends the store's frames to ``target`` within ``bytes_per_day`` in any
+    24 hours (sliding, on ``monotonic``: :func:`edge_runtime.flywheel.journal.boot_clock`,
+    seconds), the journal in ``state_file`` (default ``<store>/.upload/journal``).
+    ``clock`` is the wall clock (Unix seconds), only written into the journal
+    for people to read; ``boot``: this boot's id (default the kernel's; tests
+    inject clocks and boots). :meth:`step` sends what the budget allows now
+    (tests call it directly); :meth:`start` runs it on a thread, again every
+    ``poll_s`` seconds, after a failure ``retry_s`` (doubling up to 10x), and
+    when enough of the budget is free again. ``counts``: frames ``uploaded``,
+    ``bytes_sent``, ``failures``; :attr:`problem` is None or the last failure,
+    until a success; :attr:`disk_fault` is None or the journal's disk fault.
+    Nothing raises into the caller's thread."""
 
     def __init__(self, store: FrameStore, target: Target, bytes_per_day: int, state_file: str | Path | None = None,
-                 clock: Callable[[], float] = time.time, poll_s: float = 30.0, retry_s: float = 5.0):
+                 clock: Callable[[], float] = time.time, poll_s: float = 30.0, retry_s: float = 5.0,
+                 monotonic: Callable[[], float] = boot_clock, boot: str | None = None):
         self.store, self.target, self.budget, self.clock = store, target, int(bytes_per_day), clock
-        self.state_file = Path(state_file) if state_file else store.folder / ".upload" / "state.json"
+        self.journal = JournalFile(state_file if state_file else store.folder / ".upload" / "journal")
+        self.state_file = self.journal.path
+        self.legacy_file = self.journal.path.with_name("state.json")
         self.poll_s, self.retry_s = poll_s, retry_s
         self.counts = {"uploaded": 0, "bytes_sent": 0, "failures": 0}
         self.problem: dict | None = None
         self.progress = threading.Condition()  # notified after every frame sent or failed
+        self.spending = Spending(monotonic)
+        self.acked: list[str] = []  # confirmed by the server, not yet deleted here
+        self._boot = boot_id() if boot is None else boot
+        self._fault = FaultReport(STORE_NAME, str(self.journal.path), log)
+        self._unrecorded = 0  # bytes sent that no journal on disk holds yet
         self._failures_in_row = 0
         self._too_big: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.state = self._load()
+        self._load()
 
-    # -- the state file ------------------------------------------------------------
-    def _load(self) -> UploadState:
+    @property
+    def disk_fault(self) -> dict | None:
+        """None, or ``{"store": "upload-journal", "path", "error", "since"}`` while the disk
+        refuses the journal (sending waits for it)."""
+        return self._fault.fault
+
+    # -- the journal -------------------------------------------------------------------
+    def _load(self) -> None:
         try:
-            if self.state_file.stat().st_size > MAX_STATE_BYTES:
+            doc = self.journal.read()
+            if doc is None:
+                self._load_legacy()
+                return
+            if doc.get("schema") != JOURNAL_SCHEMA:
+                raise ValueError(f"schema {str(doc.get('schema'))[:40]!r}")
+            self.spending.load(doc, self._boot)
+            self.acked = [str(n) for n in doc.get("acked", [])][-MAX_ACKED:]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self._unknown(self.journal.path, e)
+
+    def _unknown(self, path: Path, e: Exception) -> None:
+        # unknown spending: count the budget as spent now rather than overrun a metered link
+        log.warning("upload journal %s unreadable (%s): counting the whole budget as spent now", path,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        self.spending.add(self.budget)
+
+    def _load_legacy(self) -> None:
+        """The state file of before the journal: its bytes count as sent now, its confirmed names are kept."""
+        try:
+            if self.legacy_file.stat().st_size > MAX_STATE_BYTES:
                 raise ValueError(f"over {MAX_STATE_BYTES} bytes")
-            state = UploadState.model_validate_json(self.state_file.read_bytes())
+            old = json.loads(self.legacy_file.read_bytes())
+            sent = int(old.get("sent_bytes", 0)) + int((old.get("inflight") or {}).get("bytes", 0))
+            acked = [str(n) for n in old.get("acked", [])]
         except FileNotFoundError:
-            return UploadState()
-        except (OSError, ValueError) as e:
-            # unknown spending: count today's budget as spent rather than overrun a metered link
-            log.warning("upload state %s unreadable (%s): counting today's budget as spent", self.state_file,
-                        str(e).splitlines()[0])
-            return UploadState(day=utc_day(self.clock()), sent_bytes=self.budget)
-        if state.inflight is not None:  # a power cut while sending: the bytes may have gone
-            state.sent_bytes += int(state.inflight.get("bytes", 0))
-            state.inflight = None
-        return state
+            return
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            self._unknown(self.legacy_file, e)
+            return
+        if sent:
+            self.spending.add(max(0, sent))
+        self.acked = acked[-MAX_ACKED:]
 
     def _save(self) -> None:
-        atomic.write_text(self.state_file, self.state.model_dump_json(by_alias=True))
+        """Write the journal; raises JournalRefused (said once, in :attr:`disk_fault`)."""
+        try:  # for people to read only: the wall clock decides nothing here
+            written = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).isoformat(timespec="seconds")
+        except (OverflowError, OSError, ValueError):
+            written = ""
+        doc = {"schema": JOURNAL_SCHEMA, **self.spending.dump(self._boot), "acked": self.acked[-MAX_ACKED:],
+               "written_utc": written}
+        try:
+            self.journal.write(doc)
+        except OSError as e:
+            with self.progress:
+                self._fault.failed(e)
+                self.progress.notify_all()
+            raise JournalRefused(e.errno, e.strerror or str(e)) from e
+        self._unrecorded = 0
+        if self._fault.fault is not None:
+            with self.progress:
+                self._fault.recovered()
+                self.progress.notify_all()
+        try:
+            self.legacy_file.unlink(missing_ok=True)  # taken over: the journal holds its bytes and names now
+        except OSError:
+            pass
+
+    def _save_if_can(self) -> None:
+        """Write the journal if the disk takes it; the memory holds it otherwise (the fault says so)."""
+        try:
+            self._save()
+        except JournalRefused:
+            pass
 
     # -- one pass ----------------------------------------------------------------------
     def step(self) -> int:
         """Send frames, the highest score first, until the store is empty, the
-        day's budget is spent or a PUT fails; returns the frames sent. A disk
-        that refuses the state file stops the pass (reported in :attr:`problem`)."""
+        budget is spent or a PUT fails; returns the frames sent. A disk that
+        refuses the journal (:attr:`disk_fault`) or the deletion of a sent frame
+        stops the pass (also reported in :attr:`problem`)."""
         sent = 0
         try:
             self._finish_acked()
@@ -231,26 +315,22 @@ class Uploader:
                 if result is None:
                     break
                 sent += result
+        except JournalRefused as e:
+            self._failed(f"upload journal {self.journal.path}: {e.strerror or e}")
         except OSError as e:
-            self._failed(f"state file {self.state_file}: {e.strerror or e}")
+            self._failed(f"kept frames {self.store.folder}: {e.strerror or e}")
         return sent
 
     def budget_left(self) -> int:
-        """Bytes that may still go today (UTC day of ``clock()``)."""
-        self._roll_day()
-        return max(0, self.budget - self.state.sent_bytes)
-
-    def _roll_day(self) -> None:
-        today = utc_day(self.clock())
-        if self.state.day != today:
-            self.state.day, self.state.sent_bytes = today, 0
+        """Bytes that may still go now: the budget less what went in the last 24 hours."""
+        return max(0, self.budget - self.spending.spent())
 
     def _finish_acked(self) -> None:
         """Delete what the server confirmed (a power cut may have come before the deletion)."""
-        if self.state.acked:
-            for name in list(self.state.acked):
+        if self.acked:
+            for name in list(self.acked):
                 self.store.remove(name)
-            self.state.acked = []
+                self.acked.remove(name)
             self._save()
 
     def _send_one(self, name: str) -> int | None:
@@ -269,33 +349,40 @@ class Uploader:
         files = self.store.read(name)
         if files is None:
             return 0
-        self.state.inflight = {"name": name, "bytes": size}
-        self._save()
+        self.spending.add(size)  # counted before it goes: a power cut mid-send still counts it
+        self._unrecorded += size
+        try:
+            self._save()
+        except JournalRefused as e:
+            if e.errno != errno.ENOSPC or self._unrecorded - size >= 2 * SLOT_BYTES:
+                self.spending.refund(size)
+                self._unrecorded -= size
+                raise
+            # a full card without a journal file: the frames sent so far have not yet freed the journal's room
         try:
             self.target.put(f"{name}.jpg", files[0], "image/jpeg")
             self.target.put(f"{name}.json", files[1], "application/json")
         except UploadError as e:
-            self.state.inflight = None
-            self.state.sent_bytes += size if e.sent else 0
-            self._save()
+            if not e.sent:
+                self.spending.refund(size)
+                self._unrecorded -= size
+            self._save_if_can()
             self._failed(str(e))
             return None
-        self.state.inflight, self.state.sent_bytes = None, self.state.sent_bytes + size
-        self.state.acked.append(name)
-        self._save()
+        self.acked.append(name)
+        self._save_if_can()
         self.store.remove(name)  # only now: the server confirmed both files
-        self.state.acked.remove(name)
-        self._save()
+        self.acked.remove(name)
+        self._save_if_can()
         self._succeeded(size)
         return 1
-
     def _failed(self, message: str) -> None:
         with self.progress:
             self.counts["failures"] += 1
             self._failures_in_row += 1
             if self.problem is None:
                 log.warning("upload: %s; retrying", message)
-            self.problem = {"error": message, "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            self.problem = {"error": message[:200], "since": utc_now()}
             self.progress.notify_all()
 
     def _succeeded(self, size: int) -> None:
@@ -326,11 +413,10 @@ class Uploader:
         if self._failures_in_row:
             return min(self.retry_s * 2 ** (self._failures_in_row - 1), 10 * self.retry_s)
         wait = self.poll_s
-        if self.store.names() and self.budget_left() < (self.store.size_of(self.store.names()[0]) or 0):
-            now = self.clock()
-            midnight = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(hour=0, minute=0, second=0,
-                                                                              microsecond=0)
-            wait = min(wait, (midnight + dt.timedelta(days=1)).timestamp() - now + 1)
+        names = self.store.names()
+        need = (self.store.size_of(names[0]) or 0) if names else 0
+        if need and self.budget_left() < need:
+            wait = min(wait, self.spending.seconds_until(need, self.budget) + 1)
         return max(wait, 0.05)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:

@@ -70,7 +70,7 @@ def keep(model: str, data: str, split: str, n: int, mode: str, out: str, seed: i
         per_hour = math.ceil(n * 3600 / len(samples))
         policy = KeepPolicy(per_hour=per_hour, queue=len(samples))
         store = FrameStore(folder, max_bytes=1 << 30)
-        keeper = KeepFrames(store, seg, "fleet-sim", policy, clock=lambda: clock[0])
+        keeper = KeepFrames(store, seg, "fleet-sim", policy, clock=lambda: clock[0], monotonic=lambda: clock[0])
         for i, s in enumerate(samples):
             clock[0] = DRIVE_START + i  # one frame per second of the drive
             frame = cv2.imread(str(s.image), cv2.IMREAD_COLOR)

@@ -55,7 +55,8 @@ def test_kept_frames_come_back_as_a_new_student(tiny_student_run, tiny_tflite, s
     try:
         day = [dt.datetime(2026, 5, 4, 9, 0, tzinfo=dt.timezone.utc).timestamp()]
         sizes = sorted(store.size_of(n) for n in store.names())
-        up = Uploader(store, WebDavTarget(nginx.url, "car7", PASSWORD), sizes[-1] + sizes[-2], clock=lambda: day[0])
+        up = Uploader(store, WebDavTarget(nginx.url, "car7", PASSWORD), sizes[-1] + sizes[-2], clock=lambda: day[0],
+                      monotonic=lambda: day[0])
         first = up.step()
         assert 1 <= first <= 2 and len(store) > 0  # the budget stopped it
         days = 1

@@ -1,11 +1,15 @@
 """The vehicle keeps the frames its model is unsure of (issue 30, item 1): the score, the bounded and diverse
-store, the writer thread off the loop with its disk-fault report, roadseg-run's --keep-frames."""
+store, the writer thread off the loop with its disk-fault report, roadseg-run's --keep-frames. Issue 31: a card
+that is read-only or full at start, goes bad or comes back while running (real tmpfs and loop-mounted ext4),
+the free-space reserve, a stop that does not wait on a refusing disk, windows on the monotonic clock."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -15,12 +19,14 @@ from edge_runtime.flywheel.keep import KeepFrames, KeepPolicy
 from edge_runtime.flywheel.score import TeachScorer
 from edge_runtime.flywheel.store import FrameStore, read_record
 from edge_runtime.model.segmenter import DeviceSegmenter
+from roadseg_lab.checks.soak import fill
+from tests.edge_runtime.conftest import io_error_remounts_read_only, remount
 
 START = dt.datetime(2026, 5, 4, 8, 0, tzinfo=dt.timezone.utc).timestamp()
 
 
 class Clock:
-    """Unix seconds that move only when told."""
+    """Seconds that move only when told (the wall clock, or the monotonic one, or both)."""
 
     def __init__(self, t: float = START):
         self.t = t
@@ -74,7 +80,7 @@ def test_segmenter_keeps_the_raw_output_the_score_reads(tiny_tflite):
 def test_store_never_exceeds_its_frames_per_hour(tiny_tflite, tmp_path):
     seg, clock = DeviceSegmenter(tiny_tflite), Clock()
     keep = KeepFrames(FrameStore(tmp_path / "kept", 50 * 2 ** 20), seg, "car1", KeepPolicy(per_hour=4, similarity=0),
-                      clock=clock)
+                      clock=clock, monotonic=clock)
     _drive(keep, seg, clock, 200, 97.0)  # 5.4 simulated hours, one frame every 97 s
     keep.close()
     records = [read_record(p) for p in sorted((tmp_path / "kept").glob("*.json"))]
@@ -96,7 +102,7 @@ def test_store_never_exceeds_its_bytes_and_keeps_the_best(tiny_tflite, tmp_path)
     seg, clock = DeviceSegmenter(tiny_tflite), Clock()
     limit = 40_000  # a few frames of 96x160
     keep = KeepFrames(FrameStore(tmp_path / "kept", limit), seg, "car1", KeepPolicy(per_hour=60, similarity=0),
-                      clock=clock)
+                      clock=clock, monotonic=clock)
     for i in range(60):
         _drive(keep, seg, clock, 1, 61.0)
         assert keep.wait_for(lambda: keep.pending == 0, 10)
@@ -112,7 +118,8 @@ def test_store_never_exceeds_its_bytes_and_keeps_the_best(tiny_tflite, tmp_path)
 
 def test_one_traffic_jam_is_kept_once(tiny_tflite, tmp_path):
     seg, clock = DeviceSegmenter(tiny_tflite), Clock()
-    keep = KeepFrames(FrameStore(tmp_path / "kept", 2 ** 24), seg, "car1", KeepPolicy(per_hour=60), clock=clock)
+    keep = KeepFrames(FrameStore(tmp_path / "kept", 2 ** 24), seg, "car1", KeepPolicy(per_hour=60), clock=clock,
+                      monotonic=clock)
     jam, _ = synthetic_scene(7, 96, 160)
     rng = np.random.default_rng(0)
     for _ in range(40):  # 40 minutes of the same scene, with sensor noise
@@ -147,13 +154,13 @@ def small_tmpfs(tmp_path):
 def test_a_full_disk_is_reported_once_retried_and_never_raises_into_the_loop(tiny_tflite, small_tmpfs, caplog):
     seg, clock = DeviceSegmenter(tiny_tflite), Clock()
     (small_tmpfs / "filler").write_bytes(b"\0" * 252 * 1024)  # the disk is nearly full already
-    keep = KeepFrames(FrameStore(small_tmpfs, 2 ** 24), seg, "car1",
-                      KeepPolicy(per_hour=60, similarity=0, retry_s=0.05), clock=clock)
+    keep = KeepFrames(FrameStore(small_tmpfs, 2 ** 24, reserve_bytes=0), seg, "car1",
+                      KeepPolicy(per_hour=60, similarity=0, retry_s=0.05), clock=clock, monotonic=clock)
     _drive(keep, seg, clock, 3, 61.0, size=(240, 320))  # frames larger than what is left
     assert keep.wait_for(lambda: keep.disk_fault is not None, 10)
     fault = keep.disk_fault
     assert fault["store"] == "kept-frames" and fault["path"] == str(small_tmpfs)
-    assert "No space left" in fault["error"] and fault["since"].endswith("+00:00")
+    assert "No space left" in fault["error"] and fault["since"].endswith("Z")
     from edge_runtime.contract.payloads import Fault
     Fault.model_validate(fault)  # what the loop puts into the retained status as it is
     _drive(keep, seg, clock, 5, 61.0, size=(240, 320))  # the loop goes on; the queue fills and drops, counted
@@ -164,6 +171,127 @@ def test_a_full_disk_is_reported_once_retried_and_never_raises_into_the_loop(tin
     warnings = [r for r in caplog.records if "cannot write" in r.getMessage()]
     assert len(warnings) == 1  # reported once, not once per retry
     assert not list(small_tmpfs.glob(".*tmp*"))  # no half-written file left behind
+
+
+def _keep(store, seg, clock=None, **policy) -> KeepFrames:
+    clock = clock or Clock()
+    return KeepFrames(store, seg, "car1", KeepPolicy(**{"per_hour": 60, "similarity": 0, **policy}), clock=clock,
+                      monotonic=clock)
+
+
+def _warnings(caplog, text: str) -> int:
+    return sum(1 for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage())
+
+
+def test_a_read_only_card_at_start_is_a_fault_not_an_exit_and_stop_does_not_wait(tiny_tflite, ext4_card, caplog):
+    """issue 31 #1, #2: `--keep-frames DIR` on a card the kernel remounted read-only, with a leftover temporary
+    file and a JPEG without its record to tidy, and with the folder not yet made: the vehicle starts, the kept
+    frames are a fault at once (said once), the loop goes on, and close() does not wait on the disk."""
+    seg = DeviceSegmenter(tiny_tflite)
+    (ext4_card / "kept").mkdir()
+    (ext4_card / "kept" / ".f.123.tmp.jpg").write_bytes(b"partial")
+    (ext4_card / "kept" / "x.jpg").write_bytes(b"jpeg without record")
+    io_error_remounts_read_only(ext4_card)
+    for folder in (ext4_card / "kept", ext4_card / "not-yet" / "kept"):
+        caplog.clear()
+        store = FrameStore(folder, 2 ** 24, reserve_bytes=0)  # raised EROFS before
+        assert not store.ready and store.open_error is not None
+        clock = Clock()
+        keep = _keep(store, seg, clock, retry_s=30.0)
+        fault = keep.disk_fault  # at once, not when the first window closes
+        assert fault is not None and fault["store"] == "kept-frames" and fault["path"] == str(folder)
+        assert "Read-only file system" in fault["error"] and fault["since"].endswith("Z")
+        assert keep.disk_faults == [fault]
+        _drive(keep, seg, clock, 4, 61.0)  # three windows close: queued for a writer that cannot write
+        assert keep.pending >= 1
+        t0 = time.monotonic()
+        keep.close()  # used to wait 10 s (the writer asleep for its 30 s retry)
+        assert time.monotonic() - t0 < 2.0
+        assert keep.counts["not_written"] >= 1 and keep.pending == 0
+        assert _warnings(caplog, "kept-frames: cannot write") == 1
+        assert _warnings(caplog, "not written at stop") == 1
+
+
+def test_a_full_card_at_start_is_a_fault_and_keeping_resumes_when_it_has_room(tiny_tflite, ext4_card, caplog):
+    """issue 31 #1: the folder cannot be made on a card full to the last byte; the writer's look makes it once
+    there is room, by itself, and frames are kept again."""
+    seg, clock = DeviceSegmenter(tiny_tflite), Clock()
+    filler = fill(ext4_card)
+    store = FrameStore(ext4_card / "kept", 2 ** 24, reserve_bytes=0)
+    keep = _keep(store, seg, clock, retry_s=0.05, check_s=0.05)
+    try:
+        assert "No space left" in keep.disk_fault["error"] and not store.ready
+        _drive(keep, seg, clock, 2, 61.0)
+        filler.unlink()
+        assert keep.wait_for(lambda: keep.disk_fault is None and keep.counts["kept"] >= 1, 10)
+        assert store.ready and len(store) == keep.counts["kept"]
+    finally:
+        keep.close()
+    assert _warnings(caplog, "kept-frames: cannot write") == 1
+
+
+def test_a_card_going_read_only_is_a_fault_within_seconds_and_ends_when_it_is_back(tiny_tflite, small_tmpfs):
+    """issue 31 #2: with the default windows (120 s), a card remounted read-only is seen by the writer's look
+    (statvfs every second), not when a window closes; and the look that finds it writable ends the fault."""
+    seg = DeviceSegmenter(tiny_tflite)
+    keep = KeepFrames(FrameStore(small_tmpfs / "kept", 2 ** 24, reserve_bytes=0), seg, "car1")  # real clocks
+    try:
+        frame, _ = synthetic_scene(1, 96, 160)
+        keep.update(frame, "rgb", seg.segment(frame, "rgb"), 0.0)
+        remount(small_tmpfs, "ro")
+        assert keep.wait_for(lambda: keep.disk_fault is not None, 5), "a read-only card was not seen"
+        assert keep.disk_fault["error"] == "read-only file system"
+        remount(small_tmpfs, "rw")
+        assert keep.wait_for(lambda: keep.disk_fault is None, 5), "the fault outlived the card's recovery"
+    finally:
+        keep.close()
+    assert keep.counts["kept"] == 1  # the open window's candidate, at the stop
+
+
+def test_the_store_leaves_its_reserve_free_on_the_card(tiny_tflite, small_tmpfs, caplog):
+    """issue 31 #3: the kept frames stop short of the free-space reserve (room for the offline queue), whatever
+    their byte bound allows; said once, and a fault while it lasts."""
+    seg, clock = DeviceSegmenter(tiny_tflite), Clock()
+    reserve = 200 * 1024  # of the 256 KiB card
+    keep = _keep(FrameStore(small_tmpfs, 2 ** 24, reserve_bytes=reserve), seg, clock, retry_s=0.05, check_s=0.05)
+    try:
+        for _ in range(12):
+            _drive(keep, seg, clock, 1, 61.0, size=(120, 200))
+            assert keep.wait_for(lambda: keep.pending == 0 or keep.disk_fault is not None, 10)
+            if keep.disk_fault is not None:
+                break
+        assert "disk nearly full: keeping 0.195312 MiB free" in keep.disk_fault["error"]
+        st = os.statvfs(small_tmpfs)
+        assert st.f_bfree * st.f_frsize >= reserve and 1 <= keep.counts["kept"] < 12
+    finally:
+        keep.close()
+    assert _warnings(caplog, "kept-frames: cannot write") == 1
+
+
+def test_windows_and_the_hourly_limit_run_on_the_monotonic_clock(tiny_tflite, tmp_path):
+    """issue 31 #12: the wall clock steps back a year and then two forward (NTP on a Pi without a real-time
+    clock); what is kept is what a steady clock keeps, only dated by the wall clock."""
+    seg = DeviceSegmenter(tiny_tflite)
+    runs = {}
+    for steps in (False, True):
+        wall, mono = Clock(), Clock(1000.0)
+        keep = KeepFrames(FrameStore(tmp_path / f"kept-{steps}", 2 ** 24), seg, "car1",
+                          KeepPolicy(per_hour=6, similarity=0), clock=wall, monotonic=mono)
+        for i in range(90):  # 1.5 hours, a frame every 61 s: nine windows of 600 s
+            if steps and i == 30:
+                wall.t -= 365 * 86400
+            if steps and i == 60:
+                wall.t += 2 * 365 * 86400
+            frame, _ = synthetic_scene(i, 96, 160)
+            keep.update(frame, "rgb", seg.segment(frame, "rgb"), 0.0)
+            wall.t += 61
+            mono.t += 61
+        keep.close()
+        records = [read_record(p) for p in (tmp_path / f"kept-{steps}").glob("*.json")]
+        runs[steps] = (dict(keep.counts), sorted(r.score for r in records), {r.captured_utc[:4] for r in records})
+    assert runs[True][0] == runs[False][0] and runs[True][1] == runs[False][1]
+    assert runs[False][0]["kept"] >= 8
+    assert runs[False][2] == {"2026"} and runs[True][2] == {"2025", "2026", "2027"}  # dated by the wall clock
 
 
 def test_roadseg_run_keeps_frames_with_its_flags(tiny_tflite, tmp_path):
@@ -179,6 +307,21 @@ def test_roadseg_run_keeps_frames_with_its_flags(tiny_tflite, tmp_path):
     records = list((tmp_path / "kept").glob("car9-*.json"))
     assert len(records) == 1  # the run's one window: its best frame, kept at the stop
     assert json.loads(records[0].read_text())["model"]["name"] == "tiny-int8"
+
+
+def test_roadseg_run_starts_with_keep_frames_on_a_read_only_card(tiny_tflite, small_tmpfs, caplog):
+    """issue 31 #1: it exited 4 ([Errno 30] Read-only file system from the store's mkdir); now it runs and says
+    so once."""
+    from edge_runtime.commands.run import Vehicle, build_parser, cli_settings
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.io.mqtt import NullPublisher
+    remount(small_tmpfs, "ro")
+    args = build_parser().parse_args(["--model", str(tiny_tflite), "--source", "synthetic:96x160@1000", "--fps", "0",
+                                      "--max-frames", "20", "--device-id", "car9", "--keep-frames",
+                                      str(small_tmpfs / "kept")])
+    stats = Vehicle(load_settings(cli_settings(args), None, env={}), publisher=NullPublisher()).run()
+    assert stats["frames"] == 20
+    assert _warnings(caplog, "kept-frames: cannot write") == 1 and _warnings(caplog, "not written at stop") == 1
 
 
 def test_upload_flags_need_keep_frames_and_one_target(tiny_tflite):

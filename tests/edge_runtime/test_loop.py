@@ -313,3 +313,29 @@ def test_progress_says_the_source_is_the_limit(tiny_tflite, caplog):
     stop = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped"))
     assert progress and all("the source delivers only" in p for p in progress), progress
     assert "the source delivers only" in stop and "the model is the limit" not in stop
+
+
+def test_the_status_lists_every_store_a_view_or_fault_source_holds(tiny_tflite):
+    """A view may hold several stores (the kept frames and their upload journal); model updates are a fault
+    source beside the views: every fault of every one is listed, in the payload's schema."""
+    from edge_runtime.contract import payloads
+    from edge_runtime.io.mqtt import NullPublisher
+
+    def fault(store):
+        return {"store": store, "path": f"/var/lib/roadseg/{store}", "error": "disk full", "since": "2026-12-06T00:00:00Z"}
+
+    class KeepView:
+        disk_faults = [fault("kept-frames"), fault("upload-journal")]
+
+        def show(self, *a, **k):
+            pass
+
+    class Updates:
+        disk_fault = fault("model-update")
+
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "device_id": "f1"}, None, env={})
+    runner = Runner(s, publisher=NullPublisher(), views=[KeepView()])
+    runner.fault_sources.append(Updates())
+    stores = [f["store"] for f in runner.faults()]
+    assert stores == ["kept-frames", "upload-journal", "model-update"]
+    payloads.Stats.model_validate(dict(runner.stats_payload(), faults=runner.faults()))

@@ -1,12 +1,15 @@
 """Kept frames go to the workstation (issue 30, item 2): pushed by the vehicle to nginx's WebDAV module and to
 an S3-compatible store through presigned URLs (both real servers), within a daily byte budget (a simulated
-week), resumed after the server was down, nothing lost or sent twice across restarts."""
+week), resumed after the server was down, nothing lost or sent twice across restarts. Issue 31: the budget on
+the monotonic clock (wall-clock steps and reboots grant nothing), a journal a full card still takes (real tmpfs),
+a read-only card as a fault that ends by itself."""
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -14,14 +17,17 @@ import numpy as np
 import pytest
 
 from edge_runtime.eval.synthetic import synthetic_scene
+from edge_runtime.flywheel.journal import SLOT_BYTES, JournalFile
 from edge_runtime.flywheel.store import FrameStore, KeptRecord
 from edge_runtime.flywheel.upload import (
+    JOURNAL_SCHEMA,
     PresignedTarget,
     Uploader,
     UploadError,
     WebDavTarget,
-    utc_day,
 )
+from roadseg_lab.checks.soak import fill
+from tests.edge_runtime.conftest import remount
 from tests.support import Nginx
 
 START = dt.datetime(2026, 5, 4, 6, 0, tzinfo=dt.timezone.utc).timestamp()
@@ -29,7 +35,7 @@ PASSWORDS = {"car1": "car1-secret-0123456789", "car2": "car2-secret-0123456789"}
 
 
 class Clock:
-    """Unix seconds that move only when told."""
+    """Seconds that move only when told (the wall clock, or the monotonic one)."""
 
     def __init__(self, t: float = START):
         self.t = t
@@ -96,83 +102,201 @@ def test_upload_resumes_after_the_server_was_down_and_sends_each_frame_once(ngin
         assert not (tmp_path / "kept" / f"{n}.jpg").exists()
     puts = nginx.requests("PUT")
     assert len(puts) == 10 and len({uri for _, uri in puts}) == 10 and all(s == 201 for s, _ in puts)  # once each
-    state = json.loads(up.state_file.read_text())
-    assert state["acked"] == [] and state["inflight"] is None and state["sent_bytes"] == up.counts["bytes_sent"]
+    journal = JournalFile(up.state_file).read()
+    assert journal["acked"] == [] and sum(n for _, n in journal["spent"]) == up.counts["bytes_sent"]
 
 
 def test_a_restart_resumes_within_the_same_day_budget(nginx, tmp_path):
     nginx.start()
-    store, clock = FrameStore(tmp_path / "kept", 2 ** 24), Clock()
+    store, mono = FrameStore(tmp_path / "kept", 2 ** 24), Clock(5000.0)
     names = add_frames(store, 6, START)
     budget = sum(store.size_of(n) for n in store.names()[:2]) + 100  # about two frames a day
     target = WebDavTarget(nginx.url, "car1", PASSWORDS["car1"])
-    assert Uploader(store, target, budget, clock=clock).step() == 2
-    again = Uploader(FrameStore(tmp_path / "kept", 2 ** 24), target, budget, clock=clock)  # after a power cut
+    assert Uploader(store, target, budget, monotonic=mono, boot="boot-1").step() == 2
+    again = Uploader(FrameStore(tmp_path / "kept", 2 ** 24), target, budget, monotonic=mono,
+                     boot="boot-1")  # the process restarted
     assert again.step() == 0 and again.budget_left() < budget  # the day's spending was kept
-    clock.t += 86400
+    mono.t += 86400
     assert again.step() == 2
     assert len(_server_files(nginx)) == 8 and len(again.store) == 2 and set(names) >= set(again.store.names())
+
+
+def _journal(tmp_path) -> JournalFile:
+    return JournalFile(tmp_path / "kept" / ".upload" / "journal")
 
 
 def test_confirmed_frames_are_deleted_not_sent_again_after_a_power_cut(nginx, tmp_path):
     nginx.start()
     store = FrameStore(tmp_path / "kept", 2 ** 24)
     confirmed, waiting = add_frames(store, 2, START)
-    state = tmp_path / "kept" / ".upload" / "state.json"
-    state.parent.mkdir()
     # the power went after the server confirmed `confirmed` and before the vehicle deleted it, and while a
-    # 5000-byte frame was on its way
-    state.write_text(json.dumps({"schema": "roadseg.upload-state/1", "day": utc_day(START), "sent_bytes": 1000,
-                                 "acked": [confirmed], "inflight": {"name": "gone", "bytes": 5000}}))
-    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, clock=Clock())
+    # 5000-byte frame was on its way (counted before it went)
+    _journal(tmp_path).write({"schema": JOURNAL_SCHEMA, "boot": "boot-1", "at": 100.0, "spent": [[90.0, 6000]],
+                              "acked": [confirmed]})
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, monotonic=Clock(200.0),
+                  boot="boot-1")
     assert up.budget_left() == 100_000 - 6000  # the interrupted send counts: it may have gone out
     assert up.step() == 1
     assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.jpg", f"/kept/car1/{waiting}.json"]
     assert len(store) == 0
 
 
-def test_an_unreadable_state_counts_the_day_as_spent(tmp_path):
+def test_the_state_file_of_before_the_journal_is_taken_over(nginx, tmp_path):
+    nginx.start()
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    confirmed, waiting = add_frames(store, 2, START)
+    state = tmp_path / "kept" / ".upload" / "state.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"schema": "roadseg.upload-state/1", "day": "2026-05-04", "sent_bytes": 1000,
+                                 "acked": [confirmed], "inflight": {"name": "gone", "bytes": 5000}}))
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, monotonic=Clock())
+    assert up.budget_left() == 100_000 - 6000  # its bytes count as sent now, the interrupted send included
+    assert up.step() == 1 and len(store) == 0
+    assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.jpg", f"/kept/car1/{waiting}.json"]
+    assert not state.exists() and _journal(tmp_path).read()["schema"] == JOURNAL_SCHEMA
+
+
+def test_an_unreadable_journal_counts_the_budget_as_spent(tmp_path):
     store = FrameStore(tmp_path / "kept", 2 ** 20)
     (tmp_path / "kept" / ".upload").mkdir()
-    (tmp_path / "kept" / ".upload" / "state.json").write_text("{not json")
-    up = Uploader(store, WebDavTarget("http://127.0.0.1:9/kept", "car1", "x"), 50_000, clock=Clock())
-    assert up.budget_left() == 0  # unknown spending: nothing more today on a metered link
-    up.state.day = "2000-01-01"
+    (tmp_path / "kept" / ".upload" / "journal").write_bytes(b"\xff" * (2 * SLOT_BYTES))  # neither slot whole
+    mono = Clock(1000.0)
+    up = Uploader(store, WebDavTarget("http://127.0.0.1:9/kept", "car1", "x"), 50_000, monotonic=mono)
+    assert up.budget_left() == 0  # unknown spending: nothing more for 24 hours on a metered link
+    mono.t += 86400
     assert up.budget_left() == 50_000
 
 
+def test_a_torn_journal_write_reads_the_one_before(tmp_path):
+    journal = JournalFile(tmp_path / "journal")
+    journal.write({"n": 1})
+    journal.write({"n": 2})  # generation 2: slot 0
+    with open(tmp_path / "journal", "r+b") as f:  # the power went in the middle of writing it
+        f.seek(20)
+        f.write(b"\0\0\0")
+    assert JournalFile(tmp_path / "journal").read() == {"n": 1}
+    assert (tmp_path / "journal").stat().st_size == 2 * SLOT_BYTES
+
+
 class Recording:
-    """A real target that also notes (UTC day, bytes) of every PUT it made."""
+    """A real target that also notes (monotonic time, bytes) of every PUT it made."""
 
     def __init__(self, target, clock):
         self.target, self.clock, self.sent = target, clock, []
 
     def put(self, key, data, content_type):
-        self.sent.append((utc_day(self.clock()), len(data)))
+        self.sent.append((self.clock(), len(data)))
         self.target.put(key, data, content_type)
 
 
 def test_the_daily_budget_holds_over_a_simulated_week(nginx, tmp_path):
     nginx.start()
-    store, clock = FrameStore(tmp_path / "kept", 400_000), Clock(START - 6 * 3600)  # from midnight UTC
-    target = Recording(WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), clock)
+    store, mono = FrameStore(tmp_path / "kept", 400_000), Clock(1000.0)
+    target = Recording(WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), mono)
     budget = 40_000  # bytes a day; the vehicle keeps more than that every day
-    up = Uploader(store, target, budget, clock=clock)
+    up = Uploader(store, target, budget, monotonic=mono)
     biggest = 0
     for day in range(7):
         for hour in range(0, 24, 3):  # frames come in and the uploader runs every 3 simulated hours
-            add_frames(store, 2, clock.t, first=day * 100 + hour)
+            add_frames(store, 2, START + mono.t, first=day * 100 + hour)
             biggest = max([biggest] + [store.size_of(n) for n in store.names()])
             up.step()
-            clock.t += 3 * 3600
+            mono.t += 3 * 3600
             assert store.bytes_used <= 400_000
-    per_day: dict[str, int] = {}
-    for day, n in target.sent:
-        per_day[day] = per_day.get(day, 0) + n
-    assert len(per_day) == 7
-    for day, sent in per_day.items():
-        assert budget - biggest < sent <= budget, (day, sent)  # within the budget, and the budget is used
-    assert sum(per_day.values()) == up.counts["bytes_sent"]
+    for t0, _ in target.sent:  # any 24 hours (sliding) within the budget
+        assert sum(n for t, n in target.sent if t0 <= t < t0 + 86400) <= budget
+    for day in range(7):  # and the budget is used
+        sent = sum(n for t, n in target.sent if 1000 + day * 86400 <= t < 1000 + (day + 1) * 86400)
+        assert budget - 2 * biggest < sent <= budget, (day, sent)
+    assert sum(n for _, n in target.sent) == up.counts["bytes_sent"]
+
+
+def test_wall_clock_steps_grant_no_budget(nginx, tmp_path):
+    """issue 31 #13: the wall clock steps back a year and forward again (or the machine boots in 1970 before
+    NTP): within one real minute, nothing beyond the budget goes (it used to send 302 kB against 110 kB/day)."""
+    nginx.start()
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    add_frames(store, 10, START)
+    budget = sum(store.size_of(n) for n in store.names()[:2]) + 100  # two frames
+    target = Recording(WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), Clock())
+    wall, mono = Clock(), Clock(5000.0)
+    up = Uploader(store, target, budget, clock=wall, monotonic=mono, boot="boot-1")
+    assert up.step() == 2
+    for step in (-365 * 86400, 365 * 86400, -START, 2 * 86400):  # back a year, forward, 1970, two days on
+        wall.t += step
+        mono.t += 10  # ten real seconds each
+        assert up.step() == 0 and up.budget_left() < budget
+    assert sum(n for _, n in target.sent) <= budget
+    mono.t += 86400  # a real day later: the budget is free again
+    assert up.step() == 2
+
+
+def test_a_reboot_carries_the_spending_over(nginx, tmp_path):
+    """issue 31 #13: after a reboot the boot clock starts again at zero and the time the vehicle was off is
+    unknown: what was sent keeps counting for 24 hours of this boot's running time from its age at the last
+    write, so no reboot (a Pi that boots in 1970 before NTP, again and again) gets a fresh budget."""
+    nginx.start()
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    add_frames(store, 10, START)
+    budget = sum(store.size_of(n) for n in store.names()[:2]) + 100
+    target = WebDavTarget(nginx.url, "car1", PASSWORDS["car1"])
+    before = Uploader(store, target, budget, clock=Clock(0.0), monotonic=Clock(7200.0), boot="boot-1")
+    assert before.step() == 2
+    for boot in ("boot-2", "boot-3"):  # two reboots, each after a minute of running, the wall clock at 1970
+        mono = Clock(60.0)
+        up = Uploader(FrameStore(tmp_path / "kept", 2 ** 24), target, budget, clock=Clock(0.0), monotonic=mono,
+                      boot=boot)
+        assert up.budget_left() < budget and up.step() == 0
+    mono.t = 86400 - 1  # not yet 24 hours of running since the frames went
+    assert up.budget_left() < budget
+    mono.t = 86400 + 1
+    assert up.budget_left() == budget and up.step() == 2
+
+
+def test_a_full_card_still_takes_the_journal_and_sending_frees_it(nginx, small_tmpfs):
+    """issue 31 #3: on a card full to the last byte the journal, written in place, still takes every write: the
+    frames go and their deletion frees the card; on the first run (no journal file yet) one frame goes
+    unrecorded, and its deletion makes the room for the journal."""
+    nginx.start()
+    store = FrameStore(small_tmpfs / "kept", 2 ** 24, reserve_bytes=0)
+    target = WebDavTarget(nginx.url, "car1", PASSWORDS["car1"])
+    for first_run in (False, True):
+        names = add_frames(store, 6, START, first=10 * first_run)
+        (small_tmpfs / "kept" / ".upload" / "journal").unlink(missing_ok=True)
+        up = Uploader(store, target, 2 ** 24, monotonic=Clock(100.0), boot="boot-1")
+        if not first_run:
+            up._save()  # the journal exists from an earlier run
+        filler = fill(small_tmpfs)
+        assert os.statvfs(small_tmpfs).f_bavail == 0
+        assert up.step() == 6, up.problem  # used to send nothing: the state file could not be written
+        assert len(store) == 0 and up.disk_fault is None and up.problem is None
+        assert set(_server_files(nginx)) >= {f"{n}{ext}" for n in names for ext in (".jpg", ".json")}
+        journal = JournalFile(up.state_file).read()
+        assert journal["acked"] == [] and sum(n for _, n in journal["spent"]) == up.counts["bytes_sent"]
+        filler.unlink()
+
+
+def test_a_read_only_card_stops_sending_as_a_fault_that_ends_by_itself(nginx, small_tmpfs, caplog):
+    """issue 31 #3: a journal the card refuses is a fault (said once, in ``disk_fault``: what the vehicle's
+    status shows), nothing goes unrecorded, and the first write that succeeds ends it."""
+    nginx.start()
+    store = FrameStore(small_tmpfs / "kept", 2 ** 24, reserve_bytes=0)
+    names = add_frames(store, 3, START)
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 2 ** 24, monotonic=Clock(100.0))
+    remount(small_tmpfs, "ro")
+    try:
+        assert up.step() == 0 and up.step() == 0
+        fault = up.disk_fault
+        assert fault["store"] == "upload-journal" and fault["path"] == str(up.state_file)
+        assert "Read-only file system" in fault["error"] and fault["since"].endswith("Z")
+        from edge_runtime.contract.payloads import Fault
+        Fault.model_validate(fault)
+        assert _server_files(nginx) == {} and up.budget_left() == 2 ** 24  # nothing went, nothing was charged
+    finally:
+        remount(small_tmpfs, "rw")
+    assert up.step() == 3 and up.disk_fault is None and len(store) == 0
+    assert set(_server_files(nginx)) == {f"{n}{ext}" for n in names for ext in (".jpg", ".json")}
+    assert sum(1 for r in caplog.records if "upload-journal: cannot write" in r.getMessage()) == 1
 
 
 def _put(url: str, user: str, password: str) -> int:

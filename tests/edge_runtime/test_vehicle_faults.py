@@ -18,53 +18,13 @@ from pathlib import Path
 import pytest
 
 from roadseg_lab.checks.soak import fill  # the soak's own: a card filled to the last byte
+from tests.edge_runtime.conftest import io_error_remounts_read_only as _io_error_remounts_read_only
 from tests.support import Subscriber, Watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# -- real filesystems --------------------------------------------------------------------------------
-
-def _mount(args: list[str]) -> None:
-    r = subprocess.run(["mount", *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount here ({r.stderr.strip()[:80]}): needs root and mount permission")
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs: a card that fills up."""
-    point = tmp_path / "card"
-    point.mkdir()
-    _mount(["-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)])
-    yield point
-    subprocess.run(["umount", "-l", str(point)], capture_output=True)
-
-
-@pytest.fixture
-def ext4_card(tmp_path):
-    """A loop-mounted 8 MiB ext4 image: a card the kernel can remount read-only."""
-    image, point = tmp_path / "card.img", tmp_path / "card"
-    point.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(8 << 20)
-    if shutil.which("mkfs.ext4") is None:
-        pytest.skip("mkfs.ext4 not installed (e2fsprogs)")
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-    _mount(["-o", "loop,errors=remount-ro", str(image), str(point)])
-    yield point
-    subprocess.run(["umount", "-l", str(point)], capture_output=True)
-
-
-def _io_error_remounts_read_only(point: Path) -> None:
-    """What the kernel does after an I/O error on a card mounted errors=remount-ro (Raspberry Pi OS's default):
-    ext4's own error path, triggered through /sys/fs/ext4/<dev>/trigger_fs_error, with files still open."""
-    dev = Path(subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(point)], capture_output=True, text=True,
-                              check=True).stdout.strip()).name
-    Path(f"/sys/fs/ext4/{dev}/trigger_fs_error").write_text("roadseg test: I/O error\n")
-    with pytest.raises(OSError, match="Read-only file system"):
-        (point / "probe").write_bytes(b"x")
-
+# -- real filesystems: tests/edge_runtime/conftest.py (small_tmpfs, ext4_card) ------------------------------
 
 def _vehicle(model, port, state_dir, *extra, env=None) -> subprocess.Popen:
     return subprocess.Popen(
@@ -232,6 +192,23 @@ def test_a_slow_fsync_never_holds_up_the_camera_loop(tiny_tflite, slow_fsync, tm
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["frames"] >= 0.8 * 10 * 8, (stats["frames"], err[-1500:])
     assert "the model is the limit" not in err
+
+
+def test_a_first_start_on_a_card_whose_fsync_hangs_runs_and_says_the_disk_is_slow(tiny_tflite, broker,
+                                                                                  slow_fsync, tmp_path):
+    """The new queue file's fsyncs (WAL, schema) ran on the starting thread: 32 s at 4 s each before the first
+    frame; here they never return at all, and the vehicle must run, publish, and name the slow disk."""
+    sub = Subscriber(broker.port, "roadseg/car1/#", client_id="slowstart-sub")
+    proc = _vehicle(tiny_tflite, broker.port, tmp_path / "new-state", "--stop-timeout", "2",
+                    env={"LD_PRELOAD": str(slow_fsync), "SLOW_FSYNC_MS": "600000"})
+    try:
+        assert sub.wait_for(lambda m: m[0].endswith("/coverage"), timeout=60), "nothing published"
+        assert sub.wait_for(lambda m: _status_with("offline-queue")(m) and "slow disk" in json.dumps(m[1]),
+                            timeout=30), "the slow disk never reached the status"
+    finally:
+        rc, err = _stop(proc, timeout=60)
+        sub.close()
+    assert rc == 0 and "Traceback" not in err, err[-2000:]
 
 
 # -- case 4: a camera whose capture hangs ------------------------------------------------------------------
