@@ -49,8 +49,10 @@ def _speed(bench: dict, model_path: str) -> list[dict]:
 
 
 def build_card(model: Path, twin: Path, bench: dict | None, aarch64: dict | None, command: str,
-               speed_note: str = "") -> dict:
-    """Every number of the model card, from the two sidecars and the benchmark.
+               speed_note: str = "", previous: dict | None = None, release: int | None = None) -> dict:
+    """Every number of the model card, from the two sidecars and the benchmark;
+    ``previous`` (the card.json of the model this one replaces) puts its held-out
+    numbers beside the new ones, ``release`` the fleet release number it goes out as.
 
     Raises:
         FileNotFoundError: a sidecar is missing.
@@ -72,6 +74,11 @@ def build_card(model: Path, twin: Path, bench: dict | None, aarch64: dict | None
         "speed": None if bench is None else {"machine": bench.get("machine", {}), "rows": _speed(bench, str(model)),
                                              "note": speed_note},
         "aarch64": aarch64,
+        "release": release,
+        "previous": None if previous is None else {
+            "release": previous.get("release") or 0, "sha256": previous["sha256"], "input": previous["input"],
+            "command": previous["command"], "int8_miou7": previous["heldout"]["int8_miou7"],
+            "iou7": previous["heldout"]["iou7"]},
     }
     return card
 
@@ -95,7 +102,8 @@ def _speed_ratios(rows: list[dict]) -> list[str]:
 def card_markdown(card: dict) -> str:
     """The model card as Markdown (MODEL_CARD.md)."""
     h = card["heldout"]
-    lines = [f"# {card['name']}: the model roadseg runs when no --model is given", "",
+    rel = f" (fleet release {card['release']})" if card.get("release") is not None else ""
+    lines = [f"# {card['name']}: the model roadseg runs when no --model is given{rel}", "",
              f"- File: `{card['name']}.tflite` ({card['bytes'] / 1e6:.2f} MB, {card['precision']}, uint8 RGB input "
              f"{card['input']}), sidecar `{card['name']}.json`, sha256 `{card['sha256']}`.",
              f"- Architecture: {card['arch']}.",
@@ -108,6 +116,16 @@ def card_markdown(card: dict) -> str:
              f"mIoU-8 {_f3(h['int8_miou8'])}.", "",
              "| " + " | ".join(h["iou7"]) + " |", "|" + "---|" * len(h["iou7"]),
              "| " + " | ".join(_f3(v) for v in h["iou7"].values()) + " |", ""]
+    p = card.get("previous")
+    if p:
+        names = list(h["iou7"])
+        lines += ["## Beside the model it replaces (the same held-out frames, int8)", "",
+                  "| release | input | mIoU-7 | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names)),
+                  f"| {p['release']} (sha256 {p['sha256'][:12]}) | {p['input']} | {_f3(p['int8_miou7'])} | "
+                  + " | ".join(_f3(p["iou7"].get(n)) for n in names) + " |",
+                  f"| {card.get('release') if card.get('release') is not None else 'this'} (this model) | "
+                  f"{card['input']} | {_f3(h['int8_miou7'])} | " + " | ".join(_f3(h["iou7"][n]) for n in names)
+                  + " |", "", f"The replaced model was trained by `{p['command']}`.", ""]
     if card["speed"]:
         m = card["speed"]["machine"]
         lines += [f"## Speed (roadseg-bench, end to end, interleaved rounds; {m.get('cpu', '?')}, "
@@ -136,7 +154,7 @@ def results_section(card: dict) -> str:
 
 
 def ship(model: Path, twin: Path, out: Path, bench: Path | None, aarch64: Path | None, command: str,
-         speed_note: str = "") -> dict:
+         speed_note: str = "", previous: Path | None = None, release: int | None = None) -> dict:
     """Copy the pair into ``out`` under the shipped name and write its card; returns the card.
 
     Raises:
@@ -149,7 +167,8 @@ def ship(model: Path, twin: Path, out: Path, bench: Path | None, aarch64: Path |
     if [c["name"] for c in meta["classes"]] != list(CATEGORIES):
         raise ValueError(f"{model}: classes differ from the runtime's taxonomy")
     card = build_card(model, twin, json.loads(bench.read_text()) if bench else None,
-                      json.loads(aarch64.read_text()) if aarch64 else None, command, speed_note)
+                      json.loads(aarch64.read_text()) if aarch64 else None, command, speed_note,
+                      json.loads(previous.read_text()) if previous else None, release)
     out.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(out / f"{NAME}.json") as tmp_side, atomic.atomic_path(out / f"{NAME}.tflite") as tmp:
         shutil.copyfile(model, tmp)

@@ -3,7 +3,8 @@
 # int8 at the same size (trained one short epoch: its speed, not its accuracy, is the point), then put
 # the model, its sidecar and its card inside the runtime package (python -m calibration.commands.ship).
 # Usage: scripts/ship_model.sh CAMVID_DIR      (env: SIZE, RUNS, DIST, STUDENT, PRE_SIZE, PRE_EPOCHS, EPOCHS, LR as for train_shipped.sh;
-#        FRAMES (300) per round, ROUNDS (5); AARCH64=path/to/agreement.json to quote the aarch64 check)
+#        FRAMES (300) per round, ROUNDS (5); AARCH64=path/to/agreement.json to quote the aarch64 check;
+#        RELEASE=N: the fleet release number the card names)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
@@ -26,6 +27,10 @@ echo "==> roadseg-bench: shipped vs speed reference, 1 and 2 threads, interleave
 "$bin/roadseg-bench" --model "$DIST/shipped.tflite" --model "$DIST/speedref.tflite" --threads 1 --threads 2 \
     --frames "$FRAMES" --rounds "$ROUNDS" --source "$data/val" --out "$DIST/bench.json"
 aarch=(); [ -n "${AARCH64:-}" ] && aarch=(--aarch64 "$AARCH64")
+# the card puts the model it replaces beside it (the card in the package now), and the fleet release number
+prev=(); [ -f edge_runtime/models/card.json ] && cp edge_runtime/models/card.json "$DIST/previous-card.json" \
+    && prev=(--previous "$DIST/previous-card.json")
+[ -n "${RELEASE:-}" ] && prev+=(--release "$RELEASE")
 "$bin/python" -m calibration.commands.ship --model "$DIST/shipped.tflite" --twin "$DIST/twin.tflite" \
-    --bench "$DIST/bench.json" "${aarch[@]}" --results "$DIST/results-section.md" --speed-note "${SPEED_NOTE:-speedref: LR-ASPP MobileNetV3-Large int8 at the same size, trained one short epoch (its speed, not its accuracy, is the point).}" \
+    --bench "$DIST/bench.json" "${aarch[@]}" "${prev[@]}" --results "$DIST/results-section.md" --speed-note "${SPEED_NOTE:-speedref: LR-ASPP MobileNetV3-Large int8 at the same size, trained one short epoch (its speed, not its accuracy, is the point).}" \
     --command "${STUDENT:+STUDENT=$STUDENT }${PRE_SIZE:+PRE_SIZE=$PRE_SIZE PRE_EPOCHS=${PRE_EPOCHS:-20} }SIZE=$SIZE${EPOCHS:+ EPOCHS=$EPOCHS}${LR:+ LR=$LR} scripts/train_shipped.sh CAMVID_DIR && scripts/ship_model.sh CAMVID_DIR"

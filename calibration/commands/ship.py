@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command", default="scripts/train_shipped.sh CAMVID_DIR", help="the command that trained it")
     p.add_argument("--results", type=Path, help="also print the docs/RESULTS.md section to this file")
     p.add_argument("--speed-note", default="", help="a sentence on how the speed was measured (load, reference)")
+    p.add_argument("--previous", type=Path, help="card.json of the model this one replaces (its held-out numbers "
+                                                 "go beside the new ones)")
+    p.add_argument("--release", type=int, help="the fleet release number this model goes out as")
     return p
 
 
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
-        card = ship(args.model, args.twin, args.out, args.bench, args.aarch64, args.command, args.speed_note)
+        card = ship(args.model, args.twin, args.out, args.bench, args.aarch64, args.command, args.speed_note,
+                    args.previous, args.release)
         if args.results:
             atomic.write_text(args.results, results_section(card))
         print(f"shipped {args.model} as {args.out / NAME}.tflite (held-out int8 mIoU-7 "
