@@ -331,13 +331,16 @@ class Runner:
     def liveness(self) -> dict:
         """The loop's liveness as the systemd watchdog sees it (thread-safe, for /healthz):
         ``{"status", "alive", "last_frame_s"}``; ``status`` is ``"starting"`` (no ping yet),
-        ``"stalled"`` (no ping for :data:`LIVENESS_S` s: no frame within the capture bound and
+        ``"stalled"`` (no ping for :data:`LIVENESS_S` s, or two frame periods and a second at a
+        low ``--fps``: no frame within the capture bound and
         no camera being reopened, or the loop is stuck), ``"camera_lost"`` (alive, reopening) or
         ``"ok"``; ``last_frame_s`` is seconds since the last frame (monotonic clock)."""
         now, ping = time.monotonic(), self._last_ping
+        # a loop pinging once a frame at a low --fps (0.1: every 10 s) is alive between its frames
+        bound = max(LIVENESS_S, 2.0 / self.target_fps + 1.0) if self.target_fps else LIVENESS_S
         if not ping:
             status = "starting"
-        elif now - ping > LIVENESS_S:
+        elif now - ping > bound:
             status = "stalled"
         else:
             status = "camera_lost" if self.camera_lost else "ok"

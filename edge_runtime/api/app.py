@@ -106,8 +106,10 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
         body also carries ``last_frame_s``, seconds since the last frame."""
         body = {"status": "ok", "model": segmenter.describe()["name"]}
         live = device.live
-        if live is None or live.liveness_fn is None:
+        if live is None:  # roadseg-serve: no loop, the server's own liveness
             return body
+        if live.liveness_fn is None:  # roadseg-run whose loop is not built yet (source, broker)
+            return JSONResponse(dict(body, status="starting", last_frame_s=None), status_code=503)
         state = live.liveness_fn()
         body |= {"status": state["status"], "last_frame_s": state["last_frame_s"]}
         if live.describe_fn is not None:

@@ -211,10 +211,13 @@ def describe(e: ValidationError, values: dict, where: dict[str, str]) -> str:
 def _check_writable(state_dir: str | None, name: str) -> None:
     if state_dir is None:
         return
+    import errno
     path = Path(state_dir)
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
+        if e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            return  # a disk fault, not a setting: the vehicle starts, keeps state in memory and says so
         raise ConfigError(f"{name} {state_dir!r}: cannot create it ({e.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         if _read_only_fs(path):  # a disk fault, not a setting: the vehicle starts, keeps state in memory, says so

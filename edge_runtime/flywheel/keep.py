@@ -25,7 +25,10 @@ log and by :attr:`KeepFrames.disk_fault`, and retried every ``retry_s``
 seconds; while it has nothing to write, the writer also looks at the file
 system every ``check_s`` seconds (``statvfs``: read-only, or free space
 under the reserve), so a card that went bad is a fault within seconds and
-one that recovered is used again by itself. Nothing raises into the loop,
+one that recovered is used again by itself (free space under the reserve
+ends with a margin over it: :data:`RESERVE_MARGIN_BYTES`). A candidate that
+the full store refuses (every kept frame scores higher) says nothing about
+the disk: a fault stays. Nothing raises into the loop,
 and :meth:`KeepFrames.close` never waits long on a disk that refuses.
 """
 from __future__ import annotations
@@ -50,6 +53,18 @@ log = logging.getLogger("roadseg.keep")
 
 #: the fault's ``store`` name (the same shape as the other stores' disk faults)
 STORE_NAME = "kept-frames"
+#: hysteresis of the free-space reserve: a "disk nearly full" fault that a look found (free space under
+#: the store's reserve) ends only when a look finds free space at least the reserve plus
+#: :func:`reserve_margin` (the larger of this many bytes and RESERVE_MARGIN_FRACTION of the reserve), so a
+#: card hovering around the reserve is one fault, not one said and published again every few seconds
+RESERVE_MARGIN_BYTES = 8 * 2 ** 20
+#: see RESERVE_MARGIN_BYTES (64 MiB reserve: 8 MiB)
+RESERVE_MARGIN_FRACTION = 0.125
+
+
+def reserve_margin(reserve_bytes: int) -> int:
+    """Free bytes over the reserve that a look needs to end a "disk nearly full" fault it found."""
+    return max(RESERVE_MARGIN_BYTES, int(reserve_bytes * RESERVE_MARGIN_FRACTION))
 
 
 @dataclass(frozen=True)
@@ -283,7 +298,8 @@ class KeepFrames:
     def _look(self) -> None:
         """The idle writer's look at the file system (statvfs, no write): read-only, or free
         space under the store's reserve, is a fault; a look that finds room ends a fault
-        that a look found, and prepares a store that could not be prepared before."""
+        that a look found (free space under the reserve: only with :func:`reserve_margin`
+        over it), and prepares a store that could not be prepared before."""
         before = self._fault.fault
         self._look_once()
         if self._fault.fault is not before:
@@ -296,8 +312,12 @@ class KeepFrames:
                                          _existing_parent(self.store.folder))
         except OSError:
             return  # cannot be looked at: the next write says why
+        reserve = self.store.reserve_bytes
+        fault = self._fault.fault
+        if fault is not None and self._fault.looked and fault["error"] == reserve_text(reserve):
+            reserve += reserve_margin(reserve)  # hysteresis: ends only with a margin over the reserve
         trouble = "read-only file system" if read_only else (
-            reserve_text(self.store.reserve_bytes) if free < self.store.reserve_bytes else None)
+            reserve_text(self.store.reserve_bytes) if free < reserve else None)
         if trouble is not None:
             if self._fault.fault is None or self._fault.looked:
                 self._fault.failed(trouble, looked=True)
@@ -346,9 +366,8 @@ class KeepFrames:
     def _try_write(self, name: str, jpeg: bytes, record: bytes, score: float) -> bool:
         try:
             evicted = self.store.add(name, jpeg, record, score)
-        except OverflowError:
+        except OverflowError:  # refused before any write: no evidence that a disk fault ended
             self.counts["store_full"] += 1
-            self._fault.recovered()
             return True
         except OSError as e:
             self._fault.failed(e)

@@ -64,6 +64,12 @@ SLOW_WRITE_S = 2.0
 #: free bytes under which the queue's file system counts as full: room for one WAL commit of a
 #: queue of small messages, its checkpoint and SQLite's page cache spill (SQLite's default page is 4 KiB)
 MIN_FREE_BYTES = 256 * 1024
+#: a full disk's fault ends only when this much is free again (hysteresis: a card hovering at the
+#: threshold does not flap the fault, nor the retained status, at every look)
+CLEAR_FREE_BYTES = 2 * MIN_FREE_BYTES
+#: seconds a slow write keeps the "slow disk" fault after it ended, unless a quick write ends it
+#: sooner (a connected vehicle writes rarely: one sequence reservation per 50 summaries)
+SLOW_HOLD_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
@@ -293,7 +299,8 @@ class Outbox:
         """None while the file holds the queue (or there is no file), else
         ``{"store": "offline-queue", "path", "error", "since"}``: the disk refuses
         writes (the queue is kept in memory meanwhile), or it is slow: a write in
-        progress for more than :data:`SLOW_WRITE_S` seconds, or the last one took longer."""
+        progress for more than :data:`SLOW_WRITE_S` seconds, or one that took longer
+        within the last :data:`SLOW_HOLD_S` seconds (a quick write since ends it)."""
         if self._fault:
             return dict(self._fault)
         began, slow = self._write_began, self._slow
@@ -302,7 +309,7 @@ class Outbox:
         if began is not None and time.monotonic() - began > SLOW_WRITE_S:
             since = slow["since"] if slow is not None else utc_now(began - time.monotonic())
             return {"store": "offline-queue", "path": str(self.path), "error": error, "since": since}
-        if slow is not None:
+        if slow is not None and time.monotonic() - slow["ended"] <= SLOW_HOLD_S:
             return {"store": "offline-queue", "path": str(self.path), "error": error, "since": slow["since"]}
         return None
 
@@ -359,8 +366,9 @@ class Outbox:
 
     def _look(self) -> None:
         """The writer's look at the file system between writes: a full or read-only one becomes the
-        fault (said once, as a failed write would be); one seen this way ends when a look finds room."""
-        trouble = disk_trouble(self.path.parent)
+        fault (said once, as a failed write would be); one seen this way ends when a look finds
+        :data:`CLEAR_FREE_BYTES` free (not merely over the threshold: no flapping)."""
+        trouble = disk_trouble(self.path.parent, CLEAR_FREE_BYTES if self._fault is not None else MIN_FREE_BYTES)
         with self._lock:
             if trouble is not None and self._fault is None:
                 self._set_fault(trouble)
@@ -413,7 +421,7 @@ class Outbox:
             return False
         self._write_began, took = None, time.monotonic() - began
         self._note_speed(took)
-        trouble = disk_trouble(self.path.parent) if self._fault is not None else None
+        trouble = disk_trouble(self.path.parent, CLEAR_FREE_BYTES) if self._fault is not None else None
         with self._lock:
             self._seq_recorded = max(seq, self._seq_recorded) if not final else seq
             self._written.notify_all()
@@ -429,9 +437,9 @@ class Outbox:
         if took > SLOW_WRITE_S and self._slow is None:
             log.warning("offline queue: a write to %s took %.1f s (a slow or failing card): the camera loop does "
                         "not wait on it; messages wait in memory meanwhile", self.path, took)
-            self._slow = {"took": took, "since": utc_now(-took)}
+            self._slow = {"took": took, "since": utc_now(-took), "ended": time.monotonic()}
         elif took > SLOW_WRITE_S:
-            self._slow["took"] = took
+            self._slow["took"], self._slow["ended"] = took, time.monotonic()
         elif self._slow is not None:
             log.warning("offline queue: writes to %s are quick again (%.2f s; slow since %s)", self.path, took,
                         self._slow["since"])
@@ -477,8 +485,14 @@ class Outbox:
                 t.start()
                 t.join(max(deadline - time.monotonic(), 0.1))
             if not done.is_set():
-                log.warning("offline queue: %d messages could not be written to %s at stop (%s): lost",
-                            self.unwritten, self.path, (self._fault or {}).get("error", "the disk is too slow"))
+                why = (self._fault or {}).get("error", "the disk is too slow")
+                if self.unwritten:
+                    log.warning("offline queue: %d messages could not be written to %s at stop (%s): lost",
+                                self.unwritten, self.path, why)
+                else:
+                    log.warning("offline queue: the last sequence number could not be recorded in %s at stop (%s; "
+                                "no message lost; the next start continues from the last number recorded)",
+                                self.path, why)
         if self._db is not None and (done.is_set() or self._writer is None):
             try:
                 self._db.close()
@@ -499,10 +513,10 @@ def _is_disk_error(e: BaseException) -> bool:
                                                    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY)
 
 
-def disk_trouble(folder: Path) -> str | None:
+def disk_trouble(folder: Path, min_free: int = MIN_FREE_BYTES) -> str | None:
     """Why the file system holding ``folder`` will refuse the next write, from
     ``statvfs(2)`` alone (no write, so it is safe on a card that errs): ``"read-only
-    file system"``, ``"disk full (N bytes free)"`` under :data:`MIN_FREE_BYTES` (the
+    file system"``, ``"disk full (N bytes free)"`` under ``min_free`` bytes (the
     blocks this user may take: root also takes ext4's reserved blocks), or None.
     A folder that cannot be looked at is None here: the next write says why.
     Blocks while the file system does (call it off the camera loop's thread)."""
@@ -513,7 +527,7 @@ def disk_trouble(folder: Path) -> str | None:
     if st.f_flag & os.ST_RDONLY:
         return "read-only file system"
     free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
-    if free < MIN_FREE_BYTES:
+    if free < min_free:
         return f"disk full ({free} bytes free)"
     return None
 

@@ -132,6 +132,22 @@ def test_healthz_answers_with_the_live_loops_liveness(seg, status, alive, code):
     assert r.status_code == code and r.json()["status"] == status and r.json()["last_frame_s"] == 1.5
     alone = TestClient(create_app(seg)).get("/healthz")  # roadseg-serve: no loop, the server's own liveness
     assert alone.status_code == 200 and alone.json()["status"] == "ok"
+    early = TestClient(create_app(seg, LiveState())).get("/healthz")  # roadseg-run before its loop is built
+    assert early.status_code == 503 and early.json()["status"] == "starting"
+
+
+@pytest.mark.parametrize("fps,since_ping,status", [(10, 7.0, "stalled"), (10, 2.0, "ok"), (0.1, 7.0, "ok"),
+                                                    (0.1, 25.0, "stalled")])
+def test_a_slow_paced_loop_is_alive_between_its_frames(tiny_tflite, fps, since_ping, status):
+    """At --fps 0.1 the loop pings once a frame (every 10 s): it read "stalled" every 5 s while healthy."""
+    from edge_runtime.io.mqtt import NullPublisher
+    from edge_runtime.commands.settings import load_settings
+    from edge_runtime.loop import Runner
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": fps, "device_id": "lv"},
+                      None, env={})
+    runner = Runner(s, publisher=NullPublisher())
+    runner._last_ping = time.monotonic() - since_ping
+    assert runner.liveness()["status"] == status
 
 
 def _healthz_until(url, pred, timeout=30.0):

@@ -347,3 +347,66 @@ def test_bench_reports_what_the_score_costs_per_frame(tiny_tflite, capsys):
                  "--frame-size", "96x160", "--json"]) == 0
     plain = json.loads(capsys.readouterr().out)
     assert plain["results"][0]["score_ms"] is None and "score ms" not in format_table(plain)
+
+
+def test_a_full_store_refusing_a_candidate_does_not_end_a_read_only_fault(tiny_tflite, small_tmpfs, caplog):
+    """issue 31b #3: a candidate that the full store refuses (every kept frame scores higher) was taken for a write
+    that succeeded: a card still read-only was said to write again."""
+    caplog.set_level(logging.INFO, logger="roadseg.keep")
+    seg, clock = DeviceSegmenter(tiny_tflite), Clock()
+    store = FrameStore(small_tmpfs / "kept", 2 ** 24, reserve_bytes=0)
+    for i in range(2):
+        store.add(f"car1-best-{i}", b"\xff" * 20_000, b"{}", 1.0)
+    store.max_bytes = store.bytes_used  # full of frames that no candidate beats
+    keep = _keep(store, seg, clock, check_s=3600.0)  # the test looks, not the writer
+    try:
+        remount(small_tmpfs, "ro")
+        keep._look()
+        fault = keep.disk_fault
+        assert fault is not None and fault["error"] == "read-only file system"
+        _drive(keep, seg, clock, 3, 61.0)  # two windows close: two candidates for the writer
+        assert keep.wait_for(lambda: keep.counts["store_full"] >= 2 and keep.pending == 0, 10)
+        assert keep.disk_fault is fault  # the same fault, its since unchanged
+        keep._look()
+        assert keep.disk_fault is fault
+    finally:
+        keep.close()
+        remount(small_tmpfs, "rw")
+    assert sum("writes again" in r.getMessage() for r in caplog.records) == 0
+
+
+def test_free_space_hovering_at_the_reserve_is_one_fault(tiny_tflite, tmp_path, monkeypatch, caplog):
+    """issue 31b #4: free space going a little under and over the reserve (another writer's log) set and cleared
+    the fault at every look, said and published again each time; it ends now only with a margin over the
+    reserve (8 MiB for the default 64 MiB)."""
+    import edge_runtime.flywheel.keep as keep_module
+    caplog.set_level(logging.INFO, logger="roadseg.keep")
+    reserve = 64 * 2 ** 20
+    margin = 8 * 2 ** 20  # keep.reserve_margin(reserve)
+    free = [reserve - 1]
+    monkeypatch.setattr(keep_module, "free_bytes", lambda folder: (free[0], False))
+    keep = _keep(FrameStore(tmp_path / "kept", 2 ** 24, reserve_bytes=reserve), DeviceSegmenter(tiny_tflite),
+                 check_s=3600.0)  # the test looks, not the writer
+    try:
+        keep._look()
+        fault = keep.disk_fault
+        assert fault is not None and "disk nearly full" in fault["error"]
+        for f in (reserve + 1, reserve - 4096, reserve + 16384, reserve - 1, reserve + margin - 1):
+            free[0] = f
+            keep._look()
+            assert keep.disk_fault is fault, f
+        free[0] = reserve + margin
+        keep._look()
+        assert keep.disk_fault is None
+        free[0] = reserve + 1  # over the reserve: no fault to begin
+        keep._look()
+        assert keep.disk_fault is None
+        free[0] = reserve - 1
+        keep._look()
+        assert keep.disk_fault is not None
+    finally:
+        keep.close()
+    assert _warnings(caplog, "kept-frames: cannot write") == 2
+    assert sum("writes again" in r.getMessage() for r in caplog.records) == 1
+    assert keep_module.reserve_margin(reserve) == margin  # an eighth of larger reserves
+    assert keep_module.reserve_margin(256 * 2 ** 20) == 32 * 2 ** 20

@@ -95,3 +95,59 @@ def test_an_unreadable_file_is_moved_aside_not_fatal(tmp_path, content, caplog):
     assert len(list(tmp_path.glob("q.sqlite.corrupt-*"))) == 1
     box.close()
     assert (path.stat().st_mode & 0o077) == 0  # the owner's data only
+
+
+def _until(pred, timeout: float = 10.0) -> bool:
+    import threading
+    import time
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        tick.wait(0.02)
+    return True
+
+
+def test_a_card_hovering_at_the_threshold_does_not_flap_the_fault(small_tmpfs, caplog):
+    """Set under MIN_FREE_BYTES, cleared only at CLEAR_FREE_BYTES: free space moving around the threshold
+    said "disk full" / "takes writes again" eight times in twelve seconds (and republished the status)."""
+    import logging
+    import os
+    from edge_runtime.io.outbox import CLEAR_FREE_BYTES, MIN_FREE_BYTES
+    from roadseg_lab.checks.soak import fill
+    box = Outbox(small_tmpfs / "q" / "outbox.sqlite", max_bytes=1 << 20, max_count=100, check=0.05)
+    try:
+        assert box.flush(10)
+        filler = fill(small_tmpfs)
+        size = filler.stat().st_size
+
+        def free_exactly(n):  # give back n bytes of the filler
+            os.truncate(filler, size - n)
+        with caplog.at_level(logging.WARNING, logger="roadseg.mqtt"):
+            assert _until(lambda: box.fault is not None)
+            free_exactly(MIN_FREE_BYTES + 64 * 1024)  # over the threshold, under the clearing mark
+            for _ in range(5):  # several looks at that level: the fault stays
+                box._look()
+            assert box.fault is not None
+            free_exactly(CLEAR_FREE_BYTES + 512 * 1024)  # room for what the queue writes meanwhile
+            assert _until(lambda: box.fault is None, 20), (box.fault, os.statvfs(small_tmpfs).f_bavail * 4096)
+        said = [r.getMessage() for r in caplog.records]
+        assert sum("cannot write" in m for m in said) == 1 and sum("takes writes again (refused since" in m for m in said) == 1, said
+    finally:
+        box.close()
+
+
+def test_a_slow_write_is_a_fault_for_a_while_not_until_the_next_write(tmp_path, monkeypatch):
+    """A connected vehicle writes once per 50 summaries: one slow commit said "slow disk" for ~50 intervals."""
+    from edge_runtime.io import outbox
+    box = Outbox(tmp_path / "outbox.sqlite", max_bytes=1 << 20, max_count=100)
+    try:
+        box._note_speed(outbox.SLOW_WRITE_S + 1)
+        assert box.fault and "slow disk" in box.fault["error"]
+        box._slow["ended"] -= outbox.SLOW_HOLD_S + 1  # the hold has passed without another slow write
+        assert box.fault is None
+        box._note_speed(outbox.SLOW_WRITE_S + 1)
+        box._note_speed(0.01)  # a quick write ends it at once
+        assert box.fault is None
+    finally:
+        box.close()

@@ -183,3 +183,27 @@ def test_malformed_config(tmp_path):
     bad.write_text("fps = = 3")
     r = _run_cli("--config", str(bad))
     assert r.returncode == 2 and "malformed config file" in r.stderr
+
+
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_a_state_dir_that_cannot_be_made_on_a_broken_card_is_a_disk_fault_not_a_setting(small_tmpfs, fault,
+                                                                                       tiny_tflite):
+    """On a card remounted read-only (or full) a state dir not yet made was "cannot create it", exit 2, and a
+    restart loop under systemd; an existing one started. Both start now; the stores say what they cannot write."""
+    from edge_runtime.commands.settings import load_settings
+    from roadseg_lab.checks.soak import fill
+    from tests.edge_runtime.conftest import remount
+    filler = None
+    if fault == "read-only":
+        remount(small_tmpfs, "ro")
+    else:
+        filler = fill(small_tmpfs)
+    try:
+        s = load_settings({"model": str(tiny_tflite), "state_dir": str(small_tmpfs / "state" / "car1")}, None,
+                          env={})
+        assert s.state_dir.endswith("car1")
+    finally:
+        if filler is not None:
+            filler.unlink()
+        else:
+            remount(small_tmpfs, "rw")

@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
+import random
 import urllib.error
 import urllib.request
 
@@ -17,7 +19,14 @@ import numpy as np
 import pytest
 
 from edge_runtime.eval.synthetic import synthetic_scene
-from edge_runtime.flywheel.journal import SLOT_BYTES, JournalFile
+from edge_runtime.flywheel.journal import (
+    BUCKET_S,
+    MAX_ENTRIES,
+    SLOT_BYTES,
+    WINDOW_S,
+    JournalFile,
+    Spending,
+)
 from edge_runtime.flywheel.store import FrameStore, KeptRecord
 from edge_runtime.flywheel.upload import (
     JOURNAL_SCHEMA,
@@ -402,3 +411,129 @@ def test_presign_tokens_file_is_checked_without_echoing_tokens(tmp_path):
     assert "short" not in str(e.value)
     f.write_text("car1 token-car1-0123456789\n")
     assert load_tokens(f) == {"car1": "token-car1-0123456789"}
+
+
+# -- issue 31b: the budget's journal -----------------------------------------------------------------------------
+
+class Killed(BaseException):
+    """The power cut: nothing in the uploader catches it."""
+
+
+class DiesMidPut:
+    """A target during whose first PUT the power goes; after that a server that takes everything."""
+
+    def __init__(self):
+        self.got: dict[str, bytes] = {}
+        self.dead = False
+
+    def put(self, key, data, content_type):
+        if not self.dead:
+            self.dead = True
+            raise Killed
+        self.got[key] = data
+
+
+def test_a_power_cut_mid_put_counts_the_frame_and_the_restart_goes_on(tmp_path):
+    """issue 31b #1: the journal written right before the PUT, at a boot-clock time with sub-millisecond digits
+    (5000.0006: its entry rounded to 5000.001, after the write's own unrounded time), was refused at the restart:
+    the whole day's budget counted as spent, nothing sent for 24 hours."""
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    names = add_frames(store, 3, START)
+    sizes = {n: store.size_of(n) for n in names}
+    budget = 4 * sum(sizes.values())
+    first = store.names()[0]
+    target, mono = DiesMidPut(), Clock(5000.0006)
+    with pytest.raises(Killed):
+        Uploader(store, target, budget, monotonic=mono, boot="boot-1").step()
+    mono.t = 5000.0009  # the restart, within the same boot
+    again = Uploader(FrameStore(tmp_path / "kept", 2 ** 24), target, budget, monotonic=mono, boot="boot-1")
+    assert again.budget_left() == budget - sizes[first]  # the frame's bytes count, and nothing more
+    assert again.step() == 3 and len(target.got) == 6 and len(again.store) == 0
+    assert again.budget_left() == budget - sum(sizes.values()) - sizes[first]
+
+
+def test_every_journal_the_spending_writes_reads_back():
+    """issue 31b #1 as a property: whatever the timings of sends, writes and the restart (sub-millisecond apart
+    or not), the document dumped loads back, in the same boot with the same bytes at no older times (but for the
+    rounding to milliseconds), and after a reboot too."""
+    rng = random.Random(3101)
+    for _ in range(1500):
+        clock = Clock(rng.choice([rng.uniform(0, 10.0), rng.uniform(0, 1e7)]))
+        s = Spending(clock)
+        for _ in range(rng.randint(1, 6)):
+            clock.t += rng.choice([0.0, rng.uniform(0, 0.002), rng.uniform(0, 3600.0)])
+            s.add(rng.randint(1, 10 ** 6))
+            clock.t += rng.choice([0.0, rng.uniform(0, 0.002)])
+            doc = json.loads(json.dumps(s.dump("boot-1")))
+            assert all(t <= doc["at"] for t, _ in doc["spent"])
+            clock.t += rng.choice([0.0, rng.uniform(0, 0.002), 10.0])
+            same = Spending(clock)
+            same.load(doc, "boot-1")  # never refused
+            assert same.spent() == s.spent() and len(same.entries) == len(s.entries)
+            assert all(b[0] >= a[0] - 0.0005 for a, b in zip(s.entries, same.entries))
+            rebooted = Spending(Clock(rng.uniform(0, 100.0)))
+            rebooted.load(doc, "boot-2")
+            assert rebooted.spent() == s.spent()  # all within 24 hours: all still counted
+
+
+def _sliding_max(sent: list[tuple[float, int]]) -> int:
+    """The most bytes in any 24 hours (the windows ending at a send are the fullest)."""
+    return max(sum(n for x, n in sent if t - WINDOW_S < x <= t) for t, _ in sent)
+
+
+def test_the_budget_is_a_sliding_24_hours_used_to_the_full():
+    """issue 31b #6: sends less than 30 minutes apart were one bucket stamped with its last send, however long it
+    got, freed only 24 hours after the last: one 100 kB frame every 20 minutes against 5 MB a day sent 146 frames
+    in 4 days (of 200) with 24-hour pauses. Buckets now span at most 30 minutes."""
+    clock = Clock(1000.0)
+    s = Spending(clock)
+    budget, frame, sent = 5_000_000, 100_000, []
+    while clock.t < 1000.0 + 4 * 86400:
+        if s.spent() + frame <= budget:
+            s.add(frame)
+            sent.append((clock.t, frame))
+        clock.t += 1200.0
+        assert len(s.entries) <= MAX_ENTRIES
+    assert len(sent) >= 0.9 * 4 * budget // frame
+    assert _sliding_max(sent) <= budget
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sent)]
+    assert max(gaps) < 86400 / 2
+
+
+def test_the_spending_never_counts_bytes_older_nor_much_longer_than_they_are():
+    """issue 31b #6: at any time what counts lies between the bytes sent in the last 24 hours (never overspent)
+    and those of the last 24 hours and one bucket (never held longer), over irregular sends."""
+    rng = random.Random(3106)
+    clock = Clock(50.0)
+    s = Spending(clock)
+    sent: list[tuple[float, int]] = []
+    for _ in range(3000):
+        clock.t += rng.choice([0.0, 1.0, 60.0, 600.0, 1700.0, 1799.0, 1800.0, 1801.0, 3600.0,
+                               rng.uniform(0, 7200.0)])
+        if rng.random() < 0.8:
+            n = rng.randint(1, 200_000)
+            s.add(n)
+            sent.append((clock.t, n))
+        now = clock.t
+        assert sum(n for x, n in sent if now - x < WINDOW_S) <= s.spent()
+        assert s.spent() <= sum(n for x, n in sent if now - x < WINDOW_S + BUCKET_S)
+        assert len(s.entries) <= MAX_ENTRIES
+
+
+def test_without_a_boot_id_a_restart_frees_nothing_early():
+    """issue 31b #10: without a boot id (no /proc/sys/kernel/random/boot_id) a restart within the same boot was
+    read as a reboot: the whole budget spent 10 hours after boot was free again 50340 s after the restart, not
+    86340 s. Unknown, it is now taken for the same boot (the youngest reading); a clock behind the write is still a
+    reboot."""
+    clock = Clock(36000.0)  # 10 hours after boot
+    a = Spending(clock)
+    a.add(5_000_000)
+    doc = a.dump("")
+    clock.t += 60  # the process restarts a minute later, the same boot
+    for written, now in (("", ""), ("", "boot-1"), ("boot-1", "")):
+        b = Spending(clock)
+        b.load(dict(doc, boot=written), now)
+        assert b.seconds_until(100_000, 5_000_000) == pytest.approx(86400 - 60)
+    rebooted = Spending(Clock(30.0))  # the clock behind the write: a reboot, 30 s ago
+    rebooted.load(doc, "")
+    assert rebooted.seconds_until(100_000, 5_000_000) == pytest.approx(86400 - 30)
