@@ -27,8 +27,9 @@ def small_tmpfs(tmp_path):
 
 
 @pytest.fixture
-def ext4_card(tmp_path):
-    """A loop-mounted 8 MiB ext4 image: a card the kernel can remount read-only."""
+def ext4_image_card(tmp_path):
+    """A loop-mounted 8 MiB ext4 image, errors=remount-ro: a card the kernel can remount read-only.
+    Yields ``(mount point, image)`` (the image for an fsck, as a reboot does)."""
     image, point = tmp_path / "card.img", tmp_path / "card"
     point.mkdir()
     with open(image, "wb") as f:
@@ -37,8 +38,14 @@ def ext4_card(tmp_path):
         pytest.skip("mkfs.ext4 not installed (e2fsprogs)")
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
     _mount(["-o", "loop,errors=remount-ro", str(image), str(point)])
-    yield point
+    yield point, image
     subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
+
+
+@pytest.fixture
+def ext4_card(ext4_image_card):
+    """:func:`ext4_image_card`'s mount point alone."""
+    return ext4_image_card[0]
 
 
 def io_error_remounts_read_only(point: Path) -> None:

@@ -11,7 +11,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from edge_runtime.update.updater import DiskError, UpdateConfig, UpdateError, Up
 from roadseg_lab.checks.soak import (
     fill,  # the soak's own: a card filled to the last byte
 )
+from tests.edge_runtime.conftest import _mount, io_error_remounts_read_only, remount
 from tests.edge_runtime.test_update import TINY, ann, make_updater, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,52 +50,8 @@ def server(fleet, tmp_path):
     s.stop()
 
 
-# -- real file systems (the minimal parts of test_vehicle_faults.py's fixtures) ------------------------
-def _mount(args: list[str]) -> None:
-    r = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount here ({r.stderr.strip()[:80]}): needs root and mount permission")
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs: a card that fills up (and that ``remount`` turns read-only and back)."""
-    point = tmp_path / "card"
-    point.mkdir()
-    _mount(["-t", "tmpfs", "-o", "size=2m", "tmpfs", str(point)])
-    yield point
-    subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
-
-
-def remount(point: Path, mode: str) -> None:
-    """``mode`` ro or rw: the kernel refuses every write with EROFS while ro."""
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(point)], check=True, capture_output=True)
-
-
-@pytest.fixture
-def ext4_card(tmp_path):
-    """A loop-mounted 8 MiB ext4 image, errors=remount-ro: a card the kernel can remount read-only.
-    Yields ``(mount point, image)``."""
-    image, point = tmp_path / "card.img", tmp_path / "card"
-    point.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(8 << 20)
-    if shutil.which("mkfs.ext4") is None:
-        pytest.skip("mkfs.ext4 not installed (e2fsprogs)")
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-    _mount(["-o", "loop,errors=remount-ro", str(image), str(point)])
-    yield point, image
-    subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
-
-
-def _io_error_remounts_read_only(point: Path) -> None:
-    """What the kernel does after an I/O error on a card mounted errors=remount-ro (Raspberry Pi OS's
-    default): ext4's own error path, through /sys/fs/ext4/<dev>/trigger_fs_error."""
-    dev = Path(subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(point)], capture_output=True, text=True,
-                              check=True).stdout.strip()).name
-    Path(f"/sys/fs/ext4/{dev}/trigger_fs_error").write_text("roadseg test: I/O error\n")
-    with pytest.raises(OSError, match="Read-only file system"):
-        (point / "probe").write_bytes(b"x")
+# -- real file systems: tests/edge_runtime/conftest.py (small_tmpfs, ext4_image_card) -------------------
+_io_error_remounts_read_only = io_error_remounts_read_only
 
 
 def _card_repaired(point: Path, image: Path) -> None:
@@ -208,10 +164,10 @@ def _committed_then_on_trial(state: Path, repo, root: Path, url: str) -> None:
 
 
 def test_a_trial_left_on_a_read_only_card_rolls_back_in_memory_and_is_recorded_when_the_card_allows(
-        fleet, server, ext4_card, caplog):
+        fleet, server, ext4_image_card, caplog):
     caplog.set_level(logging.INFO, logger="roadseg.update")
     repo, root = fleet
-    point, image = ext4_card
+    point, image = ext4_image_card
     state = point / "state"
     _committed_then_on_trial(state, repo, root, server.url)
     _io_error_remounts_read_only(point)
@@ -239,13 +195,13 @@ def test_a_trial_left_on_a_read_only_card_rolls_back_in_memory_and_is_recorded_w
     _no_traceback(caplog)
 
 
-def test_roadseg_run_starts_on_a_read_only_card_with_a_release_left_on_trial(fleet, server, ext4_card, broker):
+def test_roadseg_run_starts_on_a_read_only_card_with_a_release_left_on_trial(fleet, server, ext4_image_card, broker):
     """The vehicle, as systemd starts it, with --update-repo on a card remounted read-only by the kernel
     and a release left on trial: it runs on the previous release and says so, in the log and in its
     retained status (before: exit 4)."""
     from tests.support import Subscriber
     repo, root = fleet
-    point, _ = ext4_card
+    point, _ = ext4_image_card
     state = point / "state"
     _committed_then_on_trial(state, repo, root, server.url)
     _io_error_remounts_read_only(point)
