@@ -138,7 +138,7 @@ def card_markdown(card: dict) -> str:
     if card["aarch64"]:
         a = card["aarch64"]
         lines += [f"Under aarch64 (arm64 Debian bookworm under qemu, `scripts/test_aarch64.sh`; timings meaningless): "
-                  f"argmax identical to x86's on {100 * a['agreement']:.1f}% of the pixels of {a['frames']} fixed "
+                  f"argmax identical to x86's on {100 * a['agreement']:.2f}% of the pixels of {a['frames']} fixed "
                   f"frame(s), raw int8 outputs within {a.get('max_steps', '?')} quantization step(s); "
                   f"{a.get('note', '')}", ""]
     lines += ["What these numbers do not show: one held-out road sequence (CamVid 0006R0, daylight, one "
