@@ -158,6 +158,19 @@ def read_small_text(path: str | Path, max_bytes: int, what: str = "file", missin
         raise ValueError(f"cannot read {what} {path}: not UTF-8 text") from None
 
 
+def free_bytes(folder: str | Path) -> tuple[int, bool]:
+    """``(bytes this user may still write, read-only?)`` of the file system holding
+    ``folder``, from ``statvfs(2)`` (no write: safe on a card that errs; root also
+    takes ext4's reserved blocks). Blocks while the file system does.
+
+    Raises:
+        OSError: ``folder`` cannot be looked at (FileNotFoundError when it does not exist).
+    """
+    st = os.statvfs(folder)
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    return free, bool(st.f_flag & os.ST_RDONLY)
+
+
 def fsync_dir(path: str | Path) -> None:
     """Flush a folder's entries (a rename or unlink in it) to disk (POSIX: fsync on the directory).
 

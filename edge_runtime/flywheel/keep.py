@@ -45,8 +45,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.atomic import free_bytes
 from edge_runtime.flywheel.score import TeachScorer
-from edge_runtime.flywheel.store import FrameStore, KeptRecord, free_bytes, reserve_text
+from edge_runtime.flywheel.store import FrameStore, KeptRecord, reserve_text
 from edge_runtime.io.outbox import utc_now
 
 log = logging.getLogger("roadseg.keep")

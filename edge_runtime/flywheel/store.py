@@ -50,15 +50,6 @@ def reserve_text(reserve_bytes: int) -> str:
     return f"disk nearly full: keeping {reserve_bytes / 2 ** 20:g} MiB free for the rest of the vehicle"
 
 
-def free_bytes(folder: str | Path) -> tuple[int, bool]:
-    """``(bytes this user may still write, read-only?)`` of the file system holding
-    ``folder``, from ``statvfs(2)`` (no write: safe on a card that errs; root also
-    takes ext4's reserved blocks). Raises OSError when it cannot be looked at."""
-    st = os.statvfs(folder)
-    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
-    return free, bool(st.f_flag & os.ST_RDONLY)
-
-
 class KeptRecord(BaseModel):
     """What a kept frame's ``.json`` says (one schema for the vehicle that
     writes it and the workstation that reads it): ``why`` (the score's
@@ -170,7 +161,7 @@ class FrameStore:
         """Raise OSError (ENOSPC, EROFS) when ``need`` more bytes would take the file
         system's free space under :attr:`reserve_bytes`, or it is read-only. ``need`` under 1
         (a frame that replaces larger ones) always fits a writable file system."""
-        free, read_only = free_bytes(self.folder)
+        free, read_only = atomic.free_bytes(self.folder)
         if read_only:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.folder))
         if need <= 0:

@@ -49,6 +49,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime import atomic
+
 log = logging.getLogger("roadseg.mqtt")
 
 #: sequence numbers reserved per write of the ``meta`` table
@@ -521,12 +523,11 @@ def disk_trouble(folder: Path, min_free: int = MIN_FREE_BYTES) -> str | None:
     A folder that cannot be looked at is None here: the next write says why.
     Blocks while the file system does (call it off the camera loop's thread)."""
     try:
-        st = os.statvfs(folder)
+        free, read_only = atomic.free_bytes(folder)
     except OSError:
         return None
-    if st.f_flag & os.ST_RDONLY:
+    if read_only:
         return "read-only file system"
-    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
     if free < min_free:
         return f"disk full ({free} bytes free)"
     return None

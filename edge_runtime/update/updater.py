@@ -48,14 +48,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from edge_runtime import __version__
-from edge_runtime.atomic import durable_write
+from edge_runtime.atomic import durable_write, free_bytes
 from edge_runtime.contract import release as contract
 from edge_runtime.io.outbox import MIN_FREE_BYTES, disk_trouble, utc_now
 from edge_runtime.update.slots import POINTER, SlotError, Slots, os_error_text
@@ -672,12 +671,11 @@ def _free_bytes(folder: Path) -> int | None:
     parent), from ``statvfs``; None when it cannot be looked at."""
     for f in (folder, *folder.parents):
         try:
-            st = os.statvfs(f)
+            return free_bytes(f)[0]
         except FileNotFoundError:
             continue
         except OSError:
             return None
-        return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
     return None
 
 
