@@ -2,8 +2,11 @@
 an ACL, TLS with a CA made here, a message size limit), a real MQTT subscriber."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 
@@ -282,3 +285,29 @@ class Watchdog:
                     self.pings.append(time.monotonic())
             except OSError:
                 pass
+
+
+def until(pred, timeout: float) -> bool:
+    """True as soon as ``pred()`` holds, False after ``timeout`` seconds (looked at every 20 ms)."""
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        tick.wait(0.02)
+    return True
+
+
+def not_a_small_regular_file(path: Path, kind: str, max_bytes: int) -> None:
+    """Make ``path`` what a bounded reader must refuse without a wait or a read: ``fifo`` (no writer),
+    ``dev-zero`` (a link to /dev/zero), ``huge`` (``max_bytes + 1``, sparse), ``folder``, ``missing``."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(max_bytes + 1)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind != "missing":
+        raise ValueError(f"unknown kind {kind!r}")

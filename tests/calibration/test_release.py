@@ -72,18 +72,10 @@ def test_a_model_without_sidecar_or_a_missing_repository_is_one_line(tmp_path):
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge", "folder", "missing"])
 def test_a_key_that_is_not_a_small_regular_file_is_refused_in_one_line_without_a_read(tmp_path, kind):
     """A FIFO with no writer, a link to /dev/zero or a huge file costs neither a wait nor memory."""
-    import os
     from calibration.release import MAX_KEY_BYTES, ReleaseRepoError, load_signer
+    from tests.support import not_a_small_regular_file
     key = tmp_path / "targets.pem"
-    if kind == "fifo":
-        os.mkfifo(key)
-    elif kind == "dev-zero":
-        key.symlink_to("/dev/zero")
-    elif kind == "huge":
-        with open(key, "wb") as f:
-            f.truncate(MAX_KEY_BYTES + 1)
-    elif kind == "folder":
-        key.mkdir()
+    not_a_small_regular_file(key, kind, MAX_KEY_BYTES)
     with pytest.raises(ReleaseRepoError) as e:
         load_signer(key)
     text = str(e.value)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.io.outbox import SEQ_BLOCK, Outbox, OutboxBusy
+from tests.support import until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,17 +98,6 @@ def test_an_unreadable_file_is_moved_aside_not_fatal(tmp_path, content, caplog):
     assert (path.stat().st_mode & 0o077) == 0  # the owner's data only
 
 
-def _until(pred, timeout: float = 10.0) -> bool:
-    import threading
-    import time
-    deadline, tick = time.monotonic() + timeout, threading.Event()
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        tick.wait(0.02)
-    return True
-
-
 def test_a_card_hovering_at_the_threshold_does_not_flap_the_fault(small_tmpfs, caplog):
     """Set under MIN_FREE_BYTES, cleared only at CLEAR_FREE_BYTES: free space moving around the threshold
     said "disk full" / "takes writes again" eight times in twelve seconds (and republished the status)."""
@@ -124,13 +114,13 @@ def test_a_card_hovering_at_the_threshold_does_not_flap_the_fault(small_tmpfs, c
         def free_exactly(n):  # give back n bytes of the filler
             os.truncate(filler, size - n)
         with caplog.at_level(logging.WARNING, logger="roadseg.mqtt"):
-            assert _until(lambda: box.fault is not None)
+            assert until(lambda: box.fault is not None, 10)
             free_exactly(MIN_FREE_BYTES + 64 * 1024)  # over the threshold, under the clearing mark
             for _ in range(5):  # several looks at that level: the fault stays
                 box._look()
             assert box.fault is not None
             free_exactly(CLEAR_FREE_BYTES + 512 * 1024)  # room for what the queue writes meanwhile
-            assert _until(lambda: box.fault is None, 20), (box.fault, os.statvfs(small_tmpfs).f_bavail * 4096)
+            assert until(lambda: box.fault is None, 20), (box.fault, os.statvfs(small_tmpfs).f_bavail * 4096)
         said = [r.getMessage() for r in caplog.records]
         assert sum("cannot write" in m for m in said) == 1 and sum("takes writes again (refused since" in m for m in said) == 1, said
     finally:

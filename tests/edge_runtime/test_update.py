@@ -559,16 +559,10 @@ def test_doctor_shows_the_trust_root_the_running_release_and_the_slots(fleet, se
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge", "missing"])
 def test_a_trust_root_that_is_not_a_small_regular_file_is_refused_in_one_line(tmp_path, kind):
-    import os
     from edge_runtime.update.updater import MAX_TRUST_ROOT_BYTES, read_trust_root
+    from tests.support import not_a_small_regular_file
     root = tmp_path / "root.json"
-    if kind == "fifo":
-        os.mkfifo(root)
-    elif kind == "dev-zero":
-        root.symlink_to("/dev/zero")
-    elif kind == "huge":
-        with open(root, "wb") as f:
-            f.truncate(MAX_TRUST_ROOT_BYTES + 1)
+    not_a_small_regular_file(root, kind, MAX_TRUST_ROOT_BYTES)
     with pytest.raises(ValueError) as e:
         read_trust_root(root)
     assert "\n" not in str(e.value) and str(e.value).startswith(f"cannot read trust root {root}")

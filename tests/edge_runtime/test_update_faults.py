@@ -20,7 +20,6 @@ import pytest
 
 pytest.importorskip("tuf.ngclient")
 
-from calibration.release import ReleaseRepo
 from edge_runtime.update import slots as slots_module
 from edge_runtime.update.slots import Slots
 from edge_runtime.update.updater import DiskError, UpdateConfig, UpdateError, Updater
@@ -28,26 +27,10 @@ from roadseg_lab.checks.soak import (
     fill,  # the soak's own: a card filled to the last byte
 )
 from tests.edge_runtime.conftest import _mount, io_error_remounts_read_only, remount
-from tests.edge_runtime.test_update import TINY, ann, make_updater, serve
+from tests.edge_runtime.test_update import TINY, ann, fleet, make_updater, serve, server  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULT_LINE = "model updates: cannot write"
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    """A repository with release 0 and 1 (both the tiny model), its keys outside it, a trust root."""
-    repo = ReleaseRepo.init(tmp_path / "repo", tmp_path / "keys")
-    repo.add(TINY)
-    repo.add(TINY)
-    return repo, repo.trust_root(tmp_path / "trust-root.json")
-
-
-@pytest.fixture
-def server(fleet, tmp_path):
-    s = serve(fleet[0].repo, tmp_path / "www")
-    yield s
-    s.stop()
 
 
 # -- real file systems: tests/edge_runtime/conftest.py (small_tmpfs, ext4_image_card) -------------------

@@ -19,7 +19,7 @@ import pytest
 
 from roadseg_lab.checks.soak import fill  # the soak's own: a card filled to the last byte
 from tests.edge_runtime.conftest import io_error_remounts_read_only as _io_error_remounts_read_only
-from tests.support import Subscriber, Watchdog
+from tests.support import Subscriber, Watchdog, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,16 +89,6 @@ def test_a_full_disk_is_a_fault_not_a_crash_and_it_resumes_and_restarts(tiny_tfl
     del stats
 
 
-def _until(pred, timeout: float) -> bool:
-    """True as soon as ``pred()`` holds, False after ``timeout`` seconds (looked at every 20 ms)."""
-    deadline, tick = time.monotonic() + timeout, threading.Event()
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        tick.wait(0.02)
-    return True
-
-
 def test_a_full_card_is_a_fault_before_any_write_meets_it_and_ends_with_room(small_tmpfs):
     """The soak's blind spot: with the broker up nothing is written, so a full card went unseen until the
     next sequence reservation; the writer's look at the file system shows it within its interval."""
@@ -107,13 +97,13 @@ def test_a_full_card_is_a_fault_before_any_write_meets_it_and_ends_with_room(sma
     try:
         assert box.flush(10) and box.fault is None
         filler = fill(small_tmpfs)
-        assert _until(lambda: box.fault is not None, 10), "a full card with nothing to write was not seen"
+        assert until(lambda: box.fault is not None, 10), "a full card with nothing to write was not seen"
         assert box.fault["store"] == "offline-queue" and "disk full" in box.fault["error"]
         for i in range(5):  # kept in memory meanwhile, within the bounds
             box.append("roadseg/car1/coverage", b"x" * 100, 1)
         assert len(box) == 5
         filler.unlink()
-        assert _until(lambda: box.fault is None, 10), "the fault outlived the room made on the card"
+        assert until(lambda: box.fault is None, 10), "the fault outlived the room made on the card"
         assert box.flush(10)
     finally:
         box.close()
