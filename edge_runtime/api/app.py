@@ -104,16 +104,14 @@ def create_app(segmenter, live: LiveState | None = None, token: str | None = Non
         the camera is announced lost and being reopened (``"camera_lost"``); 503 before the
         first frame (``"starting"``) and when the loop has stopped beating (``"stalled"``); the
         body also carries ``last_frame_s``, seconds since the last frame."""
-        body = {"status": "ok", "model": segmenter.describe()["name"]}
         live = device.live
         if live is None:  # roadseg-serve: no loop, the server's own liveness
-            return body
+            return {"status": "ok", "model": segmenter.describe()["name"]}
+        model = (live.describe_fn or segmenter.describe)()["name"]  # the loop's model once it runs
         if live.liveness_fn is None:  # roadseg-run whose loop is not built yet (source, broker)
-            return JSONResponse(dict(body, status="starting", last_frame_s=None), status_code=503)
+            return JSONResponse({"status": "starting", "model": model, "last_frame_s": None}, status_code=503)
         state = live.liveness_fn()
-        body |= {"status": state["status"], "last_frame_s": state["last_frame_s"]}
-        if live.describe_fn is not None:
-            body["model"] = live.describe_fn()["name"]
+        body = {"status": state["status"], "model": model, "last_frame_s": state["last_frame_s"]}
         return body if state["alive"] else JSONResponse(body, status_code=503)
 
     _add_docs(app, device)

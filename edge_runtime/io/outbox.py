@@ -135,7 +135,7 @@ class Outbox:
         self._fault: dict | None = None
         self._fault_looked = False  # the fault was seen by a look at the file system, not by a failed write
         self._write_began: float | None = None  # monotonic start of the write in progress
-        self._slow: dict | None = None  # the last write took over SLOW_WRITE_S: {"took", "since"}
+        self._slow: dict | None = None  # a write took over SLOW_WRITE_S: {"since" (UTC), "ended" (monotonic)}
         # what the file lacks: rows to insert, ids to delete, the seq reservation to record
         self._to_insert: dict[int, Row] = {}
         self._to_delete: set[int] = set()
@@ -439,9 +439,9 @@ class Outbox:
         if took > SLOW_WRITE_S and self._slow is None:
             log.warning("offline queue: a write to %s took %.1f s (a slow or failing card): the camera loop does "
                         "not wait on it; messages wait in memory meanwhile", self.path, took)
-            self._slow = {"took": took, "since": utc_now(-took), "ended": time.monotonic()}
+            self._slow = {"since": utc_now(-took), "ended": time.monotonic()}
         elif took > SLOW_WRITE_S:
-            self._slow["took"], self._slow["ended"] = took, time.monotonic()
+            self._slow["ended"] = time.monotonic()
         elif self._slow is not None:
             log.warning("offline queue: writes to %s are quick again (%.2f s; slow since %s)", self.path, took,
                         self._slow["since"])
