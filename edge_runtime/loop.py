@@ -48,6 +48,9 @@ MAX_HUNG = 3
 FAULT_CHECK_INTERVAL = 1.0
 #: seconds without a watchdog ping (one a second while the loop is alive) before /healthz says "stalled"
 LIVENESS_S = 5.0
+#: the longest the pacer sleeps: between the frames of a low --fps the loop still pings the watchdog,
+#: publishes stats and answers signals this often (systemd's WatchdogSec=60 and TimeoutStopSec)
+HOUSEKEEPING_S = 1.0
 
 
 class FrameView(Protocol):
@@ -70,18 +73,24 @@ class Pacer:
         self.next_tick = time.monotonic()
         self.skipped = 0
 
-    def wait(self) -> None:
-        """Sleep until the next tick; when late, skip (and count) the missed ticks."""
+    def wait(self, max_sleep: float | None = None) -> bool:
+        """Sleep until the next tick, or ``max_sleep`` seconds at most; True when the tick came (take a
+        frame), False when woken before it (at a low ``--fps`` the loop still keeps its watchdog, stats and
+        signals on time between frames). When late, skip (and count) the missed ticks."""
         if not self.period:
-            return
+            return True
         now = time.monotonic()
         if now < self.next_tick:
+            if max_sleep is not None and self.next_tick - now > max_sleep:
+                time.sleep(max_sleep)
+                return False
             time.sleep(self.next_tick - now)
         else:
             missed = int((now - self.next_tick) / self.period)
             self.skipped += missed
             self.next_tick += missed * self.period
         self.next_tick += self.period
+        return True
 
 
 class Every:
@@ -153,6 +162,7 @@ class Runner:
         self.exit_reason = ""
         self.camera_lost = False
         self._last_ping = 0.0
+        self._last_got = False  # whether the last tick found a frame
         self.pacer = Pacer(self.target_fps)
         self.achieved = 0.0
         self._window = (0, self.started)
@@ -251,12 +261,15 @@ class Runner:
             self.open_source()
             sd_notify("READY=1")
             while not self._finished(t0):
-                self.pacer.wait()
-                got = self._capture()
-                self._apply_swap()
-                self._watch(time.monotonic(), t0, got is not None)
-                if got is not None:
-                    self._process(*got, agg)
+                if self.pacer.wait(max_sleep=HOUSEKEEPING_S):
+                    got = self._capture()
+                    self._apply_swap()
+                    self._last_got = got is not None
+                    self._watch(time.monotonic(), t0, self._last_got)
+                    if got is not None:
+                        self._process(*got, agg)
+                else:  # between two frames of a low --fps: liveness from the camera's own frames
+                    self._watch(time.monotonic(), t0, self._delivering())
                 now = time.monotonic()
                 if agg.frames and (since := publish.due(now)) is not None:
                     self._publish_coverage(agg, since if self.s.publish_interval else None)
@@ -303,6 +316,13 @@ class Runner:
             self.exit_reason = "max-frames"
         return bool(self.exit_reason)
 
+    def _delivering(self) -> bool:
+        """Between two ticks: has the camera delivered a frame since the loop last saw one? (A source
+        with a latest-frame slot records when; a source read on demand, such as a file, is taken as
+        its last tick found it.)"""
+        at = getattr(self.source, "last_frame_at", None)
+        return self._last_got if at is None else at > self._last_frame
+
     def _watch(self, now: float, t0: float, got_frame: bool) -> None:
         """Liveness, measured on frames. The systemd watchdog is pinged and the
         heartbeat file touched while frames arrive (one within
@@ -331,16 +351,14 @@ class Runner:
     def liveness(self) -> dict:
         """The loop's liveness as the systemd watchdog sees it (thread-safe, for /healthz):
         ``{"status", "alive", "last_frame_s"}``; ``status`` is ``"starting"`` (no ping yet),
-        ``"stalled"`` (no ping for :data:`LIVENESS_S` s, or two frame periods and a second at a
-        low ``--fps``: no frame within the capture bound and
-        no camera being reopened, or the loop is stuck), ``"camera_lost"`` (alive, reopening) or
-        ``"ok"``; ``last_frame_s`` is seconds since the last frame (monotonic clock)."""
+        ``"stalled"`` (no ping for :data:`LIVENESS_S` s at any ``--fps``, since the loop pings
+        between its frames too: no frame from the camera within the capture bound and no camera
+        being reopened, or the loop is stuck), ``"camera_lost"`` (alive, reopening) or
+        ``"ok"``; ``last_frame_s`` is seconds since the camera's last frame (monotonic clock)."""
         now, ping = time.monotonic(), self._last_ping
-        # a loop pinging once a frame at a low --fps (0.1: every 10 s) is alive between its frames
-        bound = max(LIVENESS_S, 2.0 / self.target_fps + 1.0) if self.target_fps else LIVENESS_S
         if not ping:
             status = "starting"
-        elif now - ping > bound:
+        elif now - ping > LIVENESS_S:
             status = "stalled"
         else:
             status = "camera_lost" if self.camera_lost else "ok"

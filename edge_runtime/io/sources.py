@@ -692,6 +692,7 @@ class LatestFrameSource(FrameSource):
         self._quick_losses = 0  # losses in a row within a second of coming up
         self.state = "opening"
         self.last_error = ""
+        self.last_frame_at: float | None = None  # time.monotonic() of the newest frame put in the slot
         self.lost_since: float | None = None
 
     def start(self, wait: bool = True) -> "LatestFrameSource":
@@ -802,6 +803,7 @@ class LatestFrameSource(FrameSource):
                     self.dropped += 1
                 self._frame, self._prepared = frame, prepared
                 self._fresh = True
+                self.last_frame_at = time.monotonic()
                 self._cond.notify_all()
 
     def read(self, timeout: float = 5.0):

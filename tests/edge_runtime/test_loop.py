@@ -23,7 +23,7 @@ from edge_runtime.io.sources import (
     SyntheticCamera,
 )
 from edge_runtime.loop import Runner
-from tests.support import Subscriber, Watchdog
+from tests.support import Subscriber, Watchdog, until
 
 
 def test_latency_windows_are_bounded(tiny_tflite, monkeypatch):
@@ -111,6 +111,34 @@ def test_camera_lost_is_a_state_with_watchdog_pings_and_recovery(tiny_tflite, br
         assert late.wait_for(lambda m: m[2] and m[1]["state"] == "offline", timeout=10)
     finally:
         late.close()
+
+def test_a_low_fps_keeps_the_watchdog_stats_and_signals_between_its_frames(tiny_tflite, broker, tmp_path,
+                                                                          monkeypatch):
+    """At --fps 0.02 (a frame every 50 s) the pacer slept the whole period: one watchdog ping per frame
+    (systemd's WatchdogSec=60 a hair away, and any --fps under 1/60 restarted the vehicle for nothing),
+    stats late by up to a period and a stop request waiting as long. Now the loop wakes every second
+    between frames; its liveness between them comes from the camera's own frames."""
+    wd = Watchdog(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    sub = Subscriber(broker.port, "roadseg/t1/#", client_id="slow-fps-sub")
+    vehicle = Vehicle(_settings(tiny_tflite, broker, fps=0.02, stats_interval=1.0, duration=300.0))
+    t = threading.Thread(target=vehicle.run)
+    t.start()
+    try:
+        assert vehicle.ready.wait(30)
+        assert until(lambda: vehicle.runner.frames == 1, 20)
+        first = len(wd.pings)
+        assert until(lambda: len(wd.pings) >= first + 3, 20)  # a ping a second, not a ping a frame
+        assert sub.wait_for(lambda m: m[0].endswith("/stats") and m[1]["frames"] == 1, timeout=20)
+        assert vehicle.runner.frames == 1 and vehicle.runner.liveness()["status"] == "ok"
+    finally:
+        asked = time.monotonic()
+        vehicle.request_stop()
+        t.join(timeout=45)
+        sub.close()
+        wd.stop.set()
+    assert not t.is_alive() and time.monotonic() - asked < 30  # not the rest of a 50 s frame period
+
 
 def _args(model, broker, *extra):
     return ["--model", str(model), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
