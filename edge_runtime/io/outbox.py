@@ -538,14 +538,13 @@ def _describe(err: BaseException, folder: Path | None = None) -> str:
     own text. SQLite often says only "disk I/O error": the file system of ``folder`` tells which."""
     import errno
     no = getattr(err, "errno", None)
-    flags, free = 0, None
+    read_only, free = False, None
     if folder is not None:
         try:
-            st = os.statvfs(folder)
-            flags, free = st.f_flag, st.f_bavail
+            free, read_only = atomic.free_bytes(folder)
         except OSError:
             pass
-    if no == errno.EROFS or "readonly" in str(err) or "read-only" in str(err) or flags & os.ST_RDONLY:
+    if no == errno.EROFS or "readonly" in str(err) or "read-only" in str(err) or read_only:
         return f"read-only file system ({err})"[:200]
     if no == errno.ENOSPC or "disk is full" in str(err) or free == 0:
         return f"disk full ({err})"[:200]

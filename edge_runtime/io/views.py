@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import atomic
 from edge_runtime.errors import RuntimeFailure
 
 log = logging.getLogger("roadseg.views")
@@ -277,14 +278,13 @@ class Preview:
         still says read-write to statvfs)."""
         try:
             os.pwrite(self._reserve_fd, b"\0", 0)
-            st = os.statvfs(self._folder)
+            free, read_only = atomic.free_bytes(self._folder)
         except OSError as e:
             self._fault(f"cannot write: {_os_error(e)}")
             return False
-        if st.f_flag & os.ST_RDONLY:
+        if read_only:
             self._fault("the filesystem is read-only (EROFS)")
             return False
-        free = st.f_bavail * st.f_frsize
         need = PREVIEW_MIN_FREE + 2 * self._largest_step
         if free < need:
             self._fault(f"the disk is full (ENOSPC): {free} bytes free, {need} needed to go on")
