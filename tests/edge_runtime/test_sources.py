@@ -93,7 +93,8 @@ def _run_cli(*args, timeout=60):
                           text=True, timeout=timeout)
 
 def test_source_cannot_be_opened(tiny_tflite, broker):
-    r = _run_cli(*_args(tiny_tflite, broker, "--source", "v4l2:/dev/video99", "--max-frames", "1"))
+    r = _run_cli(*_args(tiny_tflite, broker, "--source", "v4l2:/dev/video99", "--max-frames", "1",
+                                  "--camera-wait", "1"))
     assert r.returncode == 4 and "cannot open camera" in r.stderr  # a runtime failure, not bad usage
 
 

@@ -69,6 +69,7 @@ def test_train_two_workers_one_run_directory(synth_cityscapes, tmp_path):
     assert json.loads((run / "config.json").read_text())["arch"] == "segformer-b0"
 
 
+@pytest.mark.slow  # two TensorFlow workers in subprocesses: ~20 s (CI runs -m slow)
 def test_distill_two_workers_one_run_directory(synth_cityscapes, tmp_path):
     run = tmp_path / "runs" / "st"
     res = _cluster("distill.commands.distill", ["--student", "roadseg-fast", "--no-kd", "--width", "0.25",

@@ -66,6 +66,7 @@ def test_weights_from_the_backend_free_trainer_import_as_a_run(packed_teacher, s
     assert not (bad / "export").exists()
 
 
+@pytest.mark.slow  # a JAX training in a subprocess: ~35 s (CI runs -m slow)
 def test_student_distilled_by_the_backend_free_trainer_imports_as_a_student_run(packed_teacher, synth_camvid,
                                                                                  tmp_path):
     """A roadseg-fast student trained on JAX (the GPU machines' backend) with

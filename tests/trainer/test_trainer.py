@@ -107,12 +107,16 @@ def test_segformer_predicts_2to1_frame(tmp_path):
 
 
 def test_checkpoint_roundtrip_and_resume(synth_cityscapes, tmp_path):
-    from trainer.loop import Checkpointer, make_optimizer
+    """A SegFormer run cut off after its first epoch (its time budget) leaves a checkpoint that holds every
+    weight and the step; --resume goes on from there to the end (one export, at the end)."""
+    from trainer.loop import BudgetReached, Checkpointer, make_optimizer
     from trainer.models import build_model
     out = tmp_path / "r"
     base = dict(arch="segformer-b0", data=str(synth_cityscapes), out=str(out), size=(32, 64),
-                steps_per_epoch=2, batch=2, model_kwargs=TINY_SF)
-    train(TrainConfig(epochs=1, **base))
+                steps_per_epoch=2, batch=2, model_kwargs=TINY_SF, epochs=2)
+    with pytest.raises(BudgetReached):
+        train(TrainConfig(time_budget_min=1e-4, **base))  # the first epoch always runs, then it stops
+    assert not (out / "export").exists()
     ckpt = Checkpointer(out)
     seg = build_model("segformer-b0", (32, 32), **TINY_SF)
     opt = make_optimizer("keras3", 1e-3, 1e-4)
@@ -123,9 +127,10 @@ def test_checkpoint_roundtrip_and_resume(synth_cityscapes, tmp_path):
     for i, v in enumerate(seg.model.weights):
         np.testing.assert_array_equal(np.asarray(v), saved[f"w{i}"])
     # resume continues where it stopped
-    train(TrainConfig(epochs=2, **base), resume=True)
+    train(TrainConfig(**base), resume=True)
     rows = (out / "history.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[1].startswith("1,") and rows[2].startswith("2,")
+    assert (out / "export" / "saved_model.pb").is_file()
 
 
 def test_cli_errors(synth_cityscapes, tmp_path, capsys):
