@@ -69,6 +69,13 @@ MIN_FREE_BYTES = 256 * 1024
 #: a full disk's fault ends only when this much is free again (hysteresis: a card hovering at the
 #: threshold does not flap the fault, nor the retained status, at every look)
 CLEAR_FREE_BYTES = 2 * MIN_FREE_BYTES
+#: WAL pages (4 KiB) after which a commit checkpoints the log back into the queue file; SQLite's default,
+#: 1000, let the log of a queue holding a few hundred bytes grow to 4 MB on the card and stay that size
+#: (https://sqlite.org/pragma.html#pragma_wal_autocheckpoint)
+WAL_CHECKPOINT_PAGES = 64
+#: bytes the WAL file is truncated to when a checkpoint resets it (https://sqlite.org/pragma.html#pragma_journal_size_limit):
+#: the queue's footprint on the card is its rows plus at most about this much log
+WAL_SIZE_LIMIT = 512 * 1024
 #: seconds a slow write keeps the "slow disk" fault after it ended, unless a quick write ends it
 #: sooner (a connected vehicle writes rarely: one sequence reservation per 50 summaries)
 SLOW_HOLD_S = 60.0
@@ -559,6 +566,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise sqlite3.DatabaseError("quick_check failed")
         db.executescript(_SCHEMA)
