@@ -117,8 +117,12 @@ class LoadWindow:
     def limit(self, now: float, target: float, invoke_ms: float) -> str:
         """Why the loop runs below ``target`` FPS, as words for the log ("" when it
         keeps up or is unpaced), then starts a new window. The source is the limit
-        when most of the window was spent waiting for a frame."""
+        when most of the window was spent waiting for a frame. A window shorter than two
+        frame periods of a low ``target`` (0.1 FPS: 20 s) is too short to judge: no verdict,
+        and it goes on counting."""
         elapsed = max(now - self.start, 1e-9)
+        if target and elapsed < 2.0 / target:
+            return ""
         fps, waiting = self.frames / elapsed, self.waiting / elapsed
         self.start, self.frames, self.waiting = now, 0, 0.0
         if not target or fps >= LIMIT_FRACTION * target:
@@ -269,7 +273,12 @@ class Runner:
                     if got is not None:
                         self._process(*got, agg)
                 else:  # between two frames of a low --fps: liveness from the camera's own frames
+                    self._apply_swap()  # an update waits for the next frame no longer than a second
                     self._watch(time.monotonic(), t0, self._delivering())
+                    if getattr(self.source, "ended", False):
+                        # a file played in real time that ended between two ticks: its frames after the last
+                        # tick were a camera's, dropped like every frame between ticks, and so is the last
+                        self.exit_reason = "end of source"
                 now = time.monotonic()
                 if agg.frames and (since := publish.due(now)) is not None:
                     self._publish_coverage(agg, since if self.s.publish_interval else None)

@@ -142,6 +142,7 @@ class Outbox:
         self._fault: dict | None = None
         self._fault_looked = False  # the fault was seen by a look at the file system, not by a failed write
         self._write_began: float | None = None  # monotonic start of the write in progress
+        self._in_write = False  # the writer took rows out of the to-do sets and has not committed them yet
         self._slow: dict | None = None  # a write took over SLOW_WRITE_S: {"since" (UTC), "ended" (monotonic)}
         # what the file lacks: rows to insert, ids to delete, the seq reservation to record
         self._to_insert: dict[int, Row] = {}
@@ -336,7 +337,7 @@ class Outbox:
             return True
         with self._lock:
             self._wake.notify()
-            return self._written.wait_for(lambda: not self._pending(), timeout)
+            return self._written.wait_for(lambda: not self._pending() and not self._in_write, timeout)
 
     # -- sequence numbers -------------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -397,6 +398,7 @@ class Outbox:
             self._to_insert.clear()
             self._to_delete.clear()
             self._resync = False
+            self._in_write = True  # flush() waits for the commit, not for the to-do sets to empty
         self._write_began = began = time.monotonic()
         try:
             if self._db is None:
@@ -420,6 +422,7 @@ class Outbox:
                 self._resync = True  # whatever this transaction held, the next one writes everything
                 self._to_insert.clear()
                 self._to_delete.clear()
+                self._in_write = False
                 self._set_fault(e)
             if self._db is not None:
                 try:
@@ -430,9 +433,11 @@ class Outbox:
             return False
         self._write_began, took = None, time.monotonic() - began
         self._note_speed(took)
+        self._trim_log()
         trouble = disk_trouble(self.path.parent, CLEAR_FREE_BYTES) if self._fault is not None else None
         with self._lock:
             self._seq_recorded = max(seq, self._seq_recorded) if not final else seq
+            self._in_write = False
             self._written.notify_all()
             if self._fault is not None:
                 if trouble is None:
@@ -440,6 +445,17 @@ class Outbox:
                 else:  # written into the last bytes: the fault stays until there is room (no flapping)
                     self._fault_looked = True
         return True
+
+    def _trim_log(self) -> None:
+        """A large transaction (a resync after an outage) leaves the WAL over :data:`WAL_SIZE_LIMIT`
+        until the next commit, which a connected vehicle makes rarely: checkpoint and truncate it now
+        (https://sqlite.org/pragma.html#pragma_wal_checkpoint). A failure here loses nothing (the
+        rows are committed); the next write or look says what the disk does."""
+        try:
+            if os.path.getsize(f"{self.path}-wal") > WAL_SIZE_LIMIT:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (OSError, sqlite3.Error):
+            pass
 
     def _note_speed(self, took: float) -> None:
         """A write took ``took`` s: slow (over SLOW_WRITE_S) begins or ends, said once each way."""

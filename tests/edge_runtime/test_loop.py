@@ -140,6 +140,64 @@ def test_a_low_fps_keeps_the_watchdog_stats_and_signals_between_its_frames(tiny_
     assert not t.is_alive() and time.monotonic() - asked < 30  # not the rest of a 50 s frame period
 
 
+def test_a_low_fps_window_gives_no_verdict_until_it_spans_two_frame_periods():
+    """The progress line looks every --log-interval; between two frames of --fps 0.1 a 5 s window holds 0 or
+    1 frames, and it said "the model is the limit" of a loop that kept its target (adversary, low --fps)."""
+    from edge_runtime.loop import LoadWindow
+    w = LoadWindow(0.0)
+    w.frames = 1
+    assert w.limit(5.0, 0.1, 0.3) == ""  # 5 s of a 10 s period: no verdict, and it goes on counting
+    w.frames += 1
+    assert w.limit(20.0, 0.1, 0.3) == ""  # 2 frames in 20 s: the target kept
+    w.frames = 1
+    assert "the model is the limit" in w.limit(40.0, 0.1, 9000.0)  # 1 frame in 20 s: below it
+    fast = LoadWindow(0.0)
+    fast.frames = 10
+    assert "the model is the limit" in fast.limit(5.0, 10.0, 80.0)  # a normal --fps is judged as before
+
+
+def test_between_the_frames_of_a_low_fps_a_swap_is_applied_and_a_file_that_ended_stops_the_run(tiny_tflite,
+                                                                                            tmp_path):
+    """A model update waited for the next tick (50 s at --fps 0.02: the updater gives up after 30 s), and a
+    video that ended between two ticks was noticed only at the next one (/healthz read stalled meanwhile)."""
+    import cv2
+    import numpy as np
+
+    from edge_runtime.io.mqtt import NullPublisher
+    from edge_runtime.model.segmenter import DeviceSegmenter
+    s = load_settings({"model": str(tiny_tflite), "source": "synthetic:64x128@30", "fps": 0.02, "device_id": "sw1",
+                       "duration": 300.0}, None, env={})
+    runner = Runner(s, publisher=NullPublisher())
+    t = threading.Thread(target=runner.run)
+    t.start()
+    try:
+        assert until(lambda: runner.frames == 1, 20)
+        swapped = threading.Event()
+        runner.request_swap(DeviceSegmenter(str(tiny_tflite), 1, None, {}, size=runner.seg.input_size),
+                            lambda old: swapped.set())
+        assert swapped.wait(10) and runner.frames == 1  # between two frames, not at the next one
+    finally:
+        runner.request_stop()
+        t.join(30)
+    video = tmp_path / "short.avi"
+    out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 64))
+    for i in range(10):  # one second of video
+        out.write(np.full((64, 128, 3), 20 * i, np.uint8))
+    out.release()
+    s = load_settings({"model": str(tiny_tflite), "source": str(video), "fps": 0.02, "device_id": "end1"},
+                      None, env={})
+    runner = Runner(s, publisher=NullPublisher())
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (runner.run(), done.set()))
+    t.start()
+    try:
+        assert done.wait(30)  # not the rest of a 50 s frame period
+    finally:
+        runner.request_stop()
+        t.join(30)
+    assert runner.exit_reason == "end of source" and runner.frames == 1
+
+
 def _args(model, broker, *extra):
     return ["--model", str(model), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
             "--mqtt-protocol", "5" if broker.mqtt5 else "3.1.1", *extra]
