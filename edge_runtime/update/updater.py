@@ -70,6 +70,16 @@ MAX_REFUSED = 64
 FAULT_STORE = "model-update"
 
 
+def probation_patience_s(probation_s: float, min_frames: int, fps_before: float | None) -> float:
+    """Seconds past the end of probation that a trial may wait for ``min_frames`` frames before it is
+    judged "not enough to judge" (a camera away): twice the probation and 10 s, or, at a low frame
+    rate (``fps_before``: the loop's FPS before the trial), twice the time those frames take there
+    (at --fps 0.05, 800 s for 20 frames; with the fixed bound alone, 190 s after a 60 s probation,
+    every update rolled back below about 0.1 FPS)."""
+    slow = 2.0 * min_frames / fps_before if fps_before and fps_before > 0 else 0.0
+    return max(2.0 * probation_s + 10.0, slow)
+
+
 class UpdateError(RuntimeError):
     """A release that is refused; ``transient`` ones are retried later. ``str()`` is the reason."""
 
@@ -607,7 +617,7 @@ class Updater:
         """Watch ``trial`` for ``probation_s`` seconds (longer when too few frames come: a
         camera away); the reason it failed, or None."""
         deadline = time.monotonic() + self.c.probation_s
-        give_up = deadline + 2 * self.c.probation_s + 10
+        give_up = deadline + probation_patience_s(self.c.probation_s, self.c.limits.min_frames, fps_before)
         while not self._stop.is_set():
             reason = trial.failure(fps_before)
             if reason is not None:

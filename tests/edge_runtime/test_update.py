@@ -566,3 +566,11 @@ def test_a_trust_root_that_is_not_a_small_regular_file_is_refused_in_one_line(tm
     with pytest.raises(ValueError) as e:
         read_trust_root(root)
     assert "\n" not in str(e.value) and str(e.value).startswith(f"cannot read trust root {root}")
+
+
+@pytest.mark.parametrize("fps,patience", [(None, 130.0), (10.0, 130.0), (0.05, 800.0), (0.02, 2000.0)])
+def test_probation_waits_for_its_frames_as_long_as_the_frame_rate_needs(fps, patience):
+    """20 frames in at most 60 + 130 s: below about 0.1 FPS every release rolled back as "not enough to judge"
+    (adversary, low --fps); the patience is twice the time the frames take at the loop's rate."""
+    from edge_runtime.update.updater import probation_patience_s
+    assert probation_patience_s(60.0, 20, fps) == pytest.approx(patience)
