@@ -356,6 +356,28 @@ def remount(point: Path, mode: str, tries: int = 50) -> None:
     raise RuntimeError(f"cannot remount {point} {mode}: {r.stderr.strip()[:200]}")
 
 
+class PortHold:
+    """Keeps a stopped broker's TCP port from being taken while it is down: a socket bound to it
+    (SO_REUSEADDR) that does not listen, so connections are refused as with no broker, the kernel
+    hands the port to no outgoing connection or ``bind(0)``, and mosquitto (which binds with
+    SO_REUSEADDR too) can bind it again while the hold is still there. A soak beside a test suite
+    lost its broker's port to another process during a 5 s outage and ended at 77 minutes.
+    Raises OSError when the port is already taken."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1"):
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+        except OSError:
+            self.sock.close()
+            raise
+
+    def release(self) -> None:
+        self.sock.close()
+
+
 def fill(folder: Path) -> Path:
     """Fill the file system of ``folder`` to the last byte (ENOSPC); returns the filler file to delete."""
     filler = folder / "filler"
@@ -662,11 +684,28 @@ class Soak:
         """Tick for ``seconds`` (less when the vehicle's run ends)."""
         self.wait_for(lambda: None, seconds)
 
+    def _broker_down(self) -> PortHold | None:
+        """Stop the broker and hold its port (None when another process took it at once)."""
+        self.broker.stop()
+        try:
+            return PortHold(self.broker.port)
+        except OSError as e:
+            log.warning("the broker's port %d could not be held while it is down (%s)", self.broker.port, e)
+            return None
+
+    def _broker_up(self, held: PortHold | None) -> None:
+        """Start the broker on its port again, then let the hold go."""
+        try:
+            self.broker.start()
+        finally:
+            if held is not None:
+                held.release()
+
     def broker_outage(self) -> None:
         """Stop the broker, bring it back, time the summaries' return (None: not within 60 s)."""
-        self.broker.stop()
+        held = self._broker_down()
         self.hold(self.s.broker_down)
-        self.broker.start()
+        self._broker_up(held)
         back = time.monotonic()
         while time.monotonic() - back < 60 and self.counter.last_at < back:
             time.sleep(0.02)
@@ -749,10 +788,10 @@ class Soak:
         that window, and the summaries' return once the broker is back."""
         self._set_control("fsync_ms", str(int(self.s.slow_fsync_ms)))
         t_in, frames = time.monotonic(), self.runner.frames
-        self.broker.stop()
+        held = self._broker_down()
         self.hold(self.s.fault_hold)
         fps = (self.runner.frames - frames) / max(time.monotonic() - t_in, 1e-6)
-        self.broker.start()
+        self._broker_up(held)
         t_out = time.monotonic()
         back = self.wait_for(lambda: self.counter.last_at if self.counter.last_at >= t_out else None, FAULT_WAIT_S)
         self._set_control("fsync_ms", "0")
@@ -911,6 +950,7 @@ class Soak:
         report = {
             "schema": "roadseg.soak/1", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": round(ran_s / 60, 2),
             "stopped_early": runner.exit_reason == "signal",
+            "harness_error": getattr(self, "harness_error", None),
             "model": s.model, "fps_target": s.fps, "frame_size": s.frame_size, "threads": s.threads,
             "frames": runner.frames, "fps_achieved": round(runner.frames / ran_s, 2),
             "rss_mb": {"start": rss[0][1], "after_warmup": warm[0][1] if warm else None, "end": rss[-1][1],
@@ -986,6 +1026,7 @@ def verdict(report: dict) -> dict[str, bool]:
         "camera_recovery_below_5_s": all(r is not None and r < 5 for r in report["camera_recovery_s"]),
         "no_watchdog_miss": report["watchdog"]["misses"] == 0,
         "no_loop_stall": not report.get("loop_stalls"),
+        "no_harness_error": not report.get("harness_error"),
     }
     faults = report.get("faults")
     if not faults:
@@ -1045,6 +1086,11 @@ def run_soak(s: SoakSettings) -> int:
         raise
     try:
         soak.watch()
+    except Exception as e:  # the harness failed, not the vehicle: stop the vehicle, report what was measured
+        log.error("soak: the harness failed (%s: %s): stopping the vehicle and reporting what was measured",
+                  type(e).__name__, e)
+        soak.harness_error = f"{type(e).__name__}: {e}"[:300]
+        soak.vehicle.request_stop()
     finally:
         soak.stop()
     report = soak.report()
