@@ -375,6 +375,7 @@ class PortHold:
             raise
 
     def release(self) -> None:
+        """Let the port go (the broker bound it again first)."""
         self.sock.close()
 
 
