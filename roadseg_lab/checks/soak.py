@@ -554,6 +554,7 @@ class Soak:
         self.mounts: list[Path] = []
         self._frames_seen, self._frames_at, self._stall_said, self.stalls = -1, 0.0, False, 0
         self.cut_by_end = False
+        self.harness_error: str | None = None  # set by run_soak when the harness (not the vehicle) failed
         self.uptime_range: dict[str, tuple] = {}  # the lowest and highest uptime_s /v1/stats gave: api, live
         self.preload = Path(os.environ[PRELOAD_ENV]) if os.environ.get(PRELOAD_ENV) else None
         if self.preload is not None:  # loaded already: what this process starts (broker, twin) runs without it
@@ -951,7 +952,7 @@ class Soak:
         report = {
             "schema": "roadseg.soak/1", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": round(ran_s / 60, 2),
             "stopped_early": runner.exit_reason == "signal",
-            "harness_error": getattr(self, "harness_error", None),
+            "harness_error": self.harness_error,
             "model": s.model, "fps_target": s.fps, "frame_size": s.frame_size, "threads": s.threads,
             "frames": runner.frames, "fps_achieved": round(runner.frames / ran_s, 2),
             "rss_mb": {"start": rss[0][1], "after_warmup": warm[0][1] if warm else None, "end": rss[-1][1],
