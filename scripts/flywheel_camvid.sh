@@ -11,7 +11,7 @@
 #   5. every model calibrated to int8 and scored on the second half, 0006R0[50:], frames no vehicle kept
 # Every stage is skipped when its output exists; a training cut off continues from its checkpoint when rerun.
 # Env: SIZE (192x256), TEACHER_EPOCHS (20), BASE_EPOCHS (20), FT_EPOCHS (5), FT_LR (5e-4), EXTRA_RATIO (0.125),
-#      MIN_CONF (0.5), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none)
+#      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
@@ -76,11 +76,17 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
         --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
     finetune "$name" "$seed" "$pseudo"
 }
-# the most telling comparisons first (a run cut short still reports them): N = 25, then N = 10, then seed 1
+# the most telling comparisons first (a run cut short still reports them): seed 0 at N = 25 then 10, seed 1 at
+# N = 25, then every further seed of FT_SEEDS at both (each seed its own labels-only twin and its own random draw)
 finetune labels-s0 0
 arm selected 25 0; arm random 25 0
 arm selected 10 0; arm random 10 0
 finetune labels-s1 1
 arm selected 25 1; arm random 25 1
+for seed in ${FT_SEEDS:-0 1}; do
+    finetune "labels-s$seed" "$seed"
+    arm selected 25 "$seed"; arm random 25 "$seed"
+    arm selected 10 "$seed"; arm random 10 "$seed"
+done
 .venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS"
 echo "==> done ($(date -u +%FT%TZ))"

@@ -8,12 +8,16 @@ frames each vehicle kept). Rows: the base student, its labels-only fine-tune
 (the twin of each arm: same epochs, same seed), and + random / + selected
 frames at each N and seed, with mIoU-7, the per-category IoU (void left out)
 and the share of the teacher's lead over the twin recovered:
-``(arm - twin) / (teacher - twin)``.
+``(arm - twin) / (teacher - twin)``. A second table sums up the seeds: for
+each N and way of choosing, the mean gain over the arm's own twin in points,
+its sample standard deviation and range, and selected minus random paired
+by seed (the same twin, the same fine-tuning seed).
 """
 from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 from roadseg_lab.tables import f3, signed, table
@@ -76,43 +80,81 @@ def markdown(data: dict) -> list[str]:
     return table(header, rows)
 
 
+def gains(data: dict) -> dict:
+    """``{(n, mode): {seed: gain}}``: each arm's mIoU-7 over its own labels-only twin, in points (arms without
+    a twin are left out)."""
+    out: dict = {}
+    for a in data["arms"]:
+        twin = data["twins"].get(a["seed"])
+        if twin is not None:
+            out.setdefault((a["n"], a["mode"]), {})[a["seed"]] = 100 * (a["metrics"]["miou7"] - twin["miou7"])
+    return out
+
+
+def _spread(values: list[float]) -> tuple[str, str, str]:
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return signed(mean, 1), "-" if sd is None else f"{sd:.1f}", f"{min(values):+.1f} .. {max(values):+.1f}"
+
+
+def summary(data: dict) -> list[str]:
+    """The seeds summed up: one row per N and way of choosing (mean gain over the twin, sd, range, seeds), and
+    one per N for selected minus random over the seeds that ran both."""
+    g, rows = gains(data), []
+    for n in sorted({n for n, _ in g}):
+        for mode in ("random", "selected"):
+            if by_seed := g.get((n, mode)):
+                rows.append([n, f"+ {mode}", len(by_seed), *_spread(list(by_seed.values()))])
+        both = sorted(set(g.get((n, "selected"), {})) & set(g.get((n, "random"), {})))
+        if both:
+            diff = [g[(n, "selected")][s] - g[(n, "random")][s] for s in both]
+            rows.append([n, "selected - random (paired by seed)", len(both), *_spread(diff)])
+    return table(["N", "arm", "seeds", "mean gain over labels only (points)", "sd", "range"], rows)
+
+
 def plot(data: dict, path: str | Path) -> Path:
-    """mIoU-7 per arm at each N as points (random beside selected, one point per seed, labelled), the
-    labels-only twins and the teacher as lines. Points, not bars: the axis does not start at 0."""
+    """Each arm's gain over its own labels-only twin, in points of mIoU-7, at each N: one point per seed
+    (random beside selected) and a bar for the mean over the seeds; zero (no gain), the issue's goal (+3) and
+    the teacher's mean lead over the twins as lines. Gains, not scores: every seed has its own twin."""
     from edge_runtime import atomic
     from roadseg_lab.figures.style import bottom_margin, caption, pyplot, series_colour
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 4.8))
-    groups = sorted({a["n"] for a in data["arms"]})
-    values, seen = [], set()
+    fig, ax = plt.subplots(figsize=(9.0, 4.8))
+    g = gains(data)
+    groups = sorted({n for n, _ in g})
+    values = [0.0, 3.0]
     for gi, n in enumerate(groups):
-        for a in (a for a in data["arms"] if a["n"] == n):
-            v = 100 * a["metrics"]["miou7"]
-            values.append(v)
-            x = gi + (-0.12 if a["mode"] == "random" else 0.12) + 0.05 * a["seed"]
-            label = f"+ {a['mode']} frames" if a["mode"] not in seen else None
-            seen.add(a["mode"])
-            ax.plot([x], [v], "o" if a["mode"] == "selected" else "s", ms=9, label=label,
-                    color=series_colour(0 if a["mode"] == "random" else 1))
-            ax.annotate(f"seed {a['seed']}", (x, v), textcoords="offset points", xytext=(8, -3), fontsize=8)
-    for seed, twin in sorted(data["twins"].items()):
-        values.append(100 * twin["miou7"])
-        ax.axhline(100 * twin["miou7"], color="0.35", linestyle="--" if seed == 0 else ":",
-                   label=f"labels only, seed {seed}")
-    if data["teacher"]:
-        values.append(100 * data["teacher"]["miou7"])
-        ax.axhline(100 * data["teacher"]["miou7"], color=series_colour(2), label="teacher (float)")
-    if values:
-        ax.set_ylim(max(0.0, min(values) - 2), max(values) + 1.5)
+        for mode, dx in (("random", -0.15), ("selected", 0.15)):
+            by_seed = g.get((n, mode), {})
+            if not by_seed:
+                continue
+            colour = series_colour(0 if mode == "random" else 1)
+            first = gi == next(i for i, m in enumerate(groups) if g.get((m, mode)))
+            ys = [by_seed[s] for s in sorted(by_seed)]
+            xs = [gi + dx + 0.03 * (k - (len(ys) - 1) / 2) for k in range(len(ys))]
+            ax.plot(xs, ys, "o" if mode == "selected" else "s", ms=7, color=colour, alpha=0.8,
+                    label=f"+ {mode}, per seed" if first else None)
+            mean = statistics.fmean(ys)
+            ax.plot([gi + dx - 0.1, gi + dx + 0.1], [mean, mean], color=colour, lw=3,
+                    label=f"+ {mode}, mean" if first else None)
+            values += ys
+    ax.axhline(0.0, color="0.35", linestyle="--", label="labels only (twin)")
+    ax.axhline(3.0, color="0.35", linestyle=":", label="goal (+3 points)")
+    if data["teacher"] and data["twins"]:
+        lead = statistics.fmean(100 * (data["teacher"]["miou7"] - t["miou7"]) for t in data["twins"].values())
+        values.append(lead)
+        ax.axhline(lead, color=series_colour(2), label="teacher's lead (mean)")
+    ax.set_ylim(min(values) - 1, max(values) + 1)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_xticks(range(len(groups)), [f"N = {n} frames kept" for n in groups])
-    ax.set_ylabel("mIoU-7, int8 (%)")
+    ax.set_ylabel("mIoU-7 over labels only, int8 (points)")
     ax.set_title("Kept frames labelled by the teacher: the student on a road it never saw")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     lines = caption(fig, "Lite0 stride-4 student fine-tuned 5 epochs from one base on CamVid labels + the kept "
-                         "frames (teacher pseudo-labels, unsure pixels ignored, 1/8 of each batch) or on labels "
-                         "only; int8 on the 51 frames of 0006R0 no vehicle kept. The y axis does not start at 0.")
-    fig.subplots_adjust(right=0.74, bottom=bottom_margin(fig, lines))
+                         "frames (teacher pseudo-labels, unsure pixels ignored, 1/8 of each batch), minus the same "
+                         "fine-tune on labels only with the same seed; int8 on the 51 frames of 0006R0 no vehicle "
+                         "kept.")
+    fig.subplots_adjust(right=0.76, bottom=bottom_margin(fig, lines))
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -123,9 +165,9 @@ def report(runs: str, markdown_out: str | None = None, plot_out: str | None = No
     """Collect, write the Markdown (and the figure); returns the Markdown text."""
     from edge_runtime import atomic
     data = collect(runs)
-    text = "\n".join(markdown(data)) + "\n"
+    text = "\n".join(markdown(data)) + "\n\n" + "\n".join(summary(data)) + "\n"
     if markdown_out:
         atomic.write_text(markdown_out, text)
-    if plot_out and data["arms"]:
+    if plot_out and gains(data):
         plot(data, plot_out)
     return text

@@ -49,3 +49,22 @@ def test_the_report_gives_each_arm_beside_its_twin_with_the_share_recovered(tmp_
     assert "+25 %" in rows["+ random"] and "+2.0" in rows["+ random"]
     assert report.share(0.62, 0.62, 0.60) is None  # no lead, no share
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_the_summary_gives_each_way_of_choosing_over_the_seeds_and_selected_minus_random_paired(tmp_path):
+    runs = tmp_path / "runs"
+    _metrics(runs / "scores" / "teacher-lite2", 0.70, 0.5)
+    for seed, twin, selected, rand in ((0, 0.60, 0.63, 0.61), (1, 0.62, 0.64, 0.60), (2, 0.61, 0.62, 0.62)):
+        _metrics(runs / "scores" / f"labels-s{seed}", twin, 0.3)
+        _metrics(runs / "scores" / f"selected25-s{seed}", selected, 0.3)
+        _metrics(runs / "scores" / f"random25-s{seed}", rand, 0.3)
+    _metrics(runs / "scores" / "selected10-s3", 0.65, 0.3)  # no twin for seed 3: not summed up
+    text = report.report(str(runs), None, str(tmp_path / "f.png"))
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+            for line in text.split("\n\n")[1].splitlines()[2:]}
+    # gains +3, +2, +1 (mean +2.0, sd 1.0); random +1, -2, +1 (mean +0.0); selected - random +2, +4, +0
+    assert rows[("25", "+ selected")] == ["3", "+2.0", "1.0", "+1.0 .. +3.0"]
+    assert rows[("25", "+ random")] == ["3", "+0.0", "1.7", "-2.0 .. +1.0"]
+    assert rows[("25", "selected - random (paired by seed)")] == ["3", "+2.0", "2.0", "+0.0 .. +4.0"]
+    assert not any(n == "10" for n, _ in rows)
+    assert (tmp_path / "f.png").stat().st_size > 1000
