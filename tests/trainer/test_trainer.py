@@ -106,6 +106,7 @@ def test_segformer_predicts_2to1_frame(tmp_path):
     np.testing.assert_allclose(full[:, :, :16], left[:, :, :16], atol=1e-5)
 
 
+@pytest.mark.slow  # 41 s (a SegFormer export): the loop's checkpoint and resume are in the default suite below
 def test_checkpoint_roundtrip_and_resume(synth_cityscapes, tmp_path):
     """A SegFormer run cut off after its first epoch (its time budget) leaves a checkpoint that holds every
     weight and the step; --resume goes on from there to the end (one export, at the end)."""
@@ -159,6 +160,10 @@ def test_time_budget_stops_between_epochs_and_resume_goes_on(synth_cityscapes, t
     with pytest.raises(BudgetReached, match=r"after epoch 1/2; continue with --resume"):
         distill(DistillConfig(time_budget_min=1e-4, **base))  # 6 ms: the first epoch always runs, then it stops
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2 and not (out / "export").exists()
+    saved = np.load(out / "checkpoints" / "last.npz")
+    state = json.loads(str(saved["__state__"]))
+    assert state["epoch"] == 1 and state["step"] == 2 and sum(k.startswith("w") for k in saved.files) > 10
+    assert any(k.startswith("o") for k in saved.files)  # the optimizer's moments too
     distill(DistillConfig(time_budget_min=60, **base), resume=True)
     rows = (out / "history.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"] and (out / "export").is_dir()
