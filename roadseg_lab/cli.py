@@ -312,6 +312,8 @@ def add_flywheel(sub) -> None:
     r.add_argument("--runs", required=True, help="scripts/flywheel_camvid.sh's RUNS folder")
     r.add_argument("--markdown", help="write the table here (default: RUNS/flywheel.md)")
     r.add_argument("--plot", help="write the figure here (default: RUNS/flywheel.png)")
+    r.add_argument("--data", help="CamVid folder: weigh the kept frames' pseudo-labels against its human labels")
+    r.add_argument("--drive", help="the split the vehicles drove, e.g. 'holdout:0006R0[:50]' (with --data)")
 
 
 def _flywheel_keep(a: argparse.Namespace) -> int:
@@ -330,8 +332,10 @@ def _flywheel_report(a: argparse.Namespace) -> int:
     from roadseg_lab.reports import flywheel
 
     def body() -> int:
+        if bool(a.data) != bool(a.drive):
+            raise SystemExit("python -m roadseg_lab flywheel-report: --data and --drive go together")
         print(flywheel.report(a.runs, a.markdown or str(Path(a.runs) / "flywheel.md"),
-                              a.plot or str(Path(a.runs) / "flywheel.png")), end="")
+                              a.plot or str(Path(a.runs) / "flywheel.png"), a.data, a.drive), end="")
         return 0
     return run("python -m roadseg_lab flywheel-report", body)
 

@@ -11,7 +11,10 @@ and the share of the teacher's lead over the twin recovered:
 ``(arm - twin) / (teacher - twin)``. A second table sums up the seeds: for
 each N and way of choosing, the mean gain over the arm's own twin in points,
 its sample standard deviation and range, and selected minus random paired
-by seed (the same twin, the same fine-tuning seed).
+by seed (the same twin, the same fine-tuning seed). With ``--data`` and
+``--drive`` (the split the vehicles drove, whose human labels no model
+learned from), a third table weighs the teacher's labels of each arm's kept
+frames against those human labels (:func:`label_quality`).
 """
 from __future__ import annotations
 
@@ -112,6 +115,95 @@ def summary(data: dict) -> list[str]:
     return table(["N", "arm", "seeds", "mean gain over labels only (points)", "sd", "range"], rows)
 
 
+#: the largest pseudolabels.json read (the kept frames' records: a few KiB each)
+MAX_PSEUDO_JSON = 16 << 20
+
+
+def _drive_index(frame: dict, names: dict[str, int]) -> int | None:
+    """The drive's sample index of one pseudo-labelled frame: by name (a random arm keeps the sample's name),
+    else by the second of the drive its record was captured at (the selected arm's clock: one frame a second
+    from ``recipes.flywheel.DRIVE_START``)."""
+    from datetime import datetime
+
+    from roadseg_lab.recipes.flywheel import DRIVE_START
+    if frame.get("name") in names:
+        return names[frame["name"]]
+    captured = (frame.get("record") or {}).get("captured_utc")
+    if not isinstance(captured, str):
+        return None
+    i = round(datetime.fromisoformat(captured).timestamp() - DRIVE_START)
+    return i if 0 <= i < len(names) else None
+
+
+def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
+    """The teacher's labels of each arm's kept frames against the human labels of the drive.
+
+    For every ``RUNS/pseudo/<arm>/pseudolabels.json``: the kept frames' pseudo-labels
+    (``trainannot/<name>.png``, CamVid class indices, 255 where the teacher was unsure) and the human
+    annotations of the same frames of ``drive`` (``edge_runtime.eval.datasets.list_samples``), both mapped to
+    the 8 categories (``CAMVID_LUT``) at full size. Pixels whose human label is void are not counted.
+
+    Returns one dict per set of kept frames: ``arms`` (the arms that kept exactly those frames: every seed of a
+    selected arm keeps the same ones), ``frames`` (matched to the drive), ``unsure`` (share of counted pixels
+    the teacher left unlabelled), ``miou7`` and ``iou7`` (the labelled pixels scored as a prediction, Cityscapes
+    category convention, ``edge_runtime.eval.metrics``), ``pixel_accuracy7``, and ``human_share`` (share of
+    counted pixels that are human in the human labels: how much of the rarest category the frames hold).
+
+    Raises ValueError for a pseudolabels.json over MAX_PSEUDO_JSON or a frame of another shape than its
+    annotation; edge_runtime's DatasetError for a bad ``data``/``drive``.
+    """
+    import cv2
+    import numpy as np
+
+    from edge_runtime.contract.labels import CAMVID_LUT, CATEGORIES, IGNORE_INDEX, VOID
+    from edge_runtime.eval.datasets import list_samples
+    from edge_runtime.eval.metrics import ConfusionMatrix
+    _, samples = list_samples(data, drive)
+    names = {s.name: i for i, s in enumerate(samples)}
+    human = CATEGORIES.index("human")
+    rows = []
+    for folder in sorted(Path(runs, "pseudo").glob("*")):
+        meta = folder / "pseudolabels.json"
+        if not ARM.match(folder.name) or not meta.is_file():
+            continue
+        if meta.stat().st_size > MAX_PSEUDO_JSON:
+            raise ValueError(f"{meta}: {meta.stat().st_size} bytes, more than {MAX_PSEUDO_JSON}")
+        cm, counted, unsure, humans, frames, kept = ConfusionMatrix(), 0, 0, 0, 0, set()
+        for frame in json.loads(meta.read_text()).get("frames", []):
+            i = _drive_index(frame, names)
+            png = folder / "trainannot" / f"{frame.get('name')}.png"
+            if i is None or not png.is_file():
+                continue
+            truth = CAMVID_LUT[cv2.imread(str(samples[i].label), cv2.IMREAD_UNCHANGED)]
+            raw = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+            if raw.shape != truth.shape:
+                raise ValueError(f"{png}: {raw.shape} pixels, its annotation {truth.shape}")
+            counted_px = (truth != VOID) & (truth != IGNORE_INDEX)
+            labelled = counted_px & (raw != IGNORE_INDEX)
+            counted += int(counted_px.sum())
+            unsure += int((counted_px & ~labelled).sum())
+            humans += int((counted_px & (truth == human)).sum())
+            cm.update(np.where(labelled, CAMVID_LUT[raw], 0), np.where(labelled, truth, IGNORE_INDEX))
+            frames += 1
+            kept.add(i)
+        if same := next((r for r in rows if r["kept"] == kept), None):
+            same["arms"].append(folder.name)
+        elif frames:
+            m = cm.compute().as_dict()
+            rows.append({"arms": [folder.name], "kept": kept, "frames": frames, "unsure": unsure / counted,
+                         "miou7": m["miou7"], "iou7": m["iou7"], "pixel_accuracy7": m["pixel_accuracy7"],
+                         "human_share": humans / counted})
+    return rows
+
+
+def quality_table(rows: list[dict]) -> list[str]:
+    """:func:`label_quality`'s rows as a table (shares in %)."""
+    return table(["kept frames (arm)", "frames", "left unlabelled (unsure)", "pixel accuracy, labelled",
+                  "mIoU-7, labelled", "human IoU", "human pixels in the frames"],
+                 ([", ".join(r["arms"]), r["frames"], f"{100 * r['unsure']:.1f} %", f3(r["pixel_accuracy7"]), f3(r["miou7"]),
+                   f3(r["iou7"].get("human")), f"{100 * r['human_share']:.2f} %"] for r in rows))
+
+
 def plot(data: dict, path: str | Path) -> Path:
     """Each arm's gain over its own labels-only twin, in points of mIoU-7, at each N: one point per seed
     (random beside selected) and a bar for the mean over the seeds; zero (no gain), the issue's goal (+3) and
@@ -161,11 +253,15 @@ def plot(data: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def report(runs: str, markdown_out: str | None = None, plot_out: str | None = None) -> str:
-    """Collect, write the Markdown (and the figure); returns the Markdown text."""
+def report(runs: str, markdown_out: str | None = None, plot_out: str | None = None, data_dir: str | None = None,
+           drive: str | None = None) -> str:
+    """Collect, write the Markdown (and the figure); returns the Markdown text. With ``data_dir`` and
+    ``drive``, the kept frames' pseudo-labels are weighed against the drive's human labels too."""
     from edge_runtime import atomic
     data = collect(runs)
     text = "\n".join(markdown(data)) + "\n\n" + "\n".join(summary(data)) + "\n"
+    if data_dir and drive:
+        text += "\n" + "\n".join(quality_table(label_quality(runs, data_dir, drive))) + "\n"
     if markdown_out:
         atomic.write_text(markdown_out, text)
     if plot_out and gains(data):

@@ -68,3 +68,47 @@ def test_the_summary_gives_each_way_of_choosing_over_the_seeds_and_selected_minu
     assert rows[("25", "selected - random (paired by seed)")] == ["3", "+2.0", "2.0", "+0.0 .. +4.0"]
     assert not any(n == "10" for n, _ in rows)
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def _pseudo_arm(runs: Path, arm: str, frames: list[tuple[str, dict | None, "object"]]) -> None:
+    import cv2
+    folder = runs / "pseudo" / arm
+    (folder / "trainannot").mkdir(parents=True)
+    for name, _, png in frames:
+        cv2.imwrite(str(folder / "trainannot" / f"{name}.png"), png)
+    (folder / "pseudolabels.json").write_text(json.dumps(
+        {"frames": [{"name": name, "record": record} for name, record, _ in frames]}))
+
+
+def test_the_kept_frames_pseudo_labels_are_weighed_against_the_drives_human_labels(synth_camvid, tmp_path):
+    """Random arms keep the sample's name, selected ones a name from the drive's clock (found by captured_utc);
+    the teacher's unsure pixels are counted apart, void is not counted, seeds that kept the same frames share a row."""
+    import cv2
+    import numpy as np
+    from datetime import datetime, timezone
+    from edge_runtime.contract.labels import CAMVID_LUT, VOID
+    from edge_runtime.eval.datasets import list_samples
+    from roadseg_lab.recipes.flywheel import DRIVE_START
+    _, samples = list_samples(synth_camvid, "train")
+    truth = [cv2.imread(str(s.label), cv2.IMREAD_UNCHANGED) for s in samples]
+    runs = tmp_path / "runs"
+    unsure0 = truth[0].copy()
+    unsure0[: unsure0.shape[0] // 2] = 255  # the teacher unsure of the top half of frame 0
+    _pseudo_arm(runs, "random2-s0", [(samples[0].name, None, unsure0), (samples[2].name, None, truth[2])])
+    wrong = np.where(truth[1] == 11, 11, 0).astype(np.uint8)  # every non-void pixel called sky (CamVid 0)
+    for seed in (0, 1):
+        _pseudo_arm(runs, f"selected2-s{seed}", [
+            (f"fleet-sim-{i}", {"captured_utc": datetime.fromtimestamp(DRIVE_START + i, timezone.utc).isoformat()}, png)
+            for i, png in ((1, wrong), (3, truth[3]))])
+    rows = {r["arms"][0]: r for r in report.label_quality(tmp_path / "runs", str(synth_camvid), "train")}
+    counted = [int((CAMVID_LUT[t] != VOID).sum()) for t in truth]
+    top = int((CAMVID_LUT[truth[0][: truth[0].shape[0] // 2]] != VOID).sum())
+    r = rows["random2-s0"]
+    assert r["frames"] == 2 and r["arms"] == ["random2-s0"]
+    assert abs(r["unsure"] - top / (counted[0] + counted[2])) < 1e-9 and r["pixel_accuracy7"] == 1.0
+    s = rows["selected2-s0"]
+    assert s["arms"] == ["selected2-s0", "selected2-s1"] and s["frames"] == 2 and s["unsure"] == 0
+    sky = int((CAMVID_LUT[truth[1]] == 5).sum())  # category 5 is sky
+    assert abs(s["pixel_accuracy7"] - (sky + counted[3]) / (counted[1] + counted[3])) < 1e-6
+    text = report.report(str(runs), None, None, str(synth_camvid), "train")
+    assert "| selected2-s0, selected2-s1 | 2 | 0.0 % |" in text
