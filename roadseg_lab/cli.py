@@ -333,7 +333,7 @@ def _flywheel_report(a: argparse.Namespace) -> int:
 
     def body() -> int:
         if bool(a.data) != bool(a.drive):
-            raise SystemExit("python -m roadseg_lab flywheel-report: --data and --drive go together")
+            raise ValueError("--data and --drive go together")
         print(flywheel.report(a.runs, a.markdown or str(Path(a.runs) / "flywheel.md"),
                               a.plot or str(Path(a.runs) / "flywheel.png"), a.data, a.drive), end="")
         return 0

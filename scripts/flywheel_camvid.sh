@@ -88,5 +88,5 @@ for seed in ${FT_SEEDS:-0 1}; do
     arm selected 25 "$seed"; arm random 25 "$seed"
     arm selected 10 "$seed"; arm random 10 "$seed"
 done
-.venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS"
+.venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS" --data "$data" --drive "$drive"
 echo "==> done ($(date -u +%FT%TZ))"

@@ -149,16 +149,16 @@ def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
     category convention, ``edge_runtime.eval.metrics``), ``pixel_accuracy7``, and ``human_share`` (share of
     counted pixels that are human in the human labels: how much of the rarest category the frames hold).
 
-    Raises ValueError for a pseudolabels.json over MAX_PSEUDO_JSON or a frame of another shape than its
-    annotation; edge_runtime's DatasetError for a bad ``data``/``drive``.
+    Raises ValueError for a pseudolabels.json over MAX_PSEUDO_JSON, a pseudo-label that is not a single-channel
+    PNG or one of another shape than its annotation; edge_runtime's DatasetError for a bad ``data``/``drive`` or an unreadable annotation.
     """
     import cv2
     import numpy as np
 
     from edge_runtime.contract.labels import CAMVID_LUT, CATEGORIES, IGNORE_INDEX, VOID
-    from edge_runtime.eval.datasets import list_samples
+    from edge_runtime.eval.datasets import list_samples, read_label
     from edge_runtime.eval.metrics import ConfusionMatrix
-    _, samples = list_samples(data, drive)
+    fmt, samples = list_samples(data, drive)
     names = {s.name: i for i, s in enumerate(samples)}
     human = CATEGORIES.index("human")
     rows = []
@@ -174,8 +174,10 @@ def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
             png = folder / "trainannot" / f"{frame.get('name')}.png"
             if i is None or not png.is_file():
                 continue
-            truth = CAMVID_LUT[cv2.imread(str(samples[i].label), cv2.IMREAD_UNCHANGED)]
+            truth = read_label(samples[i].label, fmt)
             raw = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+            if raw is None or raw.ndim != 2:
+                raise ValueError(f"{png}: not a single-channel PNG of class indices")
             if raw.shape != truth.shape:
                 raise ValueError(f"{png}: {raw.shape} pixels, its annotation {truth.shape}")
             counted_px = (truth != VOID) & (truth != IGNORE_INDEX)

@@ -112,3 +112,8 @@ def test_the_kept_frames_pseudo_labels_are_weighed_against_the_drives_human_labe
     assert abs(s["pixel_accuracy7"] - (sky + counted[3]) / (counted[1] + counted[3])) < 1e-6
     text = report.report(str(runs), None, None, str(synth_camvid), "train")
     assert "| selected2-s0, selected2-s1 | 2 | 0.0 % |" in text
+
+
+def test_the_report_wants_data_and_drive_together(tmp_path, capsys):
+    assert main(["flywheel-report", "--runs", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "--data and --drive go together" in capsys.readouterr().err
