@@ -95,7 +95,7 @@ def gains(data: dict) -> dict:
 
 
 def _spread(values: list[float]) -> tuple[str, str, str]:
-    mean = statistics.fmean(values)
+    mean = round(statistics.fmean(values), 1) + 0.0  # + 0.0: a mean that rounds to zero reads +0.0, not -0.0
     sd = statistics.stdev(values) if len(values) > 1 else None
     return signed(mean, 1), "-" if sd is None else f"{sd:.1f}", f"{min(values):+.1f} .. {max(values):+.1f}"
 

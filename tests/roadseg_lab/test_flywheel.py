@@ -67,6 +67,7 @@ def test_the_summary_gives_each_way_of_choosing_over_the_seeds_and_selected_minu
     assert rows[("25", "+ random")] == ["3", "+0.0", "1.7", "-2.0 .. +1.0"]
     assert rows[("25", "selected - random (paired by seed)")] == ["3", "+2.0", "2.0", "+0.0 .. +4.0"]
     assert not any(n == "10" for n, _ in rows)
+    assert report._spread([-0.02, 0.01])[0] == "+0.0"  # no negative zero
     assert (tmp_path / "f.png").stat().st_size > 1000
 
 
