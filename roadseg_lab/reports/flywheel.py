@@ -168,12 +168,17 @@ def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
             continue
         if meta.stat().st_size > MAX_PSEUDO_JSON:
             raise ValueError(f"{meta}: {meta.stat().st_size} bytes, more than {MAX_PSEUDO_JSON}")
-        cm, counted, unsure, humans, frames, kept = ConfusionMatrix(), 0, 0, 0, 0, set()
+        matched = {}  # drive index -> pseudo-label PNG
         for frame in json.loads(meta.read_text()).get("frames", []):
             i = _drive_index(frame, names)
             png = folder / "trainannot" / f"{frame.get('name')}.png"
-            if i is None or not png.is_file():
-                continue
+            if i is not None and png.is_file():
+                matched[i] = png
+        if same := next((r for r in rows if r["kept"] == set(matched)), None):
+            same["arms"].append(folder.name)  # the same frames as an arm already scored: not read again
+            continue
+        cm, counted, unsure, humans, frames = ConfusionMatrix(), 0, 0, 0, 0
+        for i, png in sorted(matched.items()):
             truth = read_label(samples[i].label, fmt)
             raw = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
             if raw is None or raw.ndim != 2:
@@ -187,12 +192,9 @@ def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
             humans += int((counted_px & (truth == human)).sum())
             cm.update(np.where(labelled, CAMVID_LUT[raw], 0), np.where(labelled, truth, IGNORE_INDEX))
             frames += 1
-            kept.add(i)
-        if same := next((r for r in rows if r["kept"] == kept), None):
-            same["arms"].append(folder.name)
-        elif frames:
+        if frames:
             m = cm.compute().as_dict()
-            rows.append({"arms": [folder.name], "kept": kept, "frames": frames, "unsure": unsure / counted,
+            rows.append({"arms": [folder.name], "kept": set(matched), "frames": frames, "unsure": unsure / counted,
                          "miou7": m["miou7"], "iou7": m["iou7"], "pixel_accuracy7": m["pixel_accuracy7"],
                          "human_share": humans / counted})
     return rows
