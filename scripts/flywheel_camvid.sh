@@ -11,7 +11,9 @@
 #   5. every model calibrated to int8 and scored on the second half, 0006R0[50:], frames no vehicle kept
 # Every stage is skipped when its output exists; a training cut off continues from its checkpoint when rerun.
 # Env: SIZE (192x256), TEACHER_EPOCHS (20), BASE_EPOCHS (20), FT_EPOCHS (5), FT_LR (5e-4), EXTRA_RATIO (0.125),
-#      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none)
+#      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none),
+#      LABELLERS (the run directories whose ensemble labels the kept frames; default $RUNS/teacher-lite2; the second
+#      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
@@ -52,6 +54,10 @@ calibrate_and_score "$RUNS/base-s0"
 # the teacher, float, on the same frames: the lead the students can recover
 [ -f "$RUNS/scores/teacher-lite2/metrics.json" ] || "$bin/roadseg-eval" --model "$RUNS/teacher-lite2" --data "$data" \
     --split "$test" --out "$RUNS/scores/teacher-lite2" > /dev/null
+# ... and every labeller together as it labels the kept frames (full-size frames, the same views): the report's lead
+labellers=(); for t in ${LABELLERS:-$RUNS/teacher-lite2}; do labellers+=(--teacher "$t"); done
+[ -f "$RUNS/scores/labellers.json" ] || .venv/bin/python -m roadseg_lab teacher-eval "${labellers[@]}" --data "$data" \
+    --split "$test" --size 720x960 --tta "$TTA" --out "$RUNS/scores/labellers.json" > /dev/null
 
 finetune() {  # NAME SEED [EXTRA_DIR]
     local out=$RUNS/ft/$1 seed=$2 extra=()
@@ -72,7 +78,7 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
         --model "$RUNS/int8/base-s0.tflite" --data "$data" --split "$drive" --n "$n" --mode "$mode" \
         --seed "$seed" --out "$kept"
     [ -f "$pseudo/pseudolabels.json" ] || .venv/bin/python -m distill.commands.pseudolabel \
-        --teacher "$RUNS/teacher-lite2" --frames "$kept" --out "$pseudo" --tta "$TTA" \
+        "${labellers[@]}" --frames "$kept" --out "$pseudo" --tta "$TTA" \
         --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
     finetune "$name" "$seed" "$pseudo"
 }

@@ -3,7 +3,10 @@
     python -m roadseg_lab flywheel-report --runs runs/flywheel [--markdown OUT.md] [--plot docs/img/flywheel.png]
 
 Reads ``RUNS/scores/<arm>/metrics.json`` (int8, roadseg-eval on the test half
-of 0006R0; the teacher's in float) and ``RUNS/kept/<arm>.keep.json`` (how many
+of 0006R0), the teacher's score in float (``RUNS/scores/labellers.json``,
+``python -m roadseg_lab teacher-eval``'s rows, whose last is every labeller
+together with the test-time views that labelled the kept frames; without it
+``RUNS/scores/teacher-lite2/metrics.json``) and ``RUNS/kept/<arm>.keep.json`` (how many
 frames each vehicle kept). Rows: the base student, its labels-only fine-tune
 (the twin of each arm: same epochs, same seed), and + random / + selected
 frames at each N and seed, with mIoU-7, the per-category IoU (void left out)
@@ -23,24 +26,62 @@ import re
 import statistics
 from pathlib import Path
 
+import pydantic
+
 from roadseg_lab.tables import f3, signed, table
 
 CLASSES7 = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 ARM = re.compile(r"^(selected|random)(\d+)-s(\d+)$")
 
 
+#: the largest metrics or teacher-eval file read (bytes)
+MAX_SCORES_JSON = 1 << 20
+
+
+class _TeacherRow(pydantic.BaseModel):
+    """One row of ``python -m roadseg_lab teacher-eval --out`` (roadseg_lab.checks.teachers.score)."""
+    teachers: list[str] = pydantic.Field(min_length=1)
+    tta: str
+    miou7: float = pydantic.Field(ge=0.0, le=1.0)
+    iou7: dict[str, float]
+
+
+def _teacher(runs: Path) -> dict | None:
+    """The teacher's metrics (``miou7``, ``iou7``) and ``label`` for the table: the last row of
+    ``scores/labellers.json`` when it exists, else ``scores/teacher-lite2/metrics.json``, else None.
+    Raises ValueError for a labellers.json over MAX_SCORES_JSON or not a non-empty list of teacher-eval rows."""
+    path = runs / "scores" / "labellers.json"
+    if not path.is_file():
+        m = _metrics(runs, "teacher-lite2")
+        return None if m is None else {**m, "label": "teacher (float)"}
+    if path.stat().st_size > MAX_SCORES_JSON:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than {MAX_SCORES_JSON}")
+    try:
+        rows = pydantic.TypeAdapter(list[_TeacherRow]).validate_json(path.read_bytes())
+    except pydantic.ValidationError as e:
+        raise ValueError(f"{path}: not teacher-eval's rows ({e.error_count()} errors, first: "
+                         f"{e.errors()[0]['msg']})") from None
+    if not rows:
+        raise ValueError(f"{path}: no row")
+    last = rows[-1]  # every labeller together, with the views: what labelled the kept frames
+    names = " + ".join(Path(t).name for t in last.teachers)
+    views = f", {last.tta} views" if last.tta else ""
+    return {"miou7": last.miou7, "iou7": last.iou7,
+            "label": f"{'teachers' if len(last.teachers) > 1 else 'teacher'} {names} (float{views})"}
+
+
 def _metrics(runs: Path, name: str) -> dict | None:
     path = runs / "scores" / name / "metrics.json"
-    if not path.is_file() or path.stat().st_size > 1 << 20:
+    if not path.is_file() or path.stat().st_size > MAX_SCORES_JSON:
         return None
     return json.loads(path.read_text())["metrics"]
 
 
 def collect(runs: str | Path) -> dict:
-    """``{"teacher": metrics | None, "base": ..., "twins": {seed: metrics}, "arms": [{"mode", "n", "seed",
+    """``{"teacher": metrics and its "label" (:func:`_teacher`) | None, "base": ..., "twins": {seed: metrics}, "arms": [{"mode", "n", "seed",
     "kept", "metrics"}]}`` from the run folder (missing runs are left out)."""
     runs = Path(runs)
-    out = {"teacher": _metrics(runs, "teacher-lite2"), "base": _metrics(runs, "base-s0"), "twins": {}, "arms": []}
+    out = {"teacher": _teacher(runs), "base": _metrics(runs, "base-s0"), "twins": {}, "arms": []}
     for d in sorted((runs / "scores").glob("*")) if (runs / "scores").is_dir() else []:
         if (m := re.fullmatch(r"labels-s(\d+)", d.name)) and (got := _metrics(runs, d.name)):
             out["twins"][int(m.group(1))] = got
@@ -72,7 +113,7 @@ def markdown(data: dict) -> list[str]:
         rows.append([label, n, seed, kept if kept is not None else "-", f3(m["miou7"]),
                      *(f3(iou.get(c)) for c in CLASSES7), gain, "-" if rec is None else f"{100 * rec:+.0f} %"])
     if data["teacher"]:
-        line("teacher (float)", "-", "-", "-", data["teacher"], None)
+        line(data["teacher"].get("label", "teacher (float)"), "-", "-", "-", data["teacher"], None)
     if data["base"]:
         line("base student (20 epochs)", "-", 0, "-", data["base"], None)
     for seed, twin in sorted(data["twins"].items()):

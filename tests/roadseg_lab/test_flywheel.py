@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from roadseg_lab.cli import main
 from roadseg_lab.reports import flywheel as report
 
@@ -49,6 +51,32 @@ def test_the_report_gives_each_arm_beside_its_twin_with_the_share_recovered(tmp_
     assert "+25 %" in rows["+ random"] and "+2.0" in rows["+ random"]
     assert report.share(0.62, 0.62, 0.60) is None  # no lead, no share
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_the_teachers_lead_is_that_of_every_labeller_together_when_teacher_eval_scored_them(tmp_path):
+    """scores/labellers.json (teacher-eval's rows) wins over the Lite2 teacher's metrics: its last row, every
+    labeller with the views that labelled the frames, is the lead; a file that is not teacher-eval's rows is named."""
+    runs = tmp_path / "runs"
+    _metrics(runs / "scores" / "teacher-lite2", 0.70, 0.5)
+    _metrics(runs / "scores" / "labels-s0", 0.62, 0.3)
+    _metrics(runs / "scores" / "selected25-s0", 0.66, 0.4)
+    iou = {c: 0.7 for c in report.CLASSES7}
+    rows = [{"teachers": ["runs/a"], "tta": "", "miou7": 0.70, "iou7": iou},
+            {"teachers": ["runs/a", "runs/twin"], "tta": "flip", "miou7": 0.72, "iou7": iou | {"human": 0.45}}]
+    (runs / "scores" / "labellers.json").write_text(json.dumps(rows))
+    text = report.report(str(runs))
+    table = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    assert "| 0.720 |" in table["teachers a + twin (float, flip views)"] and "| 0.450 |" in table[
+        "teachers a + twin (float, flip views)"]
+    assert "+40 %" in table["+ selected"]  # (0.66 - 0.62) / (0.72 - 0.62), not / (0.70 - 0.62)
+    for bad, why in (([], "no row"), ([{"teachers": [], "tta": "", "miou7": 0.7, "iou7": {}}], "not teacher-eval"),
+                     ([{"teachers": ["a"], "tta": "", "miou7": 7.0, "iou7": {}}], "not teacher-eval")):
+        (runs / "scores" / "labellers.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=why):
+            report.report(str(runs))
+    (runs / "scores" / "labellers.json").write_bytes(b"[" + b" " * report.MAX_SCORES_JSON + b"]")
+    with pytest.raises(ValueError, match="more than"):
+        report.report(str(runs))
 
 
 def test_the_summary_gives_each_way_of_choosing_over_the_seeds_and_selected_minus_random_paired(tmp_path):
