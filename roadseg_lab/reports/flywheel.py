@@ -235,18 +235,21 @@ def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
             frames += 1
         if frames:
             m = cm.compute().as_dict()
-            rows.append({"arms": [folder.name], "kept": set(matched), "frames": frames, "unsure": unsure / counted,
+            rows.append({"arms": [folder.name], "kept": set(matched), "frames": frames,
+                         "unsure": unsure / counted if counted else None,
                          "miou7": m["miou7"], "iou7": m["iou7"], "pixel_accuracy7": m["pixel_accuracy7"],
-                         "human_share": humans / counted})
+                         "human_share": humans / counted if counted else None})
     return rows
 
 
 def quality_table(rows: list[dict]) -> list[str]:
-    """:func:`label_quality`'s rows as a table (shares in %)."""
+    """:func:`label_quality`'s rows as a table (shares in %; "-" where nothing was counted)."""
+    def pct(x: float | None, digits: int) -> str:
+        return "-" if x is None else f"{100 * x:.{digits}f} %"
     return table(["kept frames (arm)", "frames", "left unlabelled (unsure)", "pixel accuracy, labelled",
                   "mIoU-7, labelled", "human IoU", "human pixels in the frames"],
-                 ([", ".join(r["arms"]), r["frames"], f"{100 * r['unsure']:.1f} %", f3(r["pixel_accuracy7"]), f3(r["miou7"]),
-                   f3(r["iou7"].get("human")), f"{100 * r['human_share']:.2f} %"] for r in rows))
+                 ([", ".join(r["arms"]), r["frames"], pct(r["unsure"], 1), f3(r["pixel_accuracy7"]), f3(r["miou7"]),
+                   f3(r["iou7"].get("human")), pct(r["human_share"], 2)] for r in rows))
 
 
 def plot(data: dict, path: str | Path) -> Path:

@@ -143,6 +143,25 @@ def test_the_kept_frames_pseudo_labels_are_weighed_against_the_drives_human_labe
     assert "| selected2-s0, selected2-s1 | 2 | 0.0 % |" in text
 
 
+def test_kept_frames_whose_human_labels_are_all_void_give_a_row_without_shares(synth_camvid, tmp_path):
+    """Nothing counted (every human label void): no share to give, "-" in the table, not a ZeroDivisionError."""
+    import shutil
+
+    import cv2
+    import numpy as np
+    from edge_runtime.eval.datasets import list_samples
+    data = tmp_path / "camvid"
+    shutil.copytree(synth_camvid, data)
+    _, samples = list_samples(str(data), "train")
+    void = np.full(cv2.imread(str(samples[0].label), cv2.IMREAD_UNCHANGED).shape, 11, np.uint8)  # 11: Unlabelled
+    cv2.imwrite(str(samples[0].label), void)
+    runs = tmp_path / "runs"
+    _pseudo_arm(runs, "random1-s0", [(samples[0].name, None, np.zeros_like(void))])
+    [row] = report.label_quality(runs, str(data), "train")
+    assert row["frames"] == 1 and row["unsure"] is None and row["human_share"] is None and row["miou7"] is None
+    assert "| random1-s0 | 1 | - | - | - | - | - |" in report.report(str(runs), None, None, str(data), "train")
+
+
 def test_the_report_wants_data_and_drive_together(tmp_path, capsys):
     assert main(["flywheel-report", "--runs", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "--data and --drive go together" in capsys.readouterr().err
