@@ -6,7 +6,14 @@ synced S3 prefix): kept frames (``<name>.jpg`` with its record
 ``<name>.json``, :class:`edge_runtime.flywheel.store.KeptRecord`, checked:
 size first, then the schema, then the JPEG's sha256) and plain images
 (``.jpg``/``.png`` without a record, e.g. a video's frames) alike, searched
-recursively. Each is labelled by the teacher runs' exports with their
+recursively. A kept frame in a vehicle's folder (``<frames>/<device-id>/``,
+the folder the server let only that vehicle write) must name that vehicle in
+its record. Each frame's bytes are read once, checked against the sha256
+found when the folder was searched (and its record's), its pixel count read
+from its header and bounded before it is decoded from those same bytes, and
+those bytes are the copy written: a frame that fails (changed meanwhile, not
+decodable, too many pixels, not the size its record says) is skipped with its
+reason, the others labelled. Each is labelled by the teacher runs' exports with their
 test-time views (:class:`distill.distill.Teachers`, as ``--teacher-tta``):
 the mean probabilities at the teacher's size, resized bilinearly to the
 frame's; pixels whose top probability is below ``min_confidence`` are left
@@ -17,13 +24,17 @@ result is a CamVid-layout dataset (SegNet split: ``train/`` the frames as
 they came, ``trainannot/`` the labels as CamVid class indices, the teacher's
 void as Unlabelled, unsure pixels 255) that ``roadseg-distill --extra-data`` trains on, a
 ``pseudolabels.json`` manifest, and a contact sheet (frame, pseudo-label,
-confidence) to check them by eye.
+confidence) to check them by eye. The dataset is built in a temporary folder
+beside ``out`` and renamed into place when whole (a previous output is
+replaced; a folder that is not one is refused), so ``--extra-data`` never
+reads half a run, nor frames a rerun skipped.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -31,7 +42,7 @@ import numpy as np
 
 from edge_runtime import atomic
 from edge_runtime.contract.labels import IGNORE_INDEX, VOID, colorize
-from edge_runtime.eval.datasets import IMAGE_EXTS, read_image
+from edge_runtime.eval.datasets import IMAGE_EXTS
 
 log = logging.getLogger("roadseg.pseudolabel")
 
@@ -41,17 +52,21 @@ log = logging.getLogger("roadseg.pseudolabel")
 CATEGORY_TO_CAMVID = np.array([11, 3, 1, 2, 5, 0, 9, 8], np.uint8)
 #: the largest frame file read (bytes): a full-HD JPEG is well under 2 MB
 MAX_FRAME_BYTES = 32 * 2 ** 20
+#: the most pixels a frame may have (its header is read before it is decoded): a 4K UHD frame has 8.3 million
+MAX_FRAME_PIXELS = 4096 * 4096
 #: contact sheet tile width (pixels)
 TILE_WIDTH = 256
 
 
 def find_frames(folder: str | Path) -> tuple[list[dict], list[str]]:
     """The frames under ``folder`` (recursive), sorted by name: ``[{"name",
-    "image", "record"}]`` (``record`` the validated KeptRecord as a dict, or
-    None for a plain image), and the reasons frames were skipped (a record
-    that breaks the schema, a JPEG whose sha256 differs, a file over
-    MAX_FRAME_BYTES, a name seen twice). Raises FileNotFoundError for a
-    missing folder."""
+    "image", "sha256", "record"}]`` (``sha256`` of the bytes checked now,
+    ``record`` the validated KeptRecord as a dict, or None for a plain image),
+    and the reasons frames were skipped (a file that is not a regular one or
+    is over MAX_FRAME_BYTES, a record that breaks the schema or names another
+    frame, a kept frame in another vehicle's folder, a JPEG whose sha256
+    differs, a name seen twice). Raises FileNotFoundError for a missing
+    folder."""
     from edge_runtime.flywheel.store import read_record
     folder = Path(folder)
     if not folder.is_dir():
@@ -60,11 +75,14 @@ def find_frames(folder: str | Path) -> tuple[list[dict], list[str]]:
     for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
         rec_file, record = image.with_suffix(".json"), None
         try:
-            if image.stat().st_size > MAX_FRAME_BYTES:
-                raise ValueError(f"over {MAX_FRAME_BYTES // 2 ** 20} MiB")
+            digest = hashlib.sha256(atomic.read_small_file(image, MAX_FRAME_BYTES, "frame")).hexdigest()
             if rec_file.is_file():
                 r = read_record(rec_file)
-                if r.sha256 != hashlib.sha256(image.read_bytes()).hexdigest():
+                if r.name != image.stem:
+                    raise ValueError(f"its record names another frame ({r.name})")
+                if image.parent != folder and r.device_id != image.parent.name:
+                    raise ValueError(f"a frame of {r.device_id} in the folder of {image.parent.name}")
+                if r.sha256 != digest:
                     raise ValueError("the JPEG's sha256 differs from its record's")
                 record = r.model_dump(by_alias=True)
             if image.stem in seen:
@@ -73,8 +91,39 @@ def find_frames(folder: str | Path) -> tuple[list[dict], list[str]]:
             skipped.append(f"{image}: {str(e).splitlines()[0]}")
             continue
         seen.add(image.stem)
-        frames.append({"name": image.stem, "image": image, "record": record})
+        frames.append({"name": image.stem, "image": image, "sha256": digest, "record": record})
     return frames, skipped
+
+
+def read_frame(frame: dict) -> tuple[bytes, np.ndarray]:
+    """``(bytes, RGB uint8 [H,W,3])`` of one of :func:`find_frames`' frames: the file read once (at most
+    MAX_FRAME_BYTES), its sha256 checked against the one found, its size read from the header (Pillow, nothing
+    decoded) and bounded by MAX_FRAME_PIXELS and its record's ``size``, then decoded from those bytes (OpenCV).
+    Raises ValueError (one line) for a frame that changed, is too large, is not its record's size or does not
+    decode."""
+    import io
+
+    import cv2
+    from PIL import Image
+    data = atomic.read_small_file(frame["image"], MAX_FRAME_BYTES, "frame")
+    if hashlib.sha256(data).hexdigest() != frame["sha256"]:
+        raise ValueError("changed since the folder was searched")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except Image.DecompressionBombError:  # Pillow's own bound (hundreds of millions of pixels) comes first
+        raise ValueError(f"a decompression bomb: over the {MAX_FRAME_PIXELS} pixels a frame may have") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"not an image Pillow can read ({type(e).__name__})") from None
+    if width * height > MAX_FRAME_PIXELS:
+        raise ValueError(f"{height}x{width} pixels, over the {MAX_FRAME_PIXELS} a frame may have")
+    record = frame.get("record")
+    if record is not None and list(record["size"]) != [height, width]:
+        raise ValueError(f"{height}x{width} pixels, its record says {record['size'][0]}x{record['size'][1]}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[0] * bgr.shape[1] != width * height:  # (EXIF orientation may turn it)
+        raise ValueError("does not decode")
+    return data, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def label_frame(teachers, image: np.ndarray, min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +180,12 @@ def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path
     """Label every frame under ``frames_dir`` into the CamVid-layout dataset ``out``
     (``train/``, ``trainannot/``, ``pseudolabels.json``) and draw the contact
     sheet of the first ``sheet_frames`` frames at ``sheet`` (default
-    ``out/contact-sheet.png``). Returns the manifest. Raises ValueError for a
-    ``min_confidence`` outside 0..1, no frame to label, a bad ``tta``;
-    FileNotFoundError for a missing folder or teacher export."""
+    ``out/contact-sheet.png``). Frames :func:`read_frame` refuses are skipped
+    (``skipped`` in the manifest, with the reason). Returns the manifest.
+    Raises ValueError for a ``min_confidence`` outside 0..1, no frame to
+    label or none that could be, a bad ``tta``, an ``out`` that exists and is
+    not a previous output; FileNotFoundError for a missing folder or teacher
+    export."""
     from distill.distill import Teachers
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"--min-confidence is a probability, 0..1, got {min_confidence:g}")
@@ -144,34 +196,58 @@ def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path
         raise ValueError(f"--frames {frames_dir}: no frame to label (.jpg/.png, with or without a kept record)")
     teachers = Teachers(teacher_runs, weighting, tta)
     out = Path(out)
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    (out / "trainannot").mkdir(parents=True, exist_ok=True)
-    entries, rows = [], []
-    for i, f in enumerate(frames):
-        image = read_image(f["image"])
-        classes, conf = label_frame(teachers, image, min_confidence)
-        _write_pair(out, f, classes)
-        entries.append({"name": f["name"], "source": str(f["image"]), "record": f["record"],
-                        "void_share": round(float(np.mean(classes == VOID)), 4),
-                        "low_confidence_share": round(float(np.mean(conf < min_confidence)), 4),
-                        "mean_confidence": round(float(conf.mean()), 4)})
-        if len(rows) < sheet_frames:
-            rows.append((f["name"], image, classes, conf))
-        log.info("labelled %d/%d: %s (%.0f%% below %.2f)", i + 1, len(frames), f["name"],
-                 100 * entries[-1]["low_confidence_share"], min_confidence)
-    manifest = {"schema": "roadseg.pseudolabels/1", "teachers": teachers.describe(), "tta": tta,
-                "min_confidence": min_confidence, "frames": entries, "skipped": skipped}
-    atomic.write_text(out / "pseudolabels.json", json.dumps(manifest, indent=1))
-    contact_sheet(rows, min_confidence, sheet or out / "contact-sheet.png")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "pseudolabels.json").is_file())):
+        raise ValueError(f"--out {out}: exists and is not a pseudo-label dataset (no pseudolabels.json): "
+                         f"not replaced")
+    work = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        (work / "train").mkdir(parents=True)
+        (work / "trainannot").mkdir()
+        entries, rows = [], []
+        for i, f in enumerate(frames):
+            try:
+                data, image = read_frame(f)
+            except ValueError as e:
+                skipped.append(f"{f['image']}: {e}")
+                log.warning("skipped %s", skipped[-1])
+                continue
+            classes, conf = label_frame(teachers, image, min_confidence)
+            _write_pair(work, f, data, classes)
+            entries.append({"name": f["name"], "source": str(f["image"]), "record": f["record"],
+                            "void_share": round(float(np.mean(classes == VOID)), 4),
+                            "low_confidence_share": round(float(np.mean(conf < min_confidence)), 4),
+                            "mean_confidence": round(float(conf.mean()), 4)})
+            if len(rows) < sheet_frames:
+                rows.append((f["name"], image, classes, conf))
+            log.info("labelled %d/%d: %s (%.0f%% below %.2f)", i + 1, len(frames), f["name"],
+                     100 * entries[-1]["low_confidence_share"], min_confidence)
+        if not entries:
+            raise ValueError(f"--frames {frames_dir}: no frame could be labelled ({len(skipped)} skipped)")
+        manifest = {"schema": "roadseg.pseudolabels/1", "teachers": teachers.describe(), "tta": tta,
+                    "min_confidence": min_confidence, "frames": entries, "skipped": skipped}
+        atomic.write_text(work / "pseudolabels.json", json.dumps(manifest, indent=1))
+        contact_sheet(rows, min_confidence, work / "contact-sheet.png" if sheet is None else sheet)
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
+        if out.exists():
+            os.replace(out, old)
+        try:
+            os.replace(work, out)
+        except OSError:
+            if old.exists():
+                os.replace(old, out)  # the previous dataset back in place
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return manifest
 
 
-def _write_pair(out: Path, frame: dict, classes: np.ndarray) -> None:
-    """The frame as it came (no re-encoding) and its label as CamVid class indices, atomically."""
+def _write_pair(out: Path, frame: dict, data: bytes, classes: np.ndarray) -> None:
+    """The frame's bytes as they were checked and decoded (no re-encoding) and its label as CamVid class
+    indices, atomically."""
     import cv2
-    src = frame["image"]
-    with atomic.atomic_path(out / "train" / f"{frame['name']}{src.suffix.lower()}") as tmp:
-        shutil.copyfile(src, tmp)
+    atomic.write_bytes(out / "train" / f"{frame['name']}{frame['image'].suffix.lower()}", data)
     camvid = np.where(classes == IGNORE_INDEX, IGNORE_INDEX, CATEGORY_TO_CAMVID[np.minimum(classes, len(CATEGORY_TO_CAMVID) - 1)])
     ok, png = cv2.imencode(".png", camvid.astype(np.uint8))
     if not ok:

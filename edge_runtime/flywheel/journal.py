@@ -107,7 +107,7 @@ class JournalFile:
                 continue  # never written, or torn by a power cut: the other slot holds the one before
             try:
                 doc = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep to be ours
                 continue
             if isinstance(doc, dict) and (best is None or gen > best[0]):
                 best = (gen, doc)

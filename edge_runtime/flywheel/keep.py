@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -45,6 +46,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import pydantic
+
+from edge_runtime import atomic
 from edge_runtime.atomic import free_bytes
 from edge_runtime.flywheel.score import TeachScorer
 from edge_runtime.flywheel.store import FrameStore, KeptRecord, reserve_text
@@ -54,6 +58,11 @@ log = logging.getLogger("roadseg.keep")
 
 #: the fault's ``store`` name (the same shape as the other stores' disk faults)
 STORE_NAME = "kept-frames"
+#: the wall-clock times of the last hour's written frames, under the store (a restart keeps the hourly limit)
+RECENT_FILE = ".keep/recent.json"
+#: the largest such file read (bytes): per_hour floats
+MAX_RECENT_BYTES = 64 * 1024
+_RECENT = pydantic.TypeAdapter(list[pydantic.FiniteFloat])
 #: hysteresis of the free-space reserve: a "disk nearly full" fault that a look found (free space under
 #: the store's reserve) ends only when a look finds free space at least the reserve plus
 #: :func:`reserve_margin` (the larger of this many bytes and RESERVE_MARGIN_FRACTION of the reserve), so a
@@ -161,7 +170,10 @@ class KeepFrames:
         self.uploader = None  # the Uploader sending this store's frames, when one is set (edge_runtime.flywheel)
         self._window_end: float | None = None
         self._best: dict | None = None  # the window's best frame so far
-        self._kept_times: collections.deque[float] = collections.deque()
+        self._recent_wall = self._load_recent()  # the writer's: wall-clock times of the frames written this hour
+        now_wall, now_mono = clock(), monotonic()
+        self._kept_times: collections.deque[float] = collections.deque(
+            now_mono - min(max(now_wall - t, 0.0), 3600.0) for t in self._recent_wall)
         self._last_thumb: np.ndarray | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=policy.queue)
         self.written = threading.Condition()  # notified after every write the writer tried
@@ -169,6 +181,33 @@ class KeepFrames:
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="roadseg-keep-writer", daemon=True)
         self._writer.start()
+
+    # -- the hourly count across restarts ------------------------------------------------
+    def _recent_path(self):
+        return self.store.folder / RECENT_FILE
+
+    def _load_recent(self) -> list[float]:
+        """The wall-clock times of the frames written in the hour before this start (a restart does not reset
+        the hourly limit): ``<store>/.keep/recent.json``, a list of at most MAX_RECENT_BYTES; unreadable, not
+        the schema, or missing: none (said in the log). Times ahead of the clock (a step back) count as now."""
+        try:
+            raw = atomic.read_small_file(self._recent_path(), MAX_RECENT_BYTES, "kept-frame times", missing_ok=True)
+            times = [] if raw is None else _RECENT.validate_json(raw)
+        except (ValueError, RecursionError) as e:  # pydantic's ValidationError is a ValueError
+            log.warning("kept frames: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return []
+        now = self.clock()
+        return sorted(t for t in times if now - t < 3600.0)[-self.policy.per_hour:]
+
+    def _remember(self, wall: float) -> None:
+        """On the writer's thread, after a frame was written: its time joins the hour's, saved for a restart
+        (a failure to save is logged, not raised: the frame is kept)."""
+        self._recent_wall = [t for t in self._recent_wall if wall - t < 3600.0][-(self.policy.per_hour - 1):] + [wall]
+        try:
+            self._recent_path().parent.mkdir(exist_ok=True)
+            atomic.write_text(self._recent_path(), json.dumps(self._recent_wall))
+        except OSError as e:
+            log.debug("kept frames: cannot save the hour's times (%s)", e)
 
     @property
     def pending(self) -> int:
@@ -275,7 +314,7 @@ class KeepFrames:
                 log.exception("kept frames: cannot encode a frame")
                 self._done_with(True)  # dropped: no longer pending
                 continue
-            while not self._write(name, jpeg, record, item["score"].score):
+            while not self._write(name, jpeg, record, item["score"].score, item["wall"]):
                 if self._stop.wait(self.policy.retry_s):
                     self._give_up()
                     return
@@ -352,9 +391,9 @@ class KeepFrames:
             bytes=len(jpeg), sha256=hashlib.sha256(jpeg).hexdigest())
         return name, jpeg, record.to_json()
 
-    def _write(self, name: str, jpeg: bytes, record: bytes, score: float) -> bool:
+    def _write(self, name: str, jpeg: bytes, record: bytes, score: float, wall: float) -> bool:
         """True when done with the frame (kept, or dropped for room); False to retry (the disk refused)."""
-        done = self._try_write(name, jpeg, record, score)
+        done = self._try_write(name, jpeg, record, score, wall)
         self._done_with(done)
         return done
 
@@ -364,7 +403,7 @@ class KeepFrames:
             self._pending -= 1 if done else 0
             self.written.notify_all()
 
-    def _try_write(self, name: str, jpeg: bytes, record: bytes, score: float) -> bool:
+    def _try_write(self, name: str, jpeg: bytes, record: bytes, score: float, wall: float) -> bool:
         try:
             evicted = self.store.add(name, jpeg, record, score)
         except OverflowError:  # refused before any write: no evidence that a disk fault ended
@@ -379,6 +418,7 @@ class KeepFrames:
         self._fault.recovered()
         self.counts["kept"] += 1
         self.counts["evicted"] += len(evicted)
+        self._remember(wall)
         log.info("kept frame %s (score %.3f)%s", name, score,
                  f", removed {len(evicted)} lower-scoring" if evicted else "")
         return True

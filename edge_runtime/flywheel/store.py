@@ -2,11 +2,14 @@
 full-size JPEG ``<name>.jpg`` and its record ``<name>.json``
 (:class:`KeptRecord`) per frame, bounded in bytes.
 
-The record is written after its JPEG, both atomically
-(:mod:`edge_runtime.atomic`): a frame exists once its record does. At start
-the folder is tidied: temporary files, JPEGs without a record (a power cut
-between the two writes) and records without a JPEG (one between the two
-deletions) are removed. Deleting removes the record first. The writer thread
+The record is written after its JPEG, both durably
+(:func:`edge_runtime.atomic.durable_write`: fsync, rename, fsync of the
+folder): a frame exists once its record does. At start the folder is tidied:
+temporary files, JPEGs without a record (a power cut between the two writes),
+records without a JPEG (one between the two deletions), frames whose JPEG is
+not the size its record says (a file system that lost the data after a power
+cut) and bad records are removed, and the lowest-scoring frames are removed
+until the store is within ``max_bytes`` (a restart with a smaller bound). Deleting removes the record first. The writer thread
 (:mod:`edge_runtime.flywheel.keep`) adds, the uploader
 (:mod:`edge_runtime.flywheel.upload`) reads and removes; one lock keeps the
 byte count right between them.
@@ -21,15 +24,17 @@ refused like a full disk (OSError ENOSPC), whatever ``max_bytes`` allows.
 """
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import logging
+import math
 import os
 import re
 import threading
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime import atomic
 
@@ -39,6 +44,8 @@ log = logging.getLogger("roadseg.keep")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: the largest record read back (bytes): a record is ~400 bytes
 MAX_RECORD_BYTES = 16 * 1024
+#: the largest side of a kept frame (pixels): 8K video is 7680 wide
+MAX_SIDE = 8192
 #: bytes the store leaves free on its file system (the offline queue's default 32 MiB with SQLite's
 #: overhead, the logs, the system): no frame is kept that would take the free space under it
 RESERVE_BYTES = 64 * 2 ** 20
@@ -56,18 +63,49 @@ class KeptRecord(BaseModel):
     signals, :class:`edge_runtime.flywheel.score.TeachScore`), ``captured_utc``
     (ISO 8601), the model that ran (name, sha256), ``score`` 0..1, the frame's
     ``size`` [height, width] in pixels, the JPEG's ``bytes`` and ``sha256``."""
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     schema_: str = Field("roadseg.kept/1", alias="schema", pattern=r"^roadseg\.kept/1$")
-    name: str = Field(pattern=NAME.pattern)
+    name: str = Field(pattern=f"^{NAME.pattern}$")
     device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     captured_utc: str = Field(max_length=40)
-    model: dict[str, str | None]
+    model: dict[str, str | None] = Field(max_length=8)
     score: float = Field(ge=0, le=1)
-    why: dict[str, float]
+    why: dict[str, float] = Field(max_length=16)
     reason: str = Field(max_length=200)
     size: list[int] = Field(min_length=2, max_length=2)
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("captured_utc")
+    @classmethod
+    def _iso_utc(cls, v: str) -> str:
+        try:
+            when = dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("not an ISO 8601 date and time") from None
+        if when.utcoffset() is None:
+            raise ValueError("no UTC offset")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _pixels(cls, v: list[int]) -> list[int]:
+        if not all(1 <= x <= MAX_SIDE for x in v):
+            raise ValueError(f"each side 1..{MAX_SIDE} pixels")
+        return v
+
+    @field_validator("why")
+    @classmethod
+    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
+        if not all(math.isfinite(x) for x in v.values()):
+            raise ValueError("not a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _named_by_its_vehicle(self) -> KeptRecord:
+        if not self.name.startswith(f"{self.device_id}-"):
+            raise ValueError(f"the name does not start with its device id {self.device_id!r}")
+        return self
 
     def to_json(self) -> bytes:
         """The record as the ``.json`` file holds it (UTF-8)."""
@@ -75,13 +113,17 @@ class KeptRecord(BaseModel):
 
 
 def read_record(path: str | Path) -> KeptRecord:
-    """A record file, size checked before it is parsed. Raises OSError (unreadable),
-    ValueError (over MAX_RECORD_BYTES, not JSON, or not the schema; pydantic's
+    """A record file: a regular file of at most MAX_RECORD_BYTES (checked on the open
+    descriptor, so a FIFO or a link to a device costs no wait and no memory), then JSON,
+    then the schema. Raises ValueError (one line: not a regular file, over the size,
+    unreadable, not JSON, nested too deep, or not the schema; pydantic's
     ValidationError is a ValueError)."""
-    path = Path(path)
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise ValueError(f"{path}: record over {MAX_RECORD_BYTES} bytes")
-    return KeptRecord.model_validate(json.loads(path.read_bytes()))
+    data = atomic.read_small_file(path, MAX_RECORD_BYTES, "kept-frame record")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deep") from None
+    return KeptRecord.model_validate(doc)
 
 
 class FrameStore:
@@ -136,8 +178,13 @@ class FrameStore:
             jpg = rec.with_suffix(".jpg")
             try:
                 r = read_record(rec)
-                if not jpg.is_file() or r.name != rec.stem:
+                if r.name != rec.stem:
+                    raise ValueError(f"the record names {r.name}")
+                if not jpg.is_file():
                     raise ValueError("no JPEG")
+                if jpg.stat().st_size != r.bytes:
+                    raise ValueError(f"the JPEG has {jpg.stat().st_size} bytes, its record says {r.bytes}: "
+                                     f"cut short when the power went?")
                 size = rec.stat().st_size + jpg.stat().st_size
             except (OSError, ValueError) as e:
                 doomed.append((rec, str(e).splitlines()[0]))
@@ -145,6 +192,14 @@ class FrameStore:
             scores[rec.stem], sizes[rec.stem] = r.score, size
         doomed += [(jpg, "no record: written when the power went?") for jpg in self.folder.glob("*.jpg")
                    if jpg.stem not in scores]
+        used = sum(sizes.values())
+        for name in sorted(scores, key=lambda n: (scores[n], n)):  # the lowest-scoring first, as add() evicts
+            if used <= self.max_bytes:
+                break
+            used -= sizes.pop(name)
+            del scores[name]
+            doomed += [(self.folder / f"{name}.json", f"over the store's {self.max_bytes} bytes"),
+                       (self.folder / f"{name}.jpg", "")]
         self._scores, self._sizes = scores, sizes
         first: OSError | None = None
         for path, why in doomed:
@@ -212,9 +267,9 @@ class FrameStore:
             self.check_room(need - sum(self._sizes[o] for o in evict))
             for other in evict:
                 self._remove_locked(other)
-            atomic.write_bytes(self.folder / f"{name}.jpg", jpeg)
+            atomic.durable_write(self.folder / f"{name}.jpg", jpeg)
             try:
-                atomic.write_bytes(self.folder / f"{name}.json", record)
+                atomic.durable_write(self.folder / f"{name}.json", record)
             except OSError:
                 (self.folder / f"{name}.jpg").unlink(missing_ok=True)
                 raise
@@ -223,14 +278,23 @@ class FrameStore:
 
     def read(self, name: str) -> tuple[bytes, bytes] | None:
         """``(jpeg, record)`` of a kept frame, None when it is gone (removed meanwhile).
-        Raises OSError when the disk fails to read it."""
+        Each file is read as a regular file of at most the bytes the store counted for the
+        frame. Raises OSError when the disk fails to read it, or a file is no longer a
+        regular file within that size (changed behind the store's back)."""
         with self._lock:
             if name not in self._scores:
                 return None
-        try:
-            return (self.folder / f"{name}.jpg").read_bytes(), (self.folder / f"{name}.json").read_bytes()
-        except FileNotFoundError:
-            return None
+            size = self._sizes[name]
+        out = []
+        for path in (self.folder / f"{name}.jpg", self.folder / f"{name}.json"):
+            try:
+                data = atomic.read_small_file(path, size, "kept frame", missing_ok=True)
+            except ValueError as e:
+                raise OSError(errno.EIO, str(e)) from None
+            if data is None:
+                return None
+            out.append(data)
+        return out[0], out[1]
 
     def size_of(self, name: str) -> int | None:
         """Bytes of a kept frame (JPEG and record), None when it is gone."""
@@ -238,7 +302,10 @@ class FrameStore:
             return self._sizes.get(name)
 
     def remove(self, name: str) -> None:
-        """Delete a kept frame (record first); nothing when it is gone. Raises OSError."""
+        """Delete a kept frame (record first); nothing when it is gone. Raises OSError;
+        ValueError for a name that is not a kept frame's (:data:`NAME`: no path)."""
+        if not NAME.fullmatch(name):
+            raise ValueError(f"bad kept-frame name {name[:80]!r}")
         with self._lock:
             self._remove_locked(name)
 

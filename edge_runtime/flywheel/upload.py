@@ -14,7 +14,8 @@ standard library:
 
 How nothing is lost or sent twice: a frame leaves the store
 (:class:`edge_runtime.flywheel.store.FrameStore`) only after the server
-confirmed both its files (2xx); the names confirmed but not yet deleted and the
+confirmed both its files (2xx), its record first (so the workstation never
+holds a JPEG without the record that vouches for it); the names confirmed but not yet deleted and the
 bytes sent are in a small journal (``<store>/.upload/journal``,
 :mod:`edge_runtime.flywheel.journal`), so after a power cut the uploader
 deletes what was confirmed instead of sending it again. A PUT whose answer was
@@ -22,6 +23,13 @@ lost (a dropped connection) is sent again under the same key: the server then
 holds one copy, overwritten with the same bytes. Frames go one at a time,
 the highest score first; a frame is small (a JPEG), so "resumable" is per
 frame, not within one.
+
+Redirects are never followed (a redirect would carry the request, and the
+presigning service's bearer token, to another host): a 3xx is a failed try.
+A frame the server refuses for itself (400, 413 too large, 414, 415, 422)
+is left on the vehicle and not offered again until the next start (said
+once in the log), so one frame the server will never take does not block
+the others nor spend the budget pass after pass.
 
 The budget counts every byte handed to the network, failed tries included
 (a metered link bills them); a try refused before anything was sent (the
@@ -73,7 +81,8 @@ from edge_runtime.flywheel.journal import (
     boot_id,
 )
 from edge_runtime.flywheel.keep import FaultReport
-from edge_runtime.flywheel.store import FrameStore
+from edge_runtime import atomic
+from edge_runtime.flywheel.store import NAME, FrameStore
 from edge_runtime.io.outbox import utc_now
 
 log = logging.getLogger("roadseg.upload")
@@ -84,10 +93,21 @@ MAX_ANSWER_BYTES = 64 * 1024
 MAX_STATE_BYTES = 256 * 1024
 #: confirmed names kept in the journal at most (they are deleted right after confirmation)
 MAX_ACKED = 16
+#: HTTP answers that refuse the frame itself, not the vehicle or the moment: the frame is not offered again
+FRAME_REFUSED = frozenset({400, 413, 414, 415, 422})
 #: the journal's ``schema``
 JOURNAL_SCHEMA = "roadseg.upload-journal/1"
 #: the journal fault's ``store`` name
 STORE_NAME = "upload-journal"
+
+
+def _names(value) -> list[str]:
+    """The kept-frame names of a journal's ``acked`` (a list), the last MAX_ACKED; anything that is not a
+    kept frame's name (:data:`edge_runtime.flywheel.store.NAME`: no path) is dropped. Raises TypeError for
+    a value that is not a list."""
+    if not isinstance(value, list):
+        raise TypeError(f"acked is a {type(value).__name__}, not a list")
+    return [n for n in value if isinstance(n, str) and NAME.fullmatch(n)][-MAX_ACKED:]
 
 
 class JournalRefused(OSError):
@@ -95,11 +115,12 @@ class JournalRefused(OSError):
 
 
 class UploadError(Exception):
-    """A PUT that did not succeed; ``sent``: whether bytes may have gone out (they count in the budget)."""
+    """A PUT that did not succeed; ``sent``: whether bytes may have gone out (they count in the budget);
+    ``status``: the HTTP status of the answer, None without one."""
 
-    def __init__(self, message: str, sent: bool):
+    def __init__(self, message: str, sent: bool, status: int | None = None):
         super().__init__(message)
-        self.sent = sent
+        self.sent, self.status = sent, status
 
 
 class Target(Protocol):
@@ -125,15 +146,25 @@ def _shown(url: str) -> str:
     return f"{p.scheme}://{p.netloc}{p.path}"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib then raises HTTPError for the 3xx itself."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def http_request(method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float) -> bytes:
-    """One HTTP request; returns at most MAX_ANSWER_BYTES of a 2xx answer's body.
-    Raises UploadError (its message names the URL without its query, never a credential)."""
+    """One HTTP request, no redirect followed; returns at most MAX_ANSWER_BYTES of a 2xx answer's body.
+    Raises UploadError (its message names the URL without its query, never a credential; a 3xx is one)."""
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _OPENER.open(req, timeout=timeout) as resp:
             return resp.read(MAX_ANSWER_BYTES)
     except urllib.error.HTTPError as e:
-        raise UploadError(f"{method} {_shown(url)}: HTTP {e.code} {e.reason}", sent=True) from None
+        raise UploadError(f"{method} {_shown(url)}: HTTP {e.code} {e.reason}", sent=True, status=e.code) from None
     except urllib.error.URLError as e:
         refused = isinstance(e.reason, (ConnectionRefusedError, socket.gaierror))  # nothing went out
         raise UploadError(f"{method} {_shown(url)}: {e.reason}", sent=not refused) from None
@@ -220,6 +251,7 @@ class Uploader:
         self._unrecorded = 0  # bytes sent that no journal on disk holds yet
         self._failures_in_row = 0
         self._too_big: set[str] = set()
+        self._refused: set[str] = set()  # frames the server refused for themselves (FRAME_REFUSED), this run
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load()
@@ -240,7 +272,7 @@ class Uploader:
             if doc.get("schema") != JOURNAL_SCHEMA:
                 raise ValueError(f"schema {str(doc.get('schema'))[:40]!r}")
             self.spending.load(doc, self._boot)
-            self.acked = [str(n) for n in doc.get("acked", [])][-MAX_ACKED:]
+            self.acked = _names(doc.get("acked", []))
         except (OSError, ValueError, KeyError, TypeError) as e:
             self._unknown(self.journal.path, e)
 
@@ -253,19 +285,18 @@ class Uploader:
     def _load_legacy(self) -> None:
         """The state file of before the journal: its bytes count as sent now, its confirmed names are kept."""
         try:
-            if self.legacy_file.stat().st_size > MAX_STATE_BYTES:
-                raise ValueError(f"over {MAX_STATE_BYTES} bytes")
-            old = json.loads(self.legacy_file.read_bytes())
+            raw = atomic.read_small_file(self.legacy_file, MAX_STATE_BYTES, "upload state", missing_ok=True)
+            if raw is None:
+                return
+            old = json.loads(raw)
             sent = int(old.get("sent_bytes", 0)) + int((old.get("inflight") or {}).get("bytes", 0))
-            acked = [str(n) for n in old.get("acked", [])]
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, TypeError, AttributeError) as e:
+            acked = _names(old.get("acked", []))
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:
             self._unknown(self.legacy_file, e)
             return
         if sent:
             self.spending.add(max(0, sent))
-        self.acked = acked[-MAX_ACKED:]
+        self.acked = acked
 
     def _save(self) -> None:
         """Write the journal; raises JournalRefused (said once, in :attr:`disk_fault`)."""
@@ -336,7 +367,7 @@ class Uploader:
     def _send_one(self, name: str) -> int | None:
         """1 when sent, 0 when it was gone, None to stop the pass (budget or failure)."""
         size = self.store.size_of(name)
-        if size is None:
+        if size is None or name in self._refused:
             return 0
         if size > self.budget:  # it would never go: leave it (the store's bound removes it in time), send the rest
             if name not in self._too_big:
@@ -359,15 +390,20 @@ class Uploader:
                 self._unrecorded -= size
                 raise
             # a full card without a journal file: the frames sent so far have not yet freed the journal's room
-        try:
-            self.target.put(f"{name}.jpg", files[0], "image/jpeg")
+        try:  # the record first: the workstation never holds a JPEG without the record that vouches for it
             self.target.put(f"{name}.json", files[1], "application/json")
+            self.target.put(f"{name}.jpg", files[0], "image/jpeg")
         except UploadError as e:
             if not e.sent:
                 self.spending.refund(size)
                 self._unrecorded -= size
             self._save_if_can()
             self._failed(str(e))
+            if e.status in FRAME_REFUSED:  # this frame will never go: leave it here, send the others
+                self._refused.add(name)
+                log.warning("upload: the server refused %s (%s): kept here, not offered again until restart",
+                            name, e)
+                return 0
             return None
         self.acked.append(name)
         self._save_if_can()

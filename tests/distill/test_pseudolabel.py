@@ -13,17 +13,17 @@ from edge_runtime.contract.labels import CAMVID_TO_CATEGORY, NUM_CLASSES
 from edge_runtime.eval.synthetic import synthetic_scene
 
 
-def _kept(folder, i: int, size=(96, 192)):
+def _kept(folder, i: int, size=(96, 192), device: str = "car1", jpeg: bytes | None = None):
     """A kept frame as a vehicle pushes it: JPEG + its record."""
     import cv2
 
     from edge_runtime.flywheel.store import KeptRecord
     folder.mkdir(parents=True, exist_ok=True)
     frame, _ = synthetic_scene(i, *size)
-    jpeg = cv2.imencode(".jpg", frame[..., ::-1])[1].tobytes()
-    name = f"car1-2026050{i % 9 + 1}T080000.000000Z"
+    jpeg = cv2.imencode(".jpg", frame[..., ::-1])[1].tobytes() if jpeg is None else jpeg
+    name = f"{device}-2026050{i % 9 + 1}T080000.000000Z"
     (folder / f"{name}.jpg").write_bytes(jpeg)
-    rec = KeptRecord(name=name, device_id="car1", captured_utc="2026-05-04T08:00:00+00:00",
+    rec = KeptRecord(name=name, device_id=device, captured_utc="2026-05-04T08:00:00+00:00",
                      model={"name": "m", "sha256": None}, score=0.5, why={"uncertain": 0.5}, reason="t",
                      size=list(size), bytes=len(jpeg), sha256=hashlib.sha256(jpeg).hexdigest())
     (folder / f"{name}.json").write_bytes(rec.to_json())
@@ -45,9 +45,82 @@ def test_frames_are_checked_before_they_are_used(tmp_path):
     frames, skipped = find_frames(tmp_path)
     assert [f["name"] for f in frames] == [good, "plain"]
     assert frames[0]["record"]["device_id"] == "car1" and frames[1]["record"] is None
-    assert any("sha256 differs" in s for s in skipped) and any("record over" in s for s in skipped)
+    assert any("sha256 differs" in s for s in skipped) and any("over the 16384" in s for s in skipped)
     with pytest.raises(FileNotFoundError, match="--frames"):
         find_frames(tmp_path / "missing")
+
+
+def test_a_vehicle_cannot_pass_its_frames_off_as_another_vehicles(tmp_path):
+    """A frame in a vehicle's folder (the one the server lets only that vehicle write) names that vehicle:
+    car7 cannot push frames recorded as car8's, nor shadow car8's own frame of the same name."""
+    import shutil
+    real = _kept(tmp_path / "car8", 1, device="car8")
+    forged = _kept(tmp_path / "forge", 1, device="car8")
+    (tmp_path / "car7").mkdir()
+    for ext in ("jpg", "json"):
+        shutil.move(tmp_path / "forge" / f"{forged}.{ext}", tmp_path / "car7" / f"{forged}.{ext}")
+    frames, skipped = find_frames(tmp_path)
+    assert [(f["name"], f["image"].parent.name) for f in frames] == [(real, "car8")]
+    assert any("a frame of car8 in the folder of car7" in s for s in skipped)
+
+
+def _bomb(side: int = 20000) -> bytes:
+    """A 600-byte JPEG whose header says ``side`` x ``side`` pixels (20000: 1.2 GB decoded)."""
+    import struct
+
+    import cv2
+    small = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes()
+    i = small.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height (2), width (2)
+    return small[:i + 5] + struct.pack(">HH", side, side) + small[i + 9:]
+
+
+def test_a_frame_is_read_once_and_bounded_before_it_is_decoded(tmp_path):
+    """read_frame: the bytes checked are the bytes decoded; the header's pixel count and the record's size are
+    checked before decoding; what does not decode is named."""
+    from distill.pseudolabel import read_frame
+    ok = _kept(tmp_path / "car1", 1)
+    bomb = _kept(tmp_path / "car1", 2, size=(72, 128), jpeg=_bomb())
+    other = _kept(tmp_path / "car1", 3, size=(50, 50),
+                  jpeg=(tmp_path / "car1" / f"{ok}.jpg").read_bytes())  # a 96x192 JPEG its record says is 50x50
+    junk = _kept(tmp_path / "car1", 4, jpeg=b"\xff\xd8\xff\xe0 this is no JPEG at all")
+    big = _kept(tmp_path / "car1", 5, jpeg=_bomb(5000), size=(5000, 5000))  # under Pillow's bound, over ours
+    frames = {f["name"]: f for f in find_frames(tmp_path)[0]}
+    assert set(frames) == {ok, bomb, other, junk, big}  # each matches its record's sha256: only decoding tells
+    data, image = read_frame(frames[ok])
+    assert image.shape == (96, 192, 3) and data == (tmp_path / "car1" / f"{ok}.jpg").read_bytes()
+    for name, why in ((bomb, "over the 16777216 pixels"), (other, "96x192 pixels, its record says 50x50"),
+                      (junk, "not an image"), (big, "5000x5000 pixels, over the 16777216")):
+        with pytest.raises(ValueError, match=why):
+            read_frame(frames[name])
+    (tmp_path / "car1" / f"{ok}.jpg").write_bytes(data[:-10])  # changed after the folder was searched
+    with pytest.raises(ValueError, match="changed since"):
+        read_frame(frames[ok])
+
+
+def test_frames_that_fail_are_skipped_the_rest_labelled_and_a_rerun_replaces_the_dataset(tiny_student_run, tmp_path):
+    """One bad frame does not stop the labelling; the dataset appears whole or not at all, a rerun leaves no
+    pair of the run before, and a folder that is not a pseudo-label dataset is never replaced."""
+    from distill.commands.pseudolabel import main
+    kept = tmp_path / "kept"
+    good = [_kept(kept / "car1", i) for i in (1, 2)]
+    bad = _kept(kept / "car1", 3, jpeg=_bomb(), size=(72, 128))
+    out = tmp_path / "pseudo"
+    args = ["--teacher", str(tiny_student_run), "--frames", str(kept), "--out", str(out), "--tta", ""]
+    assert main(args) == 0
+    manifest = json.loads((out / "pseudolabels.json").read_text())
+    assert [f["name"] for f in manifest["frames"]] == good and bad in manifest["skipped"][0]
+    assert sorted(p.stem for p in (out / "train").iterdir()) == good
+    for ext in ("jpg", "json"):
+        (kept / "car1" / f"{good[0]}.{ext}").unlink()
+    assert main(args) == 0
+    assert sorted(p.stem for p in (out / "train").iterdir()) == good[1:]
+    assert sorted(p.stem for p in (out / "trainannot").iterdir()) == good[1:]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(args[:-4] + ["--out", str(mine), "--tta", ""]) == 2
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_the_teacher_labels_kept_frames_into_a_camvid_dataset(tiny_student_run, tmp_path):

@@ -98,6 +98,32 @@ def test_store_never_exceeds_its_frames_per_hour(tiny_tflite, tmp_path):
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (96, 160, 3)  # full size
 
 
+def test_restarts_do_not_reset_the_frames_per_hour(tiny_tflite, tmp_path):
+    """A vehicle restarted every few minutes (a crash loop, a flaky power supply) keeps at most per_hour frames in
+    any hour: the hour's times outlive the process (<store>/.keep/recent.json); one that is not a list of
+    numbers is ignored with a warning; a clock stepped back counts the times ahead of it as now."""
+    seg, clock = DeviceSegmenter(tiny_tflite), Clock()
+    store_dir = tmp_path / "kept"
+    for _ in range(12):  # 12 runs of 4 simulated minutes, 10 distinct scenes each
+        keep = KeepFrames(FrameStore(store_dir, 50 * 2 ** 20), seg, "car1",
+                          KeepPolicy(per_hour=3, similarity=0), clock=clock, monotonic=clock)
+        _drive(keep, seg, clock, 10, 24.0)
+        keep.close()
+    times = sorted(dt.datetime.fromisoformat(read_record(p).captured_utc).timestamp()
+                   for p in store_dir.glob("*.json"))
+    assert len(times) == 3  # each run keeps its open window's best at stop: 12 before; 48 minutes hold 3
+    (store_dir / ".keep" / "recent.json").write_text('{"not": "a list"}')
+    keep = KeepFrames(FrameStore(store_dir, 50 * 2 ** 20), seg, "car1", KeepPolicy(per_hour=3), clock=clock,
+                      monotonic=clock)
+    assert len(keep._kept_times) == 0
+    keep.close()
+    (store_dir / ".keep" / "recent.json").write_text(json.dumps([clock.t + 7200.0, clock.t - 7200.0]))
+    keep = KeepFrames(FrameStore(store_dir, 50 * 2 ** 20), seg, "car1", KeepPolicy(per_hour=3), clock=clock,
+                      monotonic=clock)
+    assert list(keep._kept_times) == [clock.t]  # ahead of the clock: now; two hours ago: gone
+    keep.close()
+
+
 def test_store_never_exceeds_its_bytes_and_keeps_the_best(tiny_tflite, tmp_path):
     seg, clock = DeviceSegmenter(tiny_tflite), Clock()
     limit = 40_000  # a few frames of 96x160
@@ -410,3 +436,90 @@ def test_free_space_hovering_at_the_reserve_is_one_fault(tiny_tflite, tmp_path, 
     assert sum("writes again" in r.getMessage() for r in caplog.records) == 1
     assert keep_module.reserve_margin(reserve) == margin  # an eighth of larger reserves
     assert keep_module.reserve_margin(256 * 2 ** 20) == 32 * 2 ** 20
+
+
+def _kept_files(i: int, device: str = "car1", size=(48, 64), score: float = 0.5) -> tuple[str, bytes, bytes]:
+    """One kept frame's name, JPEG and record, as the writer thread makes them."""
+    import cv2
+    import hashlib
+
+    from edge_runtime.flywheel.store import KeptRecord
+    frame, _ = synthetic_scene(i, *size)
+    jpeg = cv2.imencode(".jpg", frame[..., ::-1])[1].tobytes()
+    when = dt.datetime.fromtimestamp(START + i, dt.timezone.utc)
+    name = f"{device}-{when:%Y%m%dT%H%M%S.%f}Z"
+    rec = KeptRecord(name=name, device_id=device, captured_utc=when.isoformat(), model={"name": "m", "sha256": None},
+                     score=score, why={"uncertain": score}, reason="test", size=list(size), bytes=len(jpeg),
+                     sha256=hashlib.sha256(jpeg).hexdigest())
+    return name, jpeg, rec.to_json()
+
+
+def test_the_store_opens_at_once_whatever_a_record_file_is(tmp_path):
+    """Records that are a FIFO, a link to /dev/zero, JSON nested too deep for the parser, or name another frame
+    are removed at open (with their JPEGs), without a wait and without reading more than a record may hold;
+    the whole frame beside them stays."""
+    folder = tmp_path / "kept"
+    store = FrameStore(folder, 2 ** 24, reserve_bytes=0)
+    keep, jpeg, record = _kept_files(0)
+    store.add(keep, jpeg, record, 0.5)
+    bad = [_kept_files(i)[0] for i in range(1, 5)]
+    for name in bad:
+        (folder / f"{name}.jpg").write_bytes(jpeg)
+    os.mkfifo(folder / f"{bad[0]}.json")
+    (folder / f"{bad[1]}.json").symlink_to("/dev/zero")
+    (folder / f"{bad[2]}.json").write_text("[" * 8000 + "]" * 8000)  # under the 16 KiB a record may have
+    (folder / f"{bad[3]}.json").write_bytes(record)  # the record of another frame
+    reopened = FrameStore(folder, 2 ** 24, reserve_bytes=0)  # would hang on the FIFO, fill memory on /dev/zero
+    assert reopened.ready and reopened.names() == [keep]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [f"{keep}.jpg", f"{keep}.json"]
+
+
+def test_a_frame_cut_short_by_a_power_cut_is_not_kept(tmp_path):
+    """A JPEG that is not the size its record says (written, renamed, its data lost with the power: the store
+    now fsyncs before the rename, a file system may still lose it) is removed at open, never uploaded whole."""
+    folder = tmp_path / "kept"
+    store = FrameStore(folder, 2 ** 24, reserve_bytes=0)
+    names = []
+    for i, cut in enumerate((0, 100, None)):
+        name, jpeg, record = _kept_files(i)
+        store.add(name, jpeg, record, 0.5)
+        if cut is not None:
+            (folder / f"{name}.jpg").write_bytes(jpeg[:cut])
+        names.append(name)
+    assert FrameStore(folder, 2 ** 24, reserve_bytes=0).names() == [names[2]]
+
+
+def test_the_store_is_within_its_bytes_from_the_moment_it_opens(tmp_path):
+    """A restart with a smaller bound (or a folder that holds more): the lowest-scoring frames go at open."""
+    folder = tmp_path / "kept"
+    store = FrameStore(folder, 2 ** 24, reserve_bytes=0)
+    sizes = {}
+    for i in range(8):
+        name, jpeg, record = _kept_files(i, score=i / 10)
+        store.add(name, jpeg, record, i / 10)
+        sizes[name] = len(jpeg) + len(record)
+    bound = sum(sorted(sizes.values())[:3]) + 10
+    smaller = FrameStore(folder, bound, reserve_bytes=0)
+    assert smaller.bytes_used <= bound
+    kept = smaller.names()
+    assert kept == sorted(sizes, reverse=True)[:len(kept)] and len(kept) >= 2  # the best ones, by score
+    on_disk = sum(p.stat().st_size for p in folder.iterdir() if not p.name.startswith("."))
+    assert on_disk == smaller.bytes_used
+
+
+@pytest.mark.parametrize("field,value", [
+    ("why", {"uncertain": float("nan")}), ("why", {"rare": float("inf")}), ("score", float("nan")),
+    ("size", [-5, 0]), ("size", [100000, 100]), ("captured_utc", "yesterday"),
+    ("captured_utc", "2026-05-04T08:00:00"), ("bytes", 0), ("name", "car2-20260504T080000.000000Z"),
+    ("name", "car1-x/../../y"), ("model", {f"k{i}": "v" for i in range(50)})])
+def test_a_record_that_breaks_the_schema_is_refused(field, value):
+    """What a record may say: finite numbers, a size in pixels, an ISO 8601 time with its offset, a name that is
+    its own vehicle's (car1's frames are named car1-...) and no path."""
+    from pydantic import ValidationError
+
+    from edge_runtime.flywheel.store import KeptRecord
+    doc = json.loads(_kept_files(0)[2])
+    KeptRecord.model_validate(doc)  # the record as written is valid
+    doc[field] = value
+    with pytest.raises(ValidationError):
+        KeptRecord.model_validate(doc)

@@ -146,7 +146,7 @@ def test_confirmed_frames_are_deleted_not_sent_again_after_a_power_cut(nginx, tm
                   boot="boot-1")
     assert up.budget_left() == 100_000 - 6000  # the interrupted send counts: it may have gone out
     assert up.step() == 1
-    assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.jpg", f"/kept/car1/{waiting}.json"]
+    assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.json", f"/kept/car1/{waiting}.jpg"]
     assert len(store) == 0
 
 
@@ -161,7 +161,7 @@ def test_the_state_file_of_before_the_journal_is_taken_over(nginx, tmp_path):
     up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, monotonic=Clock())
     assert up.budget_left() == 100_000 - 6000  # its bytes count as sent now, the interrupted send included
     assert up.step() == 1 and len(store) == 0
-    assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.jpg", f"/kept/car1/{waiting}.json"]
+    assert [uri for _, uri in nginx.requests("PUT")] == [f"/kept/car1/{waiting}.json", f"/kept/car1/{waiting}.jpg"]
     assert not state.exists() and _journal(tmp_path).read()["schema"] == JOURNAL_SCHEMA
 
 
@@ -537,3 +537,106 @@ def test_without_a_boot_id_a_restart_frees_nothing_early():
     rebooted = Spending(Clock(30.0))  # the clock behind the write: a reboot, 30 s ago
     rebooted.load(doc, "")
     assert rebooted.seconds_until(100_000, 5_000_000) == pytest.approx(86400 - 30)
+
+
+def test_a_journal_naming_paths_deletes_nothing_outside_the_store(nginx, tmp_path):
+    """``acked`` is read as kept-frame names only: a path in it (a journal edited or corrupted) is dropped, not
+    deleted; an ``acked`` that is not a list makes the journal unreadable (the whole budget counted as spent)."""
+    nginx.start()
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    [waiting] = add_frames(store, 1, START)
+    for victim in ("victim.json", "victim.jpg"):
+        (tmp_path / victim).write_text("not the store's")
+    _journal(tmp_path).write({"schema": JOURNAL_SCHEMA, "boot": "boot-1", "at": 100.0, "spent": [],
+                              "acked": ["../victim", "/etc/passwd", 7, waiting]})
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, monotonic=Clock(200.0),
+                  boot="boot-1")
+    assert up.acked == [waiting]
+    up.step()
+    assert (tmp_path / "victim.json").is_file() and (tmp_path / "victim.jpg").is_file()
+    with pytest.raises(ValueError, match="bad kept-frame name"):
+        store.remove("../victim")
+    _journal(tmp_path).path.unlink()
+    _journal(tmp_path).write({"schema": JOURNAL_SCHEMA, "boot": "boot-1", "at": 100.0, "spent": [],
+                              "acked": "../victim"})
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 100_000, monotonic=Clock(200.0),
+                  boot="boot-1")
+    assert up.acked == [] and up.budget_left() == 0
+
+
+class _Hostile:
+    """A plain HTTP server on 127.0.0.1 that answers every request with ``status`` and ``headers`` and logs
+    ``(method, path, Authorization)``: the server the vehicle must not trust."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None):
+        import http.server
+        import threading
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append((self.command, self.path, self.headers.get("Authorization")))
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_failed_try_and_takes_no_credential_elsewhere(tmp_path, status):
+    """Neither the presigning service's bearer token nor a frame follows a redirect to another host."""
+    elsewhere = _Hostile(201)
+    redirecting = _Hostile(status, {"Location": f"{elsewhere.url}/steal"})
+    try:
+        store = FrameStore(tmp_path / "kept", 2 ** 24)
+        add_frames(store, 2, START)
+        for target in (PresignedTarget(f"{redirecting.url}/v1/presign", "SECRET-TOKEN"),
+                       WebDavTarget(f"{redirecting.url}/kept", "car1", PASSWORDS["car1"])):
+            up = Uploader(store, target, 10 ** 6, state_file=tmp_path / f"journal-{type(target).__name__}",
+                          monotonic=Clock(10.0))
+            assert up.step() == 0 and len(store) == 2
+            assert f"HTTP {status}" in up.problem["error"] and "SECRET" not in up.problem["error"]
+        assert elsewhere.seen == [] and len(redirecting.seen) == 2
+    finally:
+        redirecting.close()
+        elsewhere.close()
+
+
+def test_a_frame_the_server_refuses_for_itself_does_not_block_the_others(nginx, tmp_path):
+    """nginx refuses a frame over docs/deploy.md's client_max_body_size (413): it stays on the vehicle, is not
+    offered again (nor billed again) in this run, and every other frame goes."""
+    nginx.start()
+    store = FrameStore(tmp_path / "kept", 2 ** 26)
+    others = add_frames(store, 3, START)
+    big = np.random.default_rng(0).integers(0, 256, 17 * 2 ** 20, np.uint8).tobytes()  # over 16m
+    when = dt.datetime.fromtimestamp(START + 100, dt.timezone.utc)
+    name = f"car1-{when:%Y%m%dT%H%M%S.%f}Z"
+    rec = KeptRecord(name=name, device_id="car1", captured_utc=when.isoformat(), model={"name": "m", "sha256": None},
+                     score=0.99, why={"uncertain": 0.99}, reason="test", size=[3000, 4000], bytes=len(big),
+                     sha256=hashlib.sha256(big).hexdigest())
+    store.add(name, big, rec.to_json(), 0.99)  # the highest score: offered first
+    mono = Clock(10.0)
+    up = Uploader(store, WebDavTarget(nginx.url, "car1", PASSWORDS["car1"]), 64 * 2 ** 20, monotonic=mono)
+    assert up.step() == 3
+    assert store.names() == [name]
+    assert set(_server_files(nginx)) == {f"{n}.{x}" for n in others for x in ("jpg", "json")} | {f"{name}.json"}
+    spent = up.spending.spent()
+    for _ in range(3):
+        mono.t += 60
+        assert up.step() == 0
+    assert up.spending.spent() == spent  # not billed again
+    assert up.counts["failures"] == 1 and up.counts["uploaded"] == 3  # tried once, not pass after pass
