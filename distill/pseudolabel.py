@@ -59,29 +59,36 @@ TILE_WIDTH = 256
 
 
 def find_frames(folder: str | Path) -> tuple[list[dict], list[str]]:
-    """The frames under ``folder`` (recursive), sorted by name: ``[{"name",
-    "image", "sha256", "record"}]`` (``sha256`` of the bytes checked now,
-    ``record`` the validated KeptRecord as a dict, or None for a plain image),
-    and the reasons frames were skipped (a file that is not a regular one or
-    is over MAX_FRAME_BYTES, a record that breaks the schema or names another
-    frame, a kept frame in another vehicle's folder, a JPEG whose sha256
-    differs, a name seen twice). Raises FileNotFoundError for a missing
-    folder."""
+    """The frames under ``folder`` (recursive; hidden files and folders left
+    out), sorted by path: ``[{"name", "image", "sha256", "record"}]``
+    (``sha256`` of the bytes checked now, ``record`` the validated KeptRecord
+    as a dict, or None for a plain image), and the reasons frames were skipped
+    (a file that is not a regular one or is over MAX_FRAME_BYTES, a record
+    that breaks the schema or names another frame, a frame in a vehicle's
+    folder -- the first folder under ``folder`` -- without a record or
+    recorded as another vehicle's, a JPEG whose sha256 differs, a name seen
+    twice). Plain images are taken from ``folder`` itself only. Raises
+    FileNotFoundError for a missing folder."""
     from edge_runtime.flywheel.store import read_record
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--frames {folder}: folder not found")
     frames, skipped, seen = [], [], set()
-    for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
+    for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
         rec_file, record = image.with_suffix(".json"), None
+        parts = image.relative_to(folder).parts
+        vehicle = parts[0] if len(parts) > 1 else None  # the folder the server let only that vehicle write
         try:
             digest = hashlib.sha256(atomic.read_small_file(image, MAX_FRAME_BYTES, "frame")).hexdigest()
-            if rec_file.is_file():
+            if vehicle is not None and not rec_file.exists():
+                raise ValueError(f"no record, in the folder of {vehicle}: a vehicle's folder holds kept frames only")
+            if rec_file.exists():
                 r = read_record(rec_file)
                 if r.name != image.stem:
                     raise ValueError(f"its record names another frame ({r.name})")
-                if image.parent != folder and r.device_id != image.parent.name:
-                    raise ValueError(f"a frame of {r.device_id} in the folder of {image.parent.name}")
+                if vehicle is not None and r.device_id != vehicle:
+                    raise ValueError(f"a frame of {r.device_id} in the folder of {vehicle}")
                 if r.sha256 != digest:
                     raise ValueError("the JPEG's sha256 differs from its record's")
                 record = r.model_dump(by_alias=True)
@@ -184,21 +191,26 @@ def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path
     (``skipped`` in the manifest, with the reason). Returns the manifest.
     Raises ValueError for a ``min_confidence`` outside 0..1, no frame to
     label or none that could be, a bad ``tta``, an ``out`` that exists and is
-    not a previous output; FileNotFoundError for a missing folder or teacher
+    not a previous output or that holds or is inside ``frames_dir``; FileNotFoundError for a missing folder or teacher
     export."""
     from distill.distill import Teachers
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"--min-confidence is a probability, 0..1, got {min_confidence:g}")
+    out = Path(out)
+    where, source = out.resolve(), Path(frames_dir).resolve()
+    if where == source or source in where.parents or where in source.parents:
+        raise ValueError(f"--out {out} and --frames {frames_dir}: one inside the other (the dataset would "
+                         f"label itself, or replace the frames)")
+    _remove_leftovers(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "pseudolabels.json").is_file())):
+        raise ValueError(f"--out {out}: exists and is not a pseudo-label dataset (no pseudolabels.json): "
+                         f"not replaced")
     frames, skipped = find_frames(frames_dir)
     for s in skipped:
         log.warning("skipped %s", s)
     if not frames:
         raise ValueError(f"--frames {frames_dir}: no frame to label (.jpg/.png, with or without a kept record)")
     teachers = Teachers(teacher_runs, weighting, tta)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "pseudolabels.json").is_file())):
-        raise ValueError(f"--out {out}: exists and is not a pseudo-label dataset (no pseudolabels.json): "
-                         f"not replaced")
     work = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -241,6 +253,24 @@ def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def _remove_leftovers(out: Path) -> None:
+    """The work folders (``.<out>.<pid>.tmp``/``.old``) of runs killed before they finished, whose process is
+    gone; a running one's are left alone."""
+    for path in out.parent.glob(f".{out.name}.*"):
+        pid = path.name[len(out.name) + 2:].split(".")[0]
+        if not pid.isdigit() or path.suffix not in (".tmp", ".old"):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:  # another user's live process (EPERM)
+            continue
+        log.warning("removing %s, left by a run that was stopped", path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_pair(out: Path, frame: dict, data: bytes, classes: np.ndarray) -> None:

@@ -197,15 +197,24 @@ class KeepFrames:
             log.warning("kept frames: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
             return []
         now = self.clock()
-        return sorted(t for t in times if now - t < 3600.0)[-self.policy.per_hour:]
+        # a time ahead of the clock (written under a clock since stepped back) counts as now, and is saved as
+        # now, so that it ages out within the hour instead of holding the limit until the clock gets there
+        recent = sorted(min(t, now) for t in times if now - t < 3600.0)[-self.policy.per_hour:]
+        if any(t > now for t in times):
+            self._save_recent(recent)
+        return recent
 
     def _remember(self, wall: float) -> None:
         """On the writer's thread, after a frame was written: its time joins the hour's, saved for a restart
         (a failure to save is logged, not raised: the frame is kept)."""
         self._recent_wall = [t for t in self._recent_wall if wall - t < 3600.0][-(self.policy.per_hour - 1):] + [wall]
+        self._save_recent(self._recent_wall)
+
+    def _save_recent(self, times: list[float]) -> None:
+        """Write the hour's times (atomically); a disk that refuses is logged, not raised."""
         try:
             self._recent_path().parent.mkdir(exist_ok=True)
-            atomic.write_text(self._recent_path(), json.dumps(self._recent_wall))
+            atomic.write_text(self._recent_path(), json.dumps(times))
         except OSError as e:
             log.debug("kept frames: cannot save the hour's times (%s)", e)
 

@@ -33,7 +33,9 @@ the others nor spend the budget pass after pass.
 
 The budget counts every byte handed to the network, failed tries included
 (a metered link bills them); a try refused before anything was sent (the
-server down) costs nothing. The frame about to be sent is written in the
+server down), the JPEG of a frame whose record was refused, and a frame whose
+presigned URL was refused cost nothing (the presigning request is a few
+hundred bytes and is not counted). The frame about to be sent is written in the
 journal first, so a power cut mid-send still counts it. The budget is a
 sliding 24 hours on the boot clock, never the wall clock: a clock step (NTP
 after a boot without a real-time clock, a machine that boots in 1970) grants
@@ -208,8 +210,11 @@ class PresignedTarget:
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Presign, then PUT ``data``; raises UploadError (also for an answer that breaks the schema)."""
         body = json.dumps({"keys": [key]}).encode()
-        answer = http_request("POST", self.url, body, {"Authorization": self._auth,
-                                                       "Content-Type": "application/json"}, self.timeout)
+        try:
+            answer = http_request("POST", self.url, body, {"Authorization": self._auth,
+                                                           "Content-Type": "application/json"}, self.timeout)
+        except UploadError as e:  # the frame did not go (a small JSON did), and the frame was not refused
+            raise UploadError(str(e), sent=False) from None
         try:
             url = PresignAnswer.model_validate_json(answer).urls[key]
             _check_url(url, "a presigned URL")
@@ -390,13 +395,21 @@ class Uploader:
                 self._unrecorded -= size
                 raise
             # a full card without a journal file: the frames sent so far have not yet freed the journal's room
+        unsent = size  # bytes of the frame that have not gone out (taken back from the budget on a failure)
         try:  # the record first: the workstation never holds a JPEG without the record that vouches for it
-            self.target.put(f"{name}.json", files[1], "application/json")
-            self.target.put(f"{name}.jpg", files[0], "image/jpeg")
+            for key, data, kind in ((f"{name}.json", files[1], "application/json"),
+                                    (f"{name}.jpg", files[0], "image/jpeg")):
+                try:
+                    self.target.put(key, data, kind)
+                except UploadError as e:
+                    if e.sent:
+                        unsent -= len(data)  # this file's bytes may have gone out: they count
+                    raise
+                unsent -= len(data)
         except UploadError as e:
-            if not e.sent:
-                self.spending.refund(size)
-                self._unrecorded -= size
+            if unsent:
+                self.spending.refund(unsent)
+                self._unrecorded -= unsent
             self._save_if_can()
             self._failed(str(e))
             if e.status in FRAME_REFUSED:  # this frame will never go: leave it here, send the others

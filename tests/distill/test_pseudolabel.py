@@ -59,9 +59,14 @@ def test_a_vehicle_cannot_pass_its_frames_off_as_another_vehicles(tmp_path):
     (tmp_path / "car7").mkdir()
     for ext in ("jpg", "json"):
         shutil.move(tmp_path / "forge" / f"{forged}.{ext}", tmp_path / "car7" / f"{forged}.{ext}")
+    (tmp_path / "car7" / "car8").mkdir()  # a folder of car8's inside car7's
+    for ext in ("jpg", "json"):
+        shutil.copy(tmp_path / "car7" / f"{forged}.{ext}", tmp_path / "car7" / "car8" / f"{forged}.{ext}")
+    shutil.copy(tmp_path / "car7" / f"{forged}.jpg", tmp_path / "car7" / "car8-anything.jpg")  # no record
     frames, skipped = find_frames(tmp_path)
     assert [(f["name"], f["image"].parent.name) for f in frames] == [(real, "car8")]
-    assert any("a frame of car8 in the folder of car7" in s for s in skipped)
+    assert sum("a frame of car8 in the folder of car7" in s for s in skipped) == 2
+    assert any("car8-anything.jpg: no record, in the folder of car7" in s for s in skipped)
 
 
 def _bomb(side: int = 20000) -> bytes:
@@ -121,6 +126,12 @@ def test_frames_that_fail_are_skipped_the_rest_labelled_and_a_rerun_replaces_the
     (mine / "notes.txt").write_text("keep me")
     assert main(args[:-4] + ["--out", str(mine), "--tta", ""]) == 2
     assert (mine / "notes.txt").read_text() == "keep me"
+    for inside in (kept / "pseudo", tmp_path):  # the dataset in the frames, or the frames in the dataset
+        assert main(args[:-4] + ["--out", str(inside), "--tta", ""]) == 2
+    assert sorted(p.stem for p in (out / "train").iterdir()) == good[1:]
+    left = tmp_path / f".pseudo.{2 ** 22 + 7}.tmp"  # a killed run's work folder (no such process)
+    (left / "train").mkdir(parents=True)
+    assert main(args) == 0 and not left.exists()
 
 
 def test_the_teacher_labels_kept_frames_into_a_camvid_dataset(tiny_student_run, tmp_path):

@@ -122,6 +122,7 @@ def test_restarts_do_not_reset_the_frames_per_hour(tiny_tflite, tmp_path):
                       monotonic=clock)
     assert list(keep._kept_times) == [clock.t]  # ahead of the clock: now; two hours ago: gone
     keep.close()
+    assert json.loads((store_dir / ".keep" / "recent.json").read_text()) == [clock.t]  # saved as now: it ages out
 
 
 def test_store_never_exceeds_its_bytes_and_keeps_the_best(tiny_tflite, tmp_path):

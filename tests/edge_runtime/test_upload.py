@@ -640,3 +640,30 @@ def test_a_frame_the_server_refuses_for_itself_does_not_block_the_others(nginx, 
         assert up.step() == 0
     assert up.spending.spent() == spent  # not billed again
     assert up.counts["failures"] == 1 and up.counts["uploaded"] == 3  # tried once, not pass after pass
+
+
+def test_a_refused_presign_or_record_costs_no_frame_bytes_and_shelves_nothing(tmp_path):
+    """The budget counts the bytes that may have gone out: a presigning service that refuses (400, 503) sent
+    no frame and refused none; a record PUT refused (401 after a password change) spent the record, not the
+    JPEG that never went."""
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    add_frames(store, 3, START)
+    for status in (400, 503):
+        presign = _Hostile(status)
+        try:
+            up = Uploader(store, PresignedTarget(f"{presign.url}/v1/presign", "TOKEN"), 10 ** 6,
+                          state_file=tmp_path / f"journal-{status}", monotonic=Clock(10.0))
+            assert up.step() == 0 and up.step() == 0
+            assert up.spending.spent() == 0 and len(presign.seen) == 2  # offered again: not shelved
+        finally:
+            presign.close()
+    webdav = _Hostile(401)
+    try:
+        up = Uploader(store, WebDavTarget(webdav.url, "car1", "old-password"), 10 ** 6,
+                      state_file=tmp_path / "journal-401", monotonic=Clock(10.0))
+        assert up.step() == 0
+        first = store.names()[0]
+        record = (tmp_path / "kept" / f"{first}.json").read_bytes()
+        assert up.spending.spent() == len(record) and [m for m, _, _ in webdav.seen] == ["PUT"]
+    finally:
+        webdav.close()
