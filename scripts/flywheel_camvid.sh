@@ -11,7 +11,7 @@
 #   5. every model calibrated to int8 and scored on the second half, 0006R0[50:], frames no vehicle kept
 # Every stage is skipped when its output exists; a training cut off continues from its checkpoint when rerun.
 # Env: SIZE (192x256), TEACHER_EPOCHS (20), BASE_EPOCHS (20), FT_EPOCHS (5), FT_LR (5e-4), EXTRA_RATIO (0.125),
-#      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none),
+#      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), FT_NS ("25 10": the frames each vehicle keeps), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none),
 #      LABELLERS (the run directories whose ensemble labels the kept frames; default $RUNS/teacher-lite2; the second
 #      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480)
 set -euo pipefail
@@ -82,17 +82,13 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
         --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
     finetune "$name" "$seed" "$pseudo"
 }
-# the most telling comparisons first (a run cut short still reports them): seed 0 at N = 25 then 10, seed 1 at
-# N = 25, then every further seed of FT_SEEDS at both (each seed its own labels-only twin and its own random draw)
-finetune labels-s0 0
-arm selected 25 0; arm random 25 0
-arm selected 10 0; arm random 10 0
-finetune labels-s1 1
-arm selected 25 1; arm random 25 1
+# seed by seed (a run cut short still reports the seeds it finished), each seed its own labels-only twin and its
+# own random draw, at every N of FT_NS
 for seed in ${FT_SEEDS:-0 1}; do
     finetune "labels-s$seed" "$seed"
-    arm selected 25 "$seed"; arm random 25 "$seed"
-    arm selected 10 "$seed"; arm random 10 "$seed"
+    for n in ${FT_NS:-25 10}; do
+        arm selected "$n" "$seed"; arm random "$n" "$seed"
+    done
 done
 .venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS" --data "$data" --drive "$drive"
 echo "==> done ($(date -u +%FT%TZ))"
