@@ -91,7 +91,23 @@ def collect(runs: str | Path) -> dict:
             out["arms"].append({"mode": m.group(1), "n": int(m.group(2)), "seed": int(m.group(3)), "kept": kept,
                                 "metrics": got})
     out["arms"].sort(key=lambda a: (a["n"], a["seed"], a["mode"] != "random"))
+    out["extra_ratio"] = _extra_ratio(runs, [f"{a['mode']}{a['n']}-s{a['seed']}" for a in out["arms"]])
     return out
+
+
+def _extra_ratio(runs: Path, arms: list[str]) -> float | None:
+    """The share of each batch the arms drew from the kept frames (``--extra-ratio``, from the first arm's
+    ``ft/<arm>/config.json`` that says it), None when none does."""
+    for arm in arms:
+        path = runs / "ft" / arm / "config.json"
+        if path.is_file() and path.stat().st_size <= MAX_SCORES_JSON:
+            try:
+                ratio = json.loads(path.read_text()).get("extra_ratio")
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(ratio, (int, float)) and 0 < ratio <= 1:
+                return float(ratio)
+    return None
 
 
 def share(arm: float, twin: float, teacher: float | None) -> float | None:
@@ -290,10 +306,14 @@ def plot(data: dict, path: str | Path) -> Path:
     ax.set_ylabel("mIoU-7 over labels only, int8 (points)")
     ax.set_title("Kept frames labelled by the teacher: the student on a road it never saw")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    from fractions import Fraction
+    ratio = data.get("extra_ratio")
+    share_text = f", {Fraction(ratio).limit_denominator(16)} of each batch" if ratio else ""
+    labeller = (data["teacher"] or {}).get("label", "teacher")
     lines = caption(fig, "Lite0 stride-4 student fine-tuned 5 epochs from one base on CamVid labels + the kept "
-                         "frames (teacher pseudo-labels, unsure pixels ignored, 1/8 of each batch), minus the same "
-                         "fine-tune on labels only with the same seed; int8 on the 51 frames of 0006R0 no vehicle "
-                         "kept.")
+                         f"frames (pseudo-labels of the {labeller.split(' (')[0]}, unsure pixels ignored"
+                         f"{share_text}), minus the same fine-tune on labels only with the same seed; int8 on the "
+                         "51 frames of 0006R0 no vehicle kept.")
     fig.subplots_adjust(right=0.76, bottom=bottom_margin(fig, lines))
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
