@@ -45,6 +45,10 @@ def test_the_report_gives_each_arm_beside_its_twin_with_the_share_recovered(tmp_
     _metrics(runs / "scores" / "random25-s0", 0.64, 0.3)
     (runs / "kept").mkdir()
     (runs / "kept" / "selected25-s0.keep.json").write_text(json.dumps({"kept": 24}))
+    assert report.collect(runs)["extra_ratio"] is None  # no fine-tune config: the caption says no share
+    (runs / "ft" / "selected25-s0").mkdir(parents=True)
+    (runs / "ft" / "selected25-s0" / "config.json").write_text(json.dumps({"extra_ratio": 0.5}))
+    assert report.collect(runs)["extra_ratio"] == 0.5
     text = report.report(str(runs), str(tmp_path / "t.md"), str(tmp_path / "f.png"))
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
     assert "+50 %" in rows["+ selected"] and "+4.0" in rows["+ selected"] and "| 24 |" in rows["+ selected"]
