@@ -74,10 +74,12 @@ def find_frames(folder: str | Path) -> tuple[list[dict], list[str]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"--frames {folder}: folder not found")
     frames, skipped, seen = [], [], set()
-    for image in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-                        and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+    found = sorted((p, p.relative_to(folder).parts) for p in folder.rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    for image, parts in found:
+        if any(part.startswith(".") for part in parts):
+            continue
         rec_file, record = image.with_suffix(".json"), None
-        parts = image.relative_to(folder).parts
         vehicle = parts[0] if len(parts) > 1 else None  # the folder the server let only that vehicle write
         try:
             digest = hashlib.sha256(atomic.read_small_file(image, MAX_FRAME_BYTES, "frame")).hexdigest()

@@ -45,7 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
 import pydantic
 
 from edge_runtime import atomic
@@ -170,10 +169,10 @@ class KeepFrames:
         self.uploader = None  # the Uploader sending this store's frames, when one is set (edge_runtime.flywheel)
         self._window_end: float | None = None
         self._best: dict | None = None  # the window's best frame so far
-        self._recent_wall = self._load_recent()  # the writer's: wall-clock times of the frames written this hour
         now_wall, now_mono = clock(), monotonic()
+        self._recent_wall = self._load_recent(now_wall)  # the writer's: wall-clock times of this hour's frames
         self._kept_times: collections.deque[float] = collections.deque(
-            now_mono - min(max(now_wall - t, 0.0), 3600.0) for t in self._recent_wall)
+            now_mono - (now_wall - t) for t in self._recent_wall)  # each within the hour, none ahead of now
         self._last_thumb: np.ndarray | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=policy.queue)
         self.written = threading.Condition()  # notified after every write the writer tried
@@ -186,17 +185,17 @@ class KeepFrames:
     def _recent_path(self):
         return self.store.folder / RECENT_FILE
 
-    def _load_recent(self) -> list[float]:
+    def _load_recent(self, now: float) -> list[float]:
         """The wall-clock times of the frames written in the hour before this start (a restart does not reset
         the hourly limit): ``<store>/.keep/recent.json``, a list of at most MAX_RECENT_BYTES; unreadable, not
-        the schema, or missing: none (said in the log). Times ahead of the clock (a step back) count as now."""
+        the schema, or missing: none (said in the log). Times ahead of ``now`` (the wall clock, seconds; a step
+        back) count as now."""
         try:
             raw = atomic.read_small_file(self._recent_path(), MAX_RECENT_BYTES, "kept-frame times", missing_ok=True)
             times = [] if raw is None else _RECENT.validate_json(raw)
         except (ValueError, RecursionError) as e:  # pydantic's ValidationError is a ValueError
             log.warning("kept frames: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
             return []
-        now = self.clock()
         # a time ahead of the clock (written under a clock since stepped back) counts as now, and is saved as
         # now, so that it ages out within the hour instead of holding the limit until the clock gets there
         recent = sorted(min(t, now) for t in times if now - t < 3600.0)[-self.policy.per_hour:]

@@ -28,11 +28,11 @@ import datetime as dt
 import errno
 import json
 import logging
-import math
 import os
 import re
 import threading
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -72,7 +72,7 @@ class KeptRecord(BaseModel):
     score: float = Field(ge=0, le=1)
     why: dict[str, float] = Field(max_length=16)
     reason: str = Field(max_length=200)
-    size: list[int] = Field(min_length=2, max_length=2)
+    size: list[Annotated[int, Field(ge=1, le=MAX_SIDE)]] = Field(min_length=2, max_length=2)
     bytes: int = Field(ge=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
@@ -85,20 +85,6 @@ class KeptRecord(BaseModel):
             raise ValueError("not an ISO 8601 date and time") from None
         if when.utcoffset() is None:
             raise ValueError("no UTC offset")
-        return v
-
-    @field_validator("size")
-    @classmethod
-    def _pixels(cls, v: list[int]) -> list[int]:
-        if not all(1 <= x <= MAX_SIDE for x in v):
-            raise ValueError(f"each side 1..{MAX_SIDE} pixels")
-        return v
-
-    @field_validator("why")
-    @classmethod
-    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
-        if not all(math.isfinite(x) for x in v.values()):
-            raise ValueError("not a finite number")
         return v
 
     @model_validator(mode="after")
@@ -182,10 +168,11 @@ class FrameStore:
                     raise ValueError(f"the record names {r.name}")
                 if not jpg.is_file():
                     raise ValueError("no JPEG")
-                if jpg.stat().st_size != r.bytes:
-                    raise ValueError(f"the JPEG has {jpg.stat().st_size} bytes, its record says {r.bytes}: "
+                jpg_bytes = jpg.stat().st_size
+                if jpg_bytes != r.bytes:
+                    raise ValueError(f"the JPEG has {jpg_bytes} bytes, its record says {r.bytes}: "
                                      f"cut short when the power went?")
-                size = rec.stat().st_size + jpg.stat().st_size
+                size = rec.stat().st_size + jpg_bytes
             except (OSError, ValueError) as e:
                 doomed.append((rec, str(e).splitlines()[0]))
                 continue

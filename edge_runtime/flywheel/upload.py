@@ -255,8 +255,7 @@ class Uploader:
         self._fault = FaultReport(STORE_NAME, str(self.journal.path), log)
         self._unrecorded = 0  # bytes sent that no journal on disk holds yet
         self._failures_in_row = 0
-        self._too_big: set[str] = set()
-        self._refused: set[str] = set()  # frames the server refused for themselves (FRAME_REFUSED), this run
+        self._not_offered: set[str] = set()  # this run: frames over a whole day's budget, or refused for themselves
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load()
@@ -372,13 +371,12 @@ class Uploader:
     def _send_one(self, name: str) -> int | None:
         """1 when sent, 0 when it was gone, None to stop the pass (budget or failure)."""
         size = self.store.size_of(name)
-        if size is None or name in self._refused:
+        if size is None or name in self._not_offered:
             return 0
         if size > self.budget:  # it would never go: leave it (the store's bound removes it in time), send the rest
-            if name not in self._too_big:
-                self._too_big.add(name)
-                log.warning("upload: %s (%d bytes) is larger than a whole day's budget (%d bytes): not sent",
-                            name, size, self.budget)
+            self._not_offered.add(name)
+            log.warning("upload: %s (%d bytes) is larger than a whole day's budget (%d bytes): not sent",
+                        name, size, self.budget)
             return 0
         if size > self.budget_left():
             return None
@@ -399,21 +397,18 @@ class Uploader:
         try:  # the record first: the workstation never holds a JPEG without the record that vouches for it
             for key, data, kind in ((f"{name}.json", files[1], "application/json"),
                                     (f"{name}.jpg", files[0], "image/jpeg")):
-                try:
-                    self.target.put(key, data, kind)
-                except UploadError as e:
-                    if e.sent:
-                        unsent -= len(data)  # this file's bytes may have gone out: they count
-                    raise
+                self.target.put(key, data, kind)
                 unsent -= len(data)
         except UploadError as e:
+            if e.sent:
+                unsent -= len(data)  # the file being sent when it failed may have gone out: it counts
             if unsent:
                 self.spending.refund(unsent)
                 self._unrecorded -= unsent
             self._save_if_can()
             self._failed(str(e))
             if e.status in FRAME_REFUSED:  # this frame will never go: leave it here, send the others
-                self._refused.add(name)
+                self._not_offered.add(name)
                 log.warning("upload: the server refused %s (%s): kept here, not offered again until restart",
                             name, e)
                 return 0
