@@ -13,6 +13,7 @@ here only; the modules it calls raise, they do not exit).
     cityscapes-lut                              regenerate edge_runtime/contract/_cityscapes_lut.py
     teacher-eval --teacher RUN [...] --data D   each teacher, with --tta, and their combination
     flywheel-keep --model X.tflite --data D --split S --n N --mode selected|random --out DIR
+    flywheel-oracle --kept DIR --data D --split S --out DIR
     flywheel-report --runs runs/flywheel [--markdown MD] [--plot PNG]
     figures NAME... [--twin X.tflite --data DIR] [--model LABEL=X.tflite ...]   docs/img/*.png
 
@@ -297,7 +298,7 @@ def _figures(a: argparse.Namespace) -> int:
 
 
 def add_flywheel(sub) -> None:
-    """``flywheel-keep`` and ``flywheel-report`` (issue 30: scripts/flywheel_camvid.sh)."""
+    """``flywheel-keep``, ``flywheel-oracle`` and ``flywheel-report`` (issue 30: scripts/flywheel_camvid.sh)."""
     from roadseg_lab.recipes import flywheel
     from roadseg_lab.reports import flywheel as report
     k = _parser(sub, "flywheel-keep", flywheel.__doc__)
@@ -308,6 +309,11 @@ def add_flywheel(sub) -> None:
     k.add_argument("--mode", choices=("selected", "random"), required=True)
     k.add_argument("--seed", type=int, default=0, help="the random draw's seed")
     k.add_argument("--out", required=True, help="folder for the kept frames")
+    o = _parser(sub, "flywheel-oracle", flywheel.__doc__)
+    o.add_argument("--kept", required=True, help="flywheel-keep's --out folder")
+    o.add_argument("--data", required=True, help="CamVid folder")
+    o.add_argument("--split", required=True, help="the split the vehicle drove, e.g. 'holdout:0006R0[:50]'")
+    o.add_argument("--out", required=True, help="a new folder for the frames with their human labels")
     r = _parser(sub, "flywheel-report", report.__doc__)
     r.add_argument("--runs", required=True, help="scripts/flywheel_camvid.sh's RUNS folder")
     r.add_argument("--markdown", help="write the table here (default: RUNS/flywheel.md)")
@@ -325,6 +331,17 @@ def _flywheel_keep(a: argparse.Namespace) -> int:
         print(f"kept {got['kept']} of {a.n} frames ({a.mode}) in {a.out}")
         return 0
     return run("python -m roadseg_lab flywheel-keep", body)
+
+
+def _flywheel_oracle(a: argparse.Namespace) -> int:
+    from edge_runtime.commands.cli import run
+    from roadseg_lab.recipes import flywheel
+
+    def body() -> int:
+        got = flywheel.oracle(a.kept, a.data, a.split, a.out)
+        print(f"{len(got['frames'])} kept frames with their human labels in {a.out}")
+        return 0
+    return run("python -m roadseg_lab flywheel-oracle", body)
 
 
 def _flywheel_report(a: argparse.Namespace) -> int:
@@ -345,6 +362,7 @@ HANDLERS = {"reproduce-scratch": _recipe("scratch"), "reproduce-pretrained": _re
             "gpu-students-report": _gpu_students_report, "soak": _soak, "soak-report": _soak_report,
             "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut,
             "figures": _figures, "teacher-eval": _teacher_eval, "flywheel-keep": _flywheel_keep,
+            "flywheel-oracle": _flywheel_oracle,
             "flywheel-report": _flywheel_report}
 
 

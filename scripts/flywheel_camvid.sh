@@ -13,7 +13,9 @@
 # Env: SIZE (192x256), TEACHER_EPOCHS (20), BASE_EPOCHS (20), FT_EPOCHS (5), FT_LR (5e-4), EXTRA_RATIO (0.125),
 #      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), FT_NS ("25 10": the frames each vehicle keeps), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none),
 #      LABELLERS (the run directories whose ensemble labels the kept frames; default $RUNS/teacher-lite2; the second
-#      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480)
+#      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480),
+#      ORACLE (1: the kept frames get their human labels instead, python -m roadseg_lab flywheel-oracle: the ceiling
+#      of any labeller)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 1 ] || { echo "usage: $0 CAMVID_DIR" >&2; exit 2; }
@@ -77,9 +79,13 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
     [ -f "$RUNS/kept/$name.keep.json" ] || .venv/bin/python -m roadseg_lab flywheel-keep \
         --model "$RUNS/int8/base-s0.tflite" --data "$data" --split "$drive" --n "$n" --mode "$mode" \
         --seed "$seed" --out "$kept"
-    [ -f "$pseudo/pseudolabels.json" ] || .venv/bin/python -m distill.commands.pseudolabel \
-        "${labellers[@]}" --frames "$kept" --out "$pseudo" --tta "$TTA" \
-        --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
+    if [ -f "$pseudo/pseudolabels.json" ]; then :
+    elif [ "${ORACLE:-0}" = 1 ]; then
+        .venv/bin/python -m roadseg_lab flywheel-oracle --kept "$kept" --data "$data" --split "$drive" --out "$pseudo"
+    else
+        .venv/bin/python -m distill.commands.pseudolabel "${labellers[@]}" --frames "$kept" --out "$pseudo" \
+            --tta "$TTA" --min-confidence "$MIN_CONF" --sheet "$RUNS/sheets/$name.png"
+    fi
     finetune "$name" "$seed" "$pseudo"
 }
 # seed by seed (a run cut short still reports the seeds it finished), each seed its own labels-only twin and its

@@ -23,6 +23,16 @@ runs, and keeps ``--n`` of them:
 (the teacher labels them, the student learns, everything scored int8 on the
 frames no vehicle kept) is ``scripts/flywheel_camvid.sh``; the table and
 figure are ``python -m roadseg_lab flywheel-report``.
+
+    python -m roadseg_lab flywheel-oracle --kept kept/sel25 --data CAMVID --split 'holdout:0006R0[:50]' \
+        --out oracle/sel25
+
+The ceiling of any labeller: the same kept frames with their human labels, in
+the layout ``python -m distill.commands.pseudolabel`` writes (``train/``,
+``trainannot/``, ``pseudolabels.json``), so ``roadseg-distill --extra-data``
+and the report take it in its place (``ORACLE=1 scripts/flywheel_camvid.sh``).
+A fleet has no such labels: it measures how much of the goal is the labels'
+quality and how much the schedule's.
 """
 from __future__ import annotations
 
@@ -32,6 +42,82 @@ from pathlib import Path
 
 #: simulated Unix time of the first frame (2027-01-15 08:00 UTC): the kept frames' names and records carry it
 DRIVE_START = 1_800_000_000.0
+
+
+#: the largest kept-frame record read to place a frame in the drive (edge_runtime.flywheel.store.MAX_RECORD_BYTES)
+MAX_RECORD_BYTES = 16 * 1024
+
+
+def drive_index(frame: dict, names: dict[str, int]) -> int | None:
+    """The drive's sample index of one kept frame ``{"name": ..., "record": {...} | None}``: by name (a
+    random arm keeps the sample's name), else by the second of the drive its record was captured at (the
+    selected arm's clock: one frame a second from :data:`DRIVE_START`); None when neither places it."""
+    from datetime import datetime
+
+    if frame.get("name") in names:
+        return names[frame["name"]]
+    captured = (frame.get("record") or {}).get("captured_utc")
+    if not isinstance(captured, str):
+        return None
+    try:
+        i = round(datetime.fromisoformat(captured).timestamp() - DRIVE_START)
+    except ValueError:
+        return None
+    return i if 0 <= i < len(names) else None
+
+
+def oracle(kept: str, data: str, split: str, out: str) -> dict:
+    """The frames :func:`keep` wrote to ``kept`` with the human labels of ``split`` (CamVid layout only: the
+    annotation PNG copied as it is) into ``out`` as ``train/NAME.jpg``, ``trainannot/NAME.png`` and a
+    ``pseudolabels.json`` whose ``labeller`` is ``"human"`` (see the module). Built beside ``out`` and renamed
+    into place whole. Returns the pseudolabels.json written.
+
+    Raises ValueError for a dataset that is not CamVid's layout, an existing ``out``, a kept frame the drive
+    cannot place (no name of the split, no record's time within it) or a record over MAX_RECORD_BYTES / not
+    JSON; edge_runtime's DatasetError for a bad ``data``/``split``."""
+    import os
+    import shutil
+
+    from edge_runtime import atomic
+    from edge_runtime.eval.datasets import list_samples
+    fmt, samples = list_samples(data, split)
+    if fmt != "camvid":
+        raise ValueError(f"--data {data}: {fmt} layout; the oracle copies CamVid annotations only")
+    target = Path(out)
+    if target.exists():
+        raise ValueError(f"--out {out}: exists; the oracle writes a new folder")
+    names = {s.name: i for i, s in enumerate(samples)}
+    jpegs = sorted(Path(kept).glob("*.jpg"))
+    if not jpegs:
+        raise ValueError(f"--kept {kept}: no kept frames (*.jpg)")
+    work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "train").mkdir(parents=True)
+    (work / "trainannot").mkdir()
+    frames = []
+    try:
+        for jpg in jpegs:
+            raw = atomic.read_small_file(jpg.with_suffix(".json"), MAX_RECORD_BYTES, "kept-frame record",
+                                         missing_ok=True)
+            try:
+                record = json.loads(raw) if raw is not None else None
+            except (ValueError, RecursionError):
+                raise ValueError(f"{jpg.with_suffix('.json')}: not JSON") from None
+            frame = {"name": jpg.stem, "source": str(jpg), "record": record if isinstance(record, dict) else None}
+            i = drive_index(frame, names)
+            if i is None:
+                raise ValueError(f"{jpg}: not a frame of {split} (no such name, no record time within the drive)")
+            shutil.copyfile(jpg, work / "train" / jpg.name)
+            shutil.copyfile(samples[i].label, work / "trainannot" / f"{jpg.stem}.png")
+            frames.append(frame | {"drive_frame": samples[i].name})
+        doc = {"schema": "roadseg.pseudolabels/1", "labeller": "human", "teachers": [], "skipped": [],
+               "frames": frames}
+        (work / "pseudolabels.json").write_text(json.dumps(doc, indent=1))
+        work.rename(target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return doc
 
 
 def keep(model: str, data: str, split: str, n: int, mode: str, out: str, seed: int = 0) -> dict:

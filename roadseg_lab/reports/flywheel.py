@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pydantic
 
+from roadseg_lab.recipes.flywheel import drive_index
 from roadseg_lab.tables import f3, signed, table
 
 CLASSES7 = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
@@ -176,22 +177,6 @@ def summary(data: dict) -> list[str]:
 MAX_PSEUDO_JSON = 16 << 20
 
 
-def _drive_index(frame: dict, names: dict[str, int]) -> int | None:
-    """The drive's sample index of one pseudo-labelled frame: by name (a random arm keeps the sample's name),
-    else by the second of the drive its record was captured at (the selected arm's clock: one frame a second
-    from ``recipes.flywheel.DRIVE_START``)."""
-    from datetime import datetime
-
-    from roadseg_lab.recipes.flywheel import DRIVE_START
-    if frame.get("name") in names:
-        return names[frame["name"]]
-    captured = (frame.get("record") or {}).get("captured_utc")
-    if not isinstance(captured, str):
-        return None
-    i = round(datetime.fromisoformat(captured).timestamp() - DRIVE_START)
-    return i if 0 <= i < len(names) else None
-
-
 def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
     """The teacher's labels of each arm's kept frames against the human labels of the drive.
 
@@ -227,7 +212,7 @@ def label_quality(runs: str | Path, data: str, drive: str) -> list[dict]:
             raise ValueError(f"{meta}: {meta.stat().st_size} bytes, more than {MAX_PSEUDO_JSON}")
         matched = {}  # drive index -> pseudo-label PNG
         for frame in json.loads(meta.read_text()).get("frames", []):
-            i = _drive_index(frame, names)
+            i = drive_index(frame, names)
             png = folder / "trainannot" / f"{frame.get('name')}.png"
             if i is not None and png.is_file():
                 matched[i] = png

@@ -169,3 +169,42 @@ def test_kept_frames_whose_human_labels_are_all_void_give_a_row_without_shares(s
 def test_the_report_wants_data_and_drive_together(tmp_path, capsys):
     assert main(["flywheel-report", "--runs", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "--data and --drive go together" in capsys.readouterr().err
+
+
+def test_the_oracle_gives_the_kept_frames_their_human_labels_in_the_pseudo_labels_layout(
+        tiny_tflite, synth_camvid, synth_cityscapes, tmp_path, capsys):
+    """Both ways of keeping (a random arm by the sample's name, a selected arm by its record's time on the drive's
+    clock): each kept JPEG beside the very annotation of its drive frame, a dataset --extra-data reads and the
+    report weighs as perfect; an existing --out, a frame of another drive and a Cityscapes layout are refused."""
+    from edge_runtime.eval.datasets import list_samples
+    _, samples = list_samples(synth_camvid, "train")
+    for mode in ("selected", "random"):
+        kept = tmp_path / "runs" / "kept" / f"{mode}3-s0"
+        assert main(["flywheel-keep", "--model", str(tiny_tflite), "--data", str(synth_camvid), "--split", "train",
+                     "--n", "3", "--mode", mode, "--out", str(kept)]) == 0
+        out = tmp_path / "runs" / "pseudo" / f"{mode}3-s0"
+        assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_camvid), "--split", "train",
+                     "--out", str(out)]) == 0
+        doc = json.loads((out / "pseudolabels.json").read_text())
+        assert doc["labeller"] == "human" and len(doc["frames"]) == len(list(kept.glob("*.jpg")))
+        by_name = {s.name: s for s in samples}
+        for f in doc["frames"]:
+            assert (out / "train" / f"{f['name']}.jpg").read_bytes() == (kept / f"{f['name']}.jpg").read_bytes()
+            assert (out / "trainannot" / f"{f['name']}.png").read_bytes() == by_name[f["drive_frame"]].label.read_bytes()
+        if mode == "selected":  # placed by the clock: frame i was captured i seconds into the drive
+            assert all(f["name"].startswith("fleet-sim-") for f in doc["frames"])
+        assert len(list_samples(str(out), "train")[1]) == len(doc["frames"])
+        assert not list(out.parent.glob(".*tmp-*"))
+    for row in report.label_quality(tmp_path / "runs", str(synth_camvid), "train"):
+        assert row["pixel_accuracy7"] == 1.0 and row["unsure"] == 0
+    assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_camvid), "--split", "train",
+                 "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    (kept / "elsewhere_f00001.jpg").write_bytes((kept / f"{doc['frames'][0]['name']}.jpg").read_bytes())
+    assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_camvid), "--split", "train",
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "elsewhere_f00001.jpg: not a frame of train" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() and not list(tmp_path.glob(".o2.tmp-*"))
+    assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_cityscapes), "--split", "train",
+                 "--out", str(tmp_path / "o3")]) == 2
+    assert "CamVid annotations only" in capsys.readouterr().err
