@@ -14,6 +14,7 @@
 #      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), FT_NS ("25 10": the frames each vehicle keeps), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none),
 #      LABELLERS (the run directories whose ensemble labels the kept frames; default $RUNS/teacher-lite2; the second
 #      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480),
+#      ARMS ("selected random": the ways of keeping run at every N; "random" with FT_NS=50 keeps the whole drive),
 #      ORACLE (1: the kept frames get their human labels instead, python -m roadseg_lab flywheel-oracle: the ceiling
 #      of any labeller)
 set -euo pipefail
@@ -93,7 +94,7 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
 for seed in ${FT_SEEDS:-0 1}; do
     finetune "labels-s$seed" "$seed"
     for n in ${FT_NS:-25 10}; do
-        arm selected "$n" "$seed"; arm random "$n" "$seed"
+        for mode in ${ARMS:-selected random}; do arm "$mode" "$n" "$seed"; done
     done
 done
 .venv/bin/python -m roadseg_lab flywheel-report --runs "$RUNS" --data "$data" --drive "$drive"

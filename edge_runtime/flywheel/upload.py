@@ -29,7 +29,11 @@ presigning service's bearer token, to another host): a 3xx is a failed try.
 A frame the server refuses for itself (400, 413 too large, 414, 415, 422)
 is left on the vehicle and not offered again until the next start (said
 once in the log), so one frame the server will never take does not block
-the others nor spend the budget pass after pass.
+the others nor spend the budget pass after pass. Credentials the server
+refuses (401, 403: a changed password, a revoked token) are not a moment's
+trouble either: the next try waits ``auth_retry_s`` (an hour by default)
+instead of the short retries, said in :attr:`Uploader.problem`; a restart
+(with the new credential) tries at once.
 
 The budget counts every byte handed to the network, failed tries included
 (a metered link bills them); a try refused before anything was sent (the
@@ -97,6 +101,8 @@ MAX_STATE_BYTES = 256 * 1024
 MAX_ACKED = 16
 #: HTTP answers that refuse the frame itself, not the vehicle or the moment: the frame is not offered again
 FRAME_REFUSED = frozenset({400, 413, 414, 415, 422})
+#: HTTP answers that refuse the vehicle's credentials: nothing goes until they change (a restart), so tries are rare
+CREDENTIALS_REFUSED = frozenset({401, 403})
 #: the journal's ``schema``
 JOURNAL_SCHEMA = "roadseg.upload-journal/1"
 #: the journal fault's ``store`` name
@@ -214,7 +220,8 @@ class PresignedTarget:
             answer = http_request("POST", self.url, body, {"Authorization": self._auth,
                                                            "Content-Type": "application/json"}, self.timeout)
         except UploadError as e:  # the frame did not go (a small JSON did), and the frame was not refused
-            raise UploadError(str(e), sent=False) from None
+            raise UploadError(str(e), sent=False,
+                              status=e.status if e.status in CREDENTIALS_REFUSED else None) from None
         try:
             url = PresignAnswer.model_validate_json(answer).urls[key]
             _check_url(url, "a presigned URL")
@@ -232,20 +239,21 @@ class Uploader:
     for people to read; ``boot``: this boot's id (default the kernel's; tests
     inject clocks and boots). :meth:`step` sends what the budget allows now
     (tests call it directly); :meth:`start` runs it on a thread, again every
-    ``poll_s`` seconds, after a failure ``retry_s`` (doubling up to 10x), and
-    when enough of the budget is free again. ``counts``: frames ``uploaded``,
+    ``poll_s`` seconds, after a failure ``retry_s`` (doubling up to 10x), after
+    refused credentials (401, 403) ``auth_retry_s``, and when enough of the
+    budget is free again. ``counts``: frames ``uploaded``,
     ``bytes_sent``, ``failures``; :attr:`problem` is None or the last failure,
     until a success; :attr:`disk_fault` is None or the journal's disk fault.
     Nothing raises into the caller's thread."""
 
     def __init__(self, store: FrameStore, target: Target, bytes_per_day: int, state_file: str | Path | None = None,
                  clock: Callable[[], float] = time.time, poll_s: float = 30.0, retry_s: float = 5.0,
-                 monotonic: Callable[[], float] = boot_clock, boot: str | None = None):
+                 monotonic: Callable[[], float] = boot_clock, boot: str | None = None, auth_retry_s: float = 3600.0):
         self.store, self.target, self.budget, self.clock = store, target, int(bytes_per_day), clock
         self.journal = JournalFile(state_file if state_file else store.folder / ".upload" / "journal")
         self.state_file = self.journal.path
         self.legacy_file = self.journal.path.with_name("state.json")
-        self.poll_s, self.retry_s = poll_s, retry_s
+        self.poll_s, self.retry_s, self.auth_retry_s = poll_s, retry_s, auth_retry_s
         self.counts = {"uploaded": 0, "bytes_sent": 0, "failures": 0}
         self.problem: dict | None = None
         self.progress = threading.Condition()  # notified after every frame sent or failed
@@ -255,6 +263,7 @@ class Uploader:
         self._fault = FaultReport(STORE_NAME, str(self.journal.path), log)
         self._unrecorded = 0  # bytes sent that no journal on disk holds yet
         self._failures_in_row = 0
+        self._credentials_refused = False  # the last try's answer was 401/403: wait auth_retry_s
         self._not_offered: set[str] = set()  # this run: frames over a whole day's budget, or refused for themselves
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -406,7 +415,9 @@ class Uploader:
                 self.spending.refund(unsent)
                 self._unrecorded -= unsent
             self._save_if_can()
-            self._failed(str(e))
+            self._credentials_refused = e.status in CREDENTIALS_REFUSED
+            self._failed(f"{e}: the server refused this vehicle's credentials, next try in {self.auth_retry_s:g} s"
+                         if self._credentials_refused else str(e))
             if e.status in FRAME_REFUSED:  # this frame will never go: leave it here, send the others
                 self._not_offered.add(name)
                 log.warning("upload: the server refused %s (%s): kept here, not offered again until restart",
@@ -420,6 +431,7 @@ class Uploader:
         self._save_if_can()
         self._succeeded(size)
         return 1
+
     def _failed(self, message: str) -> None:
         with self.progress:
             self.counts["failures"] += 1
@@ -433,7 +445,7 @@ class Uploader:
         with self.progress:
             if self.problem is not None:
                 log.info("upload: sending again")
-            self.problem, self._failures_in_row = None, 0
+            self.problem, self._failures_in_row, self._credentials_refused = None, 0, False
             self.counts["uploaded"] += 1
             self.counts["bytes_sent"] += size
             self.progress.notify_all()
@@ -454,6 +466,8 @@ class Uploader:
             self._stop.wait(self._next_wait())
 
     def _next_wait(self) -> float:
+        if self._credentials_refused:
+            return self.auth_retry_s
         if self._failures_in_row:
             return min(self.retry_s * 2 ** (self._failures_in_row - 1), 10 * self.retry_s)
         wait = self.poll_s

@@ -667,3 +667,37 @@ def test_a_refused_presign_or_record_costs_no_frame_bytes_and_shelves_nothing(tm
         assert up.spending.spent() == len(record) and [m for m, _, _ in webdav.seen] == ["PUT"]
     finally:
         webdav.close()
+
+
+def test_refused_credentials_wait_an_hour_not_seconds_and_a_success_ends_the_wait(tmp_path):
+    """A changed password (WebDAV 401, 403) or a revoked token (the presigning service's 401) cannot mend itself
+    before a restart: the next try is auth_retry_s away, said in the problem; a server that is down (503) keeps the
+    short retries; a try that then succeeds goes back to polling."""
+    store = FrameStore(tmp_path / "kept", 2 ** 24)
+    add_frames(store, 2, START)
+    refused = []
+    for status, target in ((401, lambda url: WebDavTarget(url, "car1", "old-password")),
+                           (403, lambda url: WebDavTarget(url, "car1", "old-password")),
+                           (401, lambda url: PresignedTarget(f"{url}/v1/presign", "REVOKED-TOKEN")),
+                           (503, lambda url: WebDavTarget(url, "car1", "old-password"))):
+        server = _Hostile(status)
+        try:
+            up = Uploader(store, target(server.url), 10 ** 6, state_file=tmp_path / f"journal-{status}",
+                          monotonic=Clock(10.0), retry_s=5.0, poll_s=30.0, auth_retry_s=1800.0)
+            assert up.step() == 0 and len(store) == 2
+            if status == 503:
+                assert up._next_wait() == 5.0 and "credentials" not in up.problem["error"]
+            else:
+                assert up._next_wait() == 1800.0, status
+                refused.append(up)
+                assert f"HTTP {status}" in up.problem["error"] and "refused this vehicle's credentials" in \
+                    up.problem["error"] and "TOKEN" not in up.problem["error"]
+        finally:
+            server.close()
+    good = _Hostile(201)
+    try:
+        up = refused[0]  # the new password given (a restart would do it too)
+        up.target = WebDavTarget(good.url, "car1", "new-password")
+        assert up.step() == 2 and up.problem is None and up._next_wait() == 30.0
+    finally:
+        good.close()
