@@ -14,6 +14,9 @@
 #      MIN_CONF (0.5), FT_SEEDS ("0 1": the fine-tune seeds), FT_NS ("25 10": the frames each vehicle keeps), TTA (flip: the Lite2 teacher export has no size-agnostic signature for scales), RUNS (runs/flywheel), BUDGET_MIN (per training; unset: none),
 #      LABELLERS (the run directories whose ensemble labels the kept frames; default $RUNS/teacher-lite2; the second
 #      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480),
+#      FROM_SCRATCH (1: each arm is trained as the base was, from the ImageNet encoder for BASE_EPOCHS at the base's
+#      lr, as Naive-Student retrains, instead of fine-tuned from the base; its labels-only twin is the base itself,
+#      so only seed 0 has one),
 #      ARMS ("selected random": the ways of keeping run at every N; "random" with FT_NS=50 keeps the whole drive),
 #      ORACLE (1: the kept frames get their human labels instead, python -m roadseg_lab flywheel-oracle: the ceiling
 #      of any labeller)
@@ -67,8 +70,10 @@ finetune() {  # NAME SEED [EXTRA_DIR]
     [ $# -ge 3 ] && extra=(--extra-data "$3" --extra-ratio "$EXTRA_RATIO")
     if [ ! -f "$out/metrics.json" ]; then
         echo "==> fine-tune $1 ($(date -u +%FT%TZ))"
-        "$bin/roadseg-distill" "${student[@]}" --init-weights "$RUNS/base-s0/best.weights.h5" \
-            --epochs "$FT_EPOCHS" --lr "$FT_LR" --seed "$seed" "${extra[@]}" --out "$out" $(resume "$out") "${budget[@]}"
+        local init=(--init-weights "$RUNS/base-s0/best.weights.h5" --epochs "$FT_EPOCHS" --lr "$FT_LR")
+        [ "${FROM_SCRATCH:-0}" = 1 ] && init=(--encoder-weights imagenet --epochs "${BASE_EPOCHS:-20}" --lr 2e-3)
+        "$bin/roadseg-distill" "${student[@]}" "${init[@]}" --seed "$seed" "${extra[@]}" --out "$out" \
+            $(resume "$out") "${budget[@]}"
     fi
     calibrate_and_score "$out"
 }
@@ -92,7 +97,13 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
 # seed by seed (a run cut short still reports the seeds it finished), each seed its own labels-only twin and its
 # own random draw, at every N of FT_NS
 for seed in ${FT_SEEDS:-0 1}; do
-    finetune "labels-s$seed" "$seed"
+    if [ "${FROM_SCRATCH:-0}" = 1 ]; then  # the base is seed 0's labels-only twin
+        [ "$seed" = 0 ] || { echo "FROM_SCRATCH=1: seed 0 only (the base is its twin)" >&2; exit 2; }
+        mkdir -p "$RUNS/ft" "$RUNS/scores"
+        [ -e "$RUNS/scores/labels-s0" ] || ln -s "$(realpath "$RUNS/scores/base-s0")" "$RUNS/scores/labels-s0"
+    else
+        finetune "labels-s$seed" "$seed"
+    fi
     for n in ${FT_NS:-25 10}; do
         for mode in ${ARMS:-selected random}; do arm "$mode" "$n" "$seed"; done
     done
