@@ -14,6 +14,7 @@ here only; the modules it calls raise, they do not exit).
     teacher-eval --teacher RUN [...] --data D   each teacher, with --tta, and their combination
     flywheel-keep --model X.tflite --data D --split S --n N --mode selected|random --out DIR
     flywheel-oracle --kept DIR --data D --split S --out DIR
+    flywheel-compare --runs LABEL=DIR --runs LABEL=DIR [--markdown MD] [--plot PNG]
     flywheel-report --runs runs/flywheel [--markdown MD] [--plot PNG]
     figures NAME... [--twin X.tflite --data DIR] [--model LABEL=X.tflite ...]   docs/img/*.png
 
@@ -314,6 +315,12 @@ def add_flywheel(sub) -> None:
     o.add_argument("--data", required=True, help="CamVid folder")
     o.add_argument("--split", required=True, help="the split the vehicle drove, e.g. 'holdout:0006R0[:50]'")
     o.add_argument("--out", required=True, help="a new folder for the frames with their human labels")
+    c = _parser(sub, "flywheel-compare", report.__doc__)
+    c.add_argument("--runs", action="append", required=True, metavar="LABEL=DIR",
+                   help="a run folder and what taught it, e.g. 'human labels=runs/oracle' (two or more)")
+    c.add_argument("--markdown", help="write the table here")
+    c.add_argument("--plot", help="write the figure here")
+    c.add_argument("--note", default="", help="the end of the figure's caption: what the sources are")
     r = _parser(sub, "flywheel-report", report.__doc__)
     r.add_argument("--runs", required=True, help="scripts/flywheel_camvid.sh's RUNS folder")
     r.add_argument("--markdown", help="write the table here (default: RUNS/flywheel.md)")
@@ -344,6 +351,31 @@ def _flywheel_oracle(a: argparse.Namespace) -> int:
     return run("python -m roadseg_lab flywheel-oracle", body)
 
 
+def _flywheel_compare(a: argparse.Namespace) -> int:
+    from edge_runtime import atomic
+    from edge_runtime.commands.cli import run
+    from roadseg_lab.reports import flywheel
+
+    def body() -> int:
+        sources = []
+        for item in a.runs:
+            label, sep, folder = item.partition("=")
+            if not sep or not label or not folder:
+                raise ValueError(f"--runs {item!r}: LABEL=DIR")
+            sources.append((label, folder))
+        cmp = flywheel.compare(sources)
+        if not cmp:
+            raise ValueError("--runs: no arm and seed that every folder ran")
+        text = "\n".join(flywheel.compare_table(cmp)) + "\n"
+        if a.markdown:
+            atomic.write_text(a.markdown, text)
+        if a.plot:
+            flywheel.compare_plot(cmp, a.plot, a.note)
+        print(text, end="")
+        return 0
+    return run("python -m roadseg_lab flywheel-compare", body)
+
+
 def _flywheel_report(a: argparse.Namespace) -> int:
     from edge_runtime.commands.cli import run
     from roadseg_lab.reports import flywheel
@@ -362,7 +394,7 @@ HANDLERS = {"reproduce-scratch": _recipe("scratch"), "reproduce-pretrained": _re
             "gpu-students-report": _gpu_students_report, "soak": _soak, "soak-report": _soak_report,
             "aarch64-check": _aarch64_check, "aarch64-compare": _aarch64_compare, "cityscapes-lut": _cityscapes_lut,
             "figures": _figures, "teacher-eval": _teacher_eval, "flywheel-keep": _flywheel_keep,
-            "flywheel-oracle": _flywheel_oracle,
+            "flywheel-oracle": _flywheel_oracle, "flywheel-compare": _flywheel_compare,
             "flywheel-report": _flywheel_report}
 
 

@@ -18,6 +18,14 @@ by seed (the same twin, the same fine-tuning seed). With ``--data`` and
 ``--drive`` (the split the vehicles drove, whose human labels no model
 learned from), a third table weighs the teacher's labels of each arm's kept
 frames against those human labels (:func:`label_quality`).
+
+    python -m roadseg_lab flywheel-compare --runs 'labeller=runs/flywheel2' --runs 'human labels=runs/oracle' \
+        [--markdown OUT.md] [--plot OUT.png]
+
+sets run folders side by side (:func:`compare`): the same kept frames and
+twins taught from different labels or schedules, each arm's gain over its
+twin on the seeds every folder ran, so a difference is the labels', not a
+seed's.
 """
 from __future__ import annotations
 
@@ -251,6 +259,77 @@ def quality_table(rows: list[dict]) -> list[str]:
                   "mIoU-7, labelled", "human IoU", "human pixels in the frames"],
                  ([", ".join(r["arms"]), r["frames"], pct(r["unsure"], 1), f3(r["pixel_accuracy7"]), f3(r["miou7"]),
                    f3(r["iou7"].get("human")), pct(r["human_share"], 2)] for r in rows))
+
+
+def compare(sources: list[tuple[str, str | Path]]) -> dict:
+    """``{(n, mode): {label: {seed: gain}}}`` for ``sources`` (``(label, runs folder)``), each arm's gains
+    (:func:`gains`) on the seeds every source ran at that N and mode; an arm some source lacks is left out.
+    Raises ValueError for fewer than two sources or a label given twice."""
+    labels = [label for label, _ in sources]
+    if len(sources) < 2 or len(set(labels)) != len(labels):
+        raise ValueError(f"--runs: two or more folders, each with its own label (got {labels})")
+    per = {label: gains(collect(runs)) for label, runs in sources}
+    out = {}
+    for key in sorted(set.intersection(*(set(g) for g in per.values()))):
+        seeds = sorted(set.intersection(*(set(g[key]) for g in per.values())))
+        if seeds:
+            out[key] = {label: {s: per[label][key][s] for s in seeds} for label in labels}
+    return out
+
+
+def compare_table(cmp: dict) -> list[str]:
+    """:func:`compare` as one row per N, way of choosing and source: seeds, mean gain, sd, range, and the
+    mean difference from the first source paired by seed."""
+    rows = []
+    for (n, mode), by_label in cmp.items():
+        first = next(iter(by_label.values()))
+        for label, by_seed in by_label.items():
+            diff = [by_seed[s] - first[s] for s in by_seed]
+            rows.append([n, f"+ {mode}", label, len(by_seed), *_spread(list(by_seed.values())),
+                         "-" if by_seed is first else _spread(diff)[0]])
+    return table(["N", "arm", "labels from", "seeds", "mean gain over labels only (points)", "sd", "range",
+                  "minus the first, paired by seed"], rows)
+
+
+def compare_plot(cmp: dict, path: str | Path, note: str = "") -> Path:
+    """:func:`compare` drawn: one group per N and way of choosing, one column per source (a point per seed, a
+    bar for the mean), each seed's points joined across sources; zero (the twin) and the goal (+3) as lines.
+    ``note`` ends the caption (what the sources are)."""
+    from edge_runtime import atomic
+    from roadseg_lab.figures.style import bottom_margin, caption, pyplot, series_colour
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10.0, 4.8))
+    labels = list(next(iter(cmp.values())).keys()) if cmp else []
+    width = 0.7 / max(len(labels), 1)
+    values = [0.0, 3.0]
+    for gi, (key, by_label) in enumerate(cmp.items()):
+        xs_of = {label: gi + (li - (len(labels) - 1) / 2) * width for li, label in enumerate(labels)}
+        for seed in next(iter(by_label.values())):
+            ax.plot([xs_of[l] for l in labels], [by_label[l][seed] for l in labels], color="0.75", lw=0.8, zorder=1)
+        for li, label in enumerate(labels):
+            ys = list(by_label[label].values())
+            ax.plot([xs_of[label]] * len(ys), ys, "o", ms=6, color=series_colour(li), alpha=0.85, zorder=2,
+                    label=f"{label}, per seed" if gi == 0 else None)
+            mean = statistics.fmean(ys)
+            ax.plot([xs_of[label] - width / 3, xs_of[label] + width / 3], [mean, mean], color=series_colour(li),
+                    lw=3, zorder=3, label=f"{label}, mean" if gi == 0 else None)
+            values += ys
+    ax.axhline(0.0, color="0.35", linestyle="--", label="labels only (twin)")
+    ax.axhline(3.0, color="0.35", linestyle=":", label="goal (+3 points)")
+    ax.set_ylim(min(values) - 1, max(values) + 1)
+    ax.set_xlim(-0.6, len(cmp) - 0.4)
+    ax.set_xticks(range(len(cmp)), [f"N = {n}, {mode}" for n, mode in cmp])
+    ax.set_ylabel("mIoU-7 over labels only, int8 (points)")
+    ax.set_title("The same kept frames taught from different labels: gain on a road the student never saw")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    lines = caption(fig, "Each point: one seed's student trained with the kept frames minus its labels-only twin "
+                         "(same seed, same schedule), int8 on the 51 frames of 0006R0 no vehicle kept; grey lines "
+                         f"join a seed across sources. {note}".strip())
+    fig.subplots_adjust(right=0.68, bottom=bottom_margin(fig, lines))
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def plot(data: dict, path: str | Path) -> Path:

@@ -208,3 +208,25 @@ def test_the_oracle_gives_the_kept_frames_their_human_labels_in_the_pseudo_label
     assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_cityscapes), "--split", "train",
                  "--out", str(tmp_path / "o3")]) == 2
     assert "CamVid annotations only" in capsys.readouterr().err
+
+
+def test_compare_sets_sources_side_by_side_on_the_seeds_they_all_ran(tmp_path, capsys):
+    """Gains over each folder's own twin, only arms and seeds every folder has, the paired difference from the
+    first source; the figure is written; one folder, a label twice or a bad LABEL=DIR is refused."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for runs, arm_scores in ((a, {0: 0.63, 1: 0.62, 2: 0.64}), (b, {0: 0.64, 1: 0.65})):
+        for seed, score in arm_scores.items():
+            _metrics(runs / "scores" / f"labels-s{seed}", 0.60, 0.3)
+            _metrics(runs / "scores" / f"random25-s{seed}", score, 0.3)
+    _metrics(a / "scores" / "selected25-s0", 0.61, 0.3)  # b has no selected arm: left out
+    assert main(["flywheel-compare", "--runs", f"labeller={a}", "--runs", f"human={b}",
+                 "--plot", str(tmp_path / "c.png")]) == 0
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()[2:]]
+    # seeds 0 and 1 only: labeller +3, +2 (mean +2.5); human +4, +5 (mean +4.5), +2.0 over the labeller paired
+    assert rows == [["25", "+ random", "labeller", "2", "+2.5", "0.7", "+2.0 .. +3.0", "-"],
+                    ["25", "+ random", "human", "2", "+4.5", "0.7", "+4.0 .. +5.0", "+2.0"]]
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    for bad, why in (([f"x={a}"], "two or more"), ([f"x={a}", f"x={b}"], "two or more"),
+                     ([str(a), f"y={b}"], "LABEL=DIR")):
+        assert main(["flywheel-compare", *[x for r in bad for x in ("--runs", r)]]) == 2
+        assert why in capsys.readouterr().err
