@@ -203,7 +203,7 @@ def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path
     if where == source or source in where.parents or where in source.parents:
         raise ValueError(f"--out {out} and --frames {frames_dir}: one inside the other (the dataset would "
                          f"label itself, or replace the frames)")
-    _remove_leftovers(out)
+    remove_leftovers(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "pseudolabels.json").is_file())):
         raise ValueError(f"--out {out}: exists and is not a pseudo-label dataset (no pseudolabels.json): "
                          f"not replaced")
@@ -257,7 +257,7 @@ def pseudolabel(teacher_runs: list[str], frames_dir: str | Path, out: str | Path
     return manifest
 
 
-def _remove_leftovers(out: Path) -> None:
+def remove_leftovers(out: Path) -> None:
     """The work folders (``.<out>.<pid>.tmp``/``.old``) of runs killed before they finished, whose process is
     gone; a running one's are left alone."""
     for path in out.parent.glob(f".{out.name}.*"):

@@ -30,6 +30,17 @@ drive="holdout:0006R0[:50]"; test="holdout:0006R0[50:]"
 bin=.venv/bin
 budget=(); [ -n "${BUDGET_MIN:-}" ] && budget=(--time-budget "$BUDGET_MIN")
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+if [ "${FROM_SCRATCH:-0}" = 1 ] && [ "${FT_SEEDS:-0 1}" != 0 ]; then
+    echo "FROM_SCRATCH=1 needs FT_SEEDS=0: the base is the only from-scratch labels-only twin" >&2; exit 2
+fi
+# what taught the arms and how: stages are skipped when their output exists, so a folder holds one kind only
+kind="labels=$([ "${ORACLE:-0}" = 1 ] && echo human || echo labeller) schedule=$([ "${FROM_SCRATCH:-0}" = 1 ] \
+    && echo scratch || echo fine-tune)"
+mkdir -p "$RUNS"
+if [ -f "$RUNS/flywheel.kind" ] && [ "$(cat "$RUNS/flywheel.kind")" != "$kind" ]; then
+    echo "$RUNS holds runs of '$(head -c 80 "$RUNS/flywheel.kind")', not '$kind': give another RUNS" >&2; exit 2
+fi
+echo "$kind" > "$RUNS/flywheel.kind"
 
 resume() { [ -f "$1/checkpoints/last.npz" ] && echo --resume || true; }
 
@@ -97,10 +108,8 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
 # seed by seed (a run cut short still reports the seeds it finished), each seed its own labels-only twin and its
 # own random draw, at every N of FT_NS
 for seed in ${FT_SEEDS:-0 1}; do
-    if [ "${FROM_SCRATCH:-0}" = 1 ]; then  # the base is seed 0's labels-only twin
-        [ "$seed" = 0 ] || { echo "FROM_SCRATCH=1: seed 0 only (the base is its twin)" >&2; exit 2; }
-        mkdir -p "$RUNS/ft" "$RUNS/scores"
-        [ -e "$RUNS/scores/labels-s0" ] || ln -s "$(realpath "$RUNS/scores/base-s0")" "$RUNS/scores/labels-s0"
+    if [ "${FROM_SCRATCH:-0}" = 1 ]; then  # the base is seed 0's labels-only twin (a link within scores/)
+        [ -L "$RUNS/scores/labels-s0" ] || [ -e "$RUNS/scores/labels-s0" ] || ln -s base-s0 "$RUNS/scores/labels-s0"
     else
         finetune "labels-s$seed" "$seed"
     fi

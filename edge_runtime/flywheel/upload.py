@@ -30,10 +30,12 @@ A frame the server refuses for itself (400, 413 too large, 414, 415, 422)
 is left on the vehicle and not offered again until the next start (said
 once in the log), so one frame the server will never take does not block
 the others nor spend the budget pass after pass. Credentials the server
-refuses (401, 403: a changed password, a revoked token) are not a moment's
-trouble either: the next try waits ``auth_retry_s`` (an hour by default)
-instead of the short retries, said in :attr:`Uploader.problem`; a restart
-(with the new credential) tries at once.
+refuses (401, 403 from the WebDAV server or the presigning service: a changed
+password, a revoked token) are not a moment's trouble either: the next try
+waits ``auth_retry_s`` (an hour by default) instead of the short retries,
+said in the log and :attr:`Uploader.problem`; a restart (with the new
+credential) tries at once. A presigned URL the storage refuses (403: expired)
+is an ordinary failed try: the next one gets a new URL.
 
 The budget counts every byte handed to the network, failed tries included
 (a metered link bills them); a try refused before anything was sent (the
@@ -228,7 +230,12 @@ class PresignedTarget:
         except (ValidationError, KeyError, ValueError):
             raise UploadError(f"POST {_shown(self.url)}: an answer without a usable URL for {key}",
                               sent=False) from None
-        http_request("PUT", url, data, {"Content-Type": content_type}, self.timeout)
+        try:
+            http_request("PUT", url, data, {"Content-Type": content_type}, self.timeout)
+        except UploadError as e:  # the storage refusing a presigned URL (expired: 403) is not the vehicle's token
+            if e.status not in CREDENTIALS_REFUSED:
+                raise
+            raise UploadError(str(e), sent=e.sent) from None
 
 
 class Uploader:
@@ -415,9 +422,11 @@ class Uploader:
                 self.spending.refund(unsent)
                 self._unrecorded -= unsent
             self._save_if_can()
-            self._credentials_refused = e.status in CREDENTIALS_REFUSED
-            self._failed(f"{e}: the server refused this vehicle's credentials, next try in {self.auth_retry_s:g} s"
-                         if self._credentials_refused else str(e))
+            if e.status in CREDENTIALS_REFUSED:
+                self._failed(f"{e}: the server refused this vehicle's credentials, next try in "
+                             f"{self.auth_retry_s:g} s", credentials=True)
+            else:
+                self._failed(str(e))
             if e.status in FRAME_REFUSED:  # this frame will never go: leave it here, send the others
                 self._not_offered.add(name)
                 log.warning("upload: the server refused %s (%s): kept here, not offered again until restart",
@@ -432,12 +441,17 @@ class Uploader:
         self._succeeded(size)
         return 1
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, credentials: bool = False) -> None:
+        """Count a failed try; ``credentials``: the server refused the vehicle's credentials (the next try
+        waits ``auth_retry_s``; said in the log when it starts, whatever failed before)."""
         with self.progress:
             self.counts["failures"] += 1
             self._failures_in_row += 1
-            if self.problem is None:
+            if credentials and not self._credentials_refused:
+                log.warning("upload: %s", message)
+            elif self.problem is None:
                 log.warning("upload: %s; retrying", message)
+            self._credentials_refused = credentials
             self.problem = {"error": message[:200], "since": utc_now()}
             self.progress.notify_all()
 

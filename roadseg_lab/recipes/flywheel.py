@@ -66,18 +66,30 @@ def drive_index(frame: dict, names: dict[str, int]) -> int | None:
     return i if 0 <= i < len(names) else None
 
 
+#: the largest mean absolute difference (0..255 levels) between a kept JPEG and the drive frame it is taken
+#: for: JPEG at the store's quality differs by 1-3 levels, another frame of a drive by tens
+MAX_FRAME_DIFF = 8.0
+
+
 def oracle(kept: str, data: str, split: str, out: str) -> dict:
     """The frames :func:`keep` wrote to ``kept`` with the human labels of ``split`` (CamVid layout only: the
     annotation PNG copied as it is) into ``out`` as ``train/NAME.jpg``, ``trainannot/NAME.png`` and a
-    ``pseudolabels.json`` whose ``labeller`` is ``"human"`` (see the module). Built beside ``out`` and renamed
-    into place whole. Returns the pseudolabels.json written.
+    ``pseudolabels.json`` whose ``labeller`` is ``"human"`` (see the module). Each kept frame is placed in the
+    drive (:func:`drive_index`) and must be that drive frame's image (mean absolute difference at most
+    :data:`MAX_FRAME_DIFF` levels, the same size): a frame of another split is never given its labels.
+    Every file is written to disk (fsync) in a work folder beside ``out`` (``.OUT.PID.tmp``; those of killed
+    runs are removed) and renamed into place whole. Returns the pseudolabels.json written.
 
-    Raises ValueError for a dataset that is not CamVid's layout, an existing ``out``, a kept frame the drive
-    cannot place (no name of the split, no record's time within it) or a record over MAX_RECORD_BYTES / not
-    JSON; edge_runtime's DatasetError for a bad ``data``/``split``."""
+    Raises ValueError for a dataset that is not CamVid's layout, an existing ``out``, no kept frame, a kept
+    frame the drive cannot place or whose image is not the drive frame's, a record over MAX_RECORD_BYTES / not
+    JSON; edge_runtime's DatasetError for a bad ``data``/``split``; OSError for a disk that refuses."""
     import os
     import shutil
 
+    import cv2
+    import numpy as np
+
+    from distill.pseudolabel import remove_leftovers
     from edge_runtime import atomic
     from edge_runtime.eval.datasets import list_samples
     fmt, samples = list_samples(data, split)
@@ -90,8 +102,9 @@ def oracle(kept: str, data: str, split: str, out: str) -> dict:
     jpegs = sorted(Path(kept).glob("*.jpg"))
     if not jpegs:
         raise ValueError(f"--kept {kept}: no kept frames (*.jpg)")
-    work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
+    work = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     (work / "train").mkdir(parents=True)
     (work / "trainannot").mkdir()
     frames = []
@@ -107,16 +120,25 @@ def oracle(kept: str, data: str, split: str, out: str) -> dict:
             i = drive_index(frame, names)
             if i is None:
                 raise ValueError(f"{jpg}: not a frame of {split} (no such name, no record time within the drive)")
-            shutil.copyfile(jpg, work / "train" / jpg.name)
-            shutil.copyfile(samples[i].label, work / "trainannot" / f"{jpg.stem}.png")
+            image = jpg.read_bytes()
+            got = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+            want = cv2.imread(str(samples[i].image), cv2.IMREAD_COLOR)
+            diff = (float(np.abs(got.astype(np.int16) - want).mean())
+                    if got is not None and want is not None and got.shape == want.shape else None)
+            if diff is None or diff > MAX_FRAME_DIFF:
+                raise ValueError(f"{jpg}: not the image of {samples[i].name}, the frame of {split} it is placed at ("
+                                 + ("another size or unreadable" if diff is None else f"{diff:.1f} levels apart")
+                                 + ")")
+            atomic.durable_write(work / "train" / jpg.name, image)
+            atomic.durable_write(work / "trainannot" / f"{jpg.stem}.png", samples[i].label.read_bytes())
             frames.append(frame | {"drive_frame": samples[i].name})
         doc = {"schema": "roadseg.pseudolabels/1", "labeller": "human", "teachers": [], "skipped": [],
                "frames": frames}
-        (work / "pseudolabels.json").write_text(json.dumps(doc, indent=1))
-        work.rename(target)
-    except BaseException:
+        atomic.durable_write(work / "pseudolabels.json", json.dumps(doc, indent=1).encode())
+        os.rename(work, target)
+        atomic.fsync_dir(target.parent)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
-        raise
     return doc
 
 

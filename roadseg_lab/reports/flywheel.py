@@ -22,10 +22,12 @@ frames against those human labels (:func:`label_quality`).
     python -m roadseg_lab flywheel-compare --runs 'labeller=runs/flywheel2' --runs 'human labels=runs/oracle' \
         [--markdown OUT.md] [--plot OUT.png]
 
-sets run folders side by side (:func:`compare`): the same kept frames and
-twins taught from different labels or schedules, each arm's gain over its
-twin on the seeds every folder ran, so a difference is the labels', not a
-seed's.
+sets run folders side by side (:func:`compare`): the same kept frames taught
+from different labels (or under another schedule), each arm's gain over its
+own folder's twin on the seeds every folder ran, so a difference is the
+labels', not a seed's. Gains, not scores: under another schedule the twin
+differs too (from scratch, the twin is the base), so the arms' mean mIoU-7 is
+given beside them.
 """
 from __future__ import annotations
 
@@ -79,11 +81,28 @@ def _teacher(runs: Path) -> dict | None:
             "label": f"{'teachers' if len(last.teachers) > 1 else 'teacher'} {names} (float{views})"}
 
 
+class _Scores(pydantic.BaseModel):
+    """The part of roadseg-eval's ``metrics.json`` ``metrics`` the report reads."""
+    miou7: float = pydantic.Field(ge=0.0, le=1.0)
+    iou7: dict[str, float | None]
+
+
+class _MetricsFile(pydantic.BaseModel):
+    metrics: _Scores
+
+
 def _metrics(runs: Path, name: str) -> dict | None:
+    """``RUNS/scores/NAME/metrics.json``'s ``metrics`` (None when there is none). Raises ValueError for a file
+    over MAX_SCORES_JSON or not roadseg-eval's."""
     path = runs / "scores" / name / "metrics.json"
-    if not path.is_file() or path.stat().st_size > MAX_SCORES_JSON:
+    if not path.is_file():
         return None
-    return json.loads(path.read_text())["metrics"]
+    if path.stat().st_size > MAX_SCORES_JSON:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than {MAX_SCORES_JSON}")
+    try:
+        return _MetricsFile.model_validate_json(path.read_bytes()).metrics.model_dump()
+    except pydantic.ValidationError as e:
+        raise ValueError(f"{path}: not roadseg-eval's metrics ({e.errors()[0]['msg']})") from None
 
 
 def collect(runs: str | Path) -> dict:
@@ -101,6 +120,8 @@ def collect(runs: str | Path) -> dict:
                                 "metrics": got})
     out["arms"].sort(key=lambda a: (a["n"], a["seed"], a["mode"] != "random"))
     out["extra_ratio"] = _extra_ratio(runs, [f"{a['mode']}{a['n']}-s{a['seed']}" for a in out["arms"]])
+    kind = runs / "flywheel.kind"  # the script's "labels=... schedule=..." line
+    out["from_scratch"] = kind.is_file() and kind.stat().st_size < 256 and "schedule=scratch" in kind.read_text()
     return out
 
 
@@ -142,7 +163,8 @@ def markdown(data: dict) -> list[str]:
     if data["base"]:
         line("base student (20 epochs)", "-", 0, "-", data["base"], None)
     for seed, twin in sorted(data["twins"].items()):
-        line("labels only (+5 epochs)", 0, seed, 0, twin, twin)
+        line("labels only (the base)" if data.get("from_scratch") else "labels only (+5 epochs)", 0, seed, 0, twin,
+             twin)
     for a in data["arms"]:
         line(f"+ {a['mode']}", a["n"], a["seed"], a["kept"], a["metrics"], data["twins"].get(a["seed"]))
     header = ["model", "N", "seed", "kept", "mIoU-7", *CLASSES7, "vs labels only (points)", "teacher's lead recovered"]
@@ -262,13 +284,23 @@ def quality_table(rows: list[dict]) -> list[str]:
 
 
 def compare(sources: list[tuple[str, str | Path]]) -> dict:
-    """``{(n, mode): {label: {seed: gain}}}`` for ``sources`` (``(label, runs folder)``), each arm's gains
-    (:func:`gains`) on the seeds every source ran at that N and mode; an arm some source lacks is left out.
-    Raises ValueError for fewer than two sources or a label given twice."""
+    """``{(n, mode): {label: {seed: {"gain": points over that folder's twin, "miou7": the arm's}}}}`` for
+    ``sources`` (``(label, runs folder)``), on the seeds every source ran at that N and mode; an arm some source
+    lacks is left out. Raises ValueError for fewer than two sources, a label given twice or holding ``|`` or a
+    line break (it goes into a Markdown table), a folder without ``scores/``, a bad metrics file."""
     labels = [label for label, _ in sources]
     if len(sources) < 2 or len(set(labels)) != len(labels):
         raise ValueError(f"--runs: two or more folders, each with its own label (got {labels})")
-    per = {label: gains(collect(runs)) for label, runs in sources}
+    if bad := [label for label in labels if "|" in label or "\n" in label or "\r" in label]:
+        raise ValueError(f"--runs: a label with '|' or a line break: {bad[0][:40]!r}")
+    if bad := [str(runs) for _, runs in sources if not (Path(runs) / "scores").is_dir()]:
+        raise ValueError(f"--runs: {bad[0]}: not a run folder (no scores/)")
+    per = {}
+    for label, runs in sources:
+        data = collect(runs)
+        scores = {(a["n"], a["mode"], a["seed"]): a["metrics"]["miou7"] for a in data["arms"]}
+        per[label] = {key: {s: {"gain": g, "miou7": scores[(*key, s)]} for s, g in by_seed.items()}
+                      for key, by_seed in gains(data).items()}
     out = {}
     for key in sorted(set.intersection(*(set(g) for g in per.values()))):
         seeds = sorted(set.intersection(*(set(g[key]) for g in per.values())))
@@ -278,17 +310,23 @@ def compare(sources: list[tuple[str, str | Path]]) -> dict:
 
 
 def compare_table(cmp: dict) -> list[str]:
-    """:func:`compare` as one row per N, way of choosing and source: seeds, mean gain, sd, range, and the
-    mean difference from the first source paired by seed."""
+    """:func:`compare` as one row per N, way of choosing and source: seeds, the arms' mean mIoU-7, mean gain
+    over the twins, sd, range, and the gain minus the first source's, paired by seed (mean and sd of the
+    differences)."""
     rows = []
     for (n, mode), by_label in cmp.items():
         first = next(iter(by_label.values()))
         for label, by_seed in by_label.items():
-            diff = [by_seed[s] - first[s] for s in by_seed]
-            rows.append([n, f"+ {mode}", label, len(by_seed), *_spread(list(by_seed.values())),
-                         "-" if by_seed is first else _spread(diff)[0]])
-    return table(["N", "arm", "labels from", "seeds", "mean gain over labels only (points)", "sd", "range",
-                  "minus the first, paired by seed"], rows)
+            gains_ = [v["gain"] for v in by_seed.values()]
+            mean, sd, spread = _spread(gains_)
+            paired = "-"
+            if by_seed is not first:
+                d_mean, d_sd, _ = _spread([by_seed[s]["gain"] - first[s]["gain"] for s in by_seed])
+                paired = d_mean if d_sd == "-" else f"{d_mean} (sd {d_sd})"
+            rows.append([n, f"+ {mode}", label, len(by_seed),
+                         f3(statistics.fmean(v["miou7"] for v in by_seed.values())), mean, sd, spread, paired])
+    return table(["N", "arm", "labels from", "seeds", "mIoU-7 (mean)", "gain over labels only (points)", "sd",
+                  "range", "minus the first, paired by seed"], rows)
 
 
 def compare_plot(cmp: dict, path: str | Path, note: str = "") -> Path:
@@ -305,9 +343,10 @@ def compare_plot(cmp: dict, path: str | Path, note: str = "") -> Path:
     for gi, (key, by_label) in enumerate(cmp.items()):
         xs_of = {label: gi + (li - (len(labels) - 1) / 2) * width for li, label in enumerate(labels)}
         for seed in next(iter(by_label.values())):
-            ax.plot([xs_of[l] for l in labels], [by_label[l][seed] for l in labels], color="0.75", lw=0.8, zorder=1)
+            ax.plot([xs_of[lb] for lb in labels], [by_label[lb][seed]["gain"] for lb in labels], color="0.75",
+                    lw=0.8, zorder=1)
         for li, label in enumerate(labels):
-            ys = list(by_label[label].values())
+            ys = [v["gain"] for v in by_label[label].values()]
             ax.plot([xs_of[label]] * len(ys), ys, "o", ms=6, color=series_colour(li), alpha=0.85, zorder=2,
                     label=f"{label}, per seed" if gi == 0 else None)
             mean = statistics.fmean(ys)
@@ -320,10 +359,10 @@ def compare_plot(cmp: dict, path: str | Path, note: str = "") -> Path:
     ax.set_xlim(-0.6, len(cmp) - 0.4)
     ax.set_xticks(range(len(cmp)), [f"N = {n}, {mode}" for n, mode in cmp])
     ax.set_ylabel("mIoU-7 over labels only, int8 (points)")
-    ax.set_title("The same kept frames taught from different labels: gain on a road the student never saw")
+    ax.set_title("The same kept frames, taught by different sources: gain on a road the student never saw")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    lines = caption(fig, "Each point: one seed's student trained with the kept frames minus its labels-only twin "
-                         "(same seed, same schedule), int8 on the 51 frames of 0006R0 no vehicle kept; grey lines "
+    lines = caption(fig, "Each point: one seed's student trained with the kept frames minus its own folder's "
+                         "labels-only twin (same seed, same schedule), int8 on the 51 frames of 0006R0 no vehicle kept; grey lines "
                          f"join a seed across sources. {note}".strip())
     fig.subplots_adjust(right=0.68, bottom=bottom_margin(fig, lines))
     with atomic.atomic_path(path) as tmp:

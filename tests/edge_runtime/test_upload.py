@@ -565,23 +565,25 @@ def test_a_journal_naming_paths_deletes_nothing_outside_the_store(nginx, tmp_pat
 
 
 class _Hostile:
-    """A plain HTTP server on 127.0.0.1 that answers every request with ``status`` and ``headers`` and logs
-    ``(method, path, Authorization)``: the server the vehicle must not trust."""
+    """A plain HTTP server on 127.0.0.1 that answers every request with ``status``, ``headers`` and the body
+    ``answer(request body)`` (empty without it) and logs ``(method, path, Authorization)``: the server the
+    vehicle must not trust."""
 
-    def __init__(self, status: int, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, headers: dict[str, str] | None = None, answer=None):
         import http.server
         import threading
         seen = self.seen = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _any(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = answer(self.rfile.read(int(self.headers.get("Content-Length") or 0))) if answer else b""
                 seen.append((self.command, self.path, self.headers.get("Authorization")))
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
             do_GET = do_POST = do_PUT = _any
 
             def log_message(self, *args):
@@ -669,13 +671,30 @@ def test_a_refused_presign_or_record_costs_no_frame_bytes_and_shelves_nothing(tm
         webdav.close()
 
 
-def test_refused_credentials_wait_an_hour_not_seconds_and_a_success_ends_the_wait(tmp_path):
+def test_refused_credentials_wait_an_hour_not_seconds_and_a_success_ends_the_wait(tmp_path, caplog):
     """A changed password (WebDAV 401, 403) or a revoked token (the presigning service's 401) cannot mend itself
     before a restart: the next try is auth_retry_s away, said in the problem; a server that is down (503) keeps the
     short retries; a try that then succeeds goes back to polling."""
     store = FrameStore(tmp_path / "kept", 2 ** 24)
     add_frames(store, 2, START)
     refused = []
+    down = _Hostile(503)  # first down, then refusing the password: the hour's wait is said in the log all the same
+    try:
+        up = Uploader(store, WebDavTarget(down.url, "car1", "old-password"), 10 ** 6,
+                      state_file=tmp_path / "journal-then", monotonic=Clock(10.0), auth_retry_s=1800.0)
+        assert up.step() == 0 and up._next_wait() == 5.0
+    finally:
+        down.close()
+    caplog.clear()
+    now_refusing = _Hostile(401)
+    try:
+        up.target = WebDavTarget(now_refusing.url, "car1", "old-password")
+        assert up.step() == 0 and up._next_wait() == 1800.0
+        assert any("refused this vehicle's credentials" in r.getMessage() for r in caplog.records)
+        up._failed("upload journal: Input/output error")  # what step() reports for a journal the disk refuses
+        assert up._next_wait() == 20.0  # the short retries again (the third failure in a row: 5 s doubled twice)
+    finally:
+        now_refusing.close()
     for status, target in ((401, lambda url: WebDavTarget(url, "car1", "old-password")),
                            (403, lambda url: WebDavTarget(url, "car1", "old-password")),
                            (401, lambda url: PresignedTarget(f"{url}/v1/presign", "REVOKED-TOKEN")),
@@ -694,6 +713,18 @@ def test_refused_credentials_wait_an_hour_not_seconds_and_a_success_ends_the_wai
                     up.problem["error"] and "TOKEN" not in up.problem["error"]
         finally:
             server.close()
+    storage = _Hostile(403)  # a presigned URL the storage refuses (expired): the token was good, a new URL may do
+    presigner = _Hostile(200, answer=lambda body: json.dumps(
+        {"urls": {k: f"{storage.url}/fleet/car1/{k}?X-Amz-Signature=old" for k in json.loads(body)["keys"]}}).encode())
+    try:
+        up = Uploader(store, PresignedTarget(f"{presigner.url}/v1/presign", "GOOD-TOKEN"), 10 ** 6,
+                      state_file=tmp_path / "journal-expired", monotonic=Clock(10.0), retry_s=5.0,
+                      auth_retry_s=1800.0)
+        assert up.step() == 0 and len(storage.seen) == 1
+        assert up._next_wait() == 5.0 and "credentials" not in up.problem["error"]
+    finally:
+        storage.close()
+        presigner.close()
     good = _Hostile(201)
     try:
         up = refused[0]  # the new password given (a restart would do it too)

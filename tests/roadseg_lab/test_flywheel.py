@@ -194,7 +194,7 @@ def test_the_oracle_gives_the_kept_frames_their_human_labels_in_the_pseudo_label
         if mode == "selected":  # placed by the clock: frame i was captured i seconds into the drive
             assert all(f["name"].startswith("fleet-sim-") for f in doc["frames"])
         assert len(list_samples(str(out), "train")[1]) == len(doc["frames"])
-        assert not list(out.parent.glob(".*tmp-*"))
+        assert not list(out.parent.glob(".*.tmp"))
     for row in report.label_quality(tmp_path / "runs", str(synth_camvid), "train"):
         assert row["pixel_accuracy7"] == 1.0 and row["unsure"] == 0
     assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_camvid), "--split", "train",
@@ -204,10 +204,22 @@ def test_the_oracle_gives_the_kept_frames_their_human_labels_in_the_pseudo_label
     assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_camvid), "--split", "train",
                  "--out", str(tmp_path / "o2")]) == 2
     assert "elsewhere_f00001.jpg: not a frame of train" in capsys.readouterr().err
-    assert not (tmp_path / "o2").exists() and not list(tmp_path.glob(".o2.tmp-*"))
+    assert not (tmp_path / "o2").exists() and not list(tmp_path.glob(".o2.*"))
     assert main(["flywheel-oracle", "--kept", str(kept), "--data", str(synth_cityscapes), "--split", "train",
                  "--out", str(tmp_path / "o3")]) == 2
     assert "CamVid annotations only" in capsys.readouterr().err
+    # a selected frame is placed by its second on the drive's clock, which another split also has: its image decides
+    selected = tmp_path / "runs" / "kept" / "selected3-s0"
+    early = tmp_path / "early"
+    early.mkdir()
+    for jpg in sorted(selected.glob("*.jpg")):
+        if jpg.stem.endswith(("T080000.000000Z", "T080001.000000Z", "T080002.000000Z")):  # within val's 3 frames
+            for suffix in (".jpg", ".json"):
+                (early / f"{jpg.stem}{suffix}").write_bytes(jpg.with_suffix(suffix).read_bytes())
+    assert list(early.glob("*.jpg"))
+    assert main(["flywheel-oracle", "--kept", str(early), "--data", str(synth_camvid), "--split", "val",
+                 "--out", str(tmp_path / "o4")]) == 2
+    assert "not the image of synth_" in capsys.readouterr().err and not (tmp_path / "o4").exists()
 
 
 def test_compare_sets_sources_side_by_side_on_the_seeds_they_all_ran(tmp_path, capsys):
@@ -223,10 +235,14 @@ def test_compare_sets_sources_side_by_side_on_the_seeds_they_all_ran(tmp_path, c
                  "--plot", str(tmp_path / "c.png")]) == 0
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in capsys.readouterr().out.splitlines()[2:]]
     # seeds 0 and 1 only: labeller +3, +2 (mean +2.5); human +4, +5 (mean +4.5), +2.0 over the labeller paired
-    assert rows == [["25", "+ random", "labeller", "2", "+2.5", "0.7", "+2.0 .. +3.0", "-"],
-                    ["25", "+ random", "human", "2", "+4.5", "0.7", "+4.0 .. +5.0", "+2.0"]]
+    assert rows == [["25", "+ random", "labeller", "2", "0.625", "+2.5", "0.7", "+2.0 .. +3.0", "-"],
+                    ["25", "+ random", "human", "2", "0.645", "+4.5", "0.7", "+4.0 .. +5.0", "+2.0 (sd 1.4)"]]
     assert (tmp_path / "c.png").stat().st_size > 1000
     for bad, why in (([f"x={a}"], "two or more"), ([f"x={a}", f"x={b}"], "two or more"),
-                     ([str(a), f"y={b}"], "LABEL=DIR")):
+                     ([str(a), f"y={b}"], "LABEL=DIR"), ([f"x|y={a}", f"y={b}"], "a label with '|'"),
+                     ([f"x={a}", f"y={tmp_path / 'typo'}"], "typo: not a run folder")):
         assert main(["flywheel-compare", *[x for r in bad for x in ("--runs", r)]]) == 2
         assert why in capsys.readouterr().err
+    (a / "scores" / "random25-s2" / "metrics.json").write_text(json.dumps({"miou7": 0.6}))  # not roadseg-eval's
+    assert main(["flywheel-compare", "--runs", f"x={a}", "--runs", f"y={b}"]) == 2
+    assert "random25-s2/metrics.json: not roadseg-eval's metrics" in capsys.readouterr().err
