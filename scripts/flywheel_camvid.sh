@@ -15,8 +15,8 @@
 #      LABELLERS (the run directories whose ensemble labels the kept frames; default $RUNS/teacher-lite2; the second
 #      round: "$RUNS/teacher-lite2 runs/release1/twin", the Lite2 teacher and release 1's held-out twin at 352x480),
 #      FROM_SCRATCH (1: each arm is trained as the base was, from the ImageNet encoder for BASE_EPOCHS at the base's
-#      lr, as Naive-Student retrains, instead of fine-tuned from the base; its labels-only twin is the base itself,
-#      so only seed 0 has one),
+#      lr, as Naive-Student retrains, instead of fine-tuned from the base; seed 0's labels-only twin is the base
+#      itself, another seed's is trained from scratch on labels only),
 #      ARMS ("selected random": the ways of keeping run at every N; "random" with FT_NS=50 keeps the whole drive),
 #      ORACLE (1: the kept frames get their human labels instead, python -m roadseg_lab flywheel-oracle: the ceiling
 #      of any labeller)
@@ -30,9 +30,6 @@ drive="holdout:0006R0[:50]"; test="holdout:0006R0[50:]"
 bin=.venv/bin
 budget=(); [ -n "${BUDGET_MIN:-}" ] && budget=(--time-budget "$BUDGET_MIN")
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
-if [ "${FROM_SCRATCH:-0}" = 1 ] && [ "${FT_SEEDS:-0 1}" != 0 ]; then
-    echo "FROM_SCRATCH=1 needs FT_SEEDS=0: the base is the only from-scratch labels-only twin" >&2; exit 2
-fi
 # what taught the arms and how: stages are skipped when their output exists, so a folder holds one kind only
 kind="labels=$([ "${ORACLE:-0}" = 1 ] && echo human || echo labeller) schedule=$([ "${FROM_SCRATCH:-0}" = 1 ] \
     && echo scratch || echo fine-tune)"
@@ -108,7 +105,7 @@ arm() {  # MODE N SEED: the vehicle keeps N frames, the teacher labels them, the
 # seed by seed (a run cut short still reports the seeds it finished), each seed its own labels-only twin and its
 # own random draw, at every N of FT_NS
 for seed in ${FT_SEEDS:-0 1}; do
-    if [ "${FROM_SCRATCH:-0}" = 1 ]; then  # the base is seed 0's labels-only twin (a link within scores/)
+    if [ "${FROM_SCRATCH:-0}" = 1 ] && [ "$seed" = 0 ]; then  # the base is seed 0's twin (a link within scores/)
         [ -L "$RUNS/scores/labels-s0" ] || [ -e "$RUNS/scores/labels-s0" ] || ln -s base-s0 "$RUNS/scores/labels-s0"
     else
         finetune "labels-s$seed" "$seed"
