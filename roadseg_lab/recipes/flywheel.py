@@ -44,10 +44,6 @@ from pathlib import Path
 DRIVE_START = 1_800_000_000.0
 
 
-#: the largest kept-frame record read to place a frame in the drive (edge_runtime.flywheel.store.MAX_RECORD_BYTES)
-MAX_RECORD_BYTES = 16 * 1024
-
-
 def drive_index(frame: dict, names: dict[str, int]) -> int | None:
     """The drive's sample index of one kept frame ``{"name": ..., "record": {...} | None}``: by name (a
     random arm keeps the sample's name), else by the second of the drive its record was captured at (the
@@ -81,8 +77,8 @@ def oracle(kept: str, data: str, split: str, out: str) -> dict:
     runs are removed) and renamed into place whole. Returns the pseudolabels.json written.
 
     Raises ValueError for a dataset that is not CamVid's layout, an existing ``out``, no kept frame, a kept
-    frame the drive cannot place or whose image is not the drive frame's, a record over MAX_RECORD_BYTES / not
-    JSON; edge_runtime's DatasetError for a bad ``data``/``split``; OSError for a disk that refuses."""
+    frame the drive cannot place or whose image is not the drive frame's, a record that
+    ``edge_runtime.flywheel.store.read_record`` refuses; edge_runtime's DatasetError for a bad ``data``/``split``; OSError for a disk that refuses."""
     import os
     import shutil
 
@@ -92,6 +88,7 @@ def oracle(kept: str, data: str, split: str, out: str) -> dict:
     from distill.pseudolabel import remove_leftovers
     from edge_runtime import atomic
     from edge_runtime.eval.datasets import list_samples
+    from edge_runtime.flywheel.store import read_record
     fmt, samples = list_samples(data, split)
     if fmt != "camvid":
         raise ValueError(f"--data {data}: {fmt} layout; the oracle copies CamVid annotations only")
@@ -110,13 +107,9 @@ def oracle(kept: str, data: str, split: str, out: str) -> dict:
     frames = []
     try:
         for jpg in jpegs:
-            raw = atomic.read_small_file(jpg.with_suffix(".json"), MAX_RECORD_BYTES, "kept-frame record",
-                                         missing_ok=True)
-            try:
-                record = json.loads(raw) if raw is not None else None
-            except (ValueError, RecursionError):
-                raise ValueError(f"{jpg.with_suffix('.json')}: not JSON") from None
-            frame = {"name": jpg.stem, "source": str(jpg), "record": record if isinstance(record, dict) else None}
+            path = jpg.with_suffix(".json")  # a selected frame's record; a random one has none
+            record = read_record(path).model_dump(by_alias=True) if path.exists() else None
+            frame = {"name": jpg.stem, "source": str(jpg), "record": record}
             i = drive_index(frame, names)
             if i is None:
                 raise ValueError(f"{jpg}: not a frame of {split} (no such name, no record time within the drive)")

@@ -94,15 +94,16 @@ class _MetricsFile(pydantic.BaseModel):
 def _metrics(runs: Path, name: str) -> dict | None:
     """``RUNS/scores/NAME/metrics.json``'s ``metrics`` (None when there is none). Raises ValueError for a file
     over MAX_SCORES_JSON or not roadseg-eval's."""
-    path = runs / "scores" / name / "metrics.json"
-    if not path.is_file():
+    from edge_runtime import atomic
+    data = atomic.read_small_file(runs / "scores" / name / "metrics.json", MAX_SCORES_JSON, "metrics",
+                                  missing_ok=True)
+    if data is None:
         return None
-    if path.stat().st_size > MAX_SCORES_JSON:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than {MAX_SCORES_JSON}")
     try:
-        return _MetricsFile.model_validate_json(path.read_bytes()).metrics.model_dump()
+        return _MetricsFile.model_validate_json(data).metrics.model_dump()
     except pydantic.ValidationError as e:
-        raise ValueError(f"{path}: not roadseg-eval's metrics ({e.errors()[0]['msg']})") from None
+        raise ValueError(f"{runs / 'scores' / name / 'metrics.json'}: not roadseg-eval's metrics "
+                         f"({e.errors()[0]['msg']})") from None
 
 
 def collect(runs: str | Path) -> dict:
@@ -120,8 +121,9 @@ def collect(runs: str | Path) -> dict:
                                 "metrics": got})
     out["arms"].sort(key=lambda a: (a["n"], a["seed"], a["mode"] != "random"))
     out["extra_ratio"] = _extra_ratio(runs, [f"{a['mode']}{a['n']}-s{a['seed']}" for a in out["arms"]])
-    kind = runs / "flywheel.kind"  # the script's "labels=... schedule=..." line
-    out["from_scratch"] = kind.is_file() and kind.stat().st_size < 256 and "schedule=scratch" in kind.read_text()
+    from edge_runtime import atomic
+    kind = atomic.read_small_text(runs / "flywheel.kind", 256, "flywheel.kind", missing_ok=True)  # "labels=... schedule=..."
+    out["from_scratch"] = "schedule=scratch" in (kind or "")
     return out
 
 
